@@ -5,6 +5,7 @@ The numeric work (matrix multiply, transformer, quantiser, beam search) runs in
 """
 from . import _core
 from ._core import get_num_threads, set_num_threads
+from .ids import DualIDs
 
 __version__ = "0.1.0"
 
