@@ -16,7 +16,8 @@ Building a dataset (in this order)
    original ids, so the numbering does not depend on row order.
 4. Order. Each user's events are sorted by (timestamp, kind with "rec" before
    "search", dense item index, query text). This makes ties between equal timestamps
-   deterministic and independent of the input's row order.
+   deterministic and independent of the input's row order. (Semi-synthetic searches
+   are chosen after this sort, so there equal timestamps are ordered by item alone.)
 5. Semi-synthetic search (only with ``search_share``, for data without queries).
    One uniform number u in [0, 1) per event is drawn, in the order of step 4, from
    ``numpy.random.default_rng([seed, 1])``; an event becomes a one-click search
@@ -73,6 +74,11 @@ _SYNTHETIC = "\x00synthetic"
 
 
 # --------------------------------------------------------------------------- validation
+
+
+def _show(v) -> str:
+    """repr of an id without numpy's wrapper (np.int64(5) -> 5)."""
+    return repr(v.item() if isinstance(v, np.generic) else v)
 
 
 def _require_frame(df, what: str) -> pd.DataFrame:
@@ -228,7 +234,7 @@ def from_pandas(
     item_kind = _check_ids(items[item_col], f"items[{item_col!r}]")
     if items[item_col].duplicated().any():
         dup = items.loc[items[item_col].duplicated(), item_col].iloc[0]
-        raise ValueError(f"items[{item_col!r}] must be unique; {dup!r} appears more than once")
+        raise ValueError(f"items[{item_col!r}] must be unique; {_show(dup)} appears more than once")
     it = items.copy()
     it = it.rename(columns={item_col: "item_id", title_col: "title"})
     it["title"] = _text_column(it["title"], f"items[{title_col!r}]")
@@ -308,7 +314,7 @@ def from_pandas(
         unknown = ev.loc[~known, "item_id"].unique()
         msg = (
             f"{int((~known).sum())} event(s) refer to {len(unknown)} item id(s) missing from items, "
-            f"e.g. {list(unknown[:5])}"
+            f"e.g. [{', '.join(_show(u) for u in unknown[:5])}]"
         )
         if unknown_items == "raise":
             raise ValueError(msg + "; add them to items or pass unknown_items='drop'")
@@ -336,7 +342,7 @@ def from_pandas(
     short = sizes[sizes < 3]
     if len(short):
         raise ValueError(
-            f"{len(short)} user(s) have fewer than 3 events (e.g. user {short.index[0]!r} has "
+            f"{len(short)} user(s) have fewer than 3 events (e.g. user {_show(short.index[0])} has "
             f"{int(short.iloc[0])}); leave-one-out needs train, valid and test events. "
             f"Use min_user_events >= 3 or drop those users"
         )
@@ -548,7 +554,7 @@ class Dataset:
         if len(users) and free.min() < n_neg:
             u = int(users[np.argmin(free)])
             raise ValueError(
-                f"user {self.users[u]!r} interacted with all but {int(free.min())} items, "
+                f"user {_show(self.users[u])} interacted with all but {int(free.min())} items, "
                 f"fewer than n_neg={n_neg}; lower n_neg"
             )
         rng = np.random.default_rng([seed, 2, split_code])
