@@ -113,14 +113,14 @@ def test_ties_do_not_depend_on_row_order():
 
 
 def test_equal_timestamps_ordered_by_kind_then_item():
-    inter, items, searches = real_search_world()
+    items = pd.DataFrame({"item_id": ["a", "b", "c", "d"], "title": ["w", "x", "y", "z"]})
+    inter = pd.DataFrame({"user_id": ["u"] * 3, "item_id": ["d", "b", "c"], "timestamp": [5, 5, 1]})
+    searches = pd.DataFrame({"user_id": ["u"] * 2, "item_id": ["c", "a"], "timestamp": [5, 5],
+                             "query": ["q", "q"]})
     ds = from_pandas(inter, items, searches, min_user_events=1, min_item_events=1)
-    u1 = ds.events[ds.events["user_id"] == "u1"]
-    # Timestamp 2: no rec; timestamp 8: search session (e, f) after nothing else.
-    at8 = u1[u1["timestamp"] == 8]
-    assert list(at8["item_id"]) == ["e", "f"]
-    u2 = ds.events[ds.events["user_id"] == "u2"]
-    assert list(u2["item_id"]) == ["a", "c", "e", "f", "d"]
+    # t=1 first; at t=5 recs (b, d by item) precede the search session's clicks (a, c).
+    assert list(ds.events["item_id"]) == ["c", "b", "d", "a", "c"]
+    assert list(ds.events["kind"]) == ["rec", "rec", "rec", "search", "search"]
 
 
 def test_k_core_is_iterative():

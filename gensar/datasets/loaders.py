@@ -337,7 +337,7 @@ def load_ml100k(*, cache_dir: str | os.PathLike | None = None, min_rating: float
             pickle.dump(tables, fh, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(part, cached)
     inter, items = tables
-    return _movielens_dataset(inter, items, min_rating, "ml-100k", protocol)
+    return _movielens_dataset(inter, items, min_rating, protocol.pop("name", "ml-100k"), protocol)
 
 
 # ------------------------------------------------------------------------------- amazon
