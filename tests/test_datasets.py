@@ -581,6 +581,16 @@ def test_from_pandas_with_real_searches_and_datetimes():
     assert ds.items["text"].tolist() == ds.items["title"].tolist()  # no category/description
 
 
+def test_nullable_int_ids_and_tz_aware_times():
+    inter, items = toy_world()
+    ref = from_pandas(inter, items, min_user_events=3, min_item_events=1)
+    inter2 = inter.assign(user_id=inter["user_id"].astype("Int64"),
+                          timestamp=pd.to_datetime(inter["timestamp"], unit="s", utc=True))
+    ds = from_pandas(inter2, items.assign(item_id=items["item_id"].astype("Int32")),
+                     min_user_events=3, min_item_events=1)
+    pd.testing.assert_frame_equal(ds.events, ref.events)
+
+
 def test_custom_column_names():
     inter, items, searches = real_search_world()
     ds = from_pandas(inter.rename(columns={"user_id": "uid", "timestamp": "ts"}),

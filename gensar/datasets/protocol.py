@@ -98,12 +98,17 @@ def _require_columns(df: pd.DataFrame, cols: Iterable[str], what: str, hint: str
 
 def _id_kind(s: pd.Series) -> str:
     """'int' or 'str': the two id types accepted (floats are not ids)."""
-    if pd.api.types.is_integer_dtype(s) or pd.api.types.is_bool_dtype(s):
+    if pd.api.types.is_integer_dtype(s):
         return "int"
     if pd.api.types.is_string_dtype(s) or s.dtype == object:
         if s.map(lambda v: isinstance(v, str)).all():
             return "str"
     return "bad"
+
+
+def _normalise_ids(s: pd.Series, kind: str) -> pd.Series:
+    """int ids as int64 (also from nullable Int64), str ids as Python-object str."""
+    return s.astype(np.int64) if kind == "int" else s.astype(object)
 
 
 def _check_ids(s: pd.Series, what: str) -> str:
@@ -123,6 +128,8 @@ def _to_timestamp(s: pd.Series, what: str) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(s):
         if s.isna().any():
             raise ValueError(f"{what} has missing timestamps; drop those rows first")
+        if getattr(s.dt, "tz", None) is not None:
+            s = s.dt.tz_convert("UTC").dt.tz_localize(None)
         return (s.astype("datetime64[ns]").astype("int64") // 10**9).astype("int64")
     if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
         raise TypeError(
@@ -131,6 +138,8 @@ def _to_timestamp(s: pd.Series, what: str) -> pd.Series:
         )
     if s.isna().any():
         raise ValueError(f"{what} has {int(s.isna().sum())} missing timestamp(s); drop those rows first")
+    if pd.api.types.is_integer_dtype(s):
+        return s.astype(np.int64)  # no float round trip: ns timestamps exceed 2**53
     v = s.to_numpy(dtype=np.float64)
     if not np.isfinite(v).all():
         raise ValueError(f"{what} has non-finite timestamps")
@@ -237,6 +246,7 @@ def from_pandas(
         raise ValueError(f"items[{item_col!r}] must be unique; {_show(dup)} appears more than once")
     it = items.copy()
     it = it.rename(columns={item_col: "item_id", title_col: "title"})
+    it["item_id"] = _normalise_ids(it["item_id"], item_kind)
     it["title"] = _text_column(it["title"], f"items[{title_col!r}]")
     if category_col in items.columns:
         it = it.rename(columns={category_col: "category"}) if category_col != "category" else it
@@ -304,6 +314,8 @@ def from_pandas(
                 f"{what}[{item_col!r}] holds {ik} ids but items[{item_col!r}] holds {item_kind} ids; "
                 f"convert one so they match"
             )
+        f["user_id"] = _normalise_ids(f["user_id"], uk)
+        f["item_id"] = _normalise_ids(f["item_id"], ik)
         f["timestamp"] = _to_timestamp(f["timestamp"], f"{what}[{time_col!r}]")
     ev = pd.concat([f for _, f in frames], ignore_index=True)
     if len(ev) == 0:
