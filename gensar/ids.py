@@ -94,11 +94,12 @@ def _as_float_matrix(x, name, allow_none=False):
     return x
 
 
-def kmeans(x, k, n_init=1, max_iter=300, tol=1e-4, seed=0):
+def kmeans(x, k, n_init=1, max_iter=300, tol=1e-4, seed=0, init=None):
     """k-means in C: greedy k-means++ seeding, Lloyd iterations, empty-cluster
     repair, best inertia of ``n_init`` runs; deterministic for a given seed.
 
-    x (N, d) float array (converted to float32); k <= N.
+    x (N, d) float array (converted to float32); k <= N. init (k, d) or None:
+    starting centroids instead of k-means++ (then one run).
     Returns (centroids (k, d) float32, labels (N,) int64, inertia float: sum of
     squared distances of the points to their centroid).
     """
@@ -110,7 +111,12 @@ def kmeans(x, k, n_init=1, max_iter=300, tol=1e-4, seed=0):
     for name, v in (("n_init", n_init), ("max_iter", max_iter)):
         if not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    C, labels, inertia = _core.kmeans(x, int(k), int(n_init), int(max_iter), float(tol), int(seed))
+    if init is not None:
+        init = _as_float_matrix(init, "init")
+        if init.shape != (k, x.shape[1]):
+            raise ValueError(f"init must have shape ({k}, {x.shape[1]}), got {init.shape}")
+    C, labels, inertia = _core.kmeans(x, int(k), int(n_init), int(max_iter), float(tol), int(seed),
+                                      init)
     return C, labels.astype(np.int64), inertia
 
 

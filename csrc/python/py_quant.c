@@ -64,13 +64,13 @@ static int parse_rq(PyObject *dims, PyObject *shared, PyObject *specific, gs_rq_
 static PyObject *py_kmeans(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
-    static char *kwlist[] = {"x", "k", "n_init", "max_iter", "tol", "seed", NULL};
-    PyObject *ox;
+    static char *kwlist[] = {"x", "k", "n_init", "max_iter", "tol", "seed", "init", NULL};
+    PyObject *ox, *oinit = Py_None;
     int k, n_init = 1, max_iter = 300;
     double tol = 1e-4;
     unsigned long long seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "Oi|iidK", kwlist, &ox, &k, &n_init, &max_iter,
-                                     &tol, &seed))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "Oi|iidKO", kwlist, &ox, &k, &n_init, &max_iter,
+                                     &tol, &seed, &oinit))
         return NULL;
     PyArrayObject *x = gs_check_array(ox, "x", NPY_FLOAT32, 2, 2);
     if (!x) return NULL;
@@ -80,6 +80,16 @@ static PyObject *py_kmeans(PyObject *self, PyObject *args, PyObject *kw)
         PyErr_Format(PyExc_ValueError, "k must be between 1 and the number of points (%zu), got %d",
                      N, k);
         return NULL;
+    }
+    const float *pinit = NULL;
+    if (oinit != Py_None) {
+        PyArrayObject *ia = gs_check_array(oinit, "init", NPY_FLOAT32, 2, 2);
+        if (!ia) return NULL;
+        if (PyArray_DIM(ia, 0) != k || PyArray_DIM(ia, 1) != d) {
+            PyErr_Format(PyExc_ValueError, "init must have shape (%d, %d)", k, d);
+            return NULL;
+        }
+        pinit = PyArray_DATA(ia);
     }
     npy_intp cd[2] = {k, d}, ld[1] = {(npy_intp)N};
     PyArrayObject *C = gs_new_f32(2, cd);
@@ -94,7 +104,7 @@ static PyObject *py_kmeans(PyObject *self, PyObject *args, PyObject *kw)
     float *pc = PyArray_DATA(C);
     int32_t *pl = PyArray_DATA(lab);
     Py_BEGIN_ALLOW_THREADS
-    st = gs_kmeans(N, d, px, k, n_init, max_iter, tol, (uint64_t)seed, pc, pl, &inertia);
+    st = gs_kmeans(N, d, px, k, n_init, max_iter, tol, (uint64_t)seed, pinit, pc, pl, &inertia);
     Py_END_ALLOW_THREADS
     if (st != GS_OK) {
         Py_DECREF(C), Py_DECREF(lab);
@@ -594,7 +604,7 @@ static PyObject *py_rqvae_reconstruct(PyObject *self, PyObject *args)
 
 PyMethodDef gs_quant_methods[] = {
     {"kmeans", (PyCFunction)(void (*)(void))py_kmeans, METH_VARARGS | METH_KEYWORDS,
-     "kmeans(x, k, n_init=1, max_iter=300, tol=1e-4, seed=0) -> (centroids (k,d), labels (N,) "
+     "kmeans(x, k, n_init=1, max_iter=300, tol=1e-4, seed=0, init=None) -> (centroids (k,d), labels (N,) "
      "int32, inertia)\n\nx (N,d) float32; greedy k-means++ seeding, Lloyd iterations, best of "
      "n_init."},
     {"nearest_centroid", py_nearest_centroid, METH_VARARGS,

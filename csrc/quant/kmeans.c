@@ -30,7 +30,7 @@ static double sum_fixed_order(size_t n, const float *v, double *partial)
 // x (N,d) -> sq (N): squared L2 norm of each row
 static void row_sqnorms(size_t N, int d, const float *x, float *sq)
 {
-#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N * d > 65536)
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N * d > (1 << 18))
     for (size_t i = 0; i < N; i++) {
         const float *r = x + i * d;
         float s = 0.0f;
@@ -62,7 +62,7 @@ int gs_nearest_centroid(size_t N, int d, const float *x, int K, const float *C, 
         row_sqnorms(R, d, xb, xn);
         // xb (R,d) @ C^T (d,K) -> dots (R,K)
         gs_sgemm(0, 1, (int)R, K, d, 1.0f, xb, d, C, d, 0.0f, dots, K);
-#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (R * K > 16384)
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (R * K > (1 << 18))
         for (size_t i = 0; i < R; i++) {
             const float *dr = dots + i * K;
             float best = FLT_MAX;
@@ -108,7 +108,7 @@ static int kmeanspp(size_t N, int d, const float *x, int k, gs_rng *rng, float *
     {
         float c0 = xn[first];
         gs_sgemm(0, 1, (int)N, 1, d, 1.0f, x, d, centroids, d, 0.0f, dots, 1);
-#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N > 16384)
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N > (1 << 17))
         for (size_t i = 0; i < N; i++) {
             float v = xn[i] - 2.0f * dots[i] + c0;
             closest[i] = v > 0.0f ? v : 0.0f;
@@ -157,7 +157,7 @@ static int kmeanspp(size_t N, int d, const float *x, int k, gs_rng *rng, float *
             if (s < best_pot) best_pot = s, best = t;
         }
         memcpy(centroids + (size_t)c * d, cand + (size_t)best * d, sizeof(float) * d);
-#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N > 16384)
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N > (1 << 17))
         for (size_t i = 0; i < N; i++) {
             float v = xn[i] - 2.0f * dots[i * trials + best] + cn[best];
             v = v > 0.0f ? v : 0.0f;
@@ -179,7 +179,7 @@ static void update_centroids(size_t N, int d, const float *x, int k, const int32
     memset(sums, 0, sizeof(double) * (size_t)k * d);
     memset(counts, 0, sizeof(int64_t) * k);
     for (size_t i = 0; i < N; i++) counts[labels[i]]++;
-#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N * d > 65536)
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N * d > (1 << 18))
     for (int j = 0; j < d; j++)
         for (size_t i = 0; i < N; i++) sums[(size_t)labels[i] * d + j] += x[i * d + j];
     for (int c = 0; c < k; c++)
@@ -215,7 +215,7 @@ static int repair_empty(size_t N, int d, const float *x, int k, int32_t *labels,
 static double exact_inertia(size_t N, int d, const float *x, const float *C, const int32_t *labels,
                             float *per_point, double *partial)
 {
-#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N * d > 65536)
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N * d > (1 << 18))
     for (size_t i = 0; i < N; i++) {
         const float *r = x + i * d, *c = C + (size_t)labels[i] * d;
         double s = 0.0;
@@ -229,7 +229,8 @@ static double exact_inertia(size_t N, int d, const float *x, const float *C, con
 }
 
 int gs_kmeans(size_t N, int d, const float *x, int k, int n_init, int max_iter, double tol,
-              uint64_t seed, float *centroids, int32_t *labels, double *inertia)
+              uint64_t seed, const float *init, float *centroids, int32_t *labels,
+              double *inertia)
 {
     if (k < 1) return gs_fail(GS_EINVAL, "k-means: k must be >= 1, got %d", k);
     if (d < 1) return gs_fail(GS_EINVAL, "k-means: dimension must be >= 1, got %d", d);
@@ -273,7 +274,11 @@ int gs_kmeans(size_t N, int d, const float *x, int k, int n_init, int max_iter, 
     for (int run = 0; run < n_init; run++) {
         gs_rng rng;
         gs_rng_seed(&rng, gs_splitmix64(&seed_state));
-        if ((status = kmeanspp(N, d, x, k, &rng, C)) != GS_OK) goto done;
+        if (init) {
+            memcpy(C, init, sizeof(float) * (size_t)k * d);
+            n_init = 1;
+        } else if ((status = kmeanspp(N, d, x, k, &rng, C)) != GS_OK)
+            goto done;
         for (int it = 0; it < max_iter; it++) {
             if ((status = gs_nearest_centroid(N, d, x, k, C, lab, dist2)) != GS_OK) goto done;
             memcpy(Cold, C, sizeof(float) * (size_t)k * d);

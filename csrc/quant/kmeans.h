@@ -22,8 +22,10 @@ int gs_nearest_centroid(size_t N, int d, const float *x, int K, const float *C, 
  * the assigned centroid, accumulated in double). Requires N >= k >= 1,
  * n_init >= 1, max_iter >= 1. tol: stop when the total squared centroid shift
  * falls below tol * (mean per-dimension variance of x) (scikit-learn's rule).
- * labels may be NULL. Returns GS_OK or GS_EINVAL / GS_ENOMEM. */
+ * labels may be NULL. init (k,d) or NULL: starting centroids instead of
+ * k-means++ (then a single run). Returns GS_OK or GS_EINVAL / GS_ENOMEM. */
 int gs_kmeans(size_t N, int d, const float *x, int k, int n_init, int max_iter, double tol,
-              uint64_t seed, float *centroids, int32_t *labels, double *inertia);
+              uint64_t seed, const float *init, float *centroids, int32_t *labels,
+              double *inertia);
 
 #endif

@@ -367,8 +367,8 @@ int gs_rq_fit_kmeans(const gs_rq_config *cfg, size_t N, const float *z, int n_in
             memcpy(in + i * L->width, r + i * D + L->col, sizeof(float) * L->width);
         float *C = codebooks + L->cb_offset;
         double inertia;
-        st = gs_kmeans(N, L->width, in, L->k, n_init, max_iter, 1e-4, gs_splitmix64(&s), C,
-                       lab, &inertia);
+        st = gs_kmeans(N, L->width, in, L->k, n_init, max_iter, 1e-4, gs_splitmix64(&s), NULL,
+                       C, lab, &inertia);
         if (st != GS_OK) break;
         for (size_t i = 0; i < N; i++) {
             const float *c = C + (size_t)lab[i] * L->width;

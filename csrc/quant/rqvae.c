@@ -31,7 +31,7 @@ struct gs_rqvae {
     float *params, *grads, *adam_m, *adam_v;
     long t;
     /* activations, sized for max_batch rows */
-    float *z, *zq, *dz, *zq_t[2], *g1, *g2;
+    float *z, *zq, *dz, *zq_t[2], *g1, *g2, *dzq_t; /* dzq_t (B,h): decoder input grad */
     float *lvl_in[GS_RQ_MAX_TOTAL];
     int32_t *codes;
     float *arena;
@@ -144,7 +144,7 @@ int gs_rqvae_create(const gs_rqvae_config *cfg, int max_batch, uint64_t seed, gs
     m->adam_v = gs_calloc(sizeof(float) * m->n_params);
     size_t B = (size_t)max_batch, act = 0;
     for (int t = 0; t < m->T; t++) act += mlp_act_floats(&m->enc[t], B) + mlp_act_floats(&m->dec[t], B);
-    act += 3 * B * m->D + 2 * B * m->maxdim + B * m->D; /* z, zq, dz, g1, g2, zq_t */
+    act += 3 * B * m->D + 2 * B * m->maxdim + B * m->D + B * m->h; /* z, zq, dz, g1, g2, zq_t, dzq_t */
     for (int l = 0; l < m->nL; l++) act += B * m->lv[l].width;
     act += B * m->nL; /* codes (int32, same size as float) */
     m->arena = gs_alloc(sizeof(float) * act);
@@ -160,6 +160,7 @@ int gs_rqvae_create(const gs_rqvae_config *cfg, int max_batch, uint64_t seed, gs
     m->g1 = cur, cur += B * m->maxdim;
     m->g2 = cur, cur += B * m->maxdim;
     for (int t = 0; t < m->T; t++) m->zq_t[t] = cur, cur += B * m->h;
+    m->dzq_t = cur, cur += B * m->h;
     for (int l = 0; l < m->nL; l++) m->lvl_in[l] = cur, cur += B * m->lv[l].width;
     m->codes = (int32_t *)cur;
 
@@ -312,9 +313,9 @@ int gs_rqvae_forward_backward(gs_rqvae *m, int Bi, const float *x0, const float 
         }
         losses[1 + t] = sse / (double)n;
         // d xhat (B,in) -> d zq_t (B,h), written into dz[:, t*h:(t+1)*h] (straight-through)
-        mlp_backward(p, m->params, m->grads, B, m->zq_t[t], m->g1, m->g2, m->zq_t[t]);
+        mlp_backward(p, m->params, m->grads, B, m->zq_t[t], m->g1, m->g2, m->dzq_t);
         for (size_t b = 0; b < B; b++)
-            memcpy(m->dz + b * m->D + t * m->h, m->zq_t[t] + b * m->h, sizeof(float) * m->h);
+            memcpy(m->dz + b * m->D + t * m->h, m->dzq_t + b * m->h, sizeof(float) * m->h);
     }
 
     /* quantisation: (1/nL) sum_l (1 + beta) mse(q_l, r_l); codebook term -> codebook,
