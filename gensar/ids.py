@@ -423,6 +423,7 @@ class DualIDs:
         bar = tqdm(range(self.epochs), desc=f"RQ-VAE ({self.method})", unit="epoch",
                    disable=not self.progress, leave=False)
         for _ in bar:
+            t0 = time.perf_counter()
             perm = rng.permutation(n)
             sums = np.zeros(4)
             for s in range(0, n, bs):
@@ -432,8 +433,10 @@ class DualIDs:
                                                 float(self.lr), float(self.weight_decay))
                 sums += np.array(losses) * len(idx)
             mean = sums / n
-            self.history_.append(dict(zip(("loss", "recon_semantic", "recon_collaborative",
-                                           "quantisation"), mean.tolist())))
+            entry = dict(zip(("loss", "recon_semantic", "recon_collaborative", "quantisation"),
+                             mean.tolist()))
+            entry["seconds"] = time.perf_counter() - t0
+            self.history_.append(entry)
             bar.set_postfix(loss=f"{mean[0]:.4g}")
 
     def _bind_buffers(self):

@@ -347,6 +347,65 @@ def test_rqvae_training_reduces_reconstruction_and_is_deterministic(rng, threads
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
 
 
+def load_bench():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "bench_ids.py"
+    spec = importlib.util.spec_from_file_location("bench_ids", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("case", [RQVAE_CASES[0], RQVAE_CASES[2]])
+def test_rqvae_matches_pytorch_autograd_and_adamw(rng, case):
+    """Independent reference: the reference's PyTorch formulation (in
+    benchmarks/bench_ids.py) gives the same loss, codes, gradients and AdamW
+    update from the same weights."""
+    torch = pytest.importorskip("torch")
+    in_dims, hidden, h, shared, specific, B = case
+    model = _core.rqvae_new(in_dims, hidden, h, shared, specific, 0.25, 17, 3)
+    params, grads, _, _ = _core.rqvae_buffers(model)
+    params += rng.normal(scale=0.05, size=params.shape).astype(np.float32)
+    init = [rng.normal(size=(17, d)).astype(np.float32) for d in in_dims]
+    _core.rqvae_init_codebooks(model, *pad(init), 10, 1)
+    layout = _core.rqvae_layout(model)
+    tm = load_bench().torch_rqvae_class()(in_dims, hidden, h, shared, specific, 0.25)
+    tm.load_gensar(params, layout)
+    opt = torch.optim.AdamW(tm.parameters(), lr=1e-2, weight_decay=1e-5)
+    for step in range(3):
+        xs = [rng.normal(size=(B, d)).astype(np.float32) for d in in_dims]
+        loss_c = _core.rqvae_forward_backward(model, *pad(xs))
+        codes_c, _ = _core.rqvae_reconstruct(model, *pad(xs))
+        loss_t, recon_t, quant_t, codes_t = tm([torch.from_numpy(x) for x in xs])
+        opt.zero_grad()
+        loss_t.backward()
+        np.testing.assert_array_equal(codes_c, codes_t.numpy())
+        assert loss_c[0] == pytest.approx(loss_t.item(), rel=1e-5)
+        assert loss_c[3] == pytest.approx(quant_t.item(), rel=1e-5, abs=1e-7)
+        np.testing.assert_allclose(grads, tm.gensar_grads(layout, grads.size), rtol=1e-4, atol=1e-6)
+        _core.rqvae_train_step(model, *pad(xs), 1e-2, 1e-5)
+        opt.step()
+        # parameters after the update agree
+        flat = np.concatenate([p.detach().numpy().ravel() for p in _torch_in_layout(tm, layout)])
+        np.testing.assert_allclose(params, flat, rtol=1e-4, atol=1e-6)
+
+
+def _torch_in_layout(tm, layout):
+    import torch.nn as nn
+
+    named = {}
+    for kind, mods in (("encoder", tm.enc), ("decoder", tm.dec)):
+        for t, seq in enumerate(mods):
+            for i, m in enumerate([m for m in seq if isinstance(m, nn.Linear)]):
+                named[f"{kind}{t}.{i}.weight"], named[f"{kind}{t}.{i}.bias"] = m.weight, m.bias
+    books = [e.weight for e in tm.shared] + [e.weight for lv in tm.specific for e in lv]
+    for l, w in enumerate(books):
+        named[f"codebook.{l}"] = w
+    return [named[name] for name, _, _ in sorted(layout, key=lambda r: r[1])]
+
+
 def test_rqvae_rejects_bad_config_and_batch(rng):
     with pytest.raises(ValueError, match="n_towers|dims|entries"):
         _core.rqvae_new((3, 3, 3), (4,), 2, (2,), (2,), 0.25, 8, 0)
