@@ -151,6 +151,14 @@ class DualIDs:
     overflow : "error" | "extra_level" (see module doc)
     adapt_codebooks : shrink codebooks larger than the catalogue (or first
         batch) with a warning instead of raising
+    scale_inputs : divide each embedding matrix by one scalar, its mean row L2
+        norm at fit time (not in the reference, whose semantic embeddings are
+        unit-norm already). It puts both reconstruction terms on the same
+        footing whatever the units of the collaborative embedding; without it an
+        embedding with large values (e.g. norm ~10) makes the straight-through
+        encoder outrun the codebooks and the quantisation loss diverge. The
+        geometry of each embedding is unchanged; reported reconstruction errors
+        are in the original units. False gives the reference exactly.
     seed : every random choice (weights, batches, k-means) derives from it
     progress : show a tqdm progress bar over epochs
 
@@ -163,7 +171,7 @@ class DualIDs:
                  latent_dim=32, hidden=(512, 256, 128, 64), beta=0.25, epochs=DEFAULT_EPOCHS,
                  batch_size=1024, lr=1e-3, weight_decay=1e-5, kmeans_iters=50,
                  sinkhorn_epsilon=0.003, sinkhorn_iters=50, overflow="error",
-                 adapt_codebooks=True, seed=0, progress=True):
+                 adapt_codebooks=True, scale_inputs=True, seed=0, progress=True):
         self.shared_levels = tuple(shared_levels)
         self.specific_levels = tuple(specific_levels)
         self.method = method
@@ -179,6 +187,7 @@ class DualIDs:
         self.sinkhorn_iters = sinkhorn_iters
         self.overflow = overflow
         self.adapt_codebooks = adapt_codebooks
+        self.scale_inputs = scale_inputs
         self.seed = seed
         self.progress = progress
 
@@ -218,6 +227,12 @@ class DualIDs:
             if xc is not None and xc.shape[1] != dc:
                 raise ValueError(
                     f"collaborative_emb must have {dc} columns as at fit time, got {xc.shape[1]}")
+        return xs, xc
+
+    def _scaled(self, xs, xc):
+        a, b = self.input_scale_
+        xs = xs if a == 1.0 else np.ascontiguousarray(xs * np.float32(a))
+        xc = xc if (xc is None or b == 1.0) else np.ascontiguousarray(xc * np.float32(b))
         return xs, xc
 
     def _adapt_levels(self, n):
@@ -286,24 +301,79 @@ class DualIDs:
             return np.ascontiguousarray(np.concatenate([xs, xc], axis=1))
         return np.zeros((xs.shape[0], 2), np.float32)
 
+    def _same_chain(self, a, b):
+        """True if level b directly follows level a on the same residual slice."""
+        ns, npec = len(self.shared_levels_), len(self.specific_levels_)
+        if a < ns and b < ns:
+            return b == a + 1
+        if a >= ns and b >= ns:
+            return b == a + 1 and (a - ns) // npec == (b - ns) // npec
+        return False
+
     def _assign(self, xs, xc, rng=None):
-        """Nearest codes (N, nL) and the residual entering each kind's last level."""
+        """Nearest codes (N, nL), the residual entering each kind's last level,
+        and the residual entering its second-to-last level (None when that
+        level quantises another slice)."""
         z = self._latent(xs, xc)
         n_kinds = len(self.dims_q_)
-        last = [self._kind_levels(t)[-1] for t in range(n_kinds)]
+        kinds = [self._kind_levels(t) for t in range(n_kinds)]
+        last = [lv[-1] for lv in kinds]
+        prev = [lv[-2] if len(lv) > 1 and self._same_chain(lv[-2], lv[-1]) else None
+                for lv in kinds]
+        want = sorted(set(last) | {p for p in prev if p is not None})
         codes, zq, resid = _core.rq_encode(z, self._codebooks_flat(), self.dims_q_,
                                            self.shared_levels_, self.specific_levels_,
-                                           levels=sorted(set(last)))
-        resid = dict(zip(sorted(set(last)), resid))
+                                           levels=want)
+        resid = dict(zip(want, resid))
         if self.method == "random":
             rng = rng or np.random.default_rng(self.seed)
             sizes = np.array(self._level_sizes())
             codes = (rng.random(codes.shape) * sizes).astype(np.int32)
-        return codes, zq, [resid[l] for l in last]
+        return codes, zq, [resid[l] for l in last], [None if p is None else resid[p] for p in prev]
 
-    def _resolve(self, codes, resid, fixed_ids=None):
-        """Unique IDs per kind. codes (N, nL) int32 of the new items; fixed_ids: list
-        per kind of already published IDs (M, L or L+1) that must not change."""
+    def _spill(self, ids, r_last, r_prev, C_prev, C_last):
+        """Second-to-last level capacity: within a group of items sharing the
+        first L-2 tokens, a code of level L-2 can hold at most K_last items (one
+        per last-level code). Items beyond that (those farthest from the
+        codeword) move to the nearest code of level L-2 that still has room, and
+        take the nearest last-level code from their new residual. Changes ids
+        (N, L) and r_last in place; returns the number of items moved. Only
+        overloaded groups are touched, so this is a rare path."""
+        L = ids.shape[1]
+        K_prev, K_last = C_prev.shape[0], C_last.shape[0]
+        if L > 2:
+            _, group = np.unique(ids[:, :L - 2], axis=0, return_inverse=True)
+            group = group.ravel().astype(np.int64)
+        else:
+            group = np.zeros(ids.shape[0], np.int64)
+        key = group * K_prev + ids[:, L - 2]
+        counts = np.bincount(key, minlength=(int(group.max()) + 1) * K_prev)
+        over = np.flatnonzero(counts > K_last)
+        moved = 0
+        for k in over:
+            grp, c2 = divmod(int(k), K_prev)
+            members = np.flatnonzero(key == k)
+            d = ((r_prev[members] - C_prev[c2]) ** 2).sum(1)
+            for i in members[np.argsort(d, kind="stable")][K_last:]:
+                room = counts[grp * K_prev:(grp + 1) * K_prev] < K_last
+                if not room.any():
+                    break  # the whole group exceeds K_prev * K_last: left to overflow handling
+                dist = ((r_prev[i] - C_prev) ** 2).sum(1)
+                dist[~room] = np.inf
+                c = int(dist.argmin())
+                counts[k] -= 1
+                counts[grp * K_prev + c] += 1
+                ids[i, L - 2] = c
+                r_last[i] = r_prev[i] - C_prev[c]
+                ids[i, L - 1] = int(((r_last[i] - C_last) ** 2).sum(1).argmin())
+                moved += 1
+        return moved
+
+    def _resolve(self, codes, resid, prev=None, fixed_ids=None):
+        """Unique IDs per kind. codes (N, nL) int32 of the new items; resid / prev:
+        per kind the residual entering the last / second-to-last level; fixed_ids:
+        list per kind of already published IDs (M, L or L+1) that must not change
+        (then no second-to-last level spill is done)."""
         n_kinds = len(self.dims_q_)
         out, stats = [], []
         sizes = self._level_sizes()
@@ -315,16 +385,21 @@ class DualIDs:
             n_new = ids.shape[0]
             fixed = None
             old = None
+            before = _collision_rate(ids)
+            spilled = 0
+            if fixed_ids is None and prev is not None and prev[t] is not None:
+                r = r.copy()
+                spilled = self._spill(ids, r, prev[t], self._level_codebook(lv[-2]), C)
             if fixed_ids is not None:
                 old = fixed_ids[t]
                 ids = np.ascontiguousarray(np.concatenate([old[:, :len(lv)].astype(np.int32), ids]))
                 r = np.ascontiguousarray(np.concatenate([np.zeros((old.shape[0], r.shape[1]), np.float32), r]))
                 fixed = np.zeros(ids.shape[0], bool)
                 fixed[:old.shape[0]] = True
-            before = _collision_rate(ids[-n_new:]) if fixed is None else None
             st = _core.resolve_collisions(ids, [sizes[l] for l in lv], r, C, fixed,
                                           float(self.sinkhorn_epsilon), int(self.sinkhorn_iters))
             st["collision_rate_before"] = before
+            st["spilled"] = spilled
             ids = ids.astype(np.int64)
             extra = self._extra_level_[t] if hasattr(self, "_extra_level_") else False
             if old is not None and old.shape[1] > len(lv):  # published IDs carry an extra token
@@ -377,6 +452,11 @@ class DualIDs:
         xs, xc = self._check_inputs(semantic_emb, collaborative_emb)
         n = xs.shape[0]
         self.dims_ = (xs.shape[1], xc.shape[1] if xc is not None else 0)
+        self.input_scale_ = (1.0, 1.0)
+        if self.scale_inputs:
+            norm = lambda x: float(np.linalg.norm(x, axis=1).mean()) if x is not None else 1.0  # noqa: E731
+            self.input_scale_ = tuple(1.0 / v if v > 0 else 1.0 for v in (norm(xs), norm(xc)))
+        xs, xc = self._scaled(xs, xc)
         self.shared_levels_, self.specific_levels_ = self._adapt_levels(n)
         self.dims_q_ = self._rq_dims()
         self.history_ = []
@@ -394,10 +474,10 @@ class DualIDs:
                 [sum(self.dims_q_)] * len(self.shared_levels_)
                 + [w for w in self.dims_q_ for _ in self.specific_levels_]))
             self._codebooks = np.zeros(n_cb, np.float32)
-        codes, zq, resid = self._assign(xs, xc, rng)
+        codes, zq, resid, prev = self._assign(xs, xc, rng)
         self._recon = self._reconstruction(xs, xc, zq)
         self._raw_codes = codes
-        ids, stats = self._resolve(codes, resid)
+        ids, stats = self._resolve(codes, resid, prev)
         self._extra_level_ = [e for _, e in stats]
         self._resolve_stats = [s for s, _ in stats]
         if len(ids) == 1:  # single: one ID serves both tasks
@@ -455,8 +535,8 @@ class DualIDs:
             errs = [((zq[:, :ds] - xs) ** 2).sum(1), ((zq[:, ds:] - xc) ** 2).sum(1)]
         else:
             errs = []
-        for name, x, e in zip(("semantic", "collaborative"), (xs, xc), errs):
-            out[name] = {"mse": float(e.mean() / x.shape[1]),
+        for name, x, e, sc in zip(("semantic", "collaborative"), (xs, xc), errs, self.input_scale_):
+            out[name] = {"mse": float(e.mean() / x.shape[1]) / sc ** 2,  # original units
                          "relative": float(e.sum() / max((x.astype(np.float64) ** 2).sum(), 1e-30))}
         return out
 
@@ -471,8 +551,9 @@ class DualIDs:
         """
         self._check_fitted()
         xs, xc = self._check_inputs(semantic_emb, collaborative_emb, fitted=True)
+        xs, xc = self._scaled(xs, xc)
         rng = np.random.default_rng([self.seed, len(xs)])
-        codes, _, resid = self._assign(xs, xc, rng)
+        codes, _, resid, _ = self._assign(xs, xc, rng)
         if not resolve:
             ids = [codes[:, self._kind_levels(t)].astype(np.int64) for t in range(len(self.dims_q_))]
         else:
@@ -523,6 +604,7 @@ class DualIDs:
             "collision_rate_before": before,
             "collision_rate_after": {k: _collision_rate(i) for k, i in zip(kinds, ids)},
             "moved": {k: int(s["moved"]) for k, s in zip(kinds, self._resolve_stats)},
+            "spilled": {k: int(s.get("spilled", 0)) for k, s in zip(kinds, self._resolve_stats)},
             "levels": pd.DataFrame(rows),
             "reconstruction": self._recon,
             "fit_seconds": self.fit_seconds_,
@@ -535,7 +617,7 @@ class DualIDs:
     # ---------------------------------------------------------------- save/load
     _PARAMS = ("shared_levels", "specific_levels", "method", "latent_dim", "hidden", "beta",
                "epochs", "batch_size", "lr", "weight_decay", "kmeans_iters", "sinkhorn_epsilon",
-               "sinkhorn_iters", "overflow", "adapt_codebooks", "seed", "progress")
+               "sinkhorn_iters", "overflow", "adapt_codebooks", "scale_inputs", "seed", "progress")
 
     def save(self, path):
         """Writes the fitted state to one .npz file (arrays + a JSON header; no pickle)."""
@@ -543,6 +625,7 @@ class DualIDs:
         header = {"format": "gensar.DualIDs", "version": 1,
                   "params": {k: getattr(self, k) for k in self._PARAMS},
                   "dims": list(self.dims_), "shared_levels_": list(self.shared_levels_),
+                  "input_scale": list(self.input_scale_),
                   "specific_levels_": list(self.specific_levels_),
                   "extra_level": list(self._extra_level_), "recon": self._recon,
                   "resolve_stats": self._resolve_stats, "history": self.history_,
@@ -566,6 +649,7 @@ class DualIDs:
             p = header["params"]
             self = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()})
             self.dims_ = tuple(header["dims"])
+            self.input_scale_ = tuple(header["input_scale"])
             self.shared_levels_ = tuple(header["shared_levels_"])
             self.specific_levels_ = tuple(header["specific_levels_"])
             self.dims_q_ = self._rq_dims()

@@ -522,20 +522,42 @@ def test_save_load_other_methods(tmp_path, catalogue, method):
         np.testing.assert_array_equal(a, b)
 
 
-def test_overflow_extra_level_or_error():
-    # 40 exact copies of one item cannot be told apart by 8 last-level codes
+def overflow_catalogue():
+    """40 exact copies of one item among 100."""
     sem = np.repeat(np.random.default_rng(0).normal(size=(1, 6)), 40, 0).astype(np.float32)
     sem = np.concatenate([sem, np.random.default_rng(1).normal(size=(60, 6)).astype(np.float32)])
     col = np.random.default_rng(2).normal(size=(100, 3)).astype(np.float32)
     col[:40] = col[0]
-    kw = dict(shared_levels=(8,), specific_levels=(8, 8), method="residual_kmeans", progress=False)
+    return sem, col
+
+
+def test_second_to_last_level_spill_resolves_large_groups():
+    # 40 copies exceed the 8 last-level codes of their prefix: the excess moves
+    # to other codes of the second-to-last level (capacity 8 x 8 = 64)
+    sem, col = overflow_catalogue()
+    ids = DualIDs(shared_levels=(8,), specific_levels=(8, 8), method="residual_kmeans",
+                  progress=False).fit(sem, col)
+    rep = ids.report()
+    assert ids.semantic_ids_.shape == (100, 3) and unique_rows(ids.semantic_ids_)
+    assert unique_rows(ids.collaborative_ids_)
+    assert rep["spilled"]["semantic"] >= 40 - 8 and rep["collision_rate_after"]["semantic"] == 0
+    copies = ids.semantic_ids_[:40]
+    assert (copies[:, 0] == copies[0, 0]).all()  # the shared prefix is never changed
+
+
+def test_overflow_extra_level_or_error():
+    # 40 copies cannot fit in 2 x 8 codes under one shared prefix
+    sem, col = overflow_catalogue()
+    kw = dict(shared_levels=(8,), specific_levels=(2, 8), method="residual_kmeans", progress=False)
     with pytest.raises(ValueError, match="larger than the last codebook"):
         DualIDs(**kw).fit(sem, col)
     ids = DualIDs(**kw, overflow="extra_level").fit(sem, col)
     assert ids.semantic_ids_.shape[1] == 4 and unique_rows(ids.semantic_ids_)
     assert unique_rows(ids.collaborative_ids_)
+    assert ids.report()["levels"].part.eq("disambiguation").any()
     s, c = ids.transform(sem[:3], col[:3])
     assert unique_rows(np.concatenate([ids.semantic_ids_, s]))
+    assert unique_rows(np.concatenate([ids.collaborative_ids_, c]))
 
 
 def test_tiny_catalogue_adapts_codebooks_with_warning(rng):

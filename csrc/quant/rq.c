@@ -154,6 +154,18 @@ typedef struct {
     size_t collided_before, moved, unresolved;
 } group_result;
 
+typedef struct {
+    float dist; /* squared distance to the item's original code */
+    size_t pos; /* position in the group (groups list items in index order) */
+} collider;
+
+static int cmp_collider(const void *a, const void *b)
+{
+    const collider *x = a, *y = b;
+    if (x->dist != y->dist) return x->dist < y->dist ? -1 : 1;
+    return x->pos < y->pos ? -1 : (x->pos > y->pos);
+}
+
 /* Resolves one prefix group: items idx[0..g) (ascending item order). */
 static int resolve_group(size_t g, const size_t *idx, int L, int32_t *ids, int K, int d,
                          const float *resid, const float *codebook, const unsigned char *fixed,
@@ -221,11 +233,18 @@ static int resolve_group(size_t g, const size_t *idx, int L, int32_t *ids, int K
         res->unresolved += m;
         goto out;
     }
-    /* colliders choose in order of their distance to their original code */
-    for (size_t s = 1; s < m; s++) { /* insertion sort: m is small, stable -> index order on ties */
-        size_t a = coll[s], t = s;
-        while (t > 0 && own_d[coll[t - 1]] > own_d[a]) coll[t] = coll[t - 1], t--;
-        coll[t] = a;
+    /* colliders choose in order of their distance to their original code
+     * (ties: lower item index first) */
+    {
+        collider *cs = malloc(sizeof(collider) * m);
+        if (!cs) {
+            status = GS_ENOMEM;
+            goto out;
+        }
+        for (size_t s = 0; s < m; s++) cs[s] = (collider){own_d[coll[s]], coll[s]};
+        qsort(cs, m, sizeof(collider), cmp_collider);
+        for (size_t s = 0; s < m; s++) coll[s] = cs[s].pos;
+        free(cs);
     }
     dist = malloc(sizeof(double) * m * F);
     score = malloc(sizeof(double) * m * F);
