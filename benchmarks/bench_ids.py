@@ -146,9 +146,12 @@ def run_gensar(sem, col, epochs):
     return [h["seconds"] for h in ids.history_], total, [h["loss"] for h in ids.history_]
 
 
-def run_torch(sem, col, epochs, init_params, layout, n_threads, seed=0):
+def run_torch(sem, col, epochs, init_params, layout, scale, n_threads, seed=0):
     import torch
 
+    # the same inputs as DualIDs trains on (scale_inputs: one scalar per embedding)
+    sem = np.ascontiguousarray(sem * np.float32(scale[0]))
+    col = np.ascontiguousarray(col * np.float32(scale[1]))
     torch.set_num_threads(n_threads)
     ref = make_ids(0)
     model = torch_rqvae_class()((sem.shape[1], col.shape[1]), ref.hidden, ref.latent_dim,
@@ -180,7 +183,7 @@ def initial_state(sem, col):
     """The C model right after Xavier init + k-means codebook init (0 epochs)."""
     ids = make_ids(0)
     ids.fit(sem, col)
-    return ids._params.copy(), _core.rqvae_layout(ids._model)
+    return ids._params.copy(), _core.rqvae_layout(ids._model), ids.input_scale_
 
 
 def main():
@@ -203,11 +206,11 @@ def main():
         have_torch = False
         print("PyTorch not importable: gensar only")
     print(f"gensar {gensar.__version__}, {args.items} items, 768-d + 64-d, reference sizes, "
-          f"{args.epochs} epochs, {args.repeats} repeat(s); sgemm kernel {_core.sgemm_kernel_name() if hasattr(_core, 'sgemm_kernel_name') else '?'}")
+          f"{args.epochs} epochs, {args.repeats} repeat(s)")
     rows = []
     for nt in args.threads:
         gensar.set_num_threads(nt)
-        init_params, layout = initial_state(sem, col)
+        init_params, layout, scale = initial_state(sem, col)
         g_ep, g_total, t_ep = [], [], []
         for r in range(args.repeats):
             ep, total, gl = run_gensar(sem, col, args.epochs)
@@ -216,7 +219,7 @@ def main():
             print(f"  threads={nt} repeat={r} gensar: per-epoch s {[round(x, 2) for x in ep]}, "
                   f"fit total {total:.1f} s, loss per epoch {[round(x, 4) for x in gl]}", flush=True)
             if have_torch:
-                ep, tl = run_torch(sem, col, args.epochs, init_params, layout, nt)
+                ep, tl = run_torch(sem, col, args.epochs, init_params, layout, scale, nt)
                 t_ep += ep
                 print(f"  threads={nt} repeat={r} torch : per-epoch s {[round(x, 2) for x in ep]}, "
                       f"loss per epoch {[round(x, 4) for x in tl]}", flush=True)

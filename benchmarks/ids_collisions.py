@@ -38,7 +38,8 @@ def main():
     rep = ids.report()
     print(f"method={args.method} items={args.items} duplicates={args.duplicates} "
           f"epochs={args.epochs} threads={gensar.get_num_threads()} fit wall time {wall:.1f} s")
-    for k in ("collision_rate_before", "collision_rate_after", "moved", "id_length", "reconstruction"):
+    for k in ("collision_rate_before", "collision_rate_after", "moved", "spilled", "id_length",
+              "reconstruction"):
         print(f"{k}: {rep[k]}")
     print(rep["levels"].to_string(index=False))
     s, c = ids.semantic_ids_, ids.collaborative_ids_

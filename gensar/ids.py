@@ -59,10 +59,10 @@ __all__ = ["DualIDs", "kmeans", "make_synthetic_embeddings"]
 METHODS = ("joint", "residual_kmeans", "single", "random")
 
 # Default epochs: the reference trains ~500 epochs on 60k items with a GPU. On a
-# CPU one epoch of the reference-size joint RQ-VAE over 60k items takes a few
-# seconds per thread (see benchmarks/bench_ids.py), so the default is 100
-# epochs; raise `epochs` toward 500 for the reference budget.
-DEFAULT_EPOCHS = 100
+# CPU one epoch of the reference-size joint RQ-VAE over 60k items takes about
+# 25 s on one core (benchmarks/bench_ids.py), so the default is 50 epochs
+# (~20 minutes for 60k items on one core); set epochs=500 for the reference budget.
+DEFAULT_EPOCHS = 50
 
 
 def _as_float_matrix(x, name, allow_none=False):
@@ -143,7 +143,7 @@ class DualIDs:
     latent_dim : h, latent width per embedding (32)
     hidden : encoder hidden widths (512, 256, 128, 64); decoders mirror them
     beta : commitment weight (0.25)
-    epochs : training epochs (default 100 on CPU, reference ~500)
+    epochs : training epochs (default 50 on CPU, reference ~500)
     batch_size : 1024; lr 1e-3; weight_decay 1e-5 (AdamW)
     kmeans_iters : Lloyd iterations of the codebook k-means initialisation (and
         of residual_kmeans)

@@ -1,7 +1,6 @@
 """Tests of csrc/quant (k-means, residual quantiser, Sinkhorn, collision
 resolution, RQ-VAE forward/backward) and gensar.ids.DualIDs."""
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ def blobs(rng, n=3000, d=10, centers=25, spread=0.6):
 def test_kmeans_inertia_within_1pct_of_sklearn(rng, case):
     sk = pytest.importorskip("sklearn.cluster")
     x = blobs(rng) if case == "blobs" else rng.random((2500, 6)).astype(np.float32)
-    k, n_init = 25, 4
+    k, n_init = 25, 10
     _, labels, inertia = kmeans(x, k, n_init=n_init, max_iter=300, seed=3)
     try:  # one BLAS/OpenMP thread: the machine may be shared
         from threadpoolctl import threadpool_limits
