@@ -10,7 +10,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import numpy as np
 from threadpoolctl import threadpool_limits
 from sklearn.cluster import KMeans
+import gensar
 from gensar.ids import kmeans
+
+gensar.set_num_threads(1)  # both on one thread (scikit-learn limited below)
 rng = np.random.default_rng(1234)
 def blobs(n=3000, d=10, centers=25, spread=0.6):
     c = rng.normal(scale=4.0, size=(centers, d))
