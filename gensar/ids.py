@@ -26,20 +26,36 @@ Methods (``DualIDs(method=...)``), all sharing the same quantiser and collision 
 - ``"random"``: uniformly random codes per level (a lower bound).
 
 Collisions. Nearest-code assignment can give two items the same ID. After
-fitting (and in ``transform``), each ID kind is made unique by changing only its
-last level, inside each prefix group (items sharing the first L-1 tokens; the
-shared prefix is therefore never changed): every code keeps the item nearest to
-it, and the other items of the group ("colliders") are re-assigned over the
-group's free codes with a Sinkhorn-balanced plan (centred distances, epsilon
-0.003, 50 iterations, as in the reference), one to one, colliders nearest to
-their original code choosing first. Exactly duplicate embeddings therefore get
-distinct IDs: the lowest item index keeps the nearest code, the others take the
-next codes by the plan. If a prefix group holds more items than the last
-codebook has codes, uniqueness is impossible at L levels: with
+fitting (and in ``transform``), each ID kind is made unique without ever
+changing the shared prefix:
+
+1. Spill (fit only, when the last two levels quantise the same residual slice,
+   as with the default 2 specific levels): among items sharing the first L-2
+   tokens, a code of level L-1 can hold at most K_last items; the items beyond
+   that (farthest from the codeword) move to the nearest level-(L-1) code with
+   room and take the nearest last-level code of their new residual.
+2. Last level, inside each prefix group (items sharing the first L-1 tokens):
+   every code keeps the item nearest to it; the other items of the group
+   ("colliders") are re-assigned over the group's free codes with a
+   Sinkhorn-balanced plan (centred distances, epsilon 0.003, 50 iterations, as
+   in the reference), one to one, colliders nearest to their original code
+   choosing first. Sinkhorn is used here only, not during training.
+
+Exactly duplicate embeddings therefore get distinct IDs: the lowest item index
+keeps the nearest code, the others take the next codes by the plan (or spill to
+a neighbouring code one level up). If a group sharing the first L-2 tokens
+still holds more items than K_(L-1) x K_last (or, without the spill, a prefix
+group more than K_last), uniqueness is impossible at L levels: with
 ``overflow="error"`` (default) ``fit`` raises a ValueError saying so; with
 ``overflow="extra_level"`` a disambiguation token (the item's rank among the
 items still sharing its ID, 0 for most) is appended to every ID of that kind,
-which then has L + 1 tokens.
+which then has L + 1 tokens. ``transform`` re-assigns only the new items'
+last tokens (published IDs never change).
+
+Training follows the reference's autograd exactly (see csrc/quant/rqvae.h):
+straight-through from the decoders to the encoder output, codebooks trained by
+the codebook term only, and only the first level's commitment term reaching
+the encoder. One deviation, on by default: ``scale_inputs`` (see DualIDs).
 
 Collision rate = (N - number of distinct IDs) / N.
 """
