@@ -119,10 +119,14 @@ void gs_attention_forward(const gs_attention_args *a, const float *q, const floa
     const uint64_t key = use_drop ? stream_key(a->dropout_seed, a->dropout_stream) : 0;
     const uint32_t thr = use_drop ? drop_threshold(a->dropout_p) : 0;
     const float keep_scale = use_drop ? 1.0f / (1.0f - a->dropout_p) : 1.0f;
+    const size_t kstride = a->kv_batch_stride ? a->kv_batch_stride : (size_t)Tk * a->ldk;
+    const size_t vstride = a->kv_batch_stride ? a->kv_batch_stride : (size_t)Tk * a->ldv;
 #pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (B * H > 1)
     for (int bh = 0; bh < B * H; bh++) {
         const int b = bh / H, h = bh % H;
-        const int32_t *km = a->key_mask ? a->key_mask + (size_t)b * Tk : NULL;
+        const int bkv = a->kv_group > 1 ? b / a->kv_group : b;
+        const int32_t *km = a->key_mask ? a->key_mask + (size_t)bkv * Tk : NULL;
+        const float *kb = k + bkv * kstride + h * dh, *vb = v + bkv * vstride + h * dh;
         for (int i = 0; i < Tq; i++) {
             const float *qi = q + ((size_t)b * Tq + i) * a->ldq + h * dh;
             float *p = probs + ((size_t)bh * Tq + i) * Tk;
@@ -134,7 +138,7 @@ void gs_attention_forward(const gs_attention_args *a, const float *q, const floa
                     p[j] = -INFINITY;
                     continue;
                 }
-                const float *kj = k + ((size_t)b * Tk + j) * a->ldk + h * dh;
+                const float *kj = kb + (size_t)j * a->ldk;
                 float s = a->scale * dot(qi, kj, dh) + (bias ? bias[j] : 0.0f);
                 p[j] = s;
                 mx = s > mx ? s : mx;
@@ -158,7 +162,7 @@ void gs_attention_forward(const gs_attention_args *a, const float *q, const floa
                 p[j] *= inv;
                 float w = p[j];
                 if (use_drop) w = keep_elem(key, base + j, thr) ? w * keep_scale : 0.0f;
-                if (w != 0.0f) axpy(w, v + ((size_t)b * Tk + j) * a->ldv + h * dh, oi, dh);
+                if (w != 0.0f) axpy(w, vb + (size_t)j * a->ldv, oi, dh);
             }
         }
     }

@@ -64,6 +64,11 @@ typedef struct {
     const float *pos_bias;    /* (H,Tq,Tk) added to every batch row; NULL = none */
     float dropout_p;          /* dropout on the probabilities; 0 = off */
     uint64_t dropout_seed, dropout_stream; /* stream index = ((b*H+h)*Tq+i)*Tk+j */
+    /* Optional, for cached decoding (0 keeps the plain layout above): */
+    size_t kv_batch_stride;   /* floats between consecutive batches of k and of v; 0 = Tk*ldk
+                                 for k and Tk*ldv for v (a KV cache has max_steps*ldk) */
+    int kv_group;             /* query batch b reads k, v and key_mask of batch b / kv_group
+                                 (beams sharing one encoder output); 0 or 1 = batch b */
 } gs_attention_args;
 
 // q (B,Tq,H*dh), k (B,Tk,H*dh), v (B,Tk,H*dh) -> probs (B,H,Tq,Tk) softmax before dropout
@@ -73,7 +78,7 @@ void gs_attention_forward(const gs_attention_args *a, const float *q, const floa
 // dout (B,Tq,H*dh) [row stride ldo] -> dq (B,Tq,H*dh) [ldq], dk, dv (B,Tk,H*dh) [ldk, ldv]
 // OVERWRITTEN (only the H*dh head columns of each row are touched);
 // dscores (B,H,Tq,Tk) scratch, receives dL/dS; dpos_bias (H,Tq,Tk) ACCUMULATED (sum over b in
-// order b = 0..B-1) or NULL.
+// order b = 0..B-1) or NULL. Training layouts only: kv_batch_stride must be 0, kv_group <= 1.
 void gs_attention_backward(const gs_attention_args *a, const float *q, const float *k,
                            const float *v, const float *probs, const float *dout, float *dscores,
                            float *dq, float *dk, float *dv, float *dpos_bias);
