@@ -121,7 +121,7 @@ void gs_attention_forward(const gs_attention_args *a, const float *q, const floa
     const float keep_scale = use_drop ? 1.0f / (1.0f - a->dropout_p) : 1.0f;
     const size_t kstride = a->kv_batch_stride ? a->kv_batch_stride : (size_t)Tk * a->ldk;
     const size_t vstride = a->kv_batch_stride ? a->kv_batch_stride : (size_t)Tk * a->ldv;
-#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (B * H > 1)
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (B * H > 1 && (size_t)B * H * Tq * Tk * dh > 65536)
     for (int bh = 0; bh < B * H; bh++) {
         const int b = bh / H, h = bh % H;
         const int bkv = a->kv_group > 1 ? b / a->kv_group : b;
@@ -177,7 +177,7 @@ void gs_attention_backward(const gs_attention_args *a, const float *q, const flo
     const uint64_t key = use_drop ? stream_key(a->dropout_seed, a->dropout_stream) : 0;
     const uint32_t thr = use_drop ? drop_threshold(a->dropout_p) : 0;
     const float keep_scale = use_drop ? 1.0f / (1.0f - a->dropout_p) : 1.0f;
-#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (B * H > 1)
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (B * H > 1 && (size_t)B * H * Tq * Tk * dh > 65536)
     for (int bh = 0; bh < B * H; bh++) {
         const int b = bh / H, h = bh % H;
         /* each (b,h) owns the head-h columns of batch b's rows of dk, dv, dq */
