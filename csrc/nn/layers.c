@@ -1,9 +1,16 @@
+/* FMA contraction (a*b+c in one rounding) lets the AVX2 clone of small_mm use vfmadd;
+ * results stay deterministic for a given machine and thread count. */
+#pragma GCC optimize("fp-contract=fast")
 #include "layers.h"
 
 #include <math.h>
 #include <string.h>
 
 #include "../common.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* ---------------------------------------------------------------- embedding */
 
@@ -55,16 +62,34 @@ static inline uint64_t stream_key(uint64_t seed, uint64_t stream)
     return mix64(seed * 0x9e3779b97f4a7c15ULL + mix64(stream + 0x632be59bd9b4e019ULL));
 }
 
-/* p as a 24-bit threshold: keep iff the top 24 bits of the hash are >= it. */
+/* One 64-bit hash of (key, i / 4) gives the 16-bit uniforms of elements
+ * 4*(i/4) .. 4*(i/4)+3; an element is kept iff its uniform >= p * 2^16. */
+static inline uint64_t group_hash(uint64_t key, uint64_t g)
+{
+    return mix64(key + g * 0x9e3779b97f4a7c15ULL);
+}
+
 static inline uint32_t drop_threshold(float p)
 {
     if (p >= 1.0f) p = 0.999999f;
-    return (uint32_t)((double)p * 16777216.0);
+    return (uint32_t)((double)p * 65536.0 + 0.5);
 }
 
 static inline int keep_elem(uint64_t key, uint64_t i, uint32_t thr)
 {
-    return (uint32_t)(mix64(key + i * 0x9e3779b97f4a7c15ULL) >> 40) >= thr;
+    return ((uint32_t)(group_hash(key, i >> 2) >> (16 * (i & 3))) & 0xffffu) >= thr;
+}
+
+/* f[0..n) = multipliers (0 or scale) of elements base .. base+n-1 of a stream. */
+static void drop_factors(uint64_t key, uint32_t thr, float scale, uint64_t base, int n, float *f)
+{
+    uint64_t i = base;
+    int j = 0;
+    while (j < n) {
+        uint64_t h = group_hash(key, i >> 2);
+        for (unsigned s = (unsigned)(i & 3); s < 4 && j < n; s++, j++, i++)
+            f[j] = ((uint32_t)(h >> (16 * s)) & 0xffffu) >= thr ? scale : 0.0f;
+    }
 }
 
 float gs_dropout_factor(float p, uint64_t seed, uint64_t stream, uint64_t i)
@@ -83,24 +108,119 @@ void gs_dropout(size_t n, float p, uint64_t seed, uint64_t stream, const float *
     const uint64_t key = stream_key(seed, stream);
     const uint32_t thr = drop_threshold(p);
     const float s = 1.0f / (1.0f - (p >= 1.0f ? 0.999999f : p));
-#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (n > 32768)
-    for (size_t i = 0; i < n; i++) y[i] = keep_elem(key, i, thr) ? x[i] * s : 0.0f;
+    const size_t groups = (n + 3) / 4;
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (n > 65536)
+    for (size_t g = 0; g < groups; g++) {
+        uint64_t h = group_hash(key, g);
+        size_t i0 = 4 * g, i1 = i0 + 4 < n ? i0 + 4 : n;
+        for (size_t i = i0; i < i1; i++, h >>= 16)
+            y[i] = ((uint32_t)h & 0xffffu) >= thr ? x[i] * s : 0.0f;
+    }
 }
 
 /* ---------------------------------------------------------------- attention */
 
-static inline float dot(const float *restrict a, const float *restrict b, int n)
+/* The per-(batch, head) products are small (T x T x d_head), too small for
+ * gs_sgemm's packing and threads, so each thread runs them through small_mm, a
+ * register-blocked serial kernel compiled twice (AVX2+FMA and baseline x86-64)
+ * and picked at run time. Operands are repacked per (batch, head) into
+ * zero-padded scratch so the vectorised operand has a multiple of 16 columns. */
+typedef float v8f __attribute__((vector_size(32)));
+/* the same vector type at float alignment, for unaligned loads and stores (macros, not
+ * functions: passing 32-byte vectors by value to a baseline-ABI function is not portable) */
+typedef float v8f_u __attribute__((vector_size(32), aligned(4)));
+#define load8(p) (*(const v8f_u *)(p))
+#define store8(p, x) (*(v8f_u *)(p) = (x))
+
+// C (M,N16) = op(A) (M,K) @ B (K,N16); op(A)[r][k] = A[r*a_rs + k*a_ks]; N16 % 16 == 0
+static inline __attribute__((always_inline)) void
+small_mm_body(int M, int N16, int K, const float *A, size_t a_rs, size_t a_ks, const float *B, int ldb,
+         float *C, int ldc)
 {
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (int d = 0; d < n; d++) s += a[d] * b[d];
-    return s;
+    int m = 0;
+    for (; m + 4 <= M; m += 4) {
+        const float *a0 = A + (size_t)m * a_rs, *a1 = a0 + a_rs, *a2 = a1 + a_rs, *a3 = a2 + a_rs;
+        for (int n = 0; n < N16; n += 16) {
+            v8f c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0},
+                c31 = {0};
+            for (int k = 0; k < K; k++) {
+                const float *b = B + (size_t)k * ldb + n;
+                v8f b0 = load8(b), b1 = load8(b + 8);
+                size_t ak = (size_t)k * a_ks;
+                float x0 = a0[ak], x1 = a1[ak], x2 = a2[ak], x3 = a3[ak];
+                c00 += x0 * b0, c01 += x0 * b1;
+                c10 += x1 * b0, c11 += x1 * b1;
+                c20 += x2 * b0, c21 += x2 * b1;
+                c30 += x3 * b0, c31 += x3 * b1;
+            }
+            float *c = C + (size_t)m * ldc + n;
+            store8(c, c00), store8(c + 8, c01);
+            store8(c + ldc, c10), store8(c + ldc + 8, c11);
+            store8(c + 2 * ldc, c20), store8(c + 2 * ldc + 8, c21);
+            store8(c + 3 * ldc, c30), store8(c + 3 * ldc + 8, c31);
+        }
+    }
+    for (; m < M; m++) {
+        const float *a0 = A + (size_t)m * a_rs;
+        for (int n = 0; n < N16; n += 16) {
+            v8f c0 = {0}, c1 = {0};
+            for (int k = 0; k < K; k++) {
+                const float *b = B + (size_t)k * ldb + n;
+                float x0 = a0[(size_t)k * a_ks];
+                c0 += x0 * load8(b), c1 += x0 * load8(b + 8);
+            }
+            store8(C + (size_t)m * ldc + n, c0), store8(C + (size_t)m * ldc + n + 8, c1);
+        }
+    }
 }
 
-static inline void axpy(float alpha, const float *restrict x, float *restrict y, int n)
+__attribute__((target("avx2,fma"))) static void small_mm_avx2(int M, int N16, int K, const float *A,
+                                                             size_t a_rs, size_t a_ks, const float *B,
+                                                             int ldb, float *C, int ldc)
 {
-#pragma omp simd
-    for (int d = 0; d < n; d++) y[d] += alpha * x[d];
+    small_mm_body(M, N16, K, A, a_rs, a_ks, B, ldb, C, ldc);
+}
+
+static void small_mm_generic(int M, int N16, int K, const float *A, size_t a_rs, size_t a_ks,
+                             const float *B, int ldb, float *C, int ldc)
+{
+    small_mm_body(M, N16, K, A, a_rs, a_ks, B, ldb, C, ldc);
+}
+
+typedef void (*small_mm_fn)(int, int, int, const float *, size_t, size_t, const float *, int,
+                            float *, int);
+
+/* AVX2+FMA when the CPU has it (checked once; a benign race sets the same value). */
+static small_mm_fn pick_small_mm(void)
+{
+    static small_mm_fn fn = NULL;
+    if (!fn) {
+        __builtin_cpu_init();
+        fn = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? small_mm_avx2
+                                                                              : small_mm_generic;
+    }
+    return fn;
+}
+
+static inline int round16(int n) { return (n + 15) & ~15; }
+
+// rows (n, cols) with row stride ld -> dst (n, ld_dst) zero-padded to ld_dst columns
+static void pack_rows(int n, int cols, const float *src, size_t ld, float *dst, int ld_dst)
+{
+    for (int r = 0; r < n; r++) {
+        memcpy(dst + (size_t)r * ld_dst, src + r * ld, sizeof(float) * cols);
+        memset(dst + (size_t)r * ld_dst + cols, 0, sizeof(float) * (ld_dst - cols));
+    }
+}
+
+// rows (n, cols) with row stride ld -> transposed dst (cols, ld_dst), zero-padded columns
+static void pack_transposed(int n, int cols, const float *src, size_t ld, float *dst, int ld_dst)
+{
+    for (int c = 0; c < cols; c++) {
+        float *d = dst + (size_t)c * ld_dst;
+        for (int r = 0; r < n; r++) d[r] = src[r * ld + c];
+        for (int r = n; r < ld_dst; r++) d[r] = 0.0f;
+    }
 }
 
 /* Last key index query i may see (inclusive). */
@@ -111,127 +231,201 @@ static inline int last_key(const gs_attention_args *a, int i)
     return j < a->Tk - 1 ? j : a->Tk - 1;
 }
 
-void gs_attention_forward(const gs_attention_args *a, const float *q, const float *k,
-                          const float *v, float *probs, float *out)
+static int attn_threads(const gs_attention_args *a)
+{
+    size_t work = (size_t)a->B * a->H * a->Tq * a->Tk * a->dh;
+    int nt = gs_num_threads();
+    return a->B * a->H > 1 && work > 65536 ? (nt > 0 ? nt : 1) : 1;
+}
+
+/* Floats of per-thread scratch of the forward / backward pass. */
+static size_t fwd_scratch(const gs_attention_args *a)
+{
+    size_t Tk16 = round16(a->Tk), D16 = round16(a->dh);
+    return (size_t)a->dh * Tk16 + (size_t)a->Tq * Tk16 + (size_t)a->Tk * D16 +
+           (size_t)a->Tq * D16 + Tk16;
+}
+static size_t bwd_scratch(const gs_attention_args *a)
+{
+    size_t Tk16 = round16(a->Tk), D16 = round16(a->dh), Tm = a->Tq > a->Tk ? a->Tq : a->Tk;
+    return (size_t)a->dh * Tk16 + 2 * (size_t)a->Tq * Tk16 + 2 * (size_t)a->Tq * D16 +
+           (size_t)a->Tk * D16 + Tm * D16 + Tk16;
+}
+
+int gs_attention_forward(const gs_attention_args *a, const float *q, const float *k,
+                         const float *v, float *probs, float *out)
 {
     const int B = a->B, H = a->H, Tq = a->Tq, Tk = a->Tk, dh = a->dh;
+    const int Tk16 = round16(Tk), D16 = round16(dh);
     const int use_drop = a->dropout_p > 0.0f;
     const uint64_t key = use_drop ? stream_key(a->dropout_seed, a->dropout_stream) : 0;
     const uint32_t thr = use_drop ? drop_threshold(a->dropout_p) : 0;
     const float keep_scale = use_drop ? 1.0f / (1.0f - a->dropout_p) : 1.0f;
     const size_t kstride = a->kv_batch_stride ? a->kv_batch_stride : (size_t)Tk * a->ldk;
     const size_t vstride = a->kv_batch_stride ? a->kv_batch_stride : (size_t)Tk * a->ldv;
-#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (B * H > 1 && (size_t)B * H * Tq * Tk * dh > 65536)
-    for (int bh = 0; bh < B * H; bh++) {
-        const int b = bh / H, h = bh % H;
-        const int bkv = a->kv_group > 1 ? b / a->kv_group : b;
-        const int32_t *km = a->key_mask ? a->key_mask + (size_t)bkv * Tk : NULL;
-        const float *kb = k + bkv * kstride + h * dh, *vb = v + bkv * vstride + h * dh;
-        for (int i = 0; i < Tq; i++) {
-            const float *qi = q + ((size_t)b * Tq + i) * a->ldq + h * dh;
-            float *p = probs + ((size_t)bh * Tq + i) * Tk;
-            const float *bias = a->pos_bias ? a->pos_bias + ((size_t)h * Tq + i) * Tk : NULL;
-            const int jmax = last_key(a, i);
-            float mx = -INFINITY;
-            for (int j = 0; j <= jmax; j++) {
-                if (km && !km[j]) {
-                    p[j] = -INFINITY;
+    const int nt = attn_threads(a);
+    const small_mm_fn small_mm = pick_small_mm();
+    const size_t per = fwd_scratch(a);
+    float *scratch = gs_alloc(sizeof(float) * per * nt);
+    if (!scratch) return gs_fail(GS_ENOMEM, "out of memory for attention scratch");
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef _OPENMP
+        float *KT = scratch + per * omp_get_thread_num();
+#else
+        float *KT = scratch;
+#endif
+        float *S = KT + (size_t)dh * Tk16, *Vp = S + (size_t)Tq * Tk16, *O = Vp + (size_t)Tk * D16;
+        float *f = O + (size_t)Tq * D16;
+#pragma omp for schedule(static)
+        for (int bh = 0; bh < B * H; bh++) {
+            const int b = bh / H, h = bh % H;
+            const int bkv = a->kv_group > 1 ? b / a->kv_group : b;
+            const int32_t *km = a->key_mask ? a->key_mask + (size_t)bkv * Tk : NULL;
+            const float *kb = k + bkv * kstride + h * dh, *vb = v + bkv * vstride + h * dh;
+            const float *qb = q + (size_t)b * Tq * a->ldq + h * dh;
+            // S (Tq,Tk16) = q_bh (Tq,dh) @ k_bh^T (dh,Tk16)
+            pack_transposed(Tk, dh, kb, a->ldk, KT, Tk16);
+            small_mm(Tq, Tk16, dh, qb, a->ldq, 1, KT, Tk16, S, Tk16);
+            for (int i = 0; i < Tq; i++) {
+                float *s = S + (size_t)i * Tk16;
+                float *p = probs + ((size_t)bh * Tq + i) * Tk;
+                const float *bias = a->pos_bias ? a->pos_bias + ((size_t)h * Tq + i) * Tk : NULL;
+                const int jmax = last_key(a, i);
+                float mx = -INFINITY;
+                for (int j = 0; j <= jmax; j++) {
+                    if (km && !km[j]) {
+                        s[j] = -INFINITY;
+                        continue;
+                    }
+                    s[j] = a->scale * s[j] + (bias ? bias[j] : 0.0f);
+                    mx = s[j] > mx ? s[j] : mx;
+                }
+                if (mx == -INFINITY) { /* every key masked: no mass, zero output */
+                    memset(p, 0, sizeof(float) * Tk);
+                    memset(s, 0, sizeof(float) * Tk);
                     continue;
                 }
-                const float *kj = kb + (size_t)j * a->ldk;
-                float s = a->scale * dot(qi, kj, dh) + (bias ? bias[j] : 0.0f);
-                p[j] = s;
-                mx = s > mx ? s : mx;
+                float sum = 0.0f;
+                for (int j = 0; j <= jmax; j++) {
+                    float e = s[j] == -INFINITY ? 0.0f : expf(s[j] - mx);
+                    p[j] = e;
+                    sum += e;
+                }
+                const float inv = 1.0f / sum;
+                for (int j = 0; j <= jmax; j++) p[j] *= inv;
+                for (int j = jmax + 1; j < Tk; j++) p[j] = 0.0f, s[j] = 0.0f;
+                if (use_drop) {
+                    drop_factors(key, thr, keep_scale, ((uint64_t)bh * Tq + i) * Tk, jmax + 1, f);
+                    for (int j = 0; j <= jmax; j++) s[j] = p[j] * f[j];
+                } else {
+                    memcpy(s, p, sizeof(float) * (jmax + 1));
+                }
             }
-            for (int j = jmax + 1; j < Tk; j++) p[j] = 0.0f;
-            float *oi = out + ((size_t)b * Tq + i) * a->ldo + h * dh;
-            for (int d = 0; d < dh; d++) oi[d] = 0.0f;
-            if (mx == -INFINITY) { /* every key masked: no mass, zero output */
-                for (int j = 0; j <= jmax; j++) p[j] = 0.0f;
-                continue;
-            }
-            float sum = 0.0f;
-            for (int j = 0; j <= jmax; j++) {
-                float e = p[j] == -INFINITY ? 0.0f : expf(p[j] - mx);
-                p[j] = e;
-                sum += e;
-            }
-            const float inv = 1.0f / sum;
-            const uint64_t base = ((uint64_t)bh * Tq + i) * Tk;
-            for (int j = 0; j <= jmax; j++) {
-                p[j] *= inv;
-                float w = p[j];
-                if (use_drop) w = keep_elem(key, base + j, thr) ? w * keep_scale : 0.0f;
-                if (w != 0.0f) axpy(w, vb + (size_t)j * a->ldv, oi, dh);
-            }
+            // out_bh (Tq,dh) = dropout(P) (Tq,Tk) @ v_bh (Tk,D16)
+            pack_rows(Tk, dh, vb, a->ldv, Vp, D16);
+            small_mm(Tq, D16, Tk, S, Tk16, 1, Vp, D16, O, D16);
+            for (int i = 0; i < Tq; i++)
+                memcpy(out + ((size_t)b * Tq + i) * a->ldo + h * dh, O + (size_t)i * D16,
+                       sizeof(float) * dh);
         }
     }
+    gs_free(scratch);
+    return GS_OK;
 }
 
-void gs_attention_backward(const gs_attention_args *a, const float *q, const float *k,
-                           const float *v, const float *probs, const float *dout, float *dscores,
-                           float *dq, float *dk, float *dv, float *dpos_bias)
+int gs_attention_backward(const gs_attention_args *a, const float *q, const float *k,
+                          const float *v, const float *probs, const float *dout, float *dscores,
+                          float *dq, float *dk, float *dv, float *dpos_bias)
 {
     const int B = a->B, H = a->H, Tq = a->Tq, Tk = a->Tk, dh = a->dh;
+    const int Tk16 = round16(Tk), D16 = round16(dh);
     const int use_drop = a->dropout_p > 0.0f;
     const uint64_t key = use_drop ? stream_key(a->dropout_seed, a->dropout_stream) : 0;
     const uint32_t thr = use_drop ? drop_threshold(a->dropout_p) : 0;
     const float keep_scale = use_drop ? 1.0f / (1.0f - a->dropout_p) : 1.0f;
-#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (B * H > 1 && (size_t)B * H * Tq * Tk * dh > 65536)
-    for (int bh = 0; bh < B * H; bh++) {
-        const int b = bh / H, h = bh % H;
-        /* each (b,h) owns the head-h columns of batch b's rows of dk, dv, dq */
-        for (int j = 0; j < Tk; j++) {
-            memset(dk + ((size_t)b * Tk + j) * a->ldk + h * dh, 0, sizeof(float) * dh);
-            memset(dv + ((size_t)b * Tk + j) * a->ldv + h * dh, 0, sizeof(float) * dh);
-        }
-        for (int i = 0; i < Tq; i++) {
-            const float *qi = q + ((size_t)b * Tq + i) * a->ldq + h * dh;
-            const float *doi = dout + ((size_t)b * Tq + i) * a->ldo + h * dh;
-            const float *p = probs + ((size_t)bh * Tq + i) * Tk;
-            float *ds = dscores + ((size_t)bh * Tq + i) * Tk;
-            float *dqi = dq + ((size_t)b * Tq + i) * a->ldq + h * dh;
-            const int jmax = last_key(a, i);
-            const uint64_t base = ((uint64_t)bh * Tq + i) * Tk;
-            // dP[j] = dout_i . v_j (through dropout); dv_j += dropout(P)[i,j] * dout_i
-            float pdp = 0.0f; /* sum_j P[j] dP[j] */
-            for (int j = 0; j <= jmax; j++) {
-                if (p[j] == 0.0f) {
-                    ds[j] = 0.0f;
-                    continue;
+    if (a->kv_batch_stride || a->kv_group > 1)
+        return gs_fail(GS_EINVAL, "attention backward needs the training layout "
+                       "(kv_batch_stride 0, kv_group <= 1)");
+    const int nt = attn_threads(a);
+    const small_mm_fn small_mm = pick_small_mm();
+    const size_t per = bwd_scratch(a);
+    float *scratch = gs_alloc(sizeof(float) * per * nt);
+    if (!scratch) return gs_fail(GS_ENOMEM, "out of memory for attention scratch");
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef _OPENMP
+        float *VT = scratch + per * omp_get_thread_num();
+#else
+        float *VT = scratch;
+#endif
+        float *dP = VT + (size_t)dh * Tk16, *Pd = dP + (size_t)Tq * Tk16;
+        float *dOp = Pd + (size_t)Tq * Tk16, *Qp = dOp + (size_t)Tq * D16;
+        float *Kp = Qp + (size_t)Tq * D16, *R = Kp + (size_t)Tk * D16;
+        float *f = R + (size_t)(Tq > Tk ? Tq : Tk) * D16;
+#pragma omp for schedule(static)
+        for (int bh = 0; bh < B * H; bh++) {
+            const int b = bh / H, h = bh % H;
+            const float *qb = q + (size_t)b * Tq * a->ldq + h * dh;
+            const float *kb = k + (size_t)b * Tk * a->ldk + h * dh;
+            const float *vb = v + (size_t)b * Tk * a->ldv + h * dh;
+            const float *dob = dout + (size_t)b * Tq * a->ldo + h * dh;
+            // dP (Tq,Tk16) = dout_bh (Tq,dh) @ v_bh^T (dh,Tk16)
+            pack_transposed(Tk, dh, vb, a->ldv, VT, Tk16);
+            small_mm(Tq, Tk16, dh, dob, a->ldo, 1, VT, Tk16, dP, Tk16);
+            for (int i = 0; i < Tq; i++) {
+                const float *p = probs + ((size_t)bh * Tq + i) * Tk;
+                float *dp = dP + (size_t)i * Tk16, *pd = Pd + (size_t)i * Tk16;
+                float *ds = dscores + ((size_t)bh * Tq + i) * Tk;
+                const int jmax = last_key(a, i);
+                if (use_drop)
+                    drop_factors(key, thr, keep_scale, ((uint64_t)bh * Tq + i) * Tk, jmax + 1, f);
+                // through dropout: dP *= f, Pd = P * f; then dS = P * (dP - sum_j P dP)
+                float pdp = 0.0f;
+                for (int j = 0; j <= jmax; j++) {
+                    float fj = use_drop ? f[j] : 1.0f;
+                    dp[j] *= fj;
+                    pd[j] = p[j] * fj;
+                    pdp += p[j] * dp[j];
                 }
-                float f = use_drop ? (keep_elem(key, base + j, thr) ? keep_scale : 0.0f) : 1.0f;
-                float dpj = 0.0f;
-                if (f != 0.0f) {
-                    const float *vj = v + ((size_t)b * Tk + j) * a->ldv + h * dh;
-                    dpj = f * dot(doi, vj, dh);
-                    axpy(f * p[j], doi, dv + ((size_t)b * Tk + j) * a->ldv + h * dh, dh);
+                for (int j = 0; j <= jmax; j++) {
+                    float dsj = p[j] * (dp[j] - pdp);
+                    ds[j] = dsj;
+                    dp[j] = a->scale * dsj; /* S = scale * q.k: dq, dk carry the scale */
                 }
-                ds[j] = dpj;
-                pdp += p[j] * dpj;
+                for (int j = jmax + 1; j < Tk; j++) ds[j] = 0.0f, dp[j] = 0.0f, pd[j] = 0.0f;
             }
-            for (int j = jmax + 1; j < Tk; j++) ds[j] = 0.0f;
-            // dS = P * (dP - sum P dP); dq_i = scale sum_j dS_j k_j; dk_j += scale dS_j q_i
-            for (int d = 0; d < dh; d++) dqi[d] = 0.0f;
-            for (int j = 0; j <= jmax; j++) {
-                if (p[j] == 0.0f) continue;
-                float dsj = p[j] * (ds[j] - pdp);
-                ds[j] = dsj;
-                const float *kj = k + ((size_t)b * Tk + j) * a->ldk + h * dh;
-                axpy(a->scale * dsj, kj, dqi, dh);
-                axpy(a->scale * dsj, qi, dk + ((size_t)b * Tk + j) * a->ldk + h * dh, dh);
-            }
+            // dv_bh (Tk,dh) = Pd^T (Tk,Tq) @ dout_bh (Tq,D16)
+            pack_rows(Tq, dh, dob, a->ldo, dOp, D16);
+            small_mm(Tk, D16, Tq, Pd, 1, Tk16, dOp, D16, R, D16);
+            for (int j = 0; j < Tk; j++)
+                memcpy(dv + ((size_t)b * Tk + j) * a->ldv + h * dh, R + (size_t)j * D16,
+                       sizeof(float) * dh);
+            // dk_bh (Tk,dh) = dS^T (Tk,Tq) @ q_bh (Tq,D16)
+            pack_rows(Tq, dh, qb, a->ldq, Qp, D16);
+            small_mm(Tk, D16, Tq, dP, 1, Tk16, Qp, D16, R, D16);
+            for (int j = 0; j < Tk; j++)
+                memcpy(dk + ((size_t)b * Tk + j) * a->ldk + h * dh, R + (size_t)j * D16,
+                       sizeof(float) * dh);
+            // dq_bh (Tq,dh) = dS (Tq,Tk) @ k_bh (Tk,D16)
+            pack_rows(Tk, dh, kb, a->ldk, Kp, D16);
+            small_mm(Tq, D16, Tk, dP, Tk16, 1, Kp, D16, R, D16);
+            for (int i = 0; i < Tq; i++)
+                memcpy(dq + ((size_t)b * Tq + i) * a->ldq + h * dh, R + (size_t)i * D16,
+                       sizeof(float) * dh);
         }
     }
+    gs_free(scratch);
     if (dpos_bias) {
         const size_t per_batch = (size_t)H * Tq * Tk;
-#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (per_batch * B > 32768)
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (per_batch * B > 65536)
         for (size_t e = 0; e < per_batch; e++) {
             float s = 0.0f;
             for (int b = 0; b < B; b++) s += dscores[(size_t)b * per_batch + e];
             dpos_bias[e] += s;
         }
     }
+    return GS_OK;
 }
 
 /* ------------------------------------------------- T5 relative position bias */

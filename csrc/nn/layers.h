@@ -28,7 +28,7 @@ void gs_embedding_backward(size_t N, int C, const int32_t *ids, const float *dou
 /* ------------------------------------------------------------------ dropout */
 
 /* Counter-based dropout: element i of the stream (seed, stream) is kept iff a
- * hash of (seed, stream, i) is >= p; kept elements are scaled by 1/(1-p). The
+ * 16-bit uniform hashed from (seed, stream, i) is >= p * 2^16; kept elements are scaled by 1/(1-p). The
  * mask is never stored: the backward pass is the SAME call on the gradient
  * (same seed, stream, length), and two runs with one seed drop the same
  * elements whatever the thread count. p <= 0 copies; p >= 1 is refused by the
@@ -73,15 +73,18 @@ typedef struct {
 
 // q (B,Tq,H*dh), k (B,Tk,H*dh), v (B,Tk,H*dh) -> probs (B,H,Tq,Tk) softmax before dropout
 // (kept for the backward pass), out (B,Tq,H*dh) [row stride ldo]
-void gs_attention_forward(const gs_attention_args *a, const float *q, const float *k,
-                          const float *v, float *probs, float *out);
+// Returns GS_OK, or GS_ENOMEM if its per-thread scratch (a few T x T tiles) cannot be allocated.
+int gs_attention_forward(const gs_attention_args *a, const float *q, const float *k,
+                         const float *v, float *probs, float *out);
 // dout (B,Tq,H*dh) [row stride ldo] -> dq (B,Tq,H*dh) [ldq], dk, dv (B,Tk,H*dh) [ldk, ldv]
 // OVERWRITTEN (only the H*dh head columns of each row are touched);
 // dscores (B,H,Tq,Tk) scratch, receives dL/dS; dpos_bias (H,Tq,Tk) ACCUMULATED (sum over b in
 // order b = 0..B-1) or NULL. Training layouts only: kv_batch_stride must be 0, kv_group <= 1.
-void gs_attention_backward(const gs_attention_args *a, const float *q, const float *k,
-                           const float *v, const float *probs, const float *dout, float *dscores,
-                           float *dq, float *dk, float *dv, float *dpos_bias);
+// Both passes are serial per (batch, head) and spread (batch, head) pairs over threads.
+// Returns GS_OK, GS_ENOMEM (scratch) or GS_EINVAL (kv_batch_stride / kv_group set).
+int gs_attention_backward(const gs_attention_args *a, const float *q, const float *k,
+                          const float *v, const float *probs, const float *dout, float *dscores,
+                          float *dq, float *dk, float *dv, float *dpos_bias);
 
 /* ------------------------------------------------- T5 relative position bias */
 

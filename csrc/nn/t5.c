@@ -470,7 +470,7 @@ static gs_attention_args attn_args(const gs_t5 *m, int B, int Tq, int Tk, int ld
 
 /* ------------------------------------------------------------------ forward */
 
-static void encoder_forward(const gs_t5 *m, const workspace *w, int B, int T, const int32_t *ids,
+static int encoder_forward(const gs_t5 *m, const workspace *w, int B, int T, const int32_t *ids,
                             const int32_t *mask, float p, uint64_t seed)
 {
     const gs_t5_config *c = &m->cfg;
@@ -478,6 +478,7 @@ static void encoder_forward(const gs_t5 *m, const workspace *w, int B, int T, co
     const int C = c->d_model, I = m->I, F2 = m->F2, H = c->num_heads;
     const size_t N = (size_t)B * T, NC = N * C;
     const float eps = c->layer_norm_epsilon;
+    int st;
     gs_relative_bias_forward(H, T, T, 0, 1, c->relative_attention_num_buckets,
                              c->relative_attention_max_distance, P + m->enc[0].rel_bias, w->e_bias);
     gs_embedding_forward(N, C, ids, P + m->shared, w->e_x);
@@ -492,8 +493,8 @@ static void encoder_forward(const gs_t5 *m, const workspace *w, int B, int T, co
         gs_linear_forward(N, C, 3 * I, w->ln, P + b->qkv, NULL, qkv);
         gs_attention_args a = attn_args(m, B, T, T, 3 * I, 3 * I, 0, mask, w->e_bias, p, seed,
                                         STREAM(0, l, SITE_SA_P));
-        gs_attention_forward(&a, qkv, qkv + I, qkv + 2 * I, w->e_probs + (size_t)l * B * H * T * T,
-                             att);
+        if ((st = gs_attention_forward(&a, qkv, qkv + I, qkv + 2 * I, w->e_probs + (size_t)l * B * H * T * T,
+                             att))) return st;
         gs_linear_forward(N, I, C, att, P + b->o_sa, NULL, w->tmp);
         gs_dropout(NC, p, seed, STREAM(0, l, SITE_SA_OUT), w->tmp, w->tmp);
         memcpy(xm, x, sizeof(float) * NC);
@@ -508,10 +509,11 @@ static void encoder_forward(const gs_t5 *m, const workspace *w, int B, int T, co
     }
     gs_rmsnorm_forward(N, C, w->e_xfinal, P + m->enc_final_ln, eps, w->enc_out, w->e_rstdf);
     gs_dropout(NC, p, seed, STREAM(0, -1, SITE_FINAL), w->enc_out, w->enc_out);
+    return GS_OK;
 }
 
 /* Decoder over the encoder output in w->enc_out -> logits (B*Td, V). */
-static void decoder_forward(const gs_t5 *m, const workspace *w, int B, int Te, int Td,
+static int decoder_forward(const gs_t5 *m, const workspace *w, int B, int Te, int Td,
                             const int32_t *dec_ids, const int32_t *mask, float p, uint64_t seed,
                             float *logits)
 {
@@ -520,6 +522,7 @@ static void decoder_forward(const gs_t5 *m, const workspace *w, int B, int Te, i
     const int C = c->d_model, I = m->I, F2 = m->F2, H = c->num_heads;
     const size_t N = (size_t)B * Td, Ne = (size_t)B * Te, NC = N * C;
     const float eps = c->layer_norm_epsilon;
+    int st;
     gs_relative_bias_forward(H, Td, Td, 0, 0, c->relative_attention_num_buckets,
                              c->relative_attention_max_distance, P + m->dec[0].rel_bias, w->d_bias);
     gs_embedding_forward(N, C, dec_ids, P + m->shared, w->d_y);
@@ -535,8 +538,8 @@ static void decoder_forward(const gs_t5 *m, const workspace *w, int B, int Te, i
         gs_linear_forward(N, C, 3 * I, w->ln, P + b->qkv, NULL, qkv);
         gs_attention_args a = attn_args(m, B, Td, Td, 3 * I, 3 * I, 1, NULL, w->d_bias, p, seed,
                                         STREAM(1, l, SITE_SA_P));
-        gs_attention_forward(&a, qkv, qkv + I, qkv + 2 * I,
-                             w->d_probs + (size_t)l * B * H * Td * Td, att);
+        if ((st = gs_attention_forward(&a, qkv, qkv + I, qkv + 2 * I,
+                             w->d_probs + (size_t)l * B * H * Td * Td, att))) return st;
         gs_linear_forward(N, I, C, att, P + b->o_sa, NULL, w->tmp);
         gs_dropout(NC, p, seed, STREAM(1, l, SITE_SA_OUT), w->tmp, w->tmp);
         memcpy(ym1, y, sizeof(float) * NC);
@@ -547,7 +550,7 @@ static void decoder_forward(const gs_t5 *m, const workspace *w, int B, int Te, i
         gs_linear_forward(Ne, C, 2 * I, w->enc_out, P + b->kv_ca, NULL, kv);
         gs_attention_args ca = attn_args(m, B, Td, Te, I, 2 * I, 0, mask, NULL, p, seed,
                                          STREAM(1, l, SITE_CA_P));
-        gs_attention_forward(&ca, q, kv, kv + I, w->d_cprobs + (size_t)l * B * H * Td * Te, catt);
+        if ((st = gs_attention_forward(&ca, q, kv, kv + I, w->d_cprobs + (size_t)l * B * H * Td * Te, catt))) return st;
         gs_linear_forward(N, I, C, catt, P + b->o_ca, NULL, w->tmp);
         gs_dropout(NC, p, seed, STREAM(1, l, SITE_CA_OUT), w->tmp, w->tmp);
         memcpy(ym2, ym1, sizeof(float) * NC);
@@ -569,13 +572,14 @@ static void decoder_forward(const gs_t5 *m, const workspace *w, int B, int Te, i
     }
     // dec_out (N,C) @ head^T (C,V) -> logits (N,V)
     gs_linear_forward(N, C, c->vocab_size, w->dec_out, P + m->lm_head, NULL, logits);
+    return GS_OK;
 }
 
 /* ----------------------------------------------------------------- backward */
 
 /* Self-attention sublayer backward. dres (N,C): gradient of the residual stream after the
  * sublayer; on return it holds the gradient before it (x). */
-static void self_attention_backward(gs_t5 *m, const workspace *w, const block_params *b, int B,
+static int self_attention_backward(gs_t5 *m, const workspace *w, const block_params *b, int B,
                                     int T, int causal, const int32_t *mask, const float *x,
                                     const float *rstd, const float *qkv, const float *probs,
                                     const float *att, const float *bias, float *dbias, float *dres,
@@ -585,17 +589,19 @@ static void self_attention_backward(gs_t5 *m, const workspace *w, const block_pa
     float *G = m->grads;
     const int C = m->cfg.d_model, I = m->I;
     const size_t N = (size_t)B * T;
+    int st;
     gs_dropout(N * C, p, seed, STREAM(stack, l, SITE_SA_OUT), dres, w->g_o);
     gs_linear_backward(N, I, C, att, P + b->o_sa, w->g_o, w->g_att, G + b->o_sa, NULL);
     gs_attention_args a = attn_args(m, B, T, T, 3 * I, 3 * I, causal, mask, bias, p, seed,
                                     STREAM(stack, l, SITE_SA_P));
     float *gq = w->g_qkv;
-    gs_attention_backward(&a, qkv, qkv + I, qkv + 2 * I, probs, w->g_att, w->dscores, gq, gq + I,
-                          gq + 2 * I, dbias);
+    if ((st = gs_attention_backward(&a, qkv, qkv + I, qkv + 2 * I, probs, w->g_att, w->dscores, gq, gq + I,
+                          gq + 2 * I, dbias))) return st;
     rms_recompute(N, C, x, rstd, P + b->ln_sa, w->ln);
     gs_linear_backward(N, C, 3 * I, w->ln, P + b->qkv, gq, w->tmp2, G + b->qkv, NULL);
     gs_rmsnorm_backward(N, C, x, P + b->ln_sa, rstd, w->tmp2, w->tmp, G + b->ln_sa);
     add_inplace(N * C, dres, w->tmp);
+    return GS_OK;
 }
 
 /* Feed-forward sublayer backward, same convention as above. */
@@ -615,7 +621,7 @@ static void ffn_sublayer_backward(gs_t5 *m, const workspace *w, const block_para
 }
 
 /* w->logits must hold dL/dlogits. Grads are accumulated (callers zero them first). */
-static void t5_backward(gs_t5 *m, const workspace *w, int B, int Te, int Td, const int32_t *ids,
+static int t5_backward(gs_t5 *m, const workspace *w, int B, int Te, int Td, const int32_t *ids,
                         const int32_t *mask, const int32_t *dec_ids, float p, uint64_t seed)
 {
     const gs_t5_config *c = &m->cfg;
@@ -625,6 +631,7 @@ static void t5_backward(gs_t5 *m, const workspace *w, int B, int Te, int Td, con
     const int nb = c->relative_attention_num_buckets, maxd = c->relative_attention_max_distance;
     const size_t N = (size_t)B * Td, Ne = (size_t)B * Te, NC = N * C, NeC = Ne * C;
     float *dy = w->dx;
+    int st;
     // lm head: dec_out (N,C) -> logits; dy = dlogits @ head, dhead += dlogits^T @ dec_out
     gs_linear_backward(N, C, c->vocab_size, w->dec_out, P + m->lm_head, w->logits, dy,
                        G + m->lm_head, NULL);
@@ -651,8 +658,8 @@ static void t5_backward(gs_t5 *m, const workspace *w, int B, int Te, int Td, con
         gs_attention_args ca = attn_args(m, B, Td, Te, I, 2 * I, 0, mask, NULL, p, seed,
                                          STREAM(1, l, SITE_CA_P));
         float *gq = w->g_qkv, *gkv = w->g_kv;
-        gs_attention_backward(&ca, q, kv, kv + I, w->d_cprobs + (size_t)l * B * H * Td * Te,
-                              w->g_att, w->dscores, gq, gkv, gkv + I, NULL);
+        if ((st = gs_attention_backward(&ca, q, kv, kv + I, w->d_cprobs + (size_t)l * B * H * Td * Te,
+                              w->g_att, w->dscores, gq, gkv, gkv + I, NULL))) return st;
         // kv = enc_out @ Wkv^T: d_enc (Ne,C) += gkv (Ne,2I) @ Wkv (2I,C); dWkv += gkv^T @ enc_out
         gs_sgemm(0, 0, (int)Ne, C, 2 * I, 1.0f, gkv, 2 * I, P + b->kv_ca, C, 1.0f, w->d_enc, C);
         gs_sgemm(1, 0, 2 * I, C, (int)Ne, 1.0f, gkv, 2 * I, w->enc_out, C, 1.0f, G + b->kv_ca, C);
@@ -661,9 +668,10 @@ static void t5_backward(gs_t5 *m, const workspace *w, int B, int Te, int Td, con
         gs_rmsnorm_backward(N, C, ym1, P + b->ln_ca, w->d_rstd2 + l * N, w->tmp2, w->tmp,
                             G + b->ln_ca);
         add_inplace(NC, dy, w->tmp);
-        self_attention_backward(m, w, b, B, Td, 1, NULL, y, w->d_rstd1 + l * N,
+        st = self_attention_backward(m, w, b, B, Td, 1, NULL, y, w->d_rstd1 + l * N,
                                 w->d_qkv + l * N * 3 * I, w->d_probs + (size_t)l * B * H * Td * Td,
                                 w->d_att + l * N * I, w->d_bias, w->dbias_d, dy, p, seed, 1, l);
+        if (st) return st;
     }
     gs_dropout(NC, p, seed, STREAM(1, -1, SITE_EMB), dy, dy);
     gs_embedding_backward(N, C, dec_ids, dy, G + m->shared);
@@ -679,14 +687,16 @@ static void t5_backward(gs_t5 *m, const workspace *w, int B, int Te, int Td, con
         const block_params *b = &m->enc[l];
         ffn_sublayer_backward(m, w, b, Ne, w->e_xmid + l * NeC, w->e_rstd2 + l * Ne,
                               w->e_hpre + l * Ne * F2, dx, p, seed, 0, l);
-        self_attention_backward(m, w, b, B, Te, 0, mask, w->e_x + l * NeC, w->e_rstd1 + l * Ne,
+        st = self_attention_backward(m, w, b, B, Te, 0, mask, w->e_x + l * NeC, w->e_rstd1 + l * Ne,
                                 w->e_qkv + l * Ne * 3 * I,
                                 w->e_probs + (size_t)l * B * H * Te * Te, w->e_att + l * Ne * I,
                                 w->e_bias, w->dbias_e, dx, p, seed, 0, l);
+        if (st) return st;
     }
     gs_dropout(NeC, p, seed, STREAM(0, -1, SITE_EMB), dx, dx);
     gs_embedding_backward(Ne, C, ids, dx, G + m->shared);
     gs_relative_bias_backward(H, Te, Te, 0, 1, nb, maxd, w->dbias_e, G + m->enc[0].rel_bias);
+    return GS_OK;
 }
 
 /* ---------------------------------------------------------------- public API */
@@ -696,9 +706,9 @@ int gs_t5_logits(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
 {
     int st = gs_t5_check_batch(m, B, T_in, T_dec, input_ids, attention_mask, decoder_input_ids, NULL);
     if (st || (st = ensure_workspace(m, B, T_in, T_dec))) return st;
-    encoder_forward(m, &m->ws, B, T_in, input_ids, attention_mask, 0.0f, 0);
-    decoder_forward(m, &m->ws, B, T_in, T_dec, decoder_input_ids, attention_mask, 0.0f, 0, logits);
-    return GS_OK;
+    if ((st = encoder_forward(m, &m->ws, B, T_in, input_ids, attention_mask, 0.0f, 0))) return st;
+    return decoder_forward(m, &m->ws, B, T_in, T_dec, decoder_input_ids, attention_mask, 0.0f, 0,
+                           logits);
 }
 
 int gs_t5_forward_backward(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
@@ -711,9 +721,10 @@ int gs_t5_forward_backward(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *
     const workspace *w = &m->ws;
     const float p = dropout ? m->cfg.dropout_rate : 0.0f;
     const size_t N = (size_t)B * T_dec;
-    encoder_forward(m, w, B, T_in, input_ids, attention_mask, p, dropout_seed);
-    decoder_forward(m, w, B, T_in, T_dec, decoder_input_ids, attention_mask, p, dropout_seed,
-                    w->logits);
+    if ((st = encoder_forward(m, w, B, T_in, input_ids, attention_mask, p, dropout_seed)) ||
+        (st = decoder_forward(m, w, B, T_in, T_dec, decoder_input_ids, attention_mask, p,
+                              dropout_seed, w->logits)))
+        return st;
     double sum;
     size_t count;
     st = gs_cross_entropy_forward(N, m->cfg.vocab_size, w->logits, labels, -100, w->row_loss, &sum,
@@ -723,9 +734,8 @@ int gs_t5_forward_backward(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *
     gs_cross_entropy_backward(N, m->cfg.vocab_size, w->logits, labels, -100, 1.0f / (float)count,
                               w->logits);
     memset(m->grads, 0, sizeof(float) * m->n_params);
-    t5_backward(m, w, B, T_in, T_dec, input_ids, attention_mask, decoder_input_ids, p,
-                dropout_seed);
-    return GS_OK;
+    return t5_backward(m, w, B, T_in, T_dec, input_ids, attention_mask, decoder_input_ids, p,
+                       dropout_seed);
 }
 
 int gs_t5_train_step(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
@@ -818,7 +828,12 @@ int gs_t5_cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *att
         return gs_fail(GS_ENOMEM, "out of memory encoding %d inputs for decoding", B);
     }
     layout_workspace(m, B, T_in, 1, &w, wbase);
-    encoder_forward(m, &w, B, T_in, input_ids, attention_mask, 0.0f, 0);
+    st = encoder_forward(m, &w, B, T_in, input_ids, attention_mask, 0.0f, 0);
+    if (st) {
+        gs_free(wbase);
+        gs_t5_cache_free(k);
+        return st;
+    }
     for (size_t l = 0; l < Ld; l++)
         gs_linear_forward(Ne, (int)C, (int)(2 * I), w.enc_out, m->params + m->dec[l].kv_ca, NULL,
                           k->kv_cross + l * Ne * 2 * I);
@@ -857,7 +872,7 @@ int gs_t5_decode_step(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens, flo
         }
         gs_attention_args a = attn_args(m, (int)R, 1, t + 1, 3 * I, I, 0, NULL, k->bias, 0.0f, 0, 0);
         a.kv_batch_stride = (size_t)S * I;
-        gs_attention_forward(&a, k->qkv, ks, vs, k->probs, k->att);
+        if ((st = gs_attention_forward(&a, k->qkv, ks, vs, k->probs, k->att))) return st;
         gs_linear_forward(R, I, C, k->att, P + b->o_sa, NULL, k->tmp);
         add_inplace(R * C, k->x, k->tmp);
         // cross-attention: row r reads the K,V of input r / rows_per_input
@@ -866,7 +881,7 @@ int gs_t5_decode_step(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens, flo
         const float *kv = k->kv_cross + (size_t)l * Ne * 2 * I;
         gs_attention_args ca = attn_args(m, (int)R, 1, k->T_in, I, 2 * I, 0, k->mask, NULL, 0.0f, 0, 0);
         ca.kv_group = k->rows_per_input;
-        gs_attention_forward(&ca, k->q, kv, kv + I, k->probs, k->att);
+        if ((st = gs_attention_forward(&ca, k->q, kv, kv + I, k->probs, k->att))) return st;
         gs_linear_forward(R, I, C, k->att, P + b->o_ca, NULL, k->tmp);
         add_inplace(R * C, k->x, k->tmp);
         // feed-forward

@@ -138,10 +138,15 @@ static PyObject *py_attention(PyObject *self, PyObject *args, PyObject *kw)
         Py_XDECREF(out), Py_XDECREF(probs);
         return NULL;
     }
+    int st;
     Py_BEGIN_ALLOW_THREADS
-    gs_attention_forward(&a, PyArray_DATA(q), PyArray_DATA(k), PyArray_DATA(v), PyArray_DATA(probs),
-                         PyArray_DATA(out));
+    st = gs_attention_forward(&a, PyArray_DATA(q), PyArray_DATA(k), PyArray_DATA(v),
+                              PyArray_DATA(probs), PyArray_DATA(out));
     Py_END_ALLOW_THREADS
+    if (st) {
+        Py_DECREF(out), Py_DECREF(probs);
+        return gs_raise(st);
+    }
     return Py_BuildValue("NN", out, probs);
 }
 
@@ -178,13 +183,18 @@ static PyObject *py_attention_backward(PyObject *self, PyObject *args, PyObject 
         Py_XDECREF(dq), Py_XDECREF(dk), Py_XDECREF(dv), Py_XDECREF(ds), Py_XDECREF(db);
         return NULL;
     }
+    int st;
     Py_BEGIN_ALLOW_THREADS
-    gs_attention_backward(&a, PyArray_DATA(q), PyArray_DATA(k), PyArray_DATA(v),
+    st = gs_attention_backward(&a, PyArray_DATA(q), PyArray_DATA(k), PyArray_DATA(v),
                           PyArray_DATA(probs), PyArray_DATA(dout), PyArray_DATA(ds),
                           PyArray_DATA(dq), PyArray_DATA(dk), PyArray_DATA(dv),
                           db ? PyArray_DATA(db) : NULL);
     Py_END_ALLOW_THREADS
     Py_DECREF(ds);
+    if (st) {
+        Py_DECREF(dq), Py_DECREF(dk), Py_DECREF(dv), Py_XDECREF(db);
+        return gs_raise(st);
+    }
     if (!db) {
         Py_INCREF(Py_None);
         db = (PyArrayObject *)Py_None;
