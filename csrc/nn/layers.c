@@ -62,11 +62,20 @@ static inline uint64_t stream_key(uint64_t seed, uint64_t stream)
     return mix64(seed * 0x9e3779b97f4a7c15ULL + mix64(stream + 0x632be59bd9b4e019ULL));
 }
 
-/* One 64-bit hash of (key, i / 4) gives the 16-bit uniforms of elements
- * 4*(i/4) .. 4*(i/4)+3; an element is kept iff its uniform >= p * 2^16. */
-static inline uint64_t group_hash(uint64_t key, uint64_t g)
+/* Element i of a stream is kept iff the top 16 bits of a 32-bit hash of
+ * (key, i) are >= p * 2^16 (murmur3's finaliser over key + i * golden ratio:
+ * 32-bit multiplies, so the loop vectorises). i wraps at 2^32 elements. */
+static inline uint32_t key32(uint64_t key) { return (uint32_t)(key ^ (key >> 32)); }
+
+static inline uint32_t elem_hash(uint32_t k, uint32_t i)
 {
-    return mix64(key + g * 0x9e3779b97f4a7c15ULL);
+    uint32_t h = k + i * 0x9e3779b9u;
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h >> 16;
 }
 
 static inline uint32_t drop_threshold(float p)
@@ -75,28 +84,40 @@ static inline uint32_t drop_threshold(float p)
     return (uint32_t)((double)p * 65536.0 + 0.5);
 }
 
-static inline int keep_elem(uint64_t key, uint64_t i, uint32_t thr)
+/* f[0..n) = multipliers (0 or scale) of elements base .. base+n-1 of a stream. */
+static void drop_factors(uint32_t k, uint32_t thr, float scale, uint64_t base, int n, float *f)
 {
-    return ((uint32_t)(group_hash(key, i >> 2) >> (16 * (i & 3))) & 0xffffu) >= thr;
+    const uint32_t b = (uint32_t)base;
+    for (int j = 0; j < n; j++) f[j] = elem_hash(k, b + (uint32_t)j) >= thr ? scale : 0.0f;
 }
 
-/* f[0..n) = multipliers (0 or scale) of elements base .. base+n-1 of a stream. */
-static void drop_factors(uint64_t key, uint32_t thr, float scale, uint64_t base, int n, float *f)
+/* y[i] = x[i] * (kept ? s : 0) for i in [i0, i1); the AVX2 build vectorises the hash. */
+static inline __attribute__((always_inline)) void dropout_span(size_t i0, size_t i1, uint32_t k,
+                                                               uint32_t thr, float s,
+                                                               const float *x, float *y)
 {
-    uint64_t i = base;
-    int j = 0;
-    while (j < n) {
-        uint64_t h = group_hash(key, i >> 2);
-        for (unsigned s = (unsigned)(i & 3); s < 4 && j < n; s++, j++, i++)
-            f[j] = ((uint32_t)(h >> (16 * s)) & 0xffffu) >= thr ? scale : 0.0f;
+    for (size_t i = i0; i < i1; i++) {
+        float f = elem_hash(k, (uint32_t)i) >= thr ? s : 0.0f;
+        y[i] = x[i] * f;
     }
+}
+__attribute__((target("avx2"))) static void dropout_span_avx2(size_t i0, size_t i1, uint32_t k,
+                                                             uint32_t thr, float s, const float *x,
+                                                             float *y)
+{
+    dropout_span(i0, i1, k, thr, s, x, y);
+}
+static void dropout_span_generic(size_t i0, size_t i1, uint32_t k, uint32_t thr, float s,
+                                 const float *x, float *y)
+{
+    dropout_span(i0, i1, k, thr, s, x, y);
 }
 
 float gs_dropout_factor(float p, uint64_t seed, uint64_t stream, uint64_t i)
 {
     if (p <= 0.0f) return 1.0f;
-    uint32_t thr = drop_threshold(p);
-    return keep_elem(stream_key(seed, stream), i, thr) ? 1.0f / (1.0f - p) : 0.0f;
+    uint32_t k = key32(stream_key(seed, stream));
+    return elem_hash(k, (uint32_t)i) >= drop_threshold(p) ? 1.0f / (1.0f - p) : 0.0f;
 }
 
 void gs_dropout(size_t n, float p, uint64_t seed, uint64_t stream, const float *x, float *y)
@@ -105,16 +126,23 @@ void gs_dropout(size_t n, float p, uint64_t seed, uint64_t stream, const float *
         if (y != x) memcpy(y, x, sizeof(float) * n);
         return;
     }
-    const uint64_t key = stream_key(seed, stream);
+    const uint32_t k = key32(stream_key(seed, stream));
     const uint32_t thr = drop_threshold(p);
     const float s = 1.0f / (1.0f - (p >= 1.0f ? 0.999999f : p));
-    const size_t groups = (n + 3) / 4;
+    static int use_avx2 = -1;
+    if (use_avx2 < 0) {
+        __builtin_cpu_init();
+        use_avx2 = __builtin_cpu_supports("avx2");
+    }
+    /* chunks of 4096 elements (the same split for any thread count) */
+    const size_t nchunks = (n + 4095) / 4096;
 #pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (n > 65536)
-    for (size_t g = 0; g < groups; g++) {
-        uint64_t h = group_hash(key, g);
-        size_t i0 = 4 * g, i1 = i0 + 4 < n ? i0 + 4 : n;
-        for (size_t i = i0; i < i1; i++, h >>= 16)
-            y[i] = ((uint32_t)h & 0xffffu) >= thr ? x[i] * s : 0.0f;
+    for (size_t c = 0; c < nchunks; c++) {
+        size_t i0 = c * 4096, i1 = i0 + 4096 < n ? i0 + 4096 : n;
+        if (use_avx2)
+            dropout_span_avx2(i0, i1, k, thr, s, x, y);
+        else
+            dropout_span_generic(i0, i1, k, thr, s, x, y);
     }
 }
 
@@ -258,7 +286,7 @@ int gs_attention_forward(const gs_attention_args *a, const float *q, const float
     const int B = a->B, H = a->H, Tq = a->Tq, Tk = a->Tk, dh = a->dh;
     const int Tk16 = round16(Tk), D16 = round16(dh);
     const int use_drop = a->dropout_p > 0.0f;
-    const uint64_t key = use_drop ? stream_key(a->dropout_seed, a->dropout_stream) : 0;
+    const uint32_t key = use_drop ? key32(stream_key(a->dropout_seed, a->dropout_stream)) : 0;
     const uint32_t thr = use_drop ? drop_threshold(a->dropout_p) : 0;
     const float keep_scale = use_drop ? 1.0f / (1.0f - a->dropout_p) : 1.0f;
     const size_t kstride = a->kv_batch_stride ? a->kv_batch_stride : (size_t)Tk * a->ldk;
@@ -341,7 +369,7 @@ int gs_attention_backward(const gs_attention_args *a, const float *q, const floa
     const int B = a->B, H = a->H, Tq = a->Tq, Tk = a->Tk, dh = a->dh;
     const int Tk16 = round16(Tk), D16 = round16(dh);
     const int use_drop = a->dropout_p > 0.0f;
-    const uint64_t key = use_drop ? stream_key(a->dropout_seed, a->dropout_stream) : 0;
+    const uint32_t key = use_drop ? key32(stream_key(a->dropout_seed, a->dropout_stream)) : 0;
     const uint32_t thr = use_drop ? drop_threshold(a->dropout_p) : 0;
     const float keep_scale = use_drop ? 1.0f / (1.0f - a->dropout_p) : 1.0f;
     if (a->kv_batch_stride || a->kv_group > 1)
@@ -417,12 +445,18 @@ int gs_attention_backward(const gs_attention_args *a, const float *q, const floa
     }
     gs_free(scratch);
     if (dpos_bias) {
-        const size_t per_batch = (size_t)H * Tq * Tk;
+        /* sum over b in order b = 0..B-1, blocks of 256 elements per task */
+        const size_t per_batch = (size_t)H * Tq * Tk, nblk = (per_batch + 255) / 256;
 #pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (per_batch * B > 65536)
-        for (size_t e = 0; e < per_batch; e++) {
-            float s = 0.0f;
-            for (int b = 0; b < B; b++) s += dscores[(size_t)b * per_batch + e];
-            dpos_bias[e] += s;
+        for (size_t blk = 0; blk < nblk; blk++) {
+            size_t e0 = blk * 256, e1 = e0 + 256 < per_batch ? e0 + 256 : per_batch;
+            float acc[256];
+            for (size_t e = e0; e < e1; e++) acc[e - e0] = 0.0f;
+            for (int b = 0; b < B; b++) {
+                const float *d = dscores + (size_t)b * per_batch;
+                for (size_t e = e0; e < e1; e++) acc[e - e0] += d[e];
+            }
+            for (size_t e = e0; e < e1; e++) dpos_bias[e] += acc[e - e0];
         }
     }
     return GS_OK;
