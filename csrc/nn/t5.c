@@ -879,8 +879,10 @@ int gs_t5_decode_step(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens, flo
         gs_rmsnorm_forward(R, C, k->x, P + b->ln_ca, eps, k->ln, k->rstd);
         gs_linear_forward(R, C, I, k->ln, P + b->q_ca, NULL, k->q);
         const float *kv = k->kv_cross + (size_t)l * Ne * 2 * I;
-        gs_attention_args ca = attn_args(m, (int)R, 1, k->T_in, I, 2 * I, 0, k->mask, NULL, 0.0f, 0, 0);
-        ca.kv_group = k->rows_per_input;
+        /* rows r = input * rows_per_input + beam, so the queries of one input form a
+         * (rows_per_input, I) block against its K,V: one attention batch per input */
+        gs_attention_args ca = attn_args(m, k->B, k->rows_per_input, k->T_in, I, 2 * I, 0, k->mask,
+                                         NULL, 0.0f, 0, 0);
         if ((st = gs_attention_forward(&ca, k->q, kv, kv + I, k->probs, k->att))) return st;
         gs_linear_forward(R, I, C, k->att, P + b->o_ca, NULL, k->tmp);
         add_inplace(R * C, k->x, k->tmp);
