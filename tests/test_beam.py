@@ -288,3 +288,31 @@ def test_invalid_arguments():
     bad[0, 0] = np.nan
     with pytest.raises(RuntimeError, match="non-finite logits"):
         beam_search_test_decoder(A, E, bad, U, trie, 2, 1)
+
+
+@pytest.mark.parametrize("n", [1, 3, 7, 8, 9, 17, 1000, 33001])
+def test_log_sum_exp_kernel(n):
+    """The normaliser of every score, against float64 NumPy, on odd lengths and
+    a wide dynamic range (terms far below the maximum underflow harmlessly)."""
+    rng = np.random.default_rng(n)
+    x = (rng.normal(size=(4, n)) * 30).astype(np.float32)
+    if n > 1:  # (a row of one -inf has no finite log-sum-exp)
+        x[1, ::3] = -1e30
+        x[2, 0] = -np.inf
+    x64 = x.astype(np.float64)
+    m = x64.max(axis=1, keepdims=True)
+    ref = m[:, 0] + np.log(np.exp(x64 - m).sum(axis=1))
+    np.testing.assert_allclose(gensar._core.log_sum_exp(x), ref, rtol=0, atol=1e-6)
+
+
+def test_log_sum_exp_special_values():
+    lse = gensar._core.log_sum_exp
+    x = np.zeros((4, 19), np.float32)
+    x[0, 17] = np.nan
+    x[1, 3] = np.nan
+    x[2, 5] = np.inf
+    x[3, :] = -np.inf
+    out = lse(x)
+    assert np.isnan(out[0]) and np.isnan(out[1])
+    assert out[2] == np.inf and out[3] == -np.inf
+    assert gensar._core.log_sum_exp_kernel_name() in ("avx2-fma", "generic")

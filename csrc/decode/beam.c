@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../common.h"
+#include "lse.h"
 
 int gs_beam_check(int B, const gs_trie *const *tries, int vocab_size, int num_beams, int top_k)
 {
@@ -97,16 +98,6 @@ static int proposal_cmp(const void *pa, const void *pb)
     return better(a, b) ? -1 : better(b, a) ? 1 : 0;
 }
 
-/* log sum_v exp(x[v]) over the full vocabulary, in double. x (V) */
-static double log_sum_exp(const float *x, int V)
-{
-    float m = x[0];
-    for (int v = 1; v < V; v++) m = x[v] > m ? x[v] : m;
-    double s = 0.0;
-    for (int v = 0; v < V; v++) s += exp((double)x[v] - (double)m);
-    return (double)m + log(s);
-}
-
 int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k,
                    int32_t start_token, int64_t *out_items, float *out_scores)
 {
@@ -120,6 +111,7 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
         return gs_fail(GS_EINVAL, "decoder start token %d is outside the vocabulary [0, %d)",
                        (int)start_token, V);
     const int L = tries[0]->depth;
+    gs_log_sum_exp_kernel_name(); /* pick the kernel before the threads start */
     const size_t rows = (size_t)B * K;
 
     int32_t *tokens = gs_alloc(rows * sizeof *tokens);
@@ -155,7 +147,7 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
                 size_t r = (size_t)b * K + j;
                 if (node[r] < 0) continue;
                 const float *lr = logits + r * (size_t)V;
-                double lse = log_sum_exp(lr, V);
+                double lse = gs_log_sum_exp(lr, V);
                 if (!isfinite(lse)) {
                     bad[b] = 1;
                     break;

@@ -7,6 +7,7 @@
 
 #include "../common.h"
 #include "../decode/beam.h"
+#include "../decode/lse.h"
 #include "../decode/testdec.h"
 #include "../decode/trie.h"
 
@@ -306,7 +307,35 @@ static PyObject *py_beam_search_test_decoder(PyObject *self, PyObject *args, PyO
     return Py_BuildValue("(NN)", items, scores);
 }
 
+/* Row-wise log-sum-exp of the beam-search kernel, for tests. x (rows, n) -> (rows,) float64 */
+static PyObject *py_log_sum_exp(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    PyArrayObject *x = gs_check_array(arg, "x", NPY_FLOAT32, 1, 8);
+    if (!x) return NULL;
+    npy_intp rows = (npy_intp)gs_rows(x);
+    int n = gs_last_dim(x);
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, &rows, NPY_FLOAT64);
+    if (!out) return NULL;
+    const float *px = PyArray_DATA(x);
+    double *po = PyArray_DATA(out);
+    Py_BEGIN_ALLOW_THREADS
+    for (npy_intp r = 0; r < rows; r++) po[r] = gs_log_sum_exp(px + (size_t)r * n, n);
+    Py_END_ALLOW_THREADS
+    return (PyObject *)out;
+}
+
+static PyObject *py_log_sum_exp_kernel_name(PyObject *self, PyObject *noargs)
+{
+    (void)self, (void)noargs;
+    return PyUnicode_FromString(gs_log_sum_exp_kernel_name());
+}
+
 PyMethodDef gs_decode_methods[] = {
+    {"log_sum_exp", py_log_sum_exp, METH_O,
+     "log_sum_exp(x (..., n) float32) -> (rows,) float64 log-sum-exp of each row (tests)"},
+    {"log_sum_exp_kernel_name", py_log_sum_exp_kernel_name, METH_NOARGS,
+     "log_sum_exp_kernel_name() -> 'avx2-fma' or 'generic'"},
     {"trie_build", (PyCFunction)(void (*)(void))py_trie_build, METH_VARARGS | METH_KEYWORDS,
      "trie_build(table (N, L) int32, vocab_size=0, on_duplicate=0, sort=0) -> trie handle"},
     {"trie_info", py_trie_info, METH_O, "trie_info(handle) -> dict of sizes and duplicates"},
