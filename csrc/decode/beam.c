@@ -118,10 +118,11 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
     int32_t *src = gs_alloc(rows * sizeof *src);
     int32_t *node = gs_alloc(rows * sizeof *node), *new_node = gs_alloc(rows * sizeof *node);
     double *score = gs_alloc(rows * sizeof *score), *new_score = gs_alloc(rows * sizeof *score);
+    double *lse = gs_alloc(rows * sizeof *lse); /* log-sum-exp of each row's logits */
     proposal *heaps = gs_alloc(rows * sizeof *heaps);
     float *logits = gs_alloc(rows * (size_t)V * sizeof *logits);
     uint8_t *bad = gs_calloc((size_t)B);
-    if (!tokens || !src || !node || !new_node || !score || !new_score || !heaps || !logits || !bad) {
+    if (!tokens || !src || !node || !new_node || !score || !new_score || !heaps || !logits || !bad || !lse) {
         status = gs_fail(GS_ENOMEM, "out of memory for beam search (%d inputs x %d beams x %d vocab)",
                          B, K, V);
         goto done;
@@ -136,43 +137,49 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
 
     for (int t = 0; t < L; t++) {
         if ((status = dec->step(dec->ctx, tokens, logits))) goto done;
-        /* Each input's bookkeeping is independent and serial inside, so the
+        /* Normalisers first, parallel over rows (balanced even for one input),
+         * then each input's bookkeeping, independent and serial inside, so the
          * result does not depend on the thread count. */
-#pragma omp parallel for schedule(static) num_threads(gs_num_threads())
-        for (int b = 0; b < B; b++) {
-            const gs_trie *tr = tries[b];
-            proposal *heap = heaps + (size_t)b * K;
-            int kept = 0;
-            for (int j = 0; j < K; j++) {
-                size_t r = (size_t)b * K + j;
-                if (node[r] < 0) continue;
-                const float *lr = logits + r * (size_t)V;
-                double lse = gs_log_sum_exp(lr, V);
-                if (!isfinite(lse)) {
-                    bad[b] = 1;
-                    break;
+#pragma omp parallel num_threads(gs_num_threads())
+        {
+#pragma omp for schedule(static)
+            for (size_t r = 0; r < rows; r++)
+                if (node[r] >= 0) lse[r] = gs_log_sum_exp(logits + r * (size_t)V, V);
+#pragma omp for schedule(static)
+            for (int b = 0; b < B; b++) {
+                const gs_trie *tr = tries[b];
+                proposal *heap = heaps + (size_t)b * K;
+                int kept = 0;
+                for (int j = 0; j < K; j++) {
+                    size_t r = (size_t)b * K + j;
+                    if (node[r] < 0) continue;
+                    if (!isfinite(lse[r])) {
+                        bad[b] = 1;
+                        break;
+                    }
+                    const float *lr = logits + r * (size_t)V;
+                    for (int32_t c = tr->child_start[node[r]]; c < tr->child_start[node[r] + 1]; c++) {
+                        proposal p = {score[r] + ((double)lr[tr->token[c]] - lse[r]), c, j};
+                        heap_offer(heap, &kept, K, p);
+                    }
                 }
-                for (int32_t c = tr->child_start[node[r]]; c < tr->child_start[node[r] + 1]; c++) {
-                    proposal p = {score[r] + ((double)lr[tr->token[c]] - lse), c, j};
-                    heap_offer(heap, &kept, K, p);
+                qsort(heap, (size_t)kept, sizeof *heap, proposal_cmp);
+                for (int j = 0; j < K; j++) {
+                    size_t r = (size_t)b * K + j;
+                    if (j < kept) {
+                        new_node[r] = heap[j].node;
+                        new_score[r] = heap[j].score;
+                        src[r] = (int32_t)((size_t)b * K + heap[j].parent);
+                        tokens[r] = tr->token[heap[j].node];
+                    } else { /* idle row: any valid history and token will do */
+                        new_node[r] = -1;
+                        new_score[r] = -INFINITY;
+                        src[r] = (int32_t)((size_t)b * K);
+                        tokens[r] = start_token;
+                    }
                 }
             }
-            qsort(heap, (size_t)kept, sizeof *heap, proposal_cmp);
-            for (int j = 0; j < K; j++) {
-                size_t r = (size_t)b * K + j;
-                if (j < kept) {
-                    new_node[r] = heap[j].node;
-                    new_score[r] = heap[j].score;
-                    src[r] = (int32_t)((size_t)b * K + heap[j].parent);
-                    tokens[r] = tr->token[heap[j].node];
-                } else { /* idle row: any valid history and token will do */
-                    new_node[r] = -1;
-                    new_score[r] = -INFINITY;
-                    src[r] = (int32_t)((size_t)b * K);
-                    tokens[r] = start_token;
-                }
-            }
-        }
+        } /* omp parallel */
         for (int b = 0; b < B; b++)
             if (bad[b]) {
                 status = gs_fail(GS_ERUNTIME,
@@ -216,6 +223,7 @@ done:
     gs_free(heaps);
     gs_free(logits);
     gs_free(bad);
+    gs_free(lse);
     return status;
 }
 
