@@ -206,3 +206,62 @@ def beam_search_test_decoder(A, E, O, U, trie_or_candidates, num_beams, top_k=No
     num_beams, top_k = _check_beam_args(num_beams, top_k, np.shape(U)[0], trie_or_candidates)
     return _core.beam_search_test_decoder(A, E, O, U, num_beams, top_k,
                                           **_target_kwargs(trie_or_candidates))
+
+
+def _int32_2d(x, name):
+    a = np.asarray(x)
+    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
+    if a.ndim != 2 or a.size == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D (batch, length) array, got shape {a.shape}")
+    if a.dtype != np.int32 and (a.min() < np.iinfo(np.int32).min or a.max() > np.iinfo(np.int32).max):
+        raise ValueError(f"{name} holds values outside the int32 range")
+    return np.ascontiguousarray(a, dtype=np.int32)
+
+
+# Logits of one decode step for a chunk of inputs: chunk * beams * vocab floats.
+_LOGITS_BUDGET_FLOATS = 16 * 2**20  # 64 MB
+
+
+def beam_search(model, input_ids, attention_mask, trie_or_candidates, num_beams=30, top_k=None,
+                batch_size=None):
+    """Trie-constrained beam search with a ``gensar.Seq2Seq`` model (C, GIL released).
+
+    Parameters
+    ----------
+    model : gensar.Seq2Seq
+    input_ids, attention_mask : (B, T_in) integer arrays (mask 0/1; None = all ones)
+    trie_or_candidates : Trie (every input may produce any catalogue item) or
+        CandidateSets (input b may only produce its own candidates)
+    num_beams : beams kept per input (reference setting: 30)
+    top_k : items returned per input, <= num_beams (default num_beams)
+    batch_size : inputs per C call (default: as many as keep one step's logits
+        under 64 MB); results do not depend on it
+
+    Returns
+    -------
+    items : (B, top_k) int64 item indices (rows of the id table), best first
+    scores : (B, top_k) float32 summed natural-log probabilities of the identifier
+        tokens, each normalised over the full vocabulary (see module docstring)
+    """
+    ids = _int32_2d(input_ids, "input_ids")
+    mask = np.ones_like(ids) if attention_mask is None else _int32_2d(attention_mask, "attention_mask")
+    if mask.shape != ids.shape:
+        raise ValueError(f"attention_mask shape {mask.shape} does not match input_ids shape {ids.shape}")
+    B = ids.shape[0]
+    num_beams, top_k = _check_beam_args(num_beams, top_k, B, trie_or_candidates)
+    _target_kwargs(trie_or_candidates)  # type check before any work
+    vocab = int(model.config.vocab_size)
+    if batch_size is None:
+        batch_size = max(1, _LOGITS_BUDGET_FLOATS // (num_beams * vocab))
+    elif isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    start_token = int(model.config.decoder_start_token_id)
+    items = np.empty((B, top_k), np.int64)
+    scores = np.empty((B, top_k), np.float32)
+    for s in range(0, B, batch_size):
+        e = min(B, s + batch_size)
+        items[s:e], scores[s:e] = _core.t5_beam_search(
+            model._model, np.ascontiguousarray(ids[s:e]), np.ascontiguousarray(mask[s:e]),
+            num_beams, top_k, start_token, **_target_kwargs(trie_or_candidates, s, e))
+    return items, scores
