@@ -7,6 +7,7 @@
 
 #include "../common.h"
 #include "../decode/beam.h"
+#include "../decode/beam_t5.h"
 #include "../decode/lse.h"
 #include "../decode/testdec.h"
 #include "../decode/trie.h"
@@ -307,6 +308,60 @@ static PyObject *py_beam_search_test_decoder(PyObject *self, PyObject *args, PyO
     return Py_BuildValue("(NN)", items, scores);
 }
 
+/* Beam search on a T5 model (Seq2Seq._model capsule). input_ids, attention_mask
+ * (B, T_in) int32. Returns (items (B, top_k) int64, scores (B, top_k) float32). */
+static PyObject *py_t5_beam_search(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"model",        "input_ids",  "attention_mask", "num_beams",
+                             "top_k",        "decoder_start_token_id", "trie", "id_sequences",
+                             "candidates",   "on_duplicate", NULL};
+    PyObject *omodel, *oids, *omask, *otrie = Py_None, *otable = Py_None, *ocand = Py_None;
+    int num_beams, top_k, start = 0, on_dup = GS_TRIE_DUP_ERROR;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOii|iOOOi", kwlist, &omodel, &oids, &omask,
+                                     &num_beams, &top_k, &start, &otrie, &otable, &ocand, &on_dup))
+        return NULL;
+    if (!PyCapsule_IsValid(omodel, GS_T5_CAPSULE)) {
+        PyErr_SetString(PyExc_TypeError, "expected a T5 model capsule (Seq2Seq._model)");
+        return NULL;
+    }
+    const gs_t5 *m = PyCapsule_GetPointer(omodel, GS_T5_CAPSULE);
+    PyArrayObject *ids = gs_check_array(oids, "input_ids", NPY_INT32, 2, 2);
+    if (!ids) return NULL;
+    PyArrayObject *mask = gs_check_array(omask, "attention_mask", NPY_INT32, 2, 2);
+    if (!mask || gs_same_shape(ids, "input_ids", mask, "attention_mask")) return NULL;
+    npy_intp B = PyArray_DIM(ids, 0), T = PyArray_DIM(ids, 1);
+    if (B > INT32_MAX || T > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "input_ids too large");
+        return NULL;
+    }
+    beam_target tg;
+    if (target_parse(otrie, otable, ocand, on_dup, (int)B, gs_t5_vocab_size(m), &tg)) return NULL;
+    int status = gs_beam_check((int)B, tg.tries, gs_t5_vocab_size(m), num_beams, top_k);
+    if (status) {
+        target_free(&tg);
+        return gs_raise(status);
+    }
+    PyArrayObject *items, *scores;
+    if (new_outputs((int)B, top_k, &items, &scores)) {
+        target_free(&tg);
+        return NULL;
+    }
+    const int32_t *pi = PyArray_DATA(ids), *pm = PyArray_DATA(mask);
+    int64_t *po = PyArray_DATA(items);
+    float *ps = PyArray_DATA(scores);
+    Py_BEGIN_ALLOW_THREADS
+    status = gs_t5_beam_search(m, pi, pm, (int)B, (int)T, tg.tries, num_beams, top_k, start, po, ps);
+    Py_END_ALLOW_THREADS
+    target_free(&tg);
+    if (status) {
+        Py_DECREF(items);
+        Py_DECREF(scores);
+        return gs_raise(status);
+    }
+    return Py_BuildValue("(NN)", items, scores);
+}
+
 /* Row-wise log-sum-exp of the beam-search kernel, for tests. x (rows, n) -> (rows,) float64 */
 static PyObject *py_log_sum_exp(PyObject *self, PyObject *arg)
 {
@@ -345,6 +400,10 @@ PyMethodDef gs_decode_methods[] = {
      "trie_lookup(handle, seq (L,) int32) -> item index or -1"},
     {"trie_arrays", py_trie_arrays, METH_O,
      "trie_arrays(handle) -> (level_start, token, child_start, leaf_item) copies"},
+    {"t5_beam_search", (PyCFunction)(void (*)(void))py_t5_beam_search, METH_VARARGS | METH_KEYWORDS,
+     "t5_beam_search(model, input_ids (B, T) int32, attention_mask (B, T) int32, num_beams, top_k, "
+     "decoder_start_token_id=0, trie=None, id_sequences=None, candidates=None, on_duplicate=0) "
+     "-> (items (B, top_k) int64, scores (B, top_k) float32)"},
     {"beam_search_test_decoder", (PyCFunction)(void (*)(void))py_beam_search_test_decoder,
      METH_VARARGS | METH_KEYWORDS,
      "beam_search_test_decoder(A, E, O, U, num_beams, top_k, trie=None, id_sequences=None, "
