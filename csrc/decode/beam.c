@@ -119,10 +119,11 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
     int32_t *node = gs_alloc(rows * sizeof *node), *new_node = gs_alloc(rows * sizeof *node);
     double *score = gs_alloc(rows * sizeof *score), *new_score = gs_alloc(rows * sizeof *score);
     double *lse = gs_alloc(rows * sizeof *lse); /* log-sum-exp of each row's logits */
+    uint8_t *live = gs_alloc(rows);             /* rows holding a beam this step */
     proposal *heaps = gs_alloc(rows * sizeof *heaps);
     float *logits = gs_alloc(rows * (size_t)V * sizeof *logits);
     uint8_t *bad = gs_calloc((size_t)B);
-    if (!tokens || !src || !node || !new_node || !score || !new_score || !heaps || !logits || !bad || !lse) {
+    if (!tokens || !src || !node || !new_node || !score || !new_score || !heaps || !logits || !bad || !lse || !live) {
         status = gs_fail(GS_ENOMEM, "out of memory for beam search (%d inputs x %d beams x %d vocab)",
                          B, K, V);
         goto done;
@@ -136,7 +137,8 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
     }
 
     for (int t = 0; t < L; t++) {
-        if ((status = dec->step(dec->ctx, tokens, logits))) goto done;
+        for (size_t r = 0; r < rows; r++) live[r] = node[r] >= 0;
+        if ((status = dec->step(dec->ctx, tokens, live, logits))) goto done;
         /* Normalisers first, parallel over rows (balanced even for one input),
          * then each input's bookkeeping, independent and serial inside, so the
          * result does not depend on the thread count. */
@@ -224,6 +226,7 @@ done:
     gs_free(logits);
     gs_free(bad);
     gs_free(lse);
+    gs_free(live);
     return status;
 }
 

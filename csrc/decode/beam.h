@@ -32,8 +32,13 @@ typedef struct gs_decoder {
     int vocab_size;     /* V: logits per row */
     int n_inputs;       /* B */
     int rows_per_input; /* beam rows per input (the effective beam width) */
-    /* tokens (B * rows_per_input) int32 -> logits (B * rows_per_input, V) */
-    int (*step)(void *ctx, const int32_t *tokens, float *logits);
+    /* tokens (B * rows_per_input) int32 -> logits (B * rows_per_input, V).
+     * live (B * rows_per_input) uint8: only rows with live[r] = 1 need logits.
+     * A decoder may skip the others (leave their logits and the history of this
+     * position stale): an idle row is always overwritten by reorder from a live
+     * row before it becomes live. Early steps have few live beams (1 at the root,
+     * 1 after a single behaviour token), so skipping saves much of the work. */
+    int (*step)(void *ctx, const int32_t *tokens, const uint8_t *live, float *logits);
     /* afterwards row r holds the history of old row src_rows[r] (same input) */
     int (*reorder)(void *ctx, const int32_t *src_rows);
 } gs_decoder;

@@ -9,9 +9,10 @@ typedef struct {
 } t5_decoder;
 
 // tokens (rows) -> logits (rows, V)
-static int t5_step(void *ctx, const int32_t *tokens, float *logits)
+static int t5_step(void *ctx, const int32_t *tokens, const uint8_t *live, float *logits)
 {
     t5_decoder *d = ctx;
+    (void)live; /* gs_t5_decode_step computes every row (no row-subset entry point yet) */
     return gs_t5_decode_step(d->model, d->cache, tokens, logits);
 }
 

@@ -44,7 +44,7 @@ void gs_testdec_free(gs_testdec *d)
 }
 
 // tokens (B*K) -> logits (B*K, V)
-static int testdec_step(void *ctx, const int32_t *tokens, float *logits)
+static int testdec_step(void *ctx, const int32_t *tokens, const uint8_t *live, float *logits)
 {
     gs_testdec *d = ctx;
     const int V = d->V, D = d->D, rows = d->B * d->K;
@@ -53,13 +53,17 @@ static int testdec_step(void *ctx, const int32_t *tokens, float *logits)
             return gs_fail(GS_EINVAL, "test decoder: token %d outside [0, %d)", (int)tokens[r], V);
 #pragma omp parallel for schedule(static) num_threads(gs_num_threads())
     for (int r = 0; r < rows; r++) {
+        float *out = logits + (size_t)r * V;
+        if (!live[r]) { /* skipped, as a real decoder may: NaN makes any use visible */
+            for (int v = 0; v < V; v++) out[v] = NAN;
+            continue;
+        }
         float *h = d->h + (size_t)r * D, *x = d->tmp + (size_t)r * D;
         const float *e = d->E + (size_t)tokens[r] * D;
         for (int j = 0; j < D; j++) x[j] = e[j];
         for (int i = 0; i < D; i++) // x (D) += h (D) @ A (D, D)
             for (int j = 0; j < D; j++) x[j] += h[i] * d->A[(size_t)i * D + j];
         for (int j = 0; j < D; j++) h[j] = tanhf(x[j]);
-        float *out = logits + (size_t)r * V;
         const float *u = d->U + (size_t)(r / d->K) * V;
         for (int v = 0; v < V; v++) out[v] = u[v];
         for (int i = 0; i < D; i++) // out (V) += h (D) @ O (D, V)

@@ -4,6 +4,8 @@
  * Per row r of input b = r / rows_per_input, with state h_r (D) starting at 0:
  *     h_r      <- tanh(E[token] + h_r @ A)        E (V, D), A (D, D)
  *     logits_r  = h_r @ O + U[b]                   O (D, V), U (B, V)
+ * Rows the search marks idle are skipped (state untouched, logits set to NaN), so
+ * a search that read an idle row's logits would fail the tests.
  * The state depends on the whole token history, so a wrong reorder changes the
  * scores (a plain bigram model would hide such a bug). The weights are borrowed,
  * not copied: they must outlive the decoder. */
