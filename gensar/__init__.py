@@ -5,7 +5,11 @@ The numeric work (matrix multiply, transformer, quantiser, beam search) runs in
 """
 from . import _core
 from ._core import get_num_threads, set_num_threads
+from . import schedules
+from .decode import CandidateSets, Trie
+from .seq2seq import Seq2Seq, Seq2SeqConfig
 
 __version__ = "0.1.0"
 
-__all__ = ["get_num_threads", "set_num_threads", "__version__"]
+__all__ = ["get_num_threads", "set_num_threads", "Seq2Seq", "Seq2SeqConfig", "schedules",
+           "Trie", "CandidateSets", "__version__"]
