@@ -25,22 +25,18 @@ import numpy as np
 import pandas as pd
 
 
-def lr_at(step: int, total: int, lr: float, schedule: str = "cosine", warmup: float = 0.01,
-          min_ratio: float = 0.0) -> float:
-    """Learning rate at `step` (0-based) of `total`: linear warm-up over the first
-    `warmup` share of steps, then constant, linear or cosine decay to
-    `min_ratio` * lr."""
+def make_schedule(lr: float, total_steps: int, schedule: str = "cosine", warmup: float = 0.01):
+    """A gensar.schedules schedule over total_steps with warm-up over the first
+    `warmup` share of steps."""
+    from . import schedules
+
     if schedule not in ("constant", "linear", "cosine"):
         raise ValueError(f"schedule must be 'constant', 'linear' or 'cosine', got {schedule!r}")
-    total = max(1, total)
-    n_warm = int(math.ceil(warmup * total)) if warmup > 0 else 0
-    if step < n_warm:
-        return lr * (step + 1) / n_warm
+    total_steps = max(1, int(total_steps))
+    warm = int(math.ceil(warmup * total_steps)) if warmup > 0 else 0
     if schedule == "constant":
-        return lr
-    progress = min(1.0, (step - n_warm) / max(1, total - n_warm))
-    decay = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-    return lr * (min_ratio + (1.0 - min_ratio) * decay)
+        return schedules.constant(lr, warm)
+    return getattr(schedules, schedule)(lr, total_steps, warm)
 
 
 @dataclass
@@ -61,8 +57,8 @@ class Trainer:
     make_epoch : epoch -> list of batches (dicts); must depend only on the epoch
         number (and fixed seeds) so a resumed run sees the same batches
     epochs : maximum number of epochs
-    lr, schedule, warmup : learning-rate schedule (see lr_at); steps_per_epoch
-        is taken from make_epoch(0)
+    lr, schedule, warmup : learning-rate schedule (see make_schedule); the
+        number of steps per epoch is taken from make_epoch(0)
     validate : () -> dict of metrics, run after each epoch (None: no validation)
     metric : key of the validate() dict to maximise for early stopping
     patience : epochs without improvement before stopping (0: never stop early)
@@ -80,7 +76,7 @@ class Trainer:
             raise ValueError("give the metric to maximise when validate is set")
         self.model, self.make_epoch, self.epochs = model, make_epoch, int(epochs)
         self.lr, self.schedule, self.warmup = float(lr), schedule, float(warmup)
-        lr_at(0, 1, self.lr, schedule, warmup)  # validates the schedule name early
+        make_schedule(self.lr, 1, schedule, warmup)  # validates the schedule early
         self.validate, self.metric, self.patience = validate, metric, int(patience)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.progress, self.description = progress, description
@@ -133,7 +129,7 @@ class Trainer:
             self.resume()
         st = self.state
         steps_per_epoch = len(self.make_epoch(0))
-        total = steps_per_epoch * self.epochs
+        lr_of = make_schedule(self.lr, steps_per_epoch * self.epochs, self.schedule, self.warmup)
         last_save = time.monotonic()
         try:
             while st.epoch < self.epochs:
@@ -142,7 +138,7 @@ class Trainer:
                            desc=f"{self.description} epoch {st.epoch + 1}/{self.epochs}", leave=False)
                 t0, losses, seen = time.perf_counter(), [], 0
                 for b in batches[st.batch_in_epoch:]:
-                    lr = lr_at(st.step, total, self.lr, self.schedule, self.warmup)
+                    lr = lr_of(st.step)
                     loss = float(self.model.train_step(b, lr))
                     if not math.isfinite(loss):
                         raise FloatingPointError(
@@ -160,7 +156,7 @@ class Trainer:
                         last_save = time.monotonic()
                 bar.close()
                 row = {"epoch": st.epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
-                       "lr": lr_at(max(0, st.step - 1), total, self.lr, self.schedule, self.warmup),
+                       "lr": lr_of(max(0, st.step - 1)),
                        "seconds": time.perf_counter() - t0}
                 st.epoch += 1
                 st.batch_in_epoch = 0

@@ -1,9 +1,7 @@
-import math
-
 import numpy as np
 import pytest
 
-from gensar.training import Trainer, lr_at
+from gensar.training import Trainer, make_schedule
 
 
 class LinearModel:
@@ -41,13 +39,13 @@ def make_epoch(epoch):
 
 
 def test_schedules():
-    assert lr_at(0, 100, 1.0, "constant", warmup=0.1) == pytest.approx(0.1)
-    assert lr_at(9, 100, 1.0, "constant", warmup=0.1) == pytest.approx(1.0)
-    assert lr_at(10, 100, 1.0, "cosine", warmup=0.1) == pytest.approx(1.0)
-    assert lr_at(99, 100, 1.0, "cosine", warmup=0.1) == pytest.approx(0.5 * (1 + math.cos(math.pi * 89 / 90)))
-    assert lr_at(55, 100, 1.0, "linear", warmup=0.1) == pytest.approx(0.5)
+    assert make_schedule(1.0, 100, "constant", warmup=0.1)(5) == pytest.approx(0.5)
+    assert make_schedule(1.0, 100, "constant", warmup=0.1)(10) == pytest.approx(1.0)
+    assert make_schedule(1.0, 100, "cosine", warmup=0.1)(10) == pytest.approx(1.0)
+    assert make_schedule(1.0, 100, "cosine", warmup=0.1)(100) == pytest.approx(0.0)
+    assert make_schedule(1.0, 100, "linear", warmup=0.1)(55) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="schedule"):
-        lr_at(0, 10, 1.0, "step")
+        make_schedule(1.0, 10, "step")
 
 
 def test_exact_resume_after_interruption(tmp_path):
