@@ -37,5 +37,6 @@ PyArrayObject *gs_new_f32_like(PyArrayObject *like);
 PyArrayObject *gs_new_f32(int ndim, const npy_intp *dims);
 
 extern PyMethodDef gs_tensor_methods[];
+extern PyMethodDef gs_embeddings_methods[];
 
 #endif
