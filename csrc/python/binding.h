@@ -37,10 +37,7 @@ PyArrayObject *gs_new_f32_like(PyArrayObject *like);
 PyArrayObject *gs_new_f32(int ndim, const npy_intp *dims);
 
 extern PyMethodDef gs_tensor_methods[];
-<<<<<<< HEAD
-extern PyMethodDef gs_embeddings_methods[];
-=======
 extern PyMethodDef gs_layers_methods[];
->>>>>>> transformer
+extern PyMethodDef gs_embeddings_methods[];
 
 #endif
