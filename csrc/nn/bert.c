@@ -3,12 +3,10 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "../common.h"
 #include "../tensor/ops.h"
+#include "layers.h"
 #include "linear.h"
 
 int gs_bert_check_config(const gs_bert_config *c)
@@ -144,59 +142,24 @@ void gs_bert_free(gs_bert *m)
     gs_free(m);
 }
 
-/* Bidirectional multi-head attention within each packed sequence, forward only.
- * qkv (N, 3H) rows [q | k | v], head h at columns h*hd .. (h+1)*hd of each part
- * -> ctx (N, H). Each (sequence, head) pair is one independent task; scratch holds, per
- * thread, K^T (hd, Lmax) and the scores (Lmax, Lmax). */
-static void attention_forward(int n_seq, const int64_t *offsets, int H, int heads, int Lmax,
-                              const float *qkv, float *ctx, float *scratch)
+/* Bidirectional multi-head attention within each packed sequence, forward only, with the
+ * shared kernel of layers.h: one call per sequence (B = 1, no mask needed since the packed
+ * sequence has no padding), heads spread over threads inside the kernel.
+ * qkv (N, 3H) rows [q | k | v] -> ctx (N, H); probs: scratch of heads * Lmax * Lmax floats. */
+static void attention_forward(int n_seq, const int64_t *offsets, int H, int heads,
+                              const float *qkv, float *ctx, float *probs)
 {
-    const int hd = H / heads;
-    const float scale = 1.0f / sqrtf((float)hd);
-    const size_t per_thread = (size_t)hd * Lmax + (size_t)Lmax * Lmax;
-    const long tasks = (long)n_seq * heads;
-#pragma omp parallel num_threads(gs_num_threads())
-    {
-#ifdef _OPENMP
-        float *kt = scratch + (size_t)omp_get_thread_num() * per_thread;
-#else
-        float *kt = scratch;
-#endif
-        float *sc = kt + (size_t)hd * Lmax;
-#pragma omp for schedule(static)
-        for (long task = 0; task < tasks; task++) {
-            const int b = (int)(task / heads), h = (int)(task % heads);
-            const int64_t t0 = offsets[b];
-            const int L = (int)(offsets[b + 1] - t0);
-            const float *q0 = qkv + (size_t)t0 * 3 * H + (size_t)h * hd;
-            const float *k0 = q0 + H, *v0 = q0 + 2 * H;
-            // K head (L, hd) -> kt (hd, L), so the score loop runs along contiguous keys
-            for (int j = 0; j < L; j++)
-                for (int d = 0; d < hd; d++) kt[(size_t)d * L + j] = k0[(size_t)j * 3 * H + d];
-            // scores (L, L) = scale * Q (L, hd) @ K^T (hd, L)
-            for (int i = 0; i < L; i++) {
-                float *si = sc + (size_t)i * L;
-                const float *qi = q0 + (size_t)i * 3 * H;
-                for (int j = 0; j < L; j++) si[j] = 0.0f;
-                for (int d = 0; d < hd; d++) {
-                    const float qd = qi[d] * scale;
-                    const float *kd = kt + (size_t)d * L;
-                    for (int j = 0; j < L; j++) si[j] += qd * kd[j];
-                }
-            }
-            gs_softmax_forward((size_t)L, L, sc, sc); /* nested region runs on this thread */
-            // ctx (L, hd) = P (L, L) @ V (L, hd)
-            for (int i = 0; i < L; i++) {
-                float *ci = ctx + (size_t)(t0 + i) * H + (size_t)h * hd;
-                const float *pi = sc + (size_t)i * L;
-                for (int d = 0; d < hd; d++) ci[d] = 0.0f;
-                for (int j = 0; j < L; j++) {
-                    const float p = pi[j];
-                    const float *vj = v0 + (size_t)j * 3 * H;
-                    for (int d = 0; d < hd; d++) ci[d] += p * vj[d];
-                }
-            }
-        }
+    gs_attention_args a;
+    memset(&a, 0, sizeof a);
+    a.B = 1, a.H = heads, a.dh = H / heads;
+    a.ldq = a.ldk = a.ldv = 3 * H;
+    a.ldo = H;
+    a.scale = 1.0f / sqrtf((float)a.dh);
+    for (int b = 0; b < n_seq; b++) {
+        const size_t t0 = (size_t)offsets[b];
+        a.Tq = a.Tk = (int)(offsets[b + 1] - offsets[b]);
+        const float *q = qkv + t0 * 3 * H;
+        gs_attention_forward(&a, q, q + H, q + 2 * H, probs, ctx + t0 * H);
     }
 }
 
@@ -237,9 +200,8 @@ int gs_bert_encode(const gs_bert *m, int n_seq, const int64_t *offsets, const in
     }
 
     const int nthreads = gs_num_threads();
-    const int hd = H / c->heads;
     size_t n_x = N * H, n_qkv = N * 3 * H, n_ff = N * I;
-    size_t n_scratch = (size_t)nthreads * ((size_t)hd * Lmax + (size_t)Lmax * Lmax);
+    size_t n_scratch = (size_t)c->heads * Lmax * Lmax;  /* attention probabilities */
     size_t total = 3 * n_x + n_qkv + n_ff + 2 * N + n_scratch;
     float *buf = gs_alloc(total * sizeof(float));
     if (!buf) return gs_fail(GS_ENOMEM, "out of memory: the batch needs %zu MB of activations",
@@ -251,7 +213,7 @@ int gs_bert_encode(const gs_bert *m, int n_seq, const int64_t *offsets, const in
     float *ff = qkv + n_qkv;    /* (N,I) */
     float *mean = ff + n_ff;    /* (N) LayerNorm statistics (unused at inference) */
     float *rstd = mean + N;     /* (N) */
-    float *scratch = rstd + N;  /* attention scratch */
+    float *probs = rstd + N;    /* (heads, Lmax, Lmax) attention probabilities */
 
     // embeddings: word[id] + position[t - start] + type[tt] -> tmp (N,H), then LayerNorm -> x
 #pragma omp parallel for schedule(static) num_threads(nthreads)
@@ -268,7 +230,7 @@ int gs_bert_encode(const gs_bert *m, int n_seq, const int64_t *offsets, const in
     for (int l = 0; l < c->layers; l++) {
         const gs_bert_layer *L = &m->layer[l];
         gs_linear_forward(N, H, 3 * H, x, L->qkv_w, L->qkv_b, qkv);       // (N,H) -> (N,3H)
-        attention_forward(n_seq, offsets, H, c->heads, Lmax, qkv, tmp, scratch);  // -> (N,H)
+        attention_forward(n_seq, offsets, H, c->heads, qkv, tmp, probs);  // -> (N,H)
         gs_linear_forward(N, H, H, tmp, L->ao_w, L->ao_b, x1);            // (N,H) -> (N,H)
         add_inplace(n_x, x1, x);                                          // residual
         gs_layernorm_forward(N, H, x1, L->ln1_g, L->ln1_b, c->layer_norm_eps, x1, mean, rstd);
