@@ -295,7 +295,7 @@ int gs_sasrec_forward_backward(gs_sasrec *m, int B, const int32_t *seqs, const i
     acts A;
     if ((st = acts_alloc(c, B, &A))) return st;
     const size_t P = (size_t)B * c->heads * T * T;
-    const size_t n_scratch = N * (size_t)V + N + N * d * 3 + N * 3 * d + N * I + P;
+    const size_t n_scratch = N * (size_t)V + N + N * d * 4 + N * 3 * d + N * I + P + 2 * N;
     float *scratch = gs_alloc(n_scratch * sizeof(float));
     if (!scratch) {
         acts_free(&A);
@@ -304,24 +304,39 @@ int gs_sasrec_forward_backward(gs_sasrec *m, int B, const int32_t *seqs, const i
     }
     float *logits = scratch, *row_loss = logits + N * V;
     float *dx = row_loss + N, *dt = dx + N * d, *dln = dt + N * d, *dqkv = dln + N * d;
-    float *dh = dqkv + N * 3 * d, *dscores = dh + N * I;
+    float *dh = dqkv + N * 3 * d, *dscores = dh + N * I, *hc = dscores + P;
+    int32_t *rows = (int32_t *)(hc + N * d), *tc = rows + N;  // compacted slots, their targets
 
     forward(m, B, seqs, train, seed, &A);
+    // Only slots with a target reach the output layer (padding is ~20% of slots and the
+    // (slots, n_items) logits are the largest cost): hc (Nv,d) gathers their hidden states.
+    size_t Nv = 0;
+    for (size_t i = 0; i < N; i++)
+        if (targets[i] != IGNORE_INDEX) {
+            rows[Nv] = (int32_t)i;
+            tc[Nv] = targets[i];
+            memcpy(hc + Nv * d, A.hf + i * d, d * sizeof(float));
+            Nv++;
+        }
+    memset(m->grads, 0, m->n_params * sizeof(float));
+    *loss = 0.0;
+    *count = 0;
+    if (Nv == 0) goto done;
     const float *items = m->item_emb + d;  // (V,d): the output layer is the item table
-    gs_linear_forward(N, d, V, A.hf, items, NULL, logits);                   // (N,d) -> (N,V)
+    gs_linear_forward(Nv, d, V, hc, items, NULL, logits);                    // (Nv,d) -> (Nv,V)
     double loss_sum = 0.0;
     size_t n_count = 0;
-    st = gs_cross_entropy_forward(N, V, logits, targets, IGNORE_INDEX, row_loss, &loss_sum, &n_count);
+    st = gs_cross_entropy_forward(Nv, V, logits, tc, IGNORE_INDEX, row_loss, &loss_sum, &n_count);
     if (st) goto done;
-    *loss = n_count ? loss_sum / (double)n_count : 0.0;
+    *loss = loss_sum / (double)n_count;
     *count = n_count;
 
-    memset(m->grads, 0, m->n_params * sizeof(float));
-    if (n_count == 0) goto done;
     gs_sasrec *g = m;  // gradient pointers mirror the parameter pointers
 #define G(ptr) (g->grads + ((ptr) - g->params))
-    gs_cross_entropy_backward(N, V, logits, targets, IGNORE_INDEX, 1.0f / (float)n_count, logits);
-    gs_linear_backward(N, d, V, A.hf, items, logits, dt, G(items), NULL);   // dhf -> dt
+    gs_cross_entropy_backward(Nv, V, logits, tc, IGNORE_INDEX, 1.0f / (float)n_count, logits);
+    gs_linear_backward(Nv, d, V, hc, items, logits, dln, G(items), NULL);   // -> dhc (Nv,d)
+    memset(dt, 0, N * d * sizeof(float));                                    // dhf (N,d)
+    for (size_t r = 0; r < Nv; r++) memcpy(dt + (size_t)rows[r] * d, dln + r * d, d * sizeof(float));
     gs_layernorm_backward(N, d, A.x + (size_t)c->layers * N * d, m->lnf_g, A.meanf, A.rstdf, dt, dx,
                           G(m->lnf_g), G(m->lnf_b));
     for (int l = c->layers - 1; l >= 0; l--) {
