@@ -204,7 +204,7 @@ class GenSAR:
         self.timings_["semantic_embeddings"] = time.perf_counter() - t
         t = time.perf_counter()
         if collaborative_embeddings is None:
-            self.sasrec_ = SASRec(epochs=c.sasrec_epochs, seed=c.seed).fit(dataset)
+            self.sasrec_ = SASRec(epochs=c.sasrec_epochs, seed=c.seed, show_progress=self._progress).fit(dataset)
             collaborative_embeddings = self.sasrec_.item_embeddings_
         self.timings_["collaborative_embeddings"] = time.perf_counter() - t
         t = time.perf_counter()
