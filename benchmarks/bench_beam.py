@@ -111,8 +111,8 @@ def agreement(a, b):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--catalogues", type=int, nargs="+", default=[1682, 10_000, 100_000])
-    ap.add_argument("--queries", type=int, default=16, help="queries per gensar run")
-    ap.add_argument("--hf-queries", type=int, default=4, help="queries per HF run (it is slow)")
+    ap.add_argument("--queries", type=int, default=8, help="queries per gensar run")
+    ap.add_argument("--hf-queries", type=int, default=8, help="queries per HF run")
     ap.add_argument("--beams", type=int, default=30)
     ap.add_argument("--input-len", type=int, default=64)
     ap.add_argument("--vocab", type=int, default=TEXT_VOCAB + 2 + LEVELS * CODES,

@@ -7,9 +7,7 @@ import pytest
 
 import gensar
 from gensar.decode import CandidateSets, Trie, beam_search
-
-seq2seq = pytest.importorskip("gensar.seq2seq")
-Seq2Seq = seq2seq.Seq2Seq
+from gensar.seq2seq import Seq2Seq
 
 TOL = 2e-4
 
@@ -162,10 +160,9 @@ def test_threads_batching_and_method_agree():
     for run in runs[1:]:
         for x, y in zip(runs[0], run):
             np.testing.assert_array_equal(x, y)
-    if hasattr(Seq2Seq, "beam_search"):
-        got = model.beam_search(ids, mask, Trie(table), num_beams=8, top_k=8)
-        np.testing.assert_array_equal(got[0], runs[0][0])
-        np.testing.assert_array_equal(got[1], runs[0][1])
+    got = model.beam_search(ids, mask, Trie(table), num_beams=8, top_k=8)
+    np.testing.assert_array_equal(got[0], runs[0][0])
+    np.testing.assert_array_equal(got[1], runs[0][1])
 
 
 def test_invalid_arguments():
