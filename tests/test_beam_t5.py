@@ -196,3 +196,30 @@ def test_invalid_arguments():
     bad[0, 0] = V
     with pytest.raises(ValueError):
         beam_search(model, bad, mask, trie, 2, 1)
+
+
+def test_concurrent_searches_from_python_threads():
+    """The search releases the GIL and only reads the model: two Python threads
+    searching at once get exactly the serial results."""
+    import threading
+
+    rng = np.random.default_rng(13)
+    V = 40
+    model = tiny_model(7, V)
+    table = distinct_table(rng, 200, 3, 3, V, behaviour=1)
+    trie = Trie(table)
+    inputs = [random_inputs(rng, 3, 6, V) for _ in range(4)]
+    serial = [beam_search(model, i, m, trie, 10, 10) for i, m in inputs]
+    results = [None] * len(inputs)
+
+    def work(k):
+        results[k] = beam_search(model, *inputs[k], trie, 10, 10)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, serial):
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
