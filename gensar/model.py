@@ -119,8 +119,10 @@ class GenSAR:
 
     Fitted attributes: ``semantic_ids_`` / ``collaborative_ids_`` (n_items, L)
     int level codes, ``tokenizer_``, ``seq2seq_``, ``items_`` (DataFrame of the
-    catalogue: item_id, title), ``history_`` (per-epoch training log),
-    ``timings_`` (seconds per stage).
+    catalogue: item_id, title), ``history_`` (per-epoch log: loss, lr, seconds,
+    validation metrics), ``loss_curve_`` (DataFrame step, loss), ``timings_``
+    (seconds per stage), ``ids_`` (the fitted DualIDs, whose report() shows
+    collisions, codebook use and reconstruction error).
     """
 
     def __init__(self, config: GenSARConfig | dict | None = None, **kwargs):
@@ -274,6 +276,7 @@ class GenSAR:
                                 patience=c.patience, checkpoint_dir=checkpoint_dir,
                                 progress=self._progress, description="gensar")
         self.history_ = self.trainer_.fit()
+        self.loss_curve_ = self.trainer_.loss_curve
 
     def _eval_tasks(self) -> tuple:
         w = self.config.task_weights

@@ -48,6 +48,7 @@ class TrainerState:
     best_epoch: int = -1
     bad_epochs: int = 0
     history: list = field(default_factory=list)
+    step_losses: list = field(default_factory=list)  # loss of every step, for curves
 
 
 class Trainer:
@@ -121,6 +122,12 @@ class Trainer:
             self.model.load_state_dict(self.best_state_)
 
     # ------------------------------------------------------------------ loop
+    @property
+    def loss_curve(self) -> pd.DataFrame:
+        """Training loss of every step: DataFrame (step, loss)."""
+        return pd.DataFrame({"step": np.arange(1, len(self.state.step_losses) + 1),
+                             "loss": self.state.step_losses})
+
     def fit(self, resume: bool = True) -> pd.DataFrame:
         """Trains; returns the per-epoch history (loss, lr, time, validation metrics)."""
         from tqdm.auto import tqdm
@@ -145,6 +152,7 @@ class Trainer:
                             f"loss became {loss} at step {st.step}; lower the learning rate "
                             f"(now {self.lr}) or the gradient-clipping norm")
                     losses.append(loss)
+                    st.step_losses.append(loss)
                     seen += len(b["input_ids"])
                     st.step += 1
                     st.batch_in_epoch += 1

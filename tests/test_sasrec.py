@@ -122,7 +122,8 @@ def fitted(toy):
 def test_learns_toy_sequences_and_beats_popularity(toy, fitted):
     assert fitted.item_embeddings_.shape == (toy.n_items, 32)
     assert fitted.item_embeddings_.dtype == np.float32
-    res = fitted.evaluate(toy, "test")
+    res = fitted.evaluate("test")
+    assert res == fitted.evaluate("test", toy)
     pop = evaluate_scorer(toy, Popularity().fit(toy).score, tasks=("rec",), split="test",
                           protocols=("full",), ks=(5, 10, 20)).iloc[0]
     assert set(res) >= {"HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "cases"}
@@ -138,7 +139,7 @@ def test_training_loss_decreases_and_validation_keeps_best(toy):
     assert [h["epoch"] for h in long.history_] == [5, 10, 15, 20]
     best = max(long.history_, key=lambda h: h["NDCG@10"])
     assert long.best_epoch_ == best["epoch"]
-    assert long.evaluate(toy, "valid", ks=(10,))["NDCG@10"] == pytest.approx(best["NDCG@10"])
+    assert long.evaluate("valid", ks=(10,))["NDCG@10"] == pytest.approx(best["NDCG@10"])
 
 
 def test_recommend(toy, fitted):
@@ -204,7 +205,11 @@ def test_bad_histories(fitted, toy):
     with pytest.raises(ValueError, match="rec"):
         fitted.score("search", toy.examples("search", "test"), toy)
     with pytest.raises(ValueError, match="split"):
-        fitted.evaluate(toy, "train")
+        fitted.evaluate("train")
+    with pytest.raises(ValueError, match="1349 items|items"):
+        fitted.evaluate("test", datasets.toy(n_items=30))
+    with pytest.raises(ValueError, match="protocol"):
+        fitted.evaluate("test", protocol="all")
 
 
 def test_core_rejects_bad_arrays():

@@ -218,6 +218,23 @@ def test_encode_bad_texts(tiny):
         enc.encode(["a"], batch_size=0)
 
 
+def test_text_without_tokens_is_refused(tmp_path, tiny):
+    """A tokenizer.json without the [CLS]/[SEP] post-processor turns '' into no tokens."""
+    import tokenizers
+
+    folder, w = tiny
+    raw = tokenizers.Tokenizer(tokenizers.models.WordPiece(
+        {t: i for i, t in enumerate(VOCAB)}, unk_token="[UNK]"))
+    raw.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    other = tmp_path / "raw"
+    write_model(other, weights=w, vocab=False)
+    raw.save(str(other / "tokenizer.json"))
+    enc = SentenceEncoder(other)
+    assert enc.encode(["star wars"], show_progress=False).shape == (1, TINY["hidden_size"])
+    with pytest.raises(ValueError, match=r"texts\[1\] .* gives no tokens"):
+        enc.encode(["star wars", ""], show_progress=False)
+
+
 def test_constructor_bad_arguments(tiny):
     with pytest.raises(ValueError, match="max_length"):
         SentenceEncoder(tiny[0], max_length=1)

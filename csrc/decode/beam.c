@@ -123,7 +123,8 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
     proposal *heaps = gs_alloc(rows * sizeof *heaps);
     float *logits = gs_alloc(rows * (size_t)V * sizeof *logits);
     uint8_t *bad = gs_calloc((size_t)B);
-    if (!tokens || !src || !node || !new_node || !score || !new_score || !heaps || !logits || !bad || !lse || !live) {
+    if (!tokens || !src || !node || !new_node || !score || !new_score || !lse || !live || !heaps ||
+        !logits || !bad) {
         status = gs_fail(GS_ENOMEM, "out of memory for beam search (%d inputs x %d beams x %d vocab)",
                          B, K, V);
         goto done;

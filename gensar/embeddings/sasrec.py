@@ -178,6 +178,7 @@ class SASRec:
                 raise TypeError(f"dataset must be a gensar.datasets.Dataset (no .{attr}), got "
                                 f"{type(dataset).__name__}")
         self._kinds = kinds
+        self.dataset_ = dataset  # evaluate() and score() default to it
         self._build(int(dataset.n_items))
         X, Y = self._windows(self._sequences(dataset, kinds))
         validate = self.eval_every > 0 and len(dataset.examples("rec", "valid", max_history=0)) > 0
@@ -204,7 +205,7 @@ class SASRec:
             self.loss_ = total / max(n, 1)
             bar.set_postfix(loss=f"{self.loss_:.4f}")
             if validate and epoch % self.eval_every == 0:
-                ndcg = self.evaluate(dataset, "valid", ks=(10,))["NDCG@10"]
+                ndcg = self.evaluate("valid", dataset, ks=(10,))["NDCG@10"]
                 self.history_.append({"epoch": epoch, "loss": self.loss_, "NDCG@10": ndcg,
                                       "seconds": time.perf_counter() - t0})
                 bar.set_postfix(loss=f"{self.loss_:.4f}", val_ndcg10=f"{ndcg:.4f}")
@@ -267,29 +268,28 @@ class SASRec:
         return [ev_items[h[kind_ok[h]]] for h in examples["history"]]
 
     def score(self, task, examples, dataset=None):
-        """Scorer interface of gensar.evaluate: scores (B, n_items) for examples of the
-        "rec" task (dataset defaults to the one fitted last through evaluate)."""
+        """Scorer interface of gensar.evaluate: scores (B, n_items) for examples (a frame of
+        dataset.examples("rec", split)); dataset defaults to the fitted one."""
+        self._check_fitted()
         if task != "rec":
             raise ValueError("SASRec scores recommendation cases only (task 'rec'); it has no "
                              "use for a search query")
-        dataset = dataset if dataset is not None else self._eval_dataset
+        dataset = self.dataset_ if dataset is None else dataset
         return self.score_histories(self._case_histories(dataset, examples))
 
-    def evaluate(self, dataset, split="test", protocol="full", ks=(5, 10, 20)) -> dict:
-        """HR@k and NDCG@k of next-item recommendation on dataset's leave-one-out ``split``
-        ("valid" or "test"). protocol "full" ranks the target among all items (nothing
-        excluded); "sampled" among the dataset's 100 candidates."""
+    def evaluate(self, split="test", dataset=None, protocol="full", ks=(5, 10, 20)) -> dict:
+        """HR@k and NDCG@k (dict, plus "cases") of next-item recommendation on the
+        leave-one-out ``split`` ("valid" or "test") of dataset (default: the fitted one).
+        protocol "full" ranks the target among all items, excluding nothing; "sampled" among
+        the dataset's 100 candidates (target + 99 items the user never interacted with)."""
         self._check_fitted()
-        if dataset.n_items != self.n_items_:
-            raise ValueError(f"dataset has {dataset.n_items} items, the model {self.n_items_}")
+        dataset = self.dataset_ if dataset is None else dataset
+        if getattr(dataset, "n_items", None) != self.n_items_:
+            raise ValueError(f"dataset must be a Dataset over the model's {self.n_items_} items")
         from ..evaluate import evaluate_scorer
 
-        self._eval_dataset = dataset
-        try:
-            table = evaluate_scorer(dataset, lambda t, ex: self.score(t, ex, dataset),
-                                    tasks=("rec",), split=split, protocols=(protocol,), ks=ks,
-                                    method="SASRec", seed=self.seed)
-        finally:
-            self._eval_dataset = None
+        table = evaluate_scorer(dataset, lambda t, ex: self.score(t, ex, dataset), tasks=("rec",),
+                                split=split, protocols=(protocol,), ks=ks, method="SASRec",
+                                seed=self.seed)
         row = table.iloc[0]
         return {c: float(row[c]) for c in table.columns if "@" in c} | {"cases": int(row["cases"])}

@@ -272,6 +272,10 @@ class SentenceEncoder:
 
         encodings = self._tok.encode_batch(texts)
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(texts))
+        if lengths.min() == 0:  # only a tokenizer without [CLS]/[SEP] post-processing does this
+            i = int(np.argmin(lengths))
+            raise ValueError(f"texts[{i}] ({texts[i]!r:.40}) gives no tokens with this tokenizer; "
+                             "drop empty texts or use a tokenizer that adds [CLS]/[SEP]")
         order = np.argsort(-lengths, kind="stable")  # longest first: memory peak shows early
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         pool = 1 if self.pooling == "cls" else 0
