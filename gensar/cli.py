@@ -52,8 +52,11 @@ def run(args):
     if args.epochs:
         cfg["epochs"] = args.epochs
     model = gensar.GenSAR(**cfg).fit(ds, checkpoint_dir=args.checkpoints)
-    print("identifiers:", json.dumps({k: v for k, v in model.id_report_.items()}, default=str)
-          if hasattr(model, "id_report_") else "given")
+    if hasattr(model, "ids_"):
+        rep = model.ids_.report()
+        print(f"identifiers: collisions before/after resolution {rep['collision_rate_before']} / "
+              f"{rep['collision_rate_after']}; reconstruction {rep['reconstruction']}")
+        print(rep["levels"].to_string(index=False))
     table = model.evaluate("test")
     wall = time.perf_counter() - t0
     print(f"\nGenSAR on {ds.name}, preset {args.preset}, test split ({wall / 60:.1f} min wall, "
