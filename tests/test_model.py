@@ -31,6 +31,7 @@ def test_fit_trains_validates_and_evaluates(fitted):
     h = model.history_
     assert list(h["epoch"]) == [1, 2] and np.isfinite(h["loss"]).all()
     assert len(model.loss_curve_) == model.trainer_.state.step > 0  # every step of every epoch
+    assert h["loss"].iloc[-1] < h["loss"].iloc[0]  # training reduces the loss
     assert {"rec_NDCG@10", "search_NDCG@10", "NDCG@10"} <= set(h.columns)
     table = model.evaluate("test", progress=False)
     assert set(zip(table["task"], table["protocol"])) == {

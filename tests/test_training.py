@@ -90,3 +90,41 @@ def test_trainer_bad_input():
 
     with pytest.raises(FloatingPointError, match="learning rate"):
         Trainer(Exploding(), make_epoch, epochs=1, progress=False).fit()
+
+
+def test_seq2seq_resume_equals_uninterrupted_run(tmp_path):
+    """With the real C model: weights, AdamW moments, step count (and so dropout
+    masks) and data order all come back, so the result is bit-identical."""
+    from gensar import Seq2Seq
+
+    cfg = dict(vocab_size=40, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_decoder_layers=1,
+               num_heads=2, dropout_rate=0.1)
+
+    def epoch_batches(epoch):
+        rng = np.random.default_rng([3, epoch])
+        out = []
+        for _ in range(4):
+            ids = rng.integers(3, 40, (6, 7)).astype(np.int32)
+            out.append({"input_ids": ids, "attention_mask": np.ones_like(ids),
+                        "labels": ids[:, ::-1][:, :4].copy()})
+        return out
+
+    class Interrupting(Seq2Seq):
+        stop_at = 5
+
+        def train_step(self, batch, lr=None):
+            if self.step == self.stop_at:
+                self.stop_at = -1
+                raise KeyboardInterrupt
+            return super().train_step(batch, lr)
+
+    ref = Seq2Seq(cfg, seed=1)
+    Trainer(ref, epoch_batches, epochs=3, lr=3e-3, progress=False).fit()
+    m = Interrupting(cfg, seed=1)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(m, epoch_batches, epochs=3, lr=3e-3, checkpoint_dir=tmp_path, progress=False).fit()
+    resumed = Seq2Seq(cfg, seed=1)
+    Trainer(resumed, epoch_batches, epochs=3, lr=3e-3, checkpoint_dir=tmp_path, progress=False).fit()
+    assert resumed.step == ref.step == 12
+    assert np.array_equal(resumed.params, ref.params)
+    assert np.array_equal(resumed.adam_v, ref.adam_v)
