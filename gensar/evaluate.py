@@ -30,7 +30,7 @@ def _check(task, split, protocols):
         raise ValueError(f"unknown protocol(s) {sorted(bad)}; expected {PROTOCOLS}")
 
 
-def scorer_ranks(ds, task, split, scores, protocol, seed=0) -> np.ndarray:
+def scorer_ranks(ds, task, split, scores, protocol, seed=0, n_neg=99) -> np.ndarray:
     """0-based target ranks from scores (B, n_items) aligned with ds.examples(task, split)."""
     ex = ds.examples(task, split, max_history=0)
     scores = np.asarray(scores, dtype=np.float64)
@@ -40,7 +40,7 @@ def scorer_ranks(ds, task, split, scores, protocol, seed=0) -> np.ndarray:
     perm = np.random.default_rng([seed, 7]).permutation(ds.n_items)
     if protocol == "full":
         return ranks_from_scores(scores[:, perm], np.argsort(perm)[ex["target"].to_numpy()])
-    cand = ds.candidates(task, split)
+    cand = ds.candidates(task, split, n_neg=n_neg)
     sub = np.take_along_axis(scores, cand, 1)
     order = np.argsort(perm[cand], axis=1)  # random but fixed order of each case's candidates
     sub = np.take_along_axis(sub, order, 1)
@@ -49,7 +49,7 @@ def scorer_ranks(ds, task, split, scores, protocol, seed=0) -> np.ndarray:
 
 
 def evaluate_scorer(ds, score_fn, tasks=("rec", "search"), split="test", protocols=PROTOCOLS,
-                    ks=DEFAULT_KS, method="", seed=0) -> pd.DataFrame:
+                    ks=DEFAULT_KS, method="", seed=0, n_neg=99) -> pd.DataFrame:
     """Metrics of a scorer. score_fn(task, examples DataFrame) -> scores (B, n_items),
     higher is better. Returns one row per (task, protocol)."""
     rows = []
@@ -58,7 +58,7 @@ def evaluate_scorer(ds, score_fn, tasks=("rec", "search"), split="test", protoco
         ex = ds.examples(task, split)
         scores = score_fn(task, ex)
         for protocol in protocols:
-            ranks = scorer_ranks(ds, task, split, scores, protocol, seed)
+            ranks = scorer_ranks(ds, task, split, scores, protocol, seed, n_neg)
             rows.append({"method": method, "task": task, "protocol": protocol, "split": split,
                          "cases": len(ranks), **metrics_from_ranks(ranks, ks)})
     return pd.DataFrame(rows)

@@ -132,27 +132,26 @@ TEMPLATES = {
     ],
 }
 
-# Which identifier each ID-producing task generates, and its behaviour token.
-TARGET_ID = {"nrip": ("collaborative", REC_ITEM), "nsip": ("semantic", SRC_ITEM),
-             "adhoc": ("semantic", SRC_ITEM), "item2sem": ("semantic", SRC_ITEM),
-             "item2col": ("collaborative", REC_ITEM)}
-
-
 class TaskBuilder:
     """Turns a :class:`gensar.datasets.Dataset` plus identifiers into task examples.
 
-    dataset : gensar.datasets.Dataset
+    dataset : gensar.datasets.Dataset, or None for a builder that only renders
+        histories and targets (inference on a loaded model)
     tokenizer : gensar.tokenizer.Tokenizer
     semantic_ids, collaborative_ids : int arrays (n_items, L) of level codes
     n_rec, n_search : how many recent recommendation items / search clicks a history keeps
+    rec_id, search_id : which identifier recommendation / search items are written
+        with (GenSAR: collaborative / semantic; the ablations use one kind for both)
     """
 
     def __init__(self, dataset, tokenizer: Tokenizer, semantic_ids, collaborative_ids,
-                 n_rec: int = 5, n_search: int = 5):
-        n = dataset.n_items
+                 n_rec: int = 5, n_search: int = 5, rec_id: str = "collaborative",
+                 search_id: str = "semantic"):
+        semantic_ids, collaborative_ids = np.asarray(semantic_ids), np.asarray(collaborative_ids)
+        n = len(semantic_ids) if dataset is None else dataset.n_items
         for name, ids in (("semantic_ids", semantic_ids), ("collaborative_ids", collaborative_ids)):
-            if np.asarray(ids).shape[0] != n:
-                raise ValueError(f"{name} must have one row per item ({n}), got {np.asarray(ids).shape}")
+            if ids.ndim != 2 or ids.shape[0] != n:
+                raise ValueError(f"{name} must have one row per item ({n}), got {ids.shape}")
         if n_rec < 0 or n_search < 0:
             raise ValueError("n_rec and n_search must be >= 0")
         self.ds, self.tok = dataset, tokenizer
@@ -161,26 +160,54 @@ class TaskBuilder:
                         "collaborative": np.array(tokenizer.id_strings("collaborative", collaborative_ids), dtype=object)}
         self.id_tokens = {"semantic": tokenizer.id_token_ids("semantic", semantic_ids),
                           "collaborative": tokenizer.id_token_ids("collaborative", collaborative_ids)}
-        ev = dataset.events
-        self._kind_is_rec = (ev["kind"].to_numpy() == "rec")
-        items = ev["item"].to_numpy()
-        queries = ev["query"].to_numpy(dtype=object)
-        rec_text = REC_ITEM + self.id_text["collaborative"][items]
-        src_text = SRC_QUERY + " " + queries + " " + SRC_ITEM + self.id_text["semantic"][items]
-        self._event_text = np.where(self._kind_is_rec, rec_text, src_text)
+        # Which identifier each ID-producing task generates, and its behaviour token.
+        self.target_id = {"nrip": (rec_id, REC_ITEM), "nsip": (search_id, SRC_ITEM),
+                          "adhoc": (search_id, SRC_ITEM), "item2sem": ("semantic", SRC_ITEM),
+                          "item2col": ("collaborative", REC_ITEM)}
+        self.rec_text = REC_ITEM + self.id_text[rec_id]
+        self.src_text = SRC_ITEM + self.id_text[search_id]
+        if dataset is not None:
+            ev = dataset.events
+            self._kind_is_rec = (ev["kind"].to_numpy() == "rec")
+            items = ev["item"].to_numpy()
+            queries = ev["query"].to_numpy(dtype=object)
+            src = SRC_QUERY + " " + queries + " " + self.src_text[items]
+            self._event_text = np.where(self._kind_is_rec, self.rec_text[items], src)
+
+    @classmethod
+    def for_items(cls, tokenizer, semantic_ids, collaborative_ids, **kw) -> "TaskBuilder":
+        """A builder without a dataset: renders histories and targets only."""
+        return cls(None, tokenizer, semantic_ids, collaborative_ids, **kw)
 
     # ------------------------------------------------------------------ pieces
-    def history_text(self, history_rows) -> str:
-        """Event rows (oldest first) -> the history string of the last n_rec / n_search."""
-        rows = np.asarray(history_rows, dtype=np.int64)
-        is_rec = self._kind_is_rec[rows]
-        keep = np.concatenate([rows[is_rec][len(rows[is_rec]) - self.n_rec:] if self.n_rec else rows[:0],
-                               rows[~is_rec][len(rows[~is_rec]) - self.n_search:] if self.n_search else rows[:0]])
+    def _latest(self, is_rec: np.ndarray) -> np.ndarray:
+        """Positions (in order) of the last n_rec rec and last n_search search events."""
+        pos = np.arange(len(is_rec))
+        rec, src = pos[is_rec], pos[~is_rec]
+        keep = np.concatenate([rec[max(0, len(rec) - self.n_rec):] if self.n_rec else rec[:0],
+                               src[max(0, len(src) - self.n_search):] if self.n_search else src[:0]])
         keep.sort()
+        return keep
+
+    def history_text(self, history_rows) -> str:
+        """Event rows of the dataset (oldest first) -> the history string."""
+        rows = np.asarray(history_rows, dtype=np.int64)
+        keep = rows[self._latest(self._kind_is_rec[rows])]
         return "; ".join(self._event_text[keep]) if len(keep) else "(no history yet)"
 
+    def render_history(self, events) -> str:
+        """[(kind, item index, query), ...] oldest first -> the history string."""
+        if not events:
+            return "(no history yet)"
+        is_rec = np.array([k == "rec" for k, _, _ in events])
+        parts = []
+        for p in self._latest(is_rec):
+            kind, item, query = events[p]
+            parts.append(self.rec_text[item] if kind == "rec" else f"{SRC_QUERY} {query} {self.src_text[item]}")
+        return "; ".join(parts)
+
     def target_tokens(self, task: str, item: int) -> list:
-        kind, behaviour = TARGET_ID[task]
+        kind, behaviour = self.target_id[task]
         return [self.tok.behaviour_ids[behaviour], *self.id_tokens[kind][item].tolist(), self.tok.eos_id]
 
     def text_target_tokens(self, text: str, behaviour: str | None = None) -> list:
@@ -201,6 +228,8 @@ class TaskBuilder:
         """
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        if self.ds is None:
+            raise RuntimeError("this TaskBuilder has no dataset (made by for_items)")
         if task in ("nrip", "nsip", "nsqp"):
             ex = self.ds.examples("rec" if task == "nrip" else "search", split)
             hist = [self.history_text(h) for h in ex["history"]]

@@ -53,3 +53,14 @@ def test_generator_row_and_bad_input(ds):
         evaluate_scorer(ds, lambda t, e: None, split="train")
     with pytest.raises(ValueError, match="shape"):
         evaluate_scorer(ds, lambda t, e: np.zeros((1, 1)), tasks=("rec",))
+
+
+def test_dense_search_with_tfidf_encoder(ds):
+    from gensar.baselines import DenseSearch
+    from gensar.embeddings import SentenceEncoder
+
+    dense = DenseSearch(SentenceEncoder("tfidf").fit(ds.items["text"].tolist())).fit(ds)
+    table = evaluate_scorer(ds, dense.score, tasks=("search",), method="dense")
+    assert len(table) == 2 and table["HR@20"].between(0, 1).all()
+    with pytest.raises(ValueError, match="search queries only"):
+        dense.score("rec", ds.examples("rec", "test"))

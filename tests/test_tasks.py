@@ -96,3 +96,19 @@ def test_builder_bad_input(world):
         TaskBuilder(ds, tok, sem[:-1], col)
     with pytest.raises(ValueError, match=">= 0"):
         TaskBuilder(ds, tok, sem, col, n_rec=-1)
+
+
+def test_render_history_matches_dataset_rendering_and_ablation_kinds(world):
+    ds, tok, sem, col = world
+    tb = TaskBuilder(ds, tok, sem, col, n_rec=3, n_search=2)
+    h = ds.examples("search", "test")["history"].iloc[0]
+    assert tb.render_history(ds.history_tuples(h)) == tb.history_text(h)
+    assert tb.render_history([]) == "(no history yet)"
+    both_sem = TaskBuilder(ds, tok, sem, col, rec_id="semantic")
+    t = both_sem.examples("nrip", "train").iloc[0]
+    assert t["target"][1:-1] == tok.id_token_ids("semantic", sem[[t["item"]]])[0].tolist()
+    assert "<e_" not in both_sem.history_text(h)  # no collaborative tail tokens anywhere
+    lean = TaskBuilder.for_items(tok, sem, col)
+    assert lean.render_history([("rec", 0, "")]).startswith("<rec_item>")
+    with pytest.raises(RuntimeError, match="no dataset"):
+        lean.examples("nrip", "train")

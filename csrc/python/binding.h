@@ -37,6 +37,10 @@ PyArrayObject *gs_new_f32_like(PyArrayObject *like);
 PyArrayObject *gs_new_f32(int ndim, const npy_intp *dims);
 
 extern PyMethodDef gs_tensor_methods[];
+extern PyMethodDef gs_layers_methods[];
+extern PyMethodDef gs_t5_methods[];
+extern PyMethodDef gs_decode_methods[];
 extern PyMethodDef gs_quant_methods[];
+extern PyMethodDef gs_embeddings_methods[];
 
 #endif

@@ -4,6 +4,7 @@ Each baseline is a scorer: ``fit(dataset)`` then ``score(task, examples)`` ->
 float array (n_examples, n_items), higher is better.
 """
 from .bm25 import BM25Search
+from .dense import DenseSearch
 from .popularity import Popularity
 
-__all__ = ["BM25Search", "Popularity"]
+__all__ = ["BM25Search", "DenseSearch", "Popularity"]

@@ -1,0 +1,40 @@
+/* T5 adapter of the beam search (see beam_t5.h). */
+#include "beam_t5.h"
+
+#include "../common.h"
+
+typedef struct {
+    const gs_t5 *model;
+    gs_t5_cache *cache;
+} t5_decoder;
+
+// tokens (rows) -> logits (rows, V)
+static int t5_step(void *ctx, const int32_t *tokens, const uint8_t *live, float *logits)
+{
+    t5_decoder *d = ctx;
+    (void)live; /* gs_t5_decode_step computes every row (no row-subset entry point yet) */
+    return gs_t5_decode_step(d->model, d->cache, tokens, logits);
+}
+
+static int t5_reorder(void *ctx, const int32_t *src_rows)
+{
+    t5_decoder *d = ctx;
+    return gs_t5_cache_reorder(d->cache, src_rows);
+}
+
+int gs_t5_beam_search(const gs_t5 *m, const int32_t *input_ids, const int32_t *attention_mask,
+                      int B, int T_in, const gs_trie *const *tries, int num_beams, int top_k,
+                      int32_t decoder_start_token, int64_t *out_items, float *out_scores)
+{
+    const int V = gs_t5_vocab_size(m);
+    int status = gs_beam_check(B, tries, V, num_beams, top_k);
+    if (status) return status;
+    const int K = gs_beam_width(B, tries, num_beams);
+    t5_decoder d = {m, NULL};
+    status = gs_t5_cache_new(m, input_ids, attention_mask, B, T_in, K, tries[0]->depth, &d.cache);
+    if (status) return status;
+    gs_decoder dec = {&d, V, B, K, t5_step, t5_reorder};
+    status = gs_beam_search(&dec, tries, top_k, decoder_start_token, out_items, out_scores);
+    gs_t5_cache_free(d.cache);
+    return status;
+}

@@ -1,0 +1,571 @@
+/* FMA contraction (a*b+c in one rounding) lets the AVX2 clone of small_mm use vfmadd;
+ * results stay deterministic for a given machine and thread count. */
+#pragma GCC optimize("fp-contract=fast")
+#include "layers.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "../common.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* ---------------------------------------------------------------- embedding */
+
+int gs_check_ids(size_t N, const int32_t *ids, int V, const char *what)
+{
+    for (size_t i = 0; i < N; i++)
+        if (ids[i] < 0 || ids[i] >= V)
+            return gs_fail(GS_EINVAL, "%s[%zu] = %d is not a valid token id: ids must be in [0, %d)",
+                           what, i, (int)ids[i], V);
+    return GS_OK;
+}
+
+void gs_embedding_forward(size_t N, int C, const int32_t *ids, const float *table, float *out)
+{
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N * (size_t)C > 32768)
+    for (size_t n = 0; n < N; n++)
+        memcpy(out + n * C, table + (size_t)ids[n] * C, sizeof(float) * (size_t)C);
+}
+
+void gs_embedding_backward(size_t N, int C, const int32_t *ids, const float *dout, float *dtable)
+{
+    /* Columns in blocks of 16 per task: each dtable element is summed by one
+     * thread over n in order, so repeated ids never race and the order is fixed. */
+    int nblocks = (C + 15) / 16;
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N * (size_t)C > 32768)
+    for (int blk = 0; blk < nblocks; blk++) {
+        int c0 = blk * 16, c1 = c0 + 16 < C ? c0 + 16 : C;
+        for (size_t n = 0; n < N; n++) {
+            float *dst = dtable + (size_t)ids[n] * C;
+            const float *src = dout + n * C;
+            for (int c = c0; c < c1; c++) dst[c] += src[c];
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ dropout */
+
+/* splitmix64 finaliser: a bijective mix with full avalanche, enough to turn a
+ * counter into independent-looking bits. */
+static inline uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static inline uint64_t stream_key(uint64_t seed, uint64_t stream)
+{
+    return mix64(seed * 0x9e3779b97f4a7c15ULL + mix64(stream + 0x632be59bd9b4e019ULL));
+}
+
+/* Element i of a stream is kept iff the top 16 bits of a 32-bit hash of
+ * (key, i) are >= p * 2^16 (murmur3's finaliser over key + i * golden ratio:
+ * 32-bit multiplies, so the loop vectorises). i wraps at 2^32 elements. */
+static inline uint32_t key32(uint64_t key) { return (uint32_t)(key ^ (key >> 32)); }
+
+static inline uint32_t elem_hash(uint32_t k, uint32_t i)
+{
+    uint32_t h = k + i * 0x9e3779b9u;
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h >> 16;
+}
+
+static inline uint32_t drop_threshold(float p)
+{
+    if (p >= 1.0f) p = 0.999999f;
+    return (uint32_t)((double)p * 65536.0 + 0.5);
+}
+
+/* f[0..n) = multipliers (0 or scale) of elements base .. base+n-1 of a stream. */
+static void drop_factors(uint32_t k, uint32_t thr, float scale, uint64_t base, int n, float *f)
+{
+    const uint32_t b = (uint32_t)base;
+    for (int j = 0; j < n; j++) f[j] = elem_hash(k, b + (uint32_t)j) >= thr ? scale : 0.0f;
+}
+
+/* y[i] = x[i] * (kept ? s : 0) for i in [i0, i1); the AVX2 build vectorises the hash. */
+static inline __attribute__((always_inline)) void dropout_span(size_t i0, size_t i1, uint32_t k,
+                                                               uint32_t thr, float s,
+                                                               const float *x, float *y)
+{
+    for (size_t i = i0; i < i1; i++) {
+        float f = elem_hash(k, (uint32_t)i) >= thr ? s : 0.0f;
+        y[i] = x[i] * f;
+    }
+}
+__attribute__((target("avx2"))) static void dropout_span_avx2(size_t i0, size_t i1, uint32_t k,
+                                                             uint32_t thr, float s, const float *x,
+                                                             float *y)
+{
+    dropout_span(i0, i1, k, thr, s, x, y);
+}
+static void dropout_span_generic(size_t i0, size_t i1, uint32_t k, uint32_t thr, float s,
+                                 const float *x, float *y)
+{
+    dropout_span(i0, i1, k, thr, s, x, y);
+}
+
+float gs_dropout_factor(float p, uint64_t seed, uint64_t stream, uint64_t i)
+{
+    if (p <= 0.0f) return 1.0f;
+    uint32_t k = key32(stream_key(seed, stream));
+    return elem_hash(k, (uint32_t)i) >= drop_threshold(p) ? 1.0f / (1.0f - p) : 0.0f;
+}
+
+void gs_dropout(size_t n, float p, uint64_t seed, uint64_t stream, const float *x, float *y)
+{
+    if (p <= 0.0f) {
+        if (y != x) memcpy(y, x, sizeof(float) * n);
+        return;
+    }
+    const uint32_t k = key32(stream_key(seed, stream));
+    const uint32_t thr = drop_threshold(p);
+    const float s = 1.0f / (1.0f - (p >= 1.0f ? 0.999999f : p));
+    static int use_avx2 = -1;
+    if (use_avx2 < 0) {
+        __builtin_cpu_init();
+        use_avx2 = __builtin_cpu_supports("avx2");
+    }
+    /* chunks of 4096 elements (the same split for any thread count) */
+    const size_t nchunks = (n + 4095) / 4096;
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (n > 65536)
+    for (size_t c = 0; c < nchunks; c++) {
+        size_t i0 = c * 4096, i1 = i0 + 4096 < n ? i0 + 4096 : n;
+        if (use_avx2)
+            dropout_span_avx2(i0, i1, k, thr, s, x, y);
+        else
+            dropout_span_generic(i0, i1, k, thr, s, x, y);
+    }
+}
+
+/* ---------------------------------------------------------------- attention */
+
+/* The per-(batch, head) products are small (T x T x d_head), too small for
+ * gs_sgemm's packing and threads, so each thread runs them through small_mm, a
+ * register-blocked serial kernel compiled twice (AVX2+FMA and baseline x86-64)
+ * and picked at run time. Operands are repacked per (batch, head) into
+ * zero-padded scratch so the vectorised operand has a multiple of 16 columns. */
+typedef float v8f __attribute__((vector_size(32)));
+/* the same vector type at float alignment, for unaligned loads and stores (macros, not
+ * functions: passing 32-byte vectors by value to a baseline-ABI function is not portable) */
+typedef float v8f_u __attribute__((vector_size(32), aligned(4)));
+#define load8(p) (*(const v8f_u *)(p))
+#define store8(p, x) (*(v8f_u *)(p) = (x))
+
+// C (M,N16) = op(A) (M,K) @ B (K,N16); op(A)[r][k] = A[r*a_rs + k*a_ks]; N16 % 16 == 0
+static inline __attribute__((always_inline)) void
+small_mm_body(int M, int N16, int K, const float *A, size_t a_rs, size_t a_ks, const float *B, int ldb,
+         float *C, int ldc)
+{
+    int m = 0;
+    for (; m + 4 <= M; m += 4) {
+        const float *a0 = A + (size_t)m * a_rs, *a1 = a0 + a_rs, *a2 = a1 + a_rs, *a3 = a2 + a_rs;
+        for (int n = 0; n < N16; n += 16) {
+            v8f c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0},
+                c31 = {0};
+            for (int k = 0; k < K; k++) {
+                const float *b = B + (size_t)k * ldb + n;
+                v8f b0 = load8(b), b1 = load8(b + 8);
+                size_t ak = (size_t)k * a_ks;
+                float x0 = a0[ak], x1 = a1[ak], x2 = a2[ak], x3 = a3[ak];
+                c00 += x0 * b0, c01 += x0 * b1;
+                c10 += x1 * b0, c11 += x1 * b1;
+                c20 += x2 * b0, c21 += x2 * b1;
+                c30 += x3 * b0, c31 += x3 * b1;
+            }
+            float *c = C + (size_t)m * ldc + n;
+            store8(c, c00), store8(c + 8, c01);
+            store8(c + ldc, c10), store8(c + ldc + 8, c11);
+            store8(c + 2 * ldc, c20), store8(c + 2 * ldc + 8, c21);
+            store8(c + 3 * ldc, c30), store8(c + 3 * ldc + 8, c31);
+        }
+    }
+    for (; m < M; m++) {
+        const float *a0 = A + (size_t)m * a_rs;
+        for (int n = 0; n < N16; n += 16) {
+            v8f c0 = {0}, c1 = {0};
+            for (int k = 0; k < K; k++) {
+                const float *b = B + (size_t)k * ldb + n;
+                float x0 = a0[(size_t)k * a_ks];
+                c0 += x0 * load8(b), c1 += x0 * load8(b + 8);
+            }
+            store8(C + (size_t)m * ldc + n, c0), store8(C + (size_t)m * ldc + n + 8, c1);
+        }
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void small_mm_avx2(int M, int N16, int K, const float *A,
+                                                             size_t a_rs, size_t a_ks, const float *B,
+                                                             int ldb, float *C, int ldc)
+{
+    small_mm_body(M, N16, K, A, a_rs, a_ks, B, ldb, C, ldc);
+}
+
+static void small_mm_generic(int M, int N16, int K, const float *A, size_t a_rs, size_t a_ks,
+                             const float *B, int ldb, float *C, int ldc)
+{
+    small_mm_body(M, N16, K, A, a_rs, a_ks, B, ldb, C, ldc);
+}
+
+typedef void (*small_mm_fn)(int, int, int, const float *, size_t, size_t, const float *, int,
+                            float *, int);
+
+/* AVX2+FMA when the CPU has it (checked once; a benign race sets the same value). */
+static small_mm_fn pick_small_mm(void)
+{
+    static small_mm_fn fn = NULL;
+    if (!fn) {
+        __builtin_cpu_init();
+        fn = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? small_mm_avx2
+                                                                              : small_mm_generic;
+    }
+    return fn;
+}
+
+static inline int round16(int n) { return (n + 15) & ~15; }
+
+// rows (n, cols) with row stride ld -> dst (n, ld_dst) zero-padded to ld_dst columns
+static void pack_rows(int n, int cols, const float *src, size_t ld, float *dst, int ld_dst)
+{
+    for (int r = 0; r < n; r++) {
+        memcpy(dst + (size_t)r * ld_dst, src + r * ld, sizeof(float) * cols);
+        memset(dst + (size_t)r * ld_dst + cols, 0, sizeof(float) * (ld_dst - cols));
+    }
+}
+
+// rows (n, cols) with row stride ld -> transposed dst (cols, ld_dst), zero-padded columns
+static void pack_transposed(int n, int cols, const float *src, size_t ld, float *dst, int ld_dst)
+{
+    for (int c = 0; c < cols; c++) {
+        float *d = dst + (size_t)c * ld_dst;
+        for (int r = 0; r < n; r++) d[r] = src[r * ld + c];
+        for (int r = n; r < ld_dst; r++) d[r] = 0.0f;
+    }
+}
+
+/* Last key index query i may see (inclusive). */
+static inline int last_key(const gs_attention_args *a, int i)
+{
+    if (!a->causal) return a->Tk - 1;
+    int j = i + (a->Tk - a->Tq);
+    return j < a->Tk - 1 ? j : a->Tk - 1;
+}
+
+static int attn_threads(const gs_attention_args *a)
+{
+    size_t work = (size_t)a->B * a->H * a->Tq * a->Tk * a->dh;
+    int nt = gs_num_threads();
+    return a->B * a->H > 1 && work > 65536 ? (nt > 0 ? nt : 1) : 1;
+}
+
+/* Floats of per-thread scratch of the forward / backward pass. */
+static size_t fwd_scratch(const gs_attention_args *a)
+{
+    size_t Tk16 = round16(a->Tk), D16 = round16(a->dh);
+    return (size_t)a->dh * Tk16 + (size_t)a->Tq * Tk16 + (size_t)a->Tk * D16 +
+           (size_t)a->Tq * D16 + Tk16;
+}
+static size_t bwd_scratch(const gs_attention_args *a)
+{
+    size_t Tk16 = round16(a->Tk), D16 = round16(a->dh), Tm = a->Tq > a->Tk ? a->Tq : a->Tk;
+    return (size_t)a->dh * Tk16 + 2 * (size_t)a->Tq * Tk16 + 2 * (size_t)a->Tq * D16 +
+           (size_t)a->Tk * D16 + Tm * D16 + Tk16;
+}
+
+int gs_attention_forward(const gs_attention_args *a, const float *q, const float *k,
+                         const float *v, float *probs, float *out)
+{
+    const int B = a->B, H = a->H, Tq = a->Tq, Tk = a->Tk, dh = a->dh;
+    const int Tk16 = round16(Tk), D16 = round16(dh);
+    const int use_drop = a->dropout_p > 0.0f;
+    const uint32_t key = use_drop ? key32(stream_key(a->dropout_seed, a->dropout_stream)) : 0;
+    const uint32_t thr = use_drop ? drop_threshold(a->dropout_p) : 0;
+    const float keep_scale = use_drop ? 1.0f / (1.0f - a->dropout_p) : 1.0f;
+    const size_t kstride = a->kv_batch_stride ? a->kv_batch_stride : (size_t)Tk * a->ldk;
+    const size_t vstride = a->kv_batch_stride ? a->kv_batch_stride : (size_t)Tk * a->ldv;
+    const int nt = attn_threads(a);
+    const small_mm_fn small_mm = pick_small_mm();
+    const size_t per = fwd_scratch(a);
+    float *scratch = gs_alloc(sizeof(float) * per * nt);
+    if (!scratch) return gs_fail(GS_ENOMEM, "out of memory for attention scratch");
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef _OPENMP
+        float *KT = scratch + per * omp_get_thread_num();
+#else
+        float *KT = scratch;
+#endif
+        float *S = KT + (size_t)dh * Tk16, *Vp = S + (size_t)Tq * Tk16, *O = Vp + (size_t)Tk * D16;
+        float *f = O + (size_t)Tq * D16;
+#pragma omp for schedule(static)
+        for (int bh = 0; bh < B * H; bh++) {
+            const int b = bh / H, h = bh % H;
+            const int bkv = a->kv_group > 1 ? b / a->kv_group : b;
+            const int32_t *km = a->key_mask ? a->key_mask + (size_t)bkv * Tk : NULL;
+            const float *kb = k + bkv * kstride + h * dh, *vb = v + bkv * vstride + h * dh;
+            const float *qb = q + (size_t)b * Tq * a->ldq + h * dh;
+            // S (Tq,Tk16) = q_bh (Tq,dh) @ k_bh^T (dh,Tk16)
+            pack_transposed(Tk, dh, kb, a->ldk, KT, Tk16);
+            small_mm(Tq, Tk16, dh, qb, a->ldq, 1, KT, Tk16, S, Tk16);
+            for (int i = 0; i < Tq; i++) {
+                float *s = S + (size_t)i * Tk16;
+                float *p = probs + ((size_t)bh * Tq + i) * Tk;
+                const float *bias = a->pos_bias ? a->pos_bias + ((size_t)h * Tq + i) * Tk : NULL;
+                const int jmax = last_key(a, i);
+                float mx = -INFINITY;
+                for (int j = 0; j <= jmax; j++) {
+                    if (km && !km[j]) {
+                        s[j] = -INFINITY;
+                        continue;
+                    }
+                    s[j] = a->scale * s[j] + (bias ? bias[j] : 0.0f);
+                    mx = s[j] > mx ? s[j] : mx;
+                }
+                if (mx == -INFINITY) { /* every key masked: no mass, zero output */
+                    memset(p, 0, sizeof(float) * Tk);
+                    memset(s, 0, sizeof(float) * Tk);
+                    continue;
+                }
+                float sum = 0.0f;
+                for (int j = 0; j <= jmax; j++) {
+                    float e = s[j] == -INFINITY ? 0.0f : expf(s[j] - mx);
+                    p[j] = e;
+                    sum += e;
+                }
+                const float inv = 1.0f / sum;
+                for (int j = 0; j <= jmax; j++) p[j] *= inv;
+                for (int j = jmax + 1; j < Tk; j++) p[j] = 0.0f, s[j] = 0.0f;
+                if (use_drop) {
+                    drop_factors(key, thr, keep_scale, ((uint64_t)bh * Tq + i) * Tk, jmax + 1, f);
+                    for (int j = 0; j <= jmax; j++) s[j] = p[j] * f[j];
+                } else {
+                    memcpy(s, p, sizeof(float) * (jmax + 1));
+                }
+            }
+            // out_bh (Tq,dh) = dropout(P) (Tq,Tk) @ v_bh (Tk,D16)
+            pack_rows(Tk, dh, vb, a->ldv, Vp, D16);
+            small_mm(Tq, D16, Tk, S, Tk16, 1, Vp, D16, O, D16);
+            for (int i = 0; i < Tq; i++)
+                memcpy(out + ((size_t)b * Tq + i) * a->ldo + h * dh, O + (size_t)i * D16,
+                       sizeof(float) * dh);
+        }
+    }
+    gs_free(scratch);
+    return GS_OK;
+}
+
+int gs_attention_backward(const gs_attention_args *a, const float *q, const float *k,
+                          const float *v, const float *probs, const float *dout, float *dscores,
+                          float *dq, float *dk, float *dv, float *dpos_bias)
+{
+    const int B = a->B, H = a->H, Tq = a->Tq, Tk = a->Tk, dh = a->dh;
+    const int Tk16 = round16(Tk), D16 = round16(dh);
+    const int use_drop = a->dropout_p > 0.0f;
+    const uint32_t key = use_drop ? key32(stream_key(a->dropout_seed, a->dropout_stream)) : 0;
+    const uint32_t thr = use_drop ? drop_threshold(a->dropout_p) : 0;
+    const float keep_scale = use_drop ? 1.0f / (1.0f - a->dropout_p) : 1.0f;
+    if (a->kv_batch_stride || a->kv_group > 1)
+        return gs_fail(GS_EINVAL, "attention backward needs the training layout "
+                       "(kv_batch_stride 0, kv_group <= 1)");
+    const int nt = attn_threads(a);
+    const small_mm_fn small_mm = pick_small_mm();
+    const size_t per = bwd_scratch(a);
+    float *scratch = gs_alloc(sizeof(float) * per * nt);
+    if (!scratch) return gs_fail(GS_ENOMEM, "out of memory for attention scratch");
+#pragma omp parallel num_threads(nt)
+    {
+#ifdef _OPENMP
+        float *VT = scratch + per * omp_get_thread_num();
+#else
+        float *VT = scratch;
+#endif
+        float *dP = VT + (size_t)dh * Tk16, *Pd = dP + (size_t)Tq * Tk16;
+        float *dOp = Pd + (size_t)Tq * Tk16, *Qp = dOp + (size_t)Tq * D16;
+        float *Kp = Qp + (size_t)Tq * D16, *R = Kp + (size_t)Tk * D16;
+        float *f = R + (size_t)(Tq > Tk ? Tq : Tk) * D16;
+#pragma omp for schedule(static)
+        for (int bh = 0; bh < B * H; bh++) {
+            const int b = bh / H, h = bh % H;
+            const float *qb = q + (size_t)b * Tq * a->ldq + h * dh;
+            const float *kb = k + (size_t)b * Tk * a->ldk + h * dh;
+            const float *vb = v + (size_t)b * Tk * a->ldv + h * dh;
+            const float *dob = dout + (size_t)b * Tq * a->ldo + h * dh;
+            // dP (Tq,Tk16) = dout_bh (Tq,dh) @ v_bh^T (dh,Tk16)
+            pack_transposed(Tk, dh, vb, a->ldv, VT, Tk16);
+            small_mm(Tq, Tk16, dh, dob, a->ldo, 1, VT, Tk16, dP, Tk16);
+            for (int i = 0; i < Tq; i++) {
+                const float *p = probs + ((size_t)bh * Tq + i) * Tk;
+                float *dp = dP + (size_t)i * Tk16, *pd = Pd + (size_t)i * Tk16;
+                float *ds = dscores + ((size_t)bh * Tq + i) * Tk;
+                const int jmax = last_key(a, i);
+                if (use_drop)
+                    drop_factors(key, thr, keep_scale, ((uint64_t)bh * Tq + i) * Tk, jmax + 1, f);
+                // through dropout: dP *= f, Pd = P * f; then dS = P * (dP - sum_j P dP)
+                float pdp = 0.0f;
+                for (int j = 0; j <= jmax; j++) {
+                    float fj = use_drop ? f[j] : 1.0f;
+                    dp[j] *= fj;
+                    pd[j] = p[j] * fj;
+                    pdp += p[j] * dp[j];
+                }
+                for (int j = 0; j <= jmax; j++) {
+                    float dsj = p[j] * (dp[j] - pdp);
+                    ds[j] = dsj;
+                    dp[j] = a->scale * dsj; /* S = scale * q.k: dq, dk carry the scale */
+                }
+                for (int j = jmax + 1; j < Tk; j++) ds[j] = 0.0f, dp[j] = 0.0f, pd[j] = 0.0f;
+            }
+            // dv_bh (Tk,dh) = Pd^T (Tk,Tq) @ dout_bh (Tq,D16)
+            pack_rows(Tq, dh, dob, a->ldo, dOp, D16);
+            small_mm(Tk, D16, Tq, Pd, 1, Tk16, dOp, D16, R, D16);
+            for (int j = 0; j < Tk; j++)
+                memcpy(dv + ((size_t)b * Tk + j) * a->ldv + h * dh, R + (size_t)j * D16,
+                       sizeof(float) * dh);
+            // dk_bh (Tk,dh) = dS^T (Tk,Tq) @ q_bh (Tq,D16)
+            pack_rows(Tq, dh, qb, a->ldq, Qp, D16);
+            small_mm(Tk, D16, Tq, dP, 1, Tk16, Qp, D16, R, D16);
+            for (int j = 0; j < Tk; j++)
+                memcpy(dk + ((size_t)b * Tk + j) * a->ldk + h * dh, R + (size_t)j * D16,
+                       sizeof(float) * dh);
+            // dq_bh (Tq,dh) = dS (Tq,Tk) @ k_bh (Tk,D16)
+            pack_rows(Tk, dh, kb, a->ldk, Kp, D16);
+            small_mm(Tq, D16, Tk, dP, Tk16, 1, Kp, D16, R, D16);
+            for (int i = 0; i < Tq; i++)
+                memcpy(dq + ((size_t)b * Tq + i) * a->ldq + h * dh, R + (size_t)i * D16,
+                       sizeof(float) * dh);
+        }
+    }
+    gs_free(scratch);
+    if (dpos_bias) {
+        /* sum over b in order b = 0..B-1, blocks of 256 elements per task */
+        const size_t per_batch = (size_t)H * Tq * Tk, nblk = (per_batch + 255) / 256;
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (per_batch * B > 65536)
+        for (size_t blk = 0; blk < nblk; blk++) {
+            size_t e0 = blk * 256, e1 = e0 + 256 < per_batch ? e0 + 256 : per_batch;
+            float acc[256];
+            for (size_t e = e0; e < e1; e++) acc[e - e0] = 0.0f;
+            for (int b = 0; b < B; b++) {
+                const float *d = dscores + (size_t)b * per_batch;
+                for (size_t e = e0; e < e1; e++) acc[e - e0] += d[e];
+            }
+            for (size_t e = e0; e < e1; e++) dpos_bias[e] += acc[e - e0];
+        }
+    }
+    return GS_OK;
+}
+
+/* ------------------------------------------------- T5 relative position bias */
+
+int gs_t5_relative_bucket(int relative_position, int bidirectional, int num_buckets,
+                          int max_distance)
+{
+    int bucket = 0, n = relative_position;
+    if (bidirectional) {
+        num_buckets /= 2;
+        if (n > 0) bucket += num_buckets;
+        n = n < 0 ? -n : n;
+    } else {
+        n = n < 0 ? -n : 0; /* future keys (n > 0) share bucket 0 */
+    }
+    const int max_exact = num_buckets / 2;
+    if (n < max_exact) return bucket + n;
+    /* float32 arithmetic in the order HF's torch code uses, so boundary
+     * offsets land in the same bucket */
+    float lg = logf((float)n / (float)max_exact) / (float)log((double)max_distance / max_exact) *
+               (float)(num_buckets - max_exact);
+    int large = max_exact + (int)lg;
+    if (large > num_buckets - 1) large = num_buckets - 1;
+    return bucket + large;
+}
+
+void gs_relative_bias_forward(int H, int Tq, int Tk, int q0, int bidirectional, int num_buckets,
+                              int max_distance, const float *table, float *bias)
+{
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if ((size_t)Tq * Tk > 4096)
+    for (int i = 0; i < Tq; i++)
+        for (int j = 0; j < Tk; j++) {
+            int bk = gs_t5_relative_bucket(j - (q0 + i), bidirectional, num_buckets, max_distance);
+            for (int h = 0; h < H; h++) bias[((size_t)h * Tq + i) * Tk + j] = table[bk * H + h];
+        }
+}
+
+void gs_relative_bias_backward(int H, int Tq, int Tk, int q0, int bidirectional, int num_buckets,
+                               int max_distance, const float *dbias, float *dtable)
+{
+    /* many (i,j) share a bucket: one thread per head, (i,j) in order */
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if ((size_t)Tq * Tk > 4096)
+    for (int h = 0; h < H; h++)
+        for (int i = 0; i < Tq; i++)
+            for (int j = 0; j < Tk; j++) {
+                int bk = gs_t5_relative_bucket(j - (q0 + i), bidirectional, num_buckets, max_distance);
+                dtable[bk * H + h] += dbias[((size_t)h * Tq + i) * Tk + j];
+            }
+}
+
+/* ------------------------------------------------------------ cross-entropy */
+
+/* log(sum_j exp(x_j)) of one row, stable. */
+static float row_logsumexp(const float *x, int V, float *mx_out)
+{
+    float mx = -INFINITY;
+    for (int j = 0; j < V; j++) mx = x[j] > mx ? x[j] : mx;
+    float s = 0.0f;
+    for (int j = 0; j < V; j++) s += expf(x[j] - mx);
+    *mx_out = mx;
+    return mx + logf(s);
+}
+
+int gs_cross_entropy_forward(size_t N, int V, const float *logits, const int32_t *targets,
+                             int ignore_index, float *row_loss, double *loss_sum, size_t *count)
+{
+    for (size_t n = 0; n < N; n++)
+        if (targets[n] != ignore_index && (targets[n] < 0 || targets[n] >= V))
+            return gs_fail(GS_EINVAL,
+                           "target %zu is %d: targets must be in [0, %d) or the ignore index %d", n,
+                           (int)targets[n], V, ignore_index);
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N * (size_t)V > 32768)
+    for (size_t n = 0; n < N; n++) {
+        if (targets[n] == ignore_index) {
+            row_loss[n] = 0.0f;
+            continue;
+        }
+        const float *x = logits + n * V;
+        float mx;
+        row_loss[n] = row_logsumexp(x, V, &mx) - x[targets[n]];
+    }
+    double s = 0.0;
+    size_t c = 0;
+    for (size_t n = 0; n < N; n++) {
+        s += row_loss[n];
+        c += targets[n] != ignore_index;
+    }
+    *loss_sum = s;
+    *count = c;
+    return GS_OK;
+}
+
+void gs_cross_entropy_backward(size_t N, int V, const float *logits, const int32_t *targets,
+                               int ignore_index, float scale, float *dlogits)
+{
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N * (size_t)V > 32768)
+    for (size_t n = 0; n < N; n++) {
+        const float *x = logits + n * V;
+        float *dx = dlogits + n * V;
+        if (targets[n] == ignore_index) {
+            memset(dx, 0, sizeof(float) * V);
+            continue;
+        }
+        float mx;
+        float lse = row_logsumexp(x, V, &mx);
+        for (int j = 0; j < V; j++) dx[j] = scale * expf(x[j] - lse);
+        dx[targets[n]] -= scale;
+    }
+}

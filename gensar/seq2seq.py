@@ -1,0 +1,446 @@
+"""T5-style encoder-decoder with its numeric core in C (csrc/nn/t5.c).
+
+    model = Seq2Seq(Seq2SeqConfig(vocab_size=2000))          # GenSAR defaults otherwise
+    loss = model.train_step({"input_ids": x, "attention_mask": m, "labels": y})
+    logits = model.logits(x, m, decoder_input_ids)             # (B, T_dec, V) float32
+    model.save("model.safetensors"); model = Seq2Seq.load("model.safetensors")
+    model = Seq2Seq.from_hf_t5(hf_model.state_dict(), hf_model.config.to_dict())
+
+The model computes exactly what HuggingFace's ``T5ForConditionalGeneration``
+computes (pre-norm RMSNorm blocks without biases, bucketed relative position
+bias, no 1/sqrt(d_kv) attention scaling, relu or gated-gelu feed-forward, tied
+LM head with d_model**-0.5 scaling), so HF checkpoints load with
+``from_hf_t5`` and give HF's logits.
+
+Parameters, gradients and AdamW moments live in single C buffers; ``params``,
+``grads``, ``adam_m``, ``adam_v`` are zero-copy float32 NumPy views of them and
+``named_params()`` / ``named_grads()`` give per-tensor views under HF names.
+A model must not be used from two Python threads at once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["Seq2Seq", "Seq2SeqConfig", "shift_right"]
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Seq2SeqConfig:
+    """Sizes of the model, named as HuggingFace's ``T5Config``. Defaults are the
+    GenSAR configuration (d_model 128, 4+4 layers, 4 heads of 32, d_ff 512);
+    ``vocab_size`` must be given. ``num_decoder_layers=None`` means
+    ``num_layers``; ``d_kv=None`` means ``d_model // num_heads``."""
+
+    vocab_size: int | None = None
+    d_model: int = 128
+    d_kv: int | None = 32
+    d_ff: int = 512
+    num_layers: int = 4
+    num_decoder_layers: int | None = None
+    num_heads: int = 4
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    feed_forward_proj: str = "relu"  # or "gated-gelu"
+    tie_word_embeddings: bool = True
+    # decoder output * d_model**-0.5 before the LM head; None = tie_word_embeddings (T5).
+    # transformers >= 5 always ties T5's head and keeps this flag separately.
+    scale_decoder_outputs: bool | None = None
+    dropout_rate: float = 0.1
+    layer_norm_epsilon: float = 1e-6
+    initializer_factor: float = 1.0
+    pad_token_id: int = 0
+    decoder_start_token_id: int = 0
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | "Seq2SeqConfig") -> "Seq2SeqConfig":
+        """Builds a config from a dict with T5Config keys; keys it does not know
+        (the rest of ``T5Config.to_dict()``) are ignored. Accepts an object with
+        ``to_dict()`` (a ``T5Config``) too."""
+        if isinstance(d, Seq2SeqConfig):
+            return dataclasses.replace(d)
+        if hasattr(d, "to_dict") and not isinstance(d, Mapping):
+            d = d.to_dict()
+        if not isinstance(d, Mapping):
+            raise TypeError(f"config must be a Seq2SeqConfig or a dict, got {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items()
+                      if k in names and (v is not None or k in ("num_decoder_layers", "d_kv"))})
+
+    @classmethod
+    def from_hf(cls, d) -> "Seq2SeqConfig":
+        """Like from_dict, for a HF T5Config (or its dict) of any transformers version."""
+        if hasattr(d, "to_dict") and not isinstance(d, Mapping):
+            d = d.to_dict()
+        c = cls.from_dict(d)
+        if "scale_decoder_outputs" not in d:  # transformers < 5: tied <=> scaled
+            c.scale_decoder_outputs = None
+        return c
+
+    def resolved(self) -> "Seq2SeqConfig":
+        """A copy with defaults filled in and every field checked."""
+        c = dataclasses.replace(self)
+        if c.vocab_size is None:
+            raise ValueError("vocab_size is required (the tokenizer's vocabulary size)")
+        if c.num_decoder_layers is None:
+            c.num_decoder_layers = c.num_layers
+        if c.d_kv is None:
+            if c.d_model % c.num_heads:
+                raise ValueError(f"d_kv not given and num_heads={c.num_heads} does not divide "
+                                 f"d_model={c.d_model}")
+            c.d_kv = c.d_model // c.num_heads
+        for k in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers",
+                  "num_heads", "relative_attention_num_buckets", "relative_attention_max_distance"):
+            v = getattr(c, k)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{k} must be a positive integer, got {v!r}")
+            setattr(c, k, int(v))
+        proj = str(c.feed_forward_proj).lower()
+        if proj not in ("relu", "gated-gelu"):
+            raise ValueError(f"feed_forward_proj must be 'relu' or 'gated-gelu', got {c.feed_forward_proj!r}")
+        c.feed_forward_proj = proj
+        if not 0.0 <= c.dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1), got {c.dropout_rate}")
+        if not c.layer_norm_epsilon > 0:
+            raise ValueError(f"layer_norm_epsilon must be > 0, got {c.layer_norm_epsilon}")
+        for k in ("pad_token_id", "decoder_start_token_id"):
+            v = getattr(c, k)
+            if not 0 <= int(v) < c.vocab_size:
+                raise ValueError(f"{k}={v} must be a token id in [0, {c.vocab_size})")
+        c.tie_word_embeddings = bool(c.tie_word_embeddings)
+        if c.scale_decoder_outputs is None:
+            c.scale_decoder_outputs = c.tie_word_embeddings
+        c.scale_decoder_outputs = bool(c.scale_decoder_outputs)
+        return c
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def shift_right(labels: np.ndarray, decoder_start_token_id: int = 0, pad_token_id: int = 0) -> np.ndarray:
+    """T5's decoder inputs from labels (B, T): start token, then labels[:, :-1], with
+    the ignore index -100 replaced by the pad token. Returns int32 (B, T)."""
+    labels = np.asarray(labels)
+    dec = np.empty(labels.shape, np.int32)
+    dec[:, 0] = decoder_start_token_id
+    dec[:, 1:] = labels[:, :-1]
+    dec[dec == IGNORE_INDEX] = pad_token_id
+    return dec
+
+
+def _ids(x, name: str) -> np.ndarray:
+    """A (B, T) int32 C-contiguous copy/view of integer array-like ``x``."""
+    a = np.asarray(x)
+    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} must be an integer array (token ids / 0-1 mask), got dtype {a.dtype}")
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 2-dimensional (batch, length), got shape {a.shape}")
+    if a.size == 0:
+        raise ValueError(f"{name} is empty (shape {a.shape}): pass at least one row and one column")
+    if a.dtype != np.int32:
+        if a.min() < np.iinfo(np.int32).min or a.max() > np.iinfo(np.int32).max:
+            raise ValueError(f"{name} holds values outside the int32 range")
+        a = a.astype(np.int32)
+    return np.ascontiguousarray(a)
+
+
+class Seq2Seq:
+    """T5-style encoder-decoder trained one batch per ``train_step`` call.
+
+    Parameters
+    ----------
+    config : Seq2SeqConfig or dict with T5Config keys
+    lr : float, learning rate when no ``schedule`` is given (default 1e-3)
+    betas, eps, weight_decay : AdamW settings; no weight decay on the norm
+        weights and the relative position bias tables
+    max_grad_norm : global gradient-norm clipping (<= 0 disables)
+    schedule : callable step -> lr (see gensar.schedules), overrides ``lr``
+    seed : seeds the parameter initialisation and the dropout masks
+    init : initialise the parameters as HF's T5 does (False leaves zeros)
+    """
+
+    def __init__(self, config: Seq2SeqConfig | Mapping[str, Any], *, lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01, max_grad_norm: float = 1.0,
+                 schedule: Callable[[int], float] | None = None, seed: int = 0, init: bool = True):
+        self.config = Seq2SeqConfig.from_dict(config).resolved()
+        c = self.config
+        self._model = _core.t5_new(
+            vocab_size=c.vocab_size, d_model=c.d_model, d_kv=c.d_kv, d_ff=c.d_ff,
+            num_layers=c.num_layers, num_decoder_layers=c.num_decoder_layers,
+            num_heads=c.num_heads, relative_attention_num_buckets=c.relative_attention_num_buckets,
+            relative_attention_max_distance=c.relative_attention_max_distance,
+            gated_gelu=c.feed_forward_proj == "gated-gelu",
+            tie_word_embeddings=c.tie_word_embeddings, layer_norm_epsilon=c.layer_norm_epsilon,
+            dropout_rate=c.dropout_rate, scale_decoder_outputs=c.scale_decoder_outputs)
+        self.params, self.grads, self.adam_m, self.adam_v = _core.t5_buffers(self._model)
+        self._tensors = {name: (off, tuple(shape), bool(decay))
+                         for name, off, shape, decay in _core.t5_tensors(self._model)}
+        self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
+        self.weight_decay, self.max_grad_norm = float(weight_decay), float(max_grad_norm)
+        self.schedule = schedule
+        self.seed = int(seed)
+        self.last_grad_norm = float("nan")
+        if init:
+            self.init_weights(self.seed)
+
+    # ------------------------------------------------------------ parameters
+    def _views(self, buf: np.ndarray) -> dict[str, np.ndarray]:
+        out = {}
+        for name, (off, shape, _) in self._tensors.items():
+            n = math.prod(shape)
+            out[name] = buf[off:off + n].reshape(shape)
+        return out
+
+    def named_params(self) -> dict[str, np.ndarray]:
+        """HF tensor name -> zero-copy view into ``params`` (writes go to the model)."""
+        return self._views(self.params)
+
+    def named_grads(self) -> dict[str, np.ndarray]:
+        """HF tensor name -> zero-copy view into ``grads`` (of the last step)."""
+        return self._views(self.grads)
+
+    def tensor_info(self) -> dict[str, tuple[int, tuple[int, ...], bool]]:
+        """HF tensor name -> (offset in floats, shape, weight decay applies)."""
+        return dict(self._tensors)
+
+    @property
+    def num_params(self) -> int:
+        return int(self.params.size)
+
+    @property
+    def step(self) -> int:
+        """AdamW updates taken so far."""
+        return _core.t5_step(self._model)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything training needs to resume exactly: weights, AdamW moments and
+        the step count (which also seeds the dropout masks). Copies."""
+        return {"params": self.params.copy(), "adam_m": self.adam_m.copy(),
+                "adam_v": self.adam_v.copy(), "step": np.array([self.step], np.int64)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores a state_dict() in place."""
+        for key in ("params", "adam_m", "adam_v"):
+            src = np.asarray(state[key], dtype=np.float32)
+            if src.shape != self.params.shape:
+                raise ValueError(f"state {key!r} has shape {src.shape}, the model needs {self.params.shape}")
+            getattr(self, key)[...] = src
+        _core.t5_set_step(self._model, int(np.asarray(state["step"]).ravel()[0]))
+
+    def init_weights(self, seed: int = 0) -> None:
+        """HF T5's initialisation (``T5PreTrainedModel._init_weights``), from a
+        NumPy generator seeded with ``seed``; resets the optimizer state."""
+        c = self.config
+        f = c.initializer_factor
+        rng = np.random.default_rng(seed)
+        for name, view in self.named_params().items():
+            if "layer_norm" in name:
+                std = None
+            elif name in ("shared.weight", "lm_head.weight"):
+                std = f * 1.0
+            elif name.endswith(".q.weight"):
+                std = f * (c.d_model * c.d_kv) ** -0.5
+            elif name.endswith((".k.weight", ".v.weight", "relative_attention_bias.weight")):
+                std = f * c.d_model ** -0.5
+            elif name.endswith(".o.weight"):
+                std = f * (c.num_heads * c.d_kv) ** -0.5
+            elif ".wi" in name:
+                std = f * c.d_model ** -0.5
+            elif name.endswith(".wo.weight"):
+                std = f * c.d_ff ** -0.5
+            else:  # pragma: no cover - every tensor is named above
+                raise AssertionError(name)
+            if std is None:
+                view[...] = 1.0
+            else:
+                view[...] = rng.standard_normal(view.shape, dtype=np.float32) * np.float32(std)
+        self.adam_m[:] = 0
+        self.adam_v[:] = 0
+        _core.t5_set_step(self._model, 0)
+
+    # ----------------------------------------------------------------- batches
+    def _batch(self, input_ids, attention_mask, decoder_input_ids=None, labels=None):
+        ids = _ids(input_ids, "input_ids")
+        mask = np.ones_like(ids) if attention_mask is None else _ids(attention_mask, "attention_mask")
+        if mask.shape != ids.shape:
+            raise ValueError(f"attention_mask shape {mask.shape} does not match input_ids shape {ids.shape}")
+        lab = None
+        if labels is not None:
+            lab = _ids(labels, "labels")
+            if lab.shape[0] != ids.shape[0]:
+                raise ValueError(f"labels has {lab.shape[0]} rows but input_ids has {ids.shape[0]}")
+        if decoder_input_ids is None:
+            if lab is None:
+                raise ValueError("pass decoder_input_ids or labels")
+            dec = shift_right(lab, self.config.decoder_start_token_id, self.config.pad_token_id)
+        else:
+            dec = _ids(decoder_input_ids, "decoder_input_ids")
+        if dec.shape[0] != ids.shape[0]:
+            raise ValueError(f"decoder_input_ids has {dec.shape[0]} rows but input_ids has {ids.shape[0]}")
+        if lab is not None and lab.shape != dec.shape:
+            raise ValueError(f"labels shape {lab.shape} does not match decoder_input_ids shape {dec.shape}")
+        return ids, mask, dec, lab
+
+    @staticmethod
+    def _get(batch: Mapping[str, Any], key: str, required: bool = True):
+        if not isinstance(batch, Mapping):
+            raise TypeError(f"batch must be a dict of arrays, got {type(batch).__name__}")
+        if key not in batch:
+            if required:
+                raise KeyError(f"batch has no {key!r}; it needs input_ids, labels and optionally "
+                               "attention_mask and decoder_input_ids")
+            return None
+        return batch[key]
+
+    def logits(self, input_ids, attention_mask=None, decoder_input_ids=None) -> np.ndarray:
+        """Teacher-forced logits (B, T_dec, vocab_size) float32, dropout off.
+        input_ids, attention_mask (B, T_in), decoder_input_ids (B, T_dec) integers."""
+        if decoder_input_ids is None:
+            raise ValueError("decoder_input_ids is required (start with decoder_start_token_id)")
+        ids, mask, dec, _ = self._batch(input_ids, attention_mask, decoder_input_ids)
+        return _core.t5_logits(self._model, ids, mask, dec)
+
+    def loss_and_grads(self, batch: Mapping[str, Any], dropout: bool = False, seed: int = 0) -> float:
+        """Mean token loss of ``batch``; fills ``grads`` with its gradient. No update."""
+        ids, mask, dec, lab = self._batch(self._get(batch, "input_ids"),
+                                          self._get(batch, "attention_mask", False),
+                                          self._get(batch, "decoder_input_ids", False),
+                                          self._get(batch, "labels"))
+        return _core.t5_forward_backward(self._model, ids, mask, dec, lab, dropout=dropout, seed=seed)
+
+    def train_step(self, batch: Mapping[str, Any], lr: float | None = None) -> float:
+        """One AdamW step on ``batch`` (dict: input_ids, attention_mask, labels with
+        -100 = ignored, optional decoder_input_ids, else labels shifted right).
+        Returns the mean token loss before the update. ``lr`` overrides the
+        schedule / constant learning rate for this step."""
+        ids, mask, dec, lab = self._batch(self._get(batch, "input_ids"),
+                                          self._get(batch, "attention_mask", False),
+                                          self._get(batch, "decoder_input_ids", False),
+                                          self._get(batch, "labels"))
+        if lr is None:
+            lr = self.schedule(self.step) if self.schedule is not None else self.lr
+        loss, norm = _core.t5_train_step(
+            self._model, ids, mask, dec, lab, lr=float(lr), beta1=self.betas[0],
+            beta2=self.betas[1], eps=self.eps, weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm, seed=self.seed)
+        self.last_grad_norm = norm
+        return loss
+
+    # ------------------------------------------------------- cached decoding
+    def decode_cache(self, input_ids, attention_mask=None, rows_per_input: int = 1,
+                     max_steps: int = 32):
+        """Encodes the inputs once; returns a cache capsule for ``decode_step``."""
+        ids = _ids(input_ids, "input_ids")
+        mask = np.ones_like(ids) if attention_mask is None else _ids(attention_mask, "attention_mask")
+        if mask.shape != ids.shape:
+            raise ValueError(f"attention_mask shape {mask.shape} does not match input_ids shape {ids.shape}")
+        return _core.t5_cache_new(self._model, ids, mask, int(rows_per_input), int(max_steps))
+
+    @staticmethod
+    def decode_step(cache, tokens) -> np.ndarray:
+        """Feeds one token per cache row; returns next-token logits (rows, vocab)."""
+        return _core.t5_decode_step(cache, np.ascontiguousarray(tokens, dtype=np.int32))
+
+    def beam_search(self, input_ids, attention_mask, trie_or_candidates, num_beams: int = 30,
+                    top_k: int | None = None, batch_size: int | None = None):
+        """Trie-constrained beam search: (items (B, top_k) int64, scores (B, top_k)
+        float32), best first. See gensar.decode.beam_search."""
+        from .decode import beam_search
+
+        return beam_search(self, input_ids, attention_mask, trie_or_candidates, num_beams, top_k,
+                           batch_size)
+
+    # ------------------------------------------------------------ save / load
+    def save(self, path) -> None:
+        """Writes the parameters (HF names) to a safetensors file, the config in its metadata."""
+        from safetensors.numpy import save_file
+
+        meta = {"gensar_config": json.dumps(self.config.to_dict()), "format": "np",
+                "gensar_step": str(self.step)}
+        save_file({k: np.ascontiguousarray(v) for k, v in self.named_params().items()},
+                  str(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path, **kwargs) -> "Seq2Seq":
+        """A model from a file written by ``save``; kwargs go to the constructor
+        (optimizer settings)."""
+        from safetensors import safe_open
+        from safetensors.numpy import load_file
+
+        with safe_open(str(path), framework="np") as f:
+            meta = f.metadata() or {}
+        if "gensar_config" not in meta:
+            raise ValueError(f"{path} has no gensar_config metadata: not written by Seq2Seq.save "
+                             "(for a HF checkpoint use Seq2Seq.from_hf_t5)")
+        model = cls(json.loads(meta["gensar_config"]), init=False, **kwargs)
+        model._assign(load_file(str(path)), strict=True)
+        return model
+
+    def _assign(self, tensors: Mapping[str, Any], strict: bool) -> None:
+        views = self.named_params()
+        aliases = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}
+        if self.config.tie_word_embeddings:
+            aliases.add("lm_head.weight")
+        unknown = [k for k in tensors if k not in views and k not in aliases]
+        if strict and unknown:
+            raise ValueError(f"{len(unknown)} tensors do not belong to this architecture, e.g. "
+                             f"{unknown[:3]}; check num_layers / feed_forward_proj / tie_word_embeddings")
+        missing = [k for k in views if k not in tensors]
+        if missing:
+            raise ValueError(f"{len(missing)} tensors are missing, e.g. {missing[:3]}")
+        for k, view in views.items():
+            t = tensors[k]
+            if hasattr(t, "detach"):  # a torch tensor
+                t = t.detach().cpu().float().numpy()
+            a = np.asarray(t, dtype=np.float32)
+            if a.shape != view.shape:
+                raise ValueError(f"{k} has shape {a.shape}, this model expects {view.shape}")
+            view[...] = a
+
+    # -------------------------------------------------------------- HF layout
+    @classmethod
+    def from_hf_t5(cls, state_dict: Mapping[str, Any], config, **kwargs) -> "Seq2Seq":
+        """A model from a HuggingFace T5 state dict (torch tensors or NumPy arrays
+        named as ``T5ForConditionalGeneration.state_dict()``) and its config (a
+        dict with T5Config keys or a ``T5Config``)."""
+        model = cls(Seq2SeqConfig.from_hf(config), init=False, **kwargs)
+        model._assign(state_dict, strict=True)
+        return model
+
+    def to_hf_t5(self) -> dict[str, np.ndarray]:
+        """The parameters as a HF ``T5ForConditionalGeneration`` state dict of
+        float32 NumPy copies (tied embeddings appear under every HF name)."""
+        out = {k: v.copy() for k, v in self.named_params().items()}
+        out["encoder.embed_tokens.weight"] = out["shared.weight"].copy()
+        out["decoder.embed_tokens.weight"] = out["shared.weight"].copy()
+        if self.config.tie_word_embeddings:
+            out["lm_head.weight"] = out["shared.weight"].copy()
+        return out
+
+    def hf_config(self) -> dict:
+        """T5Config keyword arguments describing this model."""
+        c = self.config
+        d = {k: getattr(c, k) for k in (
+            "vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers",
+            "num_heads", "relative_attention_num_buckets", "relative_attention_max_distance",
+            "dropout_rate", "layer_norm_epsilon", "initializer_factor", "feed_forward_proj",
+            "tie_word_embeddings", "pad_token_id", "decoder_start_token_id")}
+        if c.scale_decoder_outputs != c.tie_word_embeddings:
+            d["scale_decoder_outputs"] = c.scale_decoder_outputs
+        return d
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Seq2Seq(vocab={c.vocab_size}, d_model={c.d_model}, layers={c.num_layers}+"
+                f"{c.num_decoder_layers}, heads={c.num_heads}x{c.d_kv}, d_ff={c.d_ff}, "
+                f"ffn={c.feed_forward_proj}, tied={c.tie_word_embeddings}, params={self.num_params})")

@@ -1,0 +1,30 @@
+"""notebooks/quickstart.ipynb runs top to bottom (SMOKE mode: tiny synthetic data)."""
+import os
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat", reason="pip install -e '.[test]' brings nbformat")
+nbclient = pytest.importorskip("nbclient", reason="pip install -e '.[test]' brings nbclient")
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
+
+
+def test_quickstart_notebook_executes(tmp_path, monkeypatch):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1, "the notebook needs exactly one cell tagged 'parameters'"
+    params[0].source = "SMOKE = True"
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel draws inline
+    # the kernel imports the same gensar as the tests
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(NOTEBOOK.parents[1])] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert images, "the training-curve plot was not drawn"
+    text = "".join(str(o.get("data", {}).get("text/plain", "")) + o.get("text", "") for o in outputs)
+    assert "NDCG@10" in text and "fitted in" in text
