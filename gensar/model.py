@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -102,6 +101,9 @@ class GenSARConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        valid_metrics = [f"{m}@{k}" for m in ("HR", "NDCG") for k in DEFAULT_KS if f"{m}@{k}" != "NDCG@1"]
+        if self.metric not in valid_metrics:
+            raise ValueError(f"metric must be one of {valid_metrics}, got {self.metric!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "GenSARConfig":
@@ -266,8 +268,7 @@ class GenSAR:
             def validate():
                 table = self.evaluate("valid", protocols=("sampled",), max_cases=c.valid_cases,
                                       tasks=tasks, progress=False)
-                out = {f"{r.task}_{c.metric}": float(getattr(r, c.metric.replace("@", "_at_")))
-                       for r in table.rename(columns=lambda s: s.replace("@", "_at_")).itertuples()}
+                out = {f"{task}_{c.metric}": float(v) for task, v in zip(table["task"], table[c.metric])}
                 out[c.metric] = float(np.mean(list(out.values())))
                 return out
 

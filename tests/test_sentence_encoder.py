@@ -1,7 +1,6 @@
 """The C BERT sentence encoder against an independent NumPy BERT forward pass (padded batch
 with an attention mask, float64), its loader's error messages, and the TF-IDF fallback."""
 import json
-import warnings
 
 import numpy as np
 import pytest
