@@ -5,13 +5,17 @@ The numeric work (matrix multiply, transformer, quantiser, beam search) runs in
 """
 import os
 
-# OpenMP threads that spin while waiting for work steal the CPU from each other
-# and from every other process when the machine is busy: on a loaded 2-core
-# machine, a training step ran 14x slower with spinning than with sleeping.
-# Unless the user chose a policy, gensar's threads sleep when idle. This must
-# be set before the OpenMP runtime loads with the C core.
+# How long idle OpenMP threads spin before they sleep. libgomp's default (spin
+# for a long time) starves other processes, and gensar itself, on a busy
+# machine: a training step ran 14x slower than with sleeping threads on a loaded
+# 2-core machine. Sleeping at once (OMP_WAIT_POLICY=PASSIVE) makes every barrier
+# inside a matrix multiply pay a wake-up, halving 2-thread SGEMM speed on an
+# idle machine. A short spin (30,000 iterations, tens of microseconds) covers
+# the barriers and measured best both idle and under load (benchmarks/README.md).
+# A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins. This must be set before
+# the OpenMP runtime loads with the C core.
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    os.environ["GOMP_SPINCOUNT"] = "30000"
 
 from . import _core  # noqa: E402
 from ._core import get_num_threads, set_num_threads
