@@ -100,26 +100,41 @@ class Tokenizer:
     @classmethod
     def train(cls, texts, layout: IDLayout = IDLayout(), vocab_size: int = 4000,
               min_frequency: int = 2) -> "Tokenizer":
-        """Learns a lower-cased WordPiece vocabulary of about `vocab_size` text tokens
-        from an iterable of strings (item texts, queries, instructions)."""
+        """Builds a lower-cased WordPiece vocabulary from an iterable of strings
+        (item texts, queries, instructions): every character seen (as a word start
+        and as a "##" continuation) plus the most frequent whole words, up to about
+        `vocab_size` text tokens. Words outside it split into known pieces.
+
+        The vocabulary is counted here rather than by the `tokenizers` trainer,
+        whose choices among equally frequent merges vary from run to run; this
+        makes the same texts give the same token ids, so a seeded run repeats."""
+        from collections import Counter
+
         from tokenizers import Tokenizer as Backend
-        from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+        from tokenizers import decoders, models, normalizers, pre_tokenizers
 
         if vocab_size < 100:
             raise ValueError(f"vocab_size must be >= 100, got {vocab_size}")
         texts = [t for t in texts if isinstance(t, str) and t]
         if not texts:
             raise ValueError("train needs at least one non-empty text")
-        specials = special_tokens(layout)
-        backend = Backend(models.WordPiece(unk_token=UNK))
-        backend.normalizer = normalizers.BertNormalizer(lowercase=True, clean_text=True,
-                                                        handle_chinese_chars=True, strip_accents=True)
-        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        normalizer = normalizers.BertNormalizer(lowercase=True, clean_text=True,
+                                                handle_chinese_chars=True, strip_accents=True)
+        pre = pre_tokenizers.BertPreTokenizer()
+        counts = Counter(w for t in texts for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(t)))
+        chars = sorted({c for w in counts for c in w})
+        pieces = chars + ["##" + c for c in chars]
+        room = max(0, vocab_size - len(pieces))
+        words = [w for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+                 if n >= min_frequency and len(w) > 1][:room]
+        vocab = {}
+        for tok in special_tokens(layout) + pieces + words:
+            vocab.setdefault(tok, len(vocab))
+        backend = Backend(models.WordPiece(vocab=vocab, unk_token=UNK, max_input_chars_per_word=100))
+        backend.normalizer = normalizer
+        backend.pre_tokenizer = pre
         backend.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=len(specials) + vocab_size,
-                                            min_frequency=min_frequency, special_tokens=specials,
-                                            show_progress=False)
-        backend.train_from_iterator(texts, trainer)
+        backend.add_special_tokens(special_tokens(layout))
         return cls(backend, layout)
 
     # ------------------------------------------------------------------ identifiers
