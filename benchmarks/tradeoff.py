@@ -21,10 +21,19 @@ NDCG@10, one point per method, one panel per protocol).
 
     python benchmarks/tradeoff.py --dataset ml-100k --seeds 0 1 2
     python benchmarks/tradeoff.py --preset quick --seeds 0 --methods popularity bm25 gensar
+
+Rows are appended to --csv as each method finishes, so a long study can run as
+several processes (one seed each, --threads 1 on a 2-core machine) and be
+combined afterwards:
+
+    python benchmarks/tradeoff.py --seeds 0 --threads 1 --csv /tmp/s0.csv &
+    python benchmarks/tradeoff.py --seeds 1 --threads 1 --csv /tmp/s1.csv &
+    wait; python benchmarks/tradeoff.py --merge /tmp/s0.csv /tmp/s1.csv
 """
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -33,9 +42,8 @@ from pathlib import Path
 import pandas as pd
 
 import gensar
-from gensar import datasets
 from gensar.baselines import BM25Search, DenseSearch, Popularity
-from gensar.cli import PRESETS
+from gensar.cli import PRESETS, _load_dataset
 from gensar.evaluate import evaluate_scorer
 
 REC_TASKS = {"nrip": 1.0, "item2col": 1.0, "col2item": 1.0}
@@ -51,18 +59,20 @@ GENSAR_VARIANTS = {
 METHODS = ["popularity", "sasrec", "bm25", "dense", *GENSAR_VARIANTS]
 
 
-def run_seed(ds, seed, methods, preset, progress):
-    """All methods for one seed -> list of metric rows."""
+def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance):
+    """All methods for one seed -> list of metric rows (also appended to csv_path)."""
     from gensar.embeddings import SASRec, SentenceEncoder
 
     rows = []
 
     def add(table, method, train_s, infer_s):
-        table = table.assign(method=method, seed=seed, train_s=train_s, infer_s=infer_s)
+        table = table.assign(method=method, seed=seed, train_s=train_s, infer_s=infer_s, **provenance)
         rows.extend(table.to_dict("records"))
+        new = not Path(csv_path).exists()
+        table.to_csv(csv_path, mode="a", header=new, index=False)
         print(table[["method", "task", "protocol", "HR@10", "NDCG@10"]].to_string(index=False), flush=True)
 
-    cfg = dict(PRESETS[preset], seed=seed)
+    cfg = dict(cfg, seed=seed)
     need_emb = any(m in methods for m in ("dense", "sasrec", *GENSAR_VARIANTS))
     sem = col = None
     if need_emb:
@@ -74,6 +84,10 @@ def run_seed(ds, seed, methods, preset, progress):
         sasrec = SASRec(epochs=cfg.get("sasrec_epochs", 30), seed=seed, show_progress=progress).fit(ds)
         col = sasrec.item_embeddings_
         sasrec_s = time.perf_counter() - t
+    # The joint-quantiser variants differ only in tasks and in which ID each task
+    # uses, so they share one set of identifiers per seed: the comparison then
+    # measures the variants, not quantiser noise. Its fit time is charged to each.
+    shared_ids, ids_s = None, 0.0
     for method in methods:
         t = time.perf_counter()
         if method == "popularity":
@@ -96,9 +110,12 @@ def run_seed(ds, seed, methods, preset, progress):
             add(evaluate_scorer(ds, model.score, tasks=("search",)), method, sem_s, time.perf_counter() - t)
         else:
             variant = dict(cfg, **GENSAR_VARIANTS[method])
-            model = gensar.GenSAR(**variant).fit(ds, semantic_embeddings=sem, collaborative_embeddings=col,
-                                                 progress=progress)
-            train_s = time.perf_counter() - t + sem_s + sasrec_s
+            reuse = shared_ids is not None and variant.get("id_method", "joint") == "joint"
+            model = gensar.GenSAR(**variant).fit(ds, ids=shared_ids if reuse else None, semantic_embeddings=sem,
+                                                 collaborative_embeddings=col, progress=progress)
+            if shared_ids is None and variant.get("id_method", "joint") == "joint":
+                shared_ids, ids_s = model.ids_, model.timings_["identifiers"]
+            train_s = time.perf_counter() - t + sem_s + sasrec_s + (ids_s if reuse else 0.0)
             t = time.perf_counter()
             table = model.evaluate("test", progress=progress)
             add(table.drop(columns=["seconds"]), method, train_s, time.perf_counter() - t)
@@ -118,7 +135,7 @@ def write_markdown(summary, path, header):
              "|---|---|---|---|---|---|---|---|"]
     for r in summary.itertuples():
         lines.append(f"| {r.method} | {r.task} | {r.protocol} | {r.seeds} | {r.HR10_mean:.4f} ± {r.HR10_std:.4f} | "
-                     f"{r.NDCG10_mean:.4f} ± {r.NDCG10_std:.4f} | {r.train_s:.0f} | {r.infer_s:.0f} |")
+                     f"{r.NDCG10_mean:.4f} ± {r.NDCG10_std:.4f} | {r.train_s:.0f} | {r.infer_s:.1f} |")
     Path(path).write_text("\n".join(lines) + "\n")
 
 
@@ -152,24 +169,44 @@ def main():
     ap.add_argument("--preset", default="full", choices=sorted(PRESETS))
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="OpenMP threads (default: all cores)")
+    ap.add_argument("--csv", default=None, help="append raw rows here as methods finish "
+                    "(default: <out>/<dataset>.raw.csv, replaced at start)")
+    ap.add_argument("--set", default="{}", metavar="JSON",
+                    help='GenSAR config overrides on top of the preset, e.g. \'{"epochs": 1}\'')
+    ap.add_argument("--merge", nargs="+", default=None, metavar="CSV",
+                    help="do not run: combine raw CSVs written by earlier --csv runs into the results")
     args = ap.parse_args()
-    ds = datasets.load(args.dataset, args.path) if args.path else datasets.load(args.dataset)
-    rows = []
-    t0 = time.perf_counter()
-    for seed in args.seeds:
-        rows += run_seed(ds, seed, args.methods, args.preset, not args.no_progress)
-    df = pd.DataFrame(rows)
+    if args.threads:
+        gensar.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip() or "unknown"
-    command = "python benchmarks/tradeoff.py " + " ".join(sys.argv[1:])
-    header = (f"# Trade-off study on {args.dataset}\n\ncommand: `{command}`  \ncommit: {commit}  \n"
-              f"threads: {gensar.get_num_threads()}, wall time {(time.perf_counter() - t0) / 60:.0f} min, "
-              f"seeds {args.seeds}, preset {args.preset}. Test split; mean ± std over seeds.")
     name = args.dataset.replace("/", "_")
+    t0 = time.perf_counter()
+    if args.merge:
+        df = pd.concat([pd.read_csv(p) for p in args.merge], ignore_index=True)
+    else:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent).stdout.strip() or "unknown"
+        provenance = dict(command="python benchmarks/tradeoff.py " + " ".join(sys.argv[1:]), commit=commit,
+                          threads=gensar.get_num_threads())
+        csv_path = Path(args.csv or out / f"{name}.raw.csv")
+        csv_path.unlink(missing_ok=True)
+        ds = _load_dataset(args.dataset, args.path)
+        cfg = dict(PRESETS[args.preset], **json.loads(args.set))
+        for seed in args.seeds:
+            run_seed(ds, seed, args.methods, cfg, not args.no_progress, csv_path, provenance)
+        df = pd.read_csv(csv_path)
+    runs = df.groupby(["command", "commit", "threads"], sort=False)["seed"].unique()
+    header = [f"# Trade-off study on {args.dataset}", "",
+              f"Test split; mean ± std over seeds {sorted(df['seed'].unique().tolist())}. "
+              "Times are seconds per seed (train includes the embeddings and identifiers a method needs). "
+              "Produced by:", ""]
+    header += [f"- `{cmd}` at commit {commit}, {threads} thread(s), seeds {[int(s) for s in seeds]}"
+               for (cmd, commit, threads), seeds in runs.items()]
+    header = "\n".join(header)
     with open(out / f"{name}.csv", "w") as f:
-        f.write(f"# command: {command}\n# commit: {commit}\n")
+        f.write("".join(f"# {line}\n" for line in header.splitlines()[2:] if line))
         df.to_csv(f, index=False)
     summary = summarise(df)
     write_markdown(summary, out / f"{name}.md", header)

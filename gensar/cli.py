@@ -29,7 +29,8 @@ def _load_dataset(name, path=None, seed=0):
     from . import datasets
 
     if name == "toy":
-        return datasets.toy(seed=seed)
+        # enough items that every user keeps 99 unseen items for the sampled protocol
+        return datasets.toy(n_users=100, n_items=240, seed=seed)
     return datasets.load(name, path, seed=seed) if path else datasets.load(name, seed=seed)
 
 
