@@ -127,7 +127,8 @@ def main():
     rng = np.random.default_rng(0)
     model = Seq2Seq({"vocab_size": args.vocab, "dropout_rate": 0.0}, seed=0)
     print(f"model: {model}")
-    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, threads {args.threads}, beams {args.beams} (all returned), input length {args.input_len}, "
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, threads {args.threads}, "
+          f"beams {args.beams} (all returned), input length {args.input_len}, "
           f"log-sum-exp kernel {gensar._core.log_sum_exp_kernel_name()}")
 
     hf = None

@@ -14,10 +14,18 @@ Row-wise kernels act on the last axis: an array of shape (..., C) is seen as
     rmsnorm_backward(x, weight, rstd, dy) -> (dx, dweight)
     activation(name, x) -> y;                  activation_backward(name, x, dy) -> dx
         name: "relu", "gelu_tanh" (T5 gated-gelu), "gelu_erf" (BERT)
+    linear(x, W, b=None) -> y            x (..., C), W (OC, C) (PyTorch layout), y (..., OC)
+    linear_backward(x, W, dy) -> (dx, dW, db)
+    adamw_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay)   in place
+    clip_grad_norm(grads, max_norm) -> norm before clipping                     in place
 """
 from ._core import (
     activation,
     activation_backward,
+    adamw_step,
+    clip_grad_norm,
+    linear,
+    linear_backward,
     gemm_kernel_name,
     layernorm,
     layernorm_backward,
@@ -30,5 +38,6 @@ from ._core import sgemm as matmul
 
 __all__ = [
     "matmul", "softmax", "softmax_backward", "layernorm", "layernorm_backward", "rmsnorm",
-    "rmsnorm_backward", "activation", "activation_backward", "gemm_kernel_name",
+    "rmsnorm_backward", "activation", "activation_backward", "linear", "linear_backward",
+    "adamw_step", "clip_grad_norm", "gemm_kernel_name",
 ]

@@ -222,6 +222,21 @@ class Seq2Seq:
         """AdamW updates taken so far."""
         return _core.t5_step(self._model)
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything training needs to resume exactly: weights, AdamW moments and
+        the step count (which also seeds the dropout masks). Copies."""
+        return {"params": self.params.copy(), "adam_m": self.adam_m.copy(),
+                "adam_v": self.adam_v.copy(), "step": np.array([self.step], np.int64)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restores a state_dict() in place."""
+        for key in ("params", "adam_m", "adam_v"):
+            src = np.asarray(state[key], dtype=np.float32)
+            if src.shape != self.params.shape:
+                raise ValueError(f"state {key!r} has shape {src.shape}, the model needs {self.params.shape}")
+            getattr(self, key)[...] = src
+        _core.t5_set_step(self._model, int(np.asarray(state["step"]).ravel()[0]))
+
     def init_weights(self, seed: int = 0) -> None:
         """HF T5's initialisation (``T5PreTrainedModel._init_weights``), from a
         NumPy generator seeded with ``seed``; resets the optimizer state."""

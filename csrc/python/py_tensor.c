@@ -7,6 +7,8 @@
 
 #include "../common.h"
 #include "../tensor/gemm.h"
+#include "../nn/linear.h"
+#include "../nn/optim.h"
 #include "../tensor/ops.h"
 
 static PyObject *py_sgemm(PyObject *self, PyObject *args, PyObject *kw)
@@ -321,6 +323,136 @@ static PyObject *py_gemm_kernel_name(PyObject *self, PyObject *noargs)
     return PyUnicode_FromString(gs_sgemm_kernel_name());
 }
 
+
+/* Checks W (OC, C) against x (..., C) and an optional bias (OC). */
+static int check_linear_args(PyArrayObject *x, PyObject *ow, PyObject *ob, PyArrayObject **w,
+                             PyArrayObject **b)
+{
+    *w = gs_check_array(ow, "W", NPY_FLOAT32, 2, 2);
+    if (!*w) return -1;
+    if (PyArray_DIM(*w, 1) != gs_last_dim(x)) {
+        PyErr_Format(PyExc_ValueError, "W must have shape (out_features, %d) to match x, got (%zd, %zd)",
+                     gs_last_dim(x), (Py_ssize_t)PyArray_DIM(*w, 0), (Py_ssize_t)PyArray_DIM(*w, 1));
+        return -1;
+    }
+    *b = NULL;
+    if (ob && ob != Py_None) {
+        *b = gs_check_array(ob, "b", NPY_FLOAT32, 1, 1);
+        if (!*b) return -1;
+        if (PyArray_DIM(*b, 0) != PyArray_DIM(*w, 0)) {
+            PyErr_Format(PyExc_ValueError, "b must have shape (%zd,), got (%zd,)",
+                         (Py_ssize_t)PyArray_DIM(*w, 0), (Py_ssize_t)PyArray_DIM(*b, 0));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *py_linear(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"x", "W", "b", NULL};
+    PyObject *ox, *ow, *ob = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O", kwlist, &ox, &ow, &ob)) return NULL;
+    PyArrayObject *x = gs_check_array(ox, "x", NPY_FLOAT32, 1, 8), *w, *b;
+    if (!x || check_linear_args(x, ow, ob, &w, &b)) return NULL;
+    npy_intp dims[NPY_MAXDIMS];
+    int nd = PyArray_NDIM(x);
+    for (int i = 0; i < nd; i++) dims[i] = PyArray_DIM(x, i);
+    dims[nd - 1] = PyArray_DIM(w, 0);
+    PyArrayObject *y = gs_new_f32(nd, dims);
+    if (!y) return NULL;
+    size_t N = gs_rows(x);
+    int C = gs_last_dim(x), OC = (int)PyArray_DIM(w, 0);
+    const float *pb = b ? PyArray_DATA(b) : NULL;
+    Py_BEGIN_ALLOW_THREADS
+    gs_linear_forward(N, C, OC, PyArray_DATA(x), PyArray_DATA(w), pb, PyArray_DATA(y));
+    Py_END_ALLOW_THREADS
+    return (PyObject *)y;
+}
+
+static PyObject *py_linear_backward(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *ox, *ow, *ody;
+    if (!PyArg_ParseTuple(args, "OOO", &ox, &ow, &ody)) return NULL;
+    PyArrayObject *x = gs_check_array(ox, "x", NPY_FLOAT32, 1, 8), *w, *b;
+    if (!x || check_linear_args(x, ow, NULL, &w, &b)) return NULL;
+    PyArrayObject *dy = gs_check_array(ody, "dy", NPY_FLOAT32, 1, 8);
+    if (!dy) return NULL;
+    size_t N = gs_rows(x);
+    int C = gs_last_dim(x), OC = (int)PyArray_DIM(w, 0);
+    if (gs_rows(dy) != N || gs_last_dim(dy) != OC) {
+        PyErr_Format(PyExc_ValueError, "dy must have shape (..., %d) with the leading shape of x", OC);
+        return NULL;
+    }
+    npy_intp bdim[1] = {OC};
+    PyArrayObject *dx = gs_new_f32_like(x);
+    PyArrayObject *dw = (PyArrayObject *)PyArray_ZEROS(2, PyArray_DIMS(w), NPY_FLOAT32, 0);
+    PyArrayObject *db = (PyArrayObject *)PyArray_ZEROS(1, bdim, NPY_FLOAT32, 0);
+    if (!dx || !dw || !db) {
+        Py_XDECREF(dx), Py_XDECREF(dw), Py_XDECREF(db);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    gs_linear_backward(N, C, OC, PyArray_DATA(x), PyArray_DATA(w), PyArray_DATA(dy),
+                       PyArray_DATA(dx), PyArray_DATA(dw), PyArray_DATA(db));
+    Py_END_ALLOW_THREADS
+    return Py_BuildValue("NNN", dx, dw, db);
+}
+
+static PyObject *py_adamw_step(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"params", "grads", "m", "v", "step", "lr", "beta1", "beta2", "eps",
+                             "weight_decay", NULL};
+    PyObject *op, *og, *om, *ov;
+    long t;
+    gs_adamw_config cfg = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOl|fffff", kwlist, &op, &og, &om, &ov, &t,
+                                     &cfg.lr, &cfg.beta1, &cfg.beta2, &cfg.eps, &cfg.weight_decay))
+        return NULL;
+    PyArrayObject *p = gs_check_out_array(op, "params", NPY_FLOAT32, 1, 1);
+    if (!p) return NULL;
+    PyArrayObject *g = gs_check_array(og, "grads", NPY_FLOAT32, 1, 1);
+    if (!g || gs_same_shape(p, "params", g, "grads")) return NULL;
+    PyArrayObject *m = gs_check_out_array(om, "m", NPY_FLOAT32, 1, 1);
+    if (!m || gs_same_shape(p, "params", m, "m")) return NULL;
+    PyArrayObject *v = gs_check_out_array(ov, "v", NPY_FLOAT32, 1, 1);
+    if (!v || gs_same_shape(p, "params", v, "v")) return NULL;
+    if (t < 1) {
+        PyErr_Format(PyExc_ValueError, "step must be >= 1 (it counts updates from 1), got %ld", t);
+        return NULL;
+    }
+    if (!(cfg.lr >= 0.0f) || !(cfg.beta1 >= 0.0f && cfg.beta1 < 1.0f) ||
+        !(cfg.beta2 >= 0.0f && cfg.beta2 < 1.0f) || !(cfg.eps > 0.0f) || !(cfg.weight_decay >= 0.0f)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "AdamW needs lr >= 0, 0 <= beta1, beta2 < 1, eps > 0, weight_decay >= 0");
+        return NULL;
+    }
+    size_t n = (size_t)PyArray_SIZE(p);
+    Py_BEGIN_ALLOW_THREADS
+    gs_adamw_step(n, PyArray_DATA(p), PyArray_DATA(g), PyArray_DATA(m), PyArray_DATA(v), NULL, &cfg, t);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_clip_grad_norm(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *og;
+    double max_norm;
+    if (!PyArg_ParseTuple(args, "Od", &og, &max_norm)) return NULL;
+    PyArrayObject *g = gs_check_out_array(og, "grads", NPY_FLOAT32, 1, 1);
+    if (!g) return NULL;
+    double norm;
+    size_t n = (size_t)PyArray_SIZE(g);
+    Py_BEGIN_ALLOW_THREADS
+    norm = gs_clip_grad_norm(n, PyArray_DATA(g), max_norm);
+    Py_END_ALLOW_THREADS
+    return PyFloat_FromDouble(norm);
+}
+
 PyMethodDef gs_tensor_methods[] = {
     {"sgemm", (PyCFunction)(void (*)(void))py_sgemm, METH_VARARGS | METH_KEYWORDS,
      "sgemm(a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None) -> out\n\n"
@@ -340,6 +472,15 @@ PyMethodDef gs_tensor_methods[] = {
      "activation(name, x) -> y with name in 'relu', 'gelu_tanh', 'gelu_erf'."},
     {"activation_backward", py_activation_backward, METH_VARARGS,
      "activation_backward(name, x, dy) -> dx."},
+    {"linear", (PyCFunction)(void (*)(void))py_linear, METH_VARARGS | METH_KEYWORDS,
+     "linear(x, W, b=None) -> y: x (..., C) @ W^T, W (OC, C), b (OC) -> y (..., OC)."},
+    {"linear_backward", py_linear_backward, METH_VARARGS,
+     "linear_backward(x, W, dy) -> (dx, dW, db)."},
+    {"adamw_step", (PyCFunction)(void (*)(void))py_adamw_step, METH_VARARGS | METH_KEYWORDS,
+     "adamw_step(params, grads, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, "
+     "weight_decay=0.01): one in-place AdamW update of flat float32 buffers; step counts from 1."},
+    {"clip_grad_norm", py_clip_grad_norm, METH_VARARGS,
+     "clip_grad_norm(grads, max_norm) -> norm before clipping; scales grads in place."},
     {"gemm_kernel_name", py_gemm_kernel_name, METH_NOARGS,
      "gemm_kernel_name() -> str: the SGEMM micro-kernel chosen for this CPU."},
     {NULL, NULL, 0, NULL}};

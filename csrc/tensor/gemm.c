@@ -129,24 +129,31 @@ const char *gs_sgemm_kernel_name(void)
 /* Packs op(A)[i0:i0+mc, p0:p0+kc] into MR-row panels, (kc, MR) each, zero-padded. */
 static void pack_a(int trans_a, const float *A, int lda, int i0, int mc, int p0, int kc, float *dst)
 {
-    for (int ir = 0; ir < mc; ir += MR) {
-        int mr = mc - ir < MR ? mc - ir : MR;
-        float *d = dst + (size_t)ir * kc;
-        if (!trans_a) {
+    int mc_pad = (mc + MR - 1) / MR * MR;
+    if (!trans_a) {
+        for (int ir = 0; ir < mc_pad; ir += MR) {
+            float *d = dst + (size_t)ir * kc;
             for (int i = 0; i < MR; i++) {
-                if (i < mr) {
+                if (ir + i < mc) {
                     const float *src = A + (size_t)(i0 + ir + i) * lda + p0;
                     for (int p = 0; p < kc; p++) d[p * MR + i] = src[p];
                 } else {
                     for (int p = 0; p < kc; p++) d[p * MR + i] = 0.0f;
                 }
             }
-        } else {
-            for (int p = 0; p < kc; p++) {
-                const float *src = A + (size_t)(p0 + p) * lda + i0 + ir;
+        }
+    } else {
+        /* A is stored (K, M): read each row of A once, contiguously, and scatter it
+         * into the panels (strided reads of MR floats per row would waste most of
+         * every cache line). */
+        for (int p = 0; p < kc; p++) {
+            const float *src = A + (size_t)(p0 + p) * lda + i0;
+            for (int ir = 0; ir < mc_pad; ir += MR) {
+                float *d = dst + (size_t)ir * kc + (size_t)p * MR;
+                int mr = mc - ir < MR ? mc - ir : MR;
                 int i = 0;
-                for (; i < mr; i++) d[p * MR + i] = src[i];
-                for (; i < MR; i++) d[p * MR + i] = 0.0f;
+                for (; i < mr; i++) d[i] = src[ir + i];
+                for (; i < MR; i++) d[i] = 0.0f;
             }
         }
     }

@@ -1,0 +1,9 @@
+"""Baselines on the same splits and metrics as GenSAR (see gensar.evaluate).
+
+Each baseline is a scorer: ``fit(dataset)`` then ``score(task, examples)`` ->
+float array (n_examples, n_items), higher is better.
+"""
+from .bm25 import BM25Search
+from .popularity import Popularity
+
+__all__ = ["BM25Search", "Popularity"]

@@ -1,0 +1,315 @@
+"""GenSAR's training tasks: (input text, target tokens) pairs built from the protocol.
+
+Tasks (the reference's names in brackets; GENSAR.md section 3):
+
+============  =========================================  =====================================
+task          input                                      target
+============  =========================================  =====================================
+nrip          history                                    <rec_item> + collaborative ID
+              [SeqRecWithSrcHis]
+nsip          history + query [PerSrcWithRecHis]         <src_item> + semantic ID
+nsqp          history [QGenWithRecHis]                   <src_query> + query text
+adhoc         pseudo-query of an item [AdHocSrc_Doc2Query]  <src_item> + semantic ID
+item2sem      item text [Item2Index]                     <src_item> + semantic ID
+item2col      item text [Item2Index]                     <rec_item> + collaborative ID
+sem2item      <src_item> + semantic ID [Index2Item]      item title
+col2item      <rec_item> + collaborative ID [Index2Item] item title
+============  =========================================  =====================================
+
+The history is the user's time-ordered mix of recommendation clicks, written
+``<rec_item>`` + collaborative ID, and search sessions, written ``<src_query>``
+query ``<src_item>`` + semantic ID, separated by "; " (the last `n_rec`
+recommendation items and last `n_search` search clicks, as in the reference:
+5 and 5). Each task has ten instruction phrasings written for this project;
+training draws one at random per example, evaluation uses phrasing 0 unless
+told otherwise.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .tokenizer import REC_ITEM, SRC_ITEM, SRC_QUERY, Tokenizer
+
+TASKS = ("nrip", "nsip", "nsqp", "adhoc", "item2sem", "item2col", "sem2item", "col2item")
+
+TEMPLATES = {
+    "nrip": [
+        "The user's recent activity, oldest first: {history}. Recommend the next item.",
+        "Given this history of clicks and searches: {history}. Which item should be recommended next?",
+        "History: {history}. Predict the item this user will click next in their feed.",
+        "A user interacted with: {history}. What will they want to see next?",
+        "Based on {history}, suggest the next item for this user.",
+        "These are the user's past recommendations and searches: {history}. Next recommendation:",
+        "Continue the sequence with the most likely next item: {history}.",
+        "Knowing the user engaged with {history}, pick the item to recommend now.",
+        "Recommendation request. Past behaviour: {history}. Output the next item.",
+        "What should the platform show this user next, given {history}?",
+    ],
+    "nsip": [
+        "The user's recent activity, oldest first: {history}. They now search for \"{query}\". Which item will they click?",
+        "History: {history}. Query: {query}. Return the item the user wants.",
+        "Given the history {history}, find the item that best answers the search \"{query}\".",
+        "A user with history {history} typed \"{query}\". Predict the clicked result.",
+        "Search request: {query}. User history: {history}. Output the matching item.",
+        "Personalised search. Past behaviour: {history}. Query: {query}.",
+        "Which item does this user look for with \"{query}\", knowing {history}?",
+        "Retrieve the item for the query \"{query}\" for a user who engaged with {history}.",
+        "Query \"{query}\" from a user whose history is {history}. Best result:",
+        "Find the item the user will pick after searching \"{query}\". Their history: {history}.",
+    ],
+    "nsqp": [
+        "The user's recent activity, oldest first: {history}. What will they search for next?",
+        "History: {history}. Predict the user's next search query.",
+        "Given {history}, write the query this user is likely to type next.",
+        "A user interacted with {history}. Next query:",
+        "Based on the history {history}, generate the user's next search.",
+        "What will this user look for next, knowing {history}?",
+        "Suggest a search query for a user with this history: {history}.",
+        "Query prediction. Past behaviour: {history}.",
+        "The user engaged with {history}. What do they search now?",
+        "Anticipate the next search of a user whose history is {history}.",
+    ],
+    "adhoc": [
+        "Find the item for the query \"{query}\".",
+        "Search: {query}.",
+        "Which item best matches \"{query}\"?",
+        "Return the item a user searching \"{query}\" wants.",
+        "Query: {query}. Best result:",
+        "Retrieve the item described by the search \"{query}\".",
+        "A user searches for \"{query}\". Which item fits?",
+        "Answer the search request \"{query}\" with one item.",
+        "Look up the item for: {query}.",
+        "What is the most relevant item for \"{query}\"?",
+    ],
+    "item2sem": [
+        "Item: {item}. What is its search identifier?",
+        "Give the semantic ID of this item: {item}.",
+        "Which search identifier belongs to \"{item}\"?",
+        "Map the item description to its semantic ID: {item}.",
+        "Search identifier of the item {item}:",
+        "Write the semantic ID for: {item}.",
+        "The item is {item}. Output its identifier for search.",
+        "Encode this item as a search identifier: {item}.",
+        "Identify the item {item} with its semantic ID.",
+        "What semantic ID does the item \"{item}\" have?",
+    ],
+    "item2col": [
+        "Item: {item}. What is its recommendation identifier?",
+        "Give the collaborative ID of this item: {item}.",
+        "Which recommendation identifier belongs to \"{item}\"?",
+        "Map the item description to its collaborative ID: {item}.",
+        "Recommendation identifier of the item {item}:",
+        "Write the collaborative ID for: {item}.",
+        "The item is {item}. Output its identifier for recommendation.",
+        "Encode this item as a recommendation identifier: {item}.",
+        "Identify the item {item} with its collaborative ID.",
+        "What collaborative ID does the item \"{item}\" have?",
+    ],
+    "sem2item": [
+        "Which item has the search identifier {item}?",
+        "Describe the item {item}.",
+        "Name the item behind the semantic ID {item}.",
+        "Semantic ID {item} refers to which item?",
+        "Decode the search identifier {item} into the item's title.",
+        "Title of the item {item}:",
+        "What is the item {item}?",
+        "Tell me which item {item} is.",
+        "Translate the identifier {item} to the item name.",
+        "The search identifier is {item}. Which item is it?",
+    ],
+    "col2item": [
+        "Which item has the recommendation identifier {item}?",
+        "Describe the item {item}.",
+        "Name the item behind the collaborative ID {item}.",
+        "Collaborative ID {item} refers to which item?",
+        "Decode the recommendation identifier {item} into the item's title.",
+        "Title of the item {item}:",
+        "What is the item {item}?",
+        "Tell me which item {item} is.",
+        "Translate the identifier {item} to the item name.",
+        "The recommendation identifier is {item}. Which item is it?",
+    ],
+}
+
+class TaskBuilder:
+    """Turns a :class:`gensar.datasets.Dataset` plus identifiers into task examples.
+
+    dataset : gensar.datasets.Dataset, or None for a builder that only renders
+        histories and targets (inference on a loaded model)
+    tokenizer : gensar.tokenizer.Tokenizer
+    semantic_ids, collaborative_ids : int arrays (n_items, L) of level codes
+    n_rec, n_search : how many recent recommendation items / search clicks a history keeps
+    rec_id, search_id : which identifier recommendation / search items are written
+        with (GenSAR: collaborative / semantic; the ablations use one kind for both)
+    """
+
+    def __init__(self, dataset, tokenizer: Tokenizer, semantic_ids, collaborative_ids,
+                 n_rec: int = 5, n_search: int = 5, rec_id: str = "collaborative",
+                 search_id: str = "semantic"):
+        semantic_ids, collaborative_ids = np.asarray(semantic_ids), np.asarray(collaborative_ids)
+        n = len(semantic_ids) if dataset is None else dataset.n_items
+        for name, ids in (("semantic_ids", semantic_ids), ("collaborative_ids", collaborative_ids)):
+            if ids.ndim != 2 or ids.shape[0] != n:
+                raise ValueError(f"{name} must have one row per item ({n}), got {ids.shape}")
+        if n_rec < 0 or n_search < 0:
+            raise ValueError("n_rec and n_search must be >= 0")
+        self.ds, self.tok = dataset, tokenizer
+        self.n_rec, self.n_search = int(n_rec), int(n_search)
+        self.id_text = {"semantic": np.array(tokenizer.id_strings("semantic", semantic_ids), dtype=object),
+                        "collaborative": np.array(tokenizer.id_strings("collaborative", collaborative_ids), dtype=object)}
+        self.id_tokens = {"semantic": tokenizer.id_token_ids("semantic", semantic_ids),
+                          "collaborative": tokenizer.id_token_ids("collaborative", collaborative_ids)}
+        # Which identifier each ID-producing task generates, and its behaviour token.
+        self.target_id = {"nrip": (rec_id, REC_ITEM), "nsip": (search_id, SRC_ITEM),
+                          "adhoc": (search_id, SRC_ITEM), "item2sem": ("semantic", SRC_ITEM),
+                          "item2col": ("collaborative", REC_ITEM)}
+        self.rec_text = REC_ITEM + self.id_text[rec_id]
+        self.src_text = SRC_ITEM + self.id_text[search_id]
+        if dataset is not None:
+            ev = dataset.events
+            self._kind_is_rec = (ev["kind"].to_numpy() == "rec")
+            items = ev["item"].to_numpy()
+            queries = ev["query"].to_numpy(dtype=object)
+            src = SRC_QUERY + " " + queries + " " + self.src_text[items]
+            self._event_text = np.where(self._kind_is_rec, self.rec_text[items], src)
+
+    @classmethod
+    def for_items(cls, tokenizer, semantic_ids, collaborative_ids, **kw) -> "TaskBuilder":
+        """A builder without a dataset: renders histories and targets only."""
+        return cls(None, tokenizer, semantic_ids, collaborative_ids, **kw)
+
+    # ------------------------------------------------------------------ pieces
+    def _latest(self, is_rec: np.ndarray) -> np.ndarray:
+        """Positions (in order) of the last n_rec rec and last n_search search events."""
+        pos = np.arange(len(is_rec))
+        rec, src = pos[is_rec], pos[~is_rec]
+        keep = np.concatenate([rec[max(0, len(rec) - self.n_rec):] if self.n_rec else rec[:0],
+                               src[max(0, len(src) - self.n_search):] if self.n_search else src[:0]])
+        keep.sort()
+        return keep
+
+    def history_text(self, history_rows) -> str:
+        """Event rows of the dataset (oldest first) -> the history string."""
+        rows = np.asarray(history_rows, dtype=np.int64)
+        keep = rows[self._latest(self._kind_is_rec[rows])]
+        return "; ".join(self._event_text[keep]) if len(keep) else "(no history yet)"
+
+    def render_history(self, events) -> str:
+        """[(kind, item index, query), ...] oldest first -> the history string."""
+        if not events:
+            return "(no history yet)"
+        is_rec = np.array([k == "rec" for k, _, _ in events])
+        parts = []
+        for p in self._latest(is_rec):
+            kind, item, query = events[p]
+            parts.append(self.rec_text[item] if kind == "rec" else f"{SRC_QUERY} {query} {self.src_text[item]}")
+        return "; ".join(parts)
+
+    def target_tokens(self, task: str, item: int) -> list:
+        kind, behaviour = self.target_id[task]
+        return [self.tok.behaviour_ids[behaviour], *self.id_tokens[kind][item].tolist(), self.tok.eos_id]
+
+    def text_target_tokens(self, text: str, behaviour: str | None = None) -> list:
+        ids = self.tok.backend.encode(text, add_special_tokens=False).ids
+        head = [self.tok.behaviour_ids[behaviour]] if behaviour else []
+        return head + ids + [self.tok.eos_id]
+
+    # ------------------------------------------------------------------ examples
+    def examples(self, task: str, split: str, pseudo_queries=None) -> pd.DataFrame:
+        """Examples of one task as a DataFrame with columns ``task``, ``fields``
+        (dict filling the template placeholders), ``target`` (token id list) and
+        ``item`` (the target item, -1 for text targets).
+
+        history tasks (nrip, nsip, nsqp) use the dataset's split; item tasks
+        (adhoc, item2sem, item2col, sem2item, col2item) cover every item and exist
+        for split "train" only. adhoc needs pseudo_queries: a list of query lists,
+        one list per item.
+        """
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        if self.ds is None:
+            raise RuntimeError("this TaskBuilder has no dataset (made by for_items)")
+        if task in ("nrip", "nsip", "nsqp"):
+            ex = self.ds.examples("rec" if task == "nrip" else "search", split)
+            hist = [self.history_text(h) for h in ex["history"]]
+            targets = ex["target"].to_numpy()
+            if task == "nrip":
+                fields = [{"history": h} for h in hist]
+                tgt = [self.target_tokens(task, t) for t in targets]
+                items = targets
+            elif task == "nsip":
+                fields = [{"history": h, "query": q} for h, q in zip(hist, ex["query"])]
+                tgt = [self.target_tokens(task, t) for t in targets]
+                items = targets
+            else:
+                fields = [{"history": h} for h in hist]
+                tgt = [self.text_target_tokens(q, SRC_QUERY) for q in ex["query"]]
+                items = np.full(len(ex), -1)
+            return pd.DataFrame({"task": task, "fields": fields, "target": tgt, "item": items})
+        if split != "train":
+            raise ValueError(f"task {task!r} covers every item and is a training task only")
+        n = self.ds.n_items
+        titles = self.ds.items["title"].astype(str).tolist()
+        texts = self.ds.items["text"].astype(str).tolist()
+        if task == "adhoc":
+            if pseudo_queries is None or len(pseudo_queries) != n:
+                raise ValueError(f"adhoc needs pseudo_queries: one list of queries per item ({n})")
+            rows = [(q, i) for i in range(n) for q in pseudo_queries[i] if q]
+            fields = [{"query": q} for q, _ in rows]
+            items = np.array([i for _, i in rows], dtype=np.int64)
+            tgt = [self.target_tokens(task, i) for i in items]
+        elif task in ("item2sem", "item2col"):
+            fields = [{"item": t} for t in texts]
+            items = np.arange(n)
+            tgt = [self.target_tokens(task, i) for i in items]
+        else:
+            kind, behaviour = ("semantic", SRC_ITEM) if task == "sem2item" else ("collaborative", REC_ITEM)
+            fields = [{"item": behaviour + s} for s in self.id_text[kind]]
+            items = np.full(n, -1)
+            tgt = [self.text_target_tokens(t) for t in titles]
+        return pd.DataFrame({"task": task, "fields": fields, "target": tgt, "item": items})
+
+
+def render(examples: pd.DataFrame, rng: np.random.Generator | None = None, template: int = 0) -> list:
+    """Input strings of examples: a random phrasing per example when rng is given
+    (training), else phrasing `template` (evaluation)."""
+    out = []
+    for task, fields in zip(examples["task"], examples["fields"]):
+        options = TEMPLATES[task]
+        k = int(rng.integers(len(options))) if rng is not None else template
+        out.append(options[k].format(**fields))
+    return out
+
+
+def mix(parts: dict, weights: dict | None, rng: np.random.Generator) -> pd.DataFrame:
+    """One epoch's mixture: task t contributes weight_t * len(parts[t]) examples
+    (sampled without replacement up to its size, with replacement beyond),
+    shuffled together. Missing weights count as 1; weight 0 drops a task."""
+    weights = weights or {}
+    chunks = []
+    for task, df in parts.items():
+        w = float(weights.get(task, 1.0))
+        if w < 0:
+            raise ValueError(f"task weight must be >= 0, got {w} for {task}")
+        n = int(round(w * len(df)))
+        if n == 0 or len(df) == 0:
+            continue
+        idx = rng.permutation(len(df))[:n] if n <= len(df) else rng.integers(len(df), size=n)
+        chunks.append(df.iloc[idx])
+    if not chunks:
+        raise ValueError("every task has weight 0 or no examples: nothing to train on")
+    out = pd.concat(chunks, ignore_index=True)
+    return out.iloc[rng.permutation(len(out))].reset_index(drop=True)
+
+
+def encode_batch(tokenizer: Tokenizer, inputs, targets, max_input: int, max_target: int):
+    """Inputs (strings) and targets (token id lists) -> a training batch dict:
+    input_ids / attention_mask int32 (B, T_in), labels int32 (B, T_out) with -100 on padding."""
+    ids, mask = tokenizer.encode(inputs, max_input)
+    T = min(max_target, max(len(t) for t in targets))
+    labels = np.full((len(targets), T), -100, np.int32)
+    for i, t in enumerate(targets):
+        t = t[:T]
+        labels[i, :len(t)] = t
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}

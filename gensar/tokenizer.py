@@ -1,0 +1,221 @@
+"""Text + identifier tokenizer of GenSAR.
+
+Text (instructions, queries, item text) is split by a WordPiece vocabulary that
+is trained on the dataset's own text with the `tokenizers` library. Every
+identifier code is one atomic token, and each level has its own tokens: code 17
+at level a is ``<a_17>``, a different token from ``<b_17>``. Levels are lettered
+in this order: the shared levels, then the semantic-specific levels, then the
+collaborative-specific levels, so with the reference layout (2 shared, 2 + 2
+specific) a semantic ID reads ``<a_3><b_250><c_17><d_9>`` and the same item's
+collaborative ID ``<a_3><b_250><e_41><f_0>``. Behaviour tokens mark what a
+sequence is: ``<rec_item>``, ``<src_query>``, ``<src_item>``.
+
+Token ids are laid out so that identifier tokens are contiguous:
+0 ``<pad>`` (also the decoder start token, as in T5), 1 ``</s>``, 2 ``<unk>``,
+3..5 the behaviour tokens, then every level's codes, then the text vocabulary.
+"""
+from __future__ import annotations
+
+import json
+import os
+import string
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
+REC_ITEM, SRC_QUERY, SRC_ITEM = "<rec_item>", "<src_query>", "<src_item>"
+BEHAVIOURS = (REC_ITEM, SRC_QUERY, SRC_ITEM)
+ID_KINDS = ("semantic", "collaborative")
+
+
+@dataclass(frozen=True)
+class IDLayout:
+    """Codebook sizes of the identifier levels.
+
+    shared: sizes of the levels both identifiers share (their common prefix);
+    semantic / collaborative: sizes of each identifier's specific levels.
+    """
+
+    shared: tuple = (256, 256)
+    semantic: tuple = (256, 256)
+    collaborative: tuple = (256, 256)
+
+    def __post_init__(self):
+        for name in ("shared", "semantic", "collaborative"):
+            sizes = tuple(int(s) for s in getattr(self, name))
+            if any(s < 1 for s in sizes):
+                raise ValueError(f"IDLayout.{name} sizes must be >= 1, got {sizes}")
+            object.__setattr__(self, name, sizes)
+        if len(self.semantic) != len(self.collaborative):
+            raise ValueError("semantic and collaborative IDs must have the same number of levels")
+        if len(self.shared) + len(self.semantic) + len(self.collaborative) > 26:
+            raise ValueError("at most 26 identifier levels (one letter each)")
+
+    @property
+    def length(self) -> int:
+        """Tokens in one identifier (without the behaviour token)."""
+        return len(self.shared) + len(self.semantic)
+
+    def levels(self, kind: str) -> list:
+        """Indices into the letter list of the levels that make up a `kind` ID."""
+        if kind not in ID_KINDS:
+            raise ValueError(f"kind must be one of {ID_KINDS}, got {kind!r}")
+        ls, lp = len(self.shared), len(self.semantic)
+        tail = range(ls, ls + lp) if kind == "semantic" else range(ls + lp, ls + 2 * lp)
+        return list(range(ls)) + list(tail)
+
+    @property
+    def all_sizes(self) -> tuple:
+        return self.shared + self.semantic + self.collaborative
+
+
+class Tokenizer:
+    """WordPiece text tokens plus atomic identifier and behaviour tokens.
+
+    Build with :meth:`train`; persist with :meth:`save` / :meth:`load`.
+    """
+
+    def __init__(self, backend, layout: IDLayout):
+        self.backend = backend
+        self.layout = layout
+        self.pad_id, self.eos_id, self.unk_id = 0, 1, 2
+        self.behaviour_ids = {b: 3 + i for i, b in enumerate(BEHAVIOURS)}
+        offsets = np.cumsum((0,) + layout.all_sizes)[:-1] + 3 + len(BEHAVIOURS)
+        self.level_offsets = offsets.astype(np.int64)  # first token id of each level
+        self.first_text_id = int(3 + len(BEHAVIOURS) + sum(layout.all_sizes))
+        for i, tok in enumerate(self._special_tokens()):
+            if backend.token_to_id(tok) != i:
+                raise ValueError(f"tokenizer vocabulary does not match the layout: {tok} should be id {i}")
+
+    # ------------------------------------------------------------------ build
+    @staticmethod
+    def _letters(n: int) -> str:
+        return string.ascii_lowercase[:n]
+
+    def _special_tokens(self) -> list:
+        return special_tokens(self.layout)
+
+    @classmethod
+    def train(cls, texts, layout: IDLayout = IDLayout(), vocab_size: int = 4000,
+              min_frequency: int = 2) -> "Tokenizer":
+        """Learns a lower-cased WordPiece vocabulary of about `vocab_size` text tokens
+        from an iterable of strings (item texts, queries, instructions)."""
+        from tokenizers import Tokenizer as Backend
+        from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+
+        if vocab_size < 100:
+            raise ValueError(f"vocab_size must be >= 100, got {vocab_size}")
+        texts = [t for t in texts if isinstance(t, str) and t]
+        if not texts:
+            raise ValueError("train needs at least one non-empty text")
+        specials = special_tokens(layout)
+        backend = Backend(models.WordPiece(unk_token=UNK))
+        backend.normalizer = normalizers.BertNormalizer(lowercase=True, clean_text=True,
+                                                        handle_chinese_chars=True, strip_accents=True)
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        backend.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=len(specials) + vocab_size,
+                                            min_frequency=min_frequency, special_tokens=specials,
+                                            show_progress=False)
+        backend.train_from_iterator(texts, trainer)
+        return cls(backend, layout)
+
+    # ------------------------------------------------------------------ identifiers
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size()
+
+    def id_token_ids(self, kind: str, codes, behaviour: str | None = None) -> np.ndarray:
+        """Token ids of identifiers.
+
+        codes : int array (N, L) of level codes, L = layout.length
+        behaviour : optional behaviour token prepended to every row
+        returns : int32 (N, L) or (N, L + 1)
+        """
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[1] != self.layout.length:
+            raise ValueError(f"codes must have shape (N, {self.layout.length}), got {codes.shape}")
+        if not np.issubdtype(codes.dtype, np.integer):
+            raise TypeError(f"codes must be integers, got {codes.dtype}")
+        levels = self.layout.levels(kind)
+        sizes = np.array([self.layout.all_sizes[lv] for lv in levels])
+        if codes.size and (codes.min() < 0 or (codes >= sizes).any()):
+            raise ValueError(f"codes out of range for the layout: level sizes {sizes.tolist()}")
+        ids = (codes + self.level_offsets[levels]).astype(np.int32)
+        if behaviour is not None:
+            if behaviour not in self.behaviour_ids:
+                raise ValueError(f"behaviour must be one of {BEHAVIOURS}, got {behaviour!r}")
+            ids = np.concatenate([np.full((len(ids), 1), self.behaviour_ids[behaviour], np.int32), ids], 1)
+        return ids
+
+    def id_strings(self, kind: str, codes) -> list:
+        """Identifiers as text, e.g. '<a_3><b_250><c_17><d_9>', one per row of codes."""
+        ids = self.id_token_ids(kind, codes)
+        vocab = self.specials_by_id()
+        return ["".join(vocab[i] for i in row) for row in ids.tolist()]
+
+    def specials_by_id(self) -> list:
+        return self._special_tokens()
+
+    # ------------------------------------------------------------------ text
+    def encode(self, texts, max_length: int, eos: bool = True):
+        """Texts -> (input_ids int32 (B, T), attention_mask int32 (B, T)), right-padded
+        with <pad> to the longest row (at most max_length); </s> ends each row when eos.
+        Longer texts keep their LAST tokens: histories are oldest-first, so the
+        newest interactions and the instruction's end survive truncation."""
+        if isinstance(texts, str):
+            raise TypeError("encode takes a list of strings, not a single string")
+        texts = list(texts)
+        if not texts:
+            raise ValueError("encode needs at least one text")
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {max_length}")
+        enc = self.backend.encode_batch(texts, add_special_tokens=False)
+        rows = []
+        room = max_length - (1 if eos else 0)
+        for e in enc:
+            ids = e.ids[-room:] if room > 0 else []
+            rows.append(ids + [self.eos_id] if eos else ids)
+        T = max(1, max(len(r) for r in rows))
+        out = np.zeros((len(rows), T), np.int32)
+        mask = np.zeros((len(rows), T), np.int32)
+        for i, r in enumerate(rows):
+            out[i, :len(r)] = r
+            mask[i, :len(r)] = 1
+        return out, mask
+
+    def decode(self, ids) -> str:
+        """Token ids -> text; stops at </s> and drops pad / identifier / behaviour tokens."""
+        ids = [int(i) for i in ids]
+        if self.eos_id in ids:
+            ids = ids[:ids.index(self.eos_id)]
+        return self.backend.decode([i for i in ids if i >= self.first_text_id or i == self.unk_id])
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory) -> None:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.backend.save(str(d / "tokenizer.json"))
+        (d / "id_layout.json").write_text(json.dumps(asdict(self.layout)))
+
+    @classmethod
+    def load(cls, directory) -> "Tokenizer":
+        from tokenizers import Tokenizer as Backend
+
+        d = Path(directory)
+        for f in ("tokenizer.json", "id_layout.json"):
+            if not (d / f).is_file():
+                raise FileNotFoundError(f"{d / f} is missing; was the tokenizer saved with Tokenizer.save?")
+        layout = IDLayout(**{k: tuple(v) for k, v in json.loads((d / "id_layout.json").read_text()).items()})
+        return cls(Backend.from_file(os.fspath(d / "tokenizer.json")), layout)
+
+
+def special_tokens(layout: IDLayout) -> list:
+    """All atomic tokens in id order: pad, eos, unk, behaviours, then level codes."""
+    letters = string.ascii_lowercase
+    toks = [PAD, EOS, UNK, *BEHAVIOURS]
+    for lv, size in enumerate(layout.all_sizes):
+        toks += [f"<{letters[lv]}_{c}>" for c in range(size)]
+    return toks

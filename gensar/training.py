@@ -1,0 +1,190 @@
+"""The training loop: Python drives epochs and batches, C does each step.
+
+:class:`Trainer` runs a model's ``train_step`` over seeded epochs with a
+progress bar (loss, examples/s), validates after every epoch, keeps the best
+checkpoint by a chosen metric, stops early after `patience` epochs without
+improvement, and resumes exactly after an interruption: the model and its
+optimizer state, the schedule position, and the data order (each epoch's order
+depends only on (seed, epoch), so a resumed epoch skips the batches already
+done and continues with the very same batches).
+
+The model must provide ``train_step(batch, lr) -> float``,
+``state_dict() -> dict[str, ndarray]`` (weights and optimizer state) and
+``load_state_dict(dict)``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+
+def make_schedule(lr: float, total_steps: int, schedule: str = "cosine", warmup: float = 0.01):
+    """A gensar.schedules schedule over total_steps with warm-up over the first
+    `warmup` share of steps."""
+    from . import schedules
+
+    if schedule not in ("constant", "linear", "cosine"):
+        raise ValueError(f"schedule must be 'constant', 'linear' or 'cosine', got {schedule!r}")
+    total_steps = max(1, int(total_steps))
+    warm = int(math.ceil(warmup * total_steps)) if warmup > 0 else 0
+    if schedule == "constant":
+        return schedules.constant(lr, warm)
+    return getattr(schedules, schedule)(lr, total_steps, warm)
+
+
+@dataclass
+class TrainerState:
+    epoch: int = 0              # epochs fully done
+    batch_in_epoch: int = 0     # batches of the current epoch done
+    step: int = 0               # optimizer steps done in total
+    best: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list = field(default_factory=list)
+
+
+class Trainer:
+    """Runs training with validation, early stopping, best checkpoint and resume.
+
+    model : object with train_step / state_dict / load_state_dict (see module doc)
+    make_epoch : epoch -> list of batches (dicts); must depend only on the epoch
+        number (and fixed seeds) so a resumed run sees the same batches
+    epochs : maximum number of epochs
+    lr, schedule, warmup : learning-rate schedule (see make_schedule); the
+        number of steps per epoch is taken from make_epoch(0)
+    validate : () -> dict of metrics, run after each epoch (None: no validation)
+    metric : key of the validate() dict to maximise for early stopping
+    patience : epochs without improvement before stopping (0: never stop early)
+    checkpoint_dir : where "last/" and "best/" go (None: keep the best in memory)
+    """
+
+    def __init__(self, model, make_epoch: Callable[[int], list], epochs: int, lr: float = 1e-3,
+                 schedule: str = "cosine", warmup: float = 0.01, validate=None,
+                 metric: str | None = None, patience: int = 0, checkpoint_dir=None,
+                 progress: bool = True, description: str = "train",
+                 checkpoint_every_s: float = 120.0):
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        if validate is not None and metric is None:
+            raise ValueError("give the metric to maximise when validate is set")
+        self.model, self.make_epoch, self.epochs = model, make_epoch, int(epochs)
+        self.lr, self.schedule, self.warmup = float(lr), schedule, float(warmup)
+        make_schedule(self.lr, 1, schedule, warmup)  # validates the schedule early
+        self.validate, self.metric, self.patience = validate, metric, int(patience)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.progress, self.description = progress, description
+        self.checkpoint_every_s = checkpoint_every_s
+        self.state = TrainerState()
+        self.best_state_: dict | None = None
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, which: str, with_state: bool) -> None:
+        if self.checkpoint_dir is None:
+            if which == "best":
+                self.best_state_ = {k: v.copy() for k, v in self.model.state_dict().items()}
+            return
+        from safetensors.numpy import save_file
+
+        d = self.checkpoint_dir / which
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / "model.safetensors.tmp"
+        save_file({k: np.ascontiguousarray(v) for k, v in self.model.state_dict().items()}, str(tmp))
+        tmp.replace(d / "model.safetensors")  # atomic: an interrupted save never corrupts
+        if with_state:
+            (d / "trainer.json").write_text(json.dumps(self.state.__dict__))
+
+    def resume(self) -> bool:
+        """Loads checkpoint_dir/last if present; returns whether it did."""
+        if self.checkpoint_dir is None or not (self.checkpoint_dir / "last" / "trainer.json").is_file():
+            return False
+        from safetensors.numpy import load_file
+
+        d = self.checkpoint_dir / "last"
+        self.model.load_state_dict(load_file(str(d / "model.safetensors")))
+        self.state = TrainerState(**json.loads((d / "trainer.json").read_text()))
+        return True
+
+    def load_best(self) -> None:
+        """Puts the best checkpoint's weights back into the model."""
+        if self.checkpoint_dir is not None and (self.checkpoint_dir / "best" / "model.safetensors").is_file():
+            from safetensors.numpy import load_file
+
+            self.model.load_state_dict(load_file(str(self.checkpoint_dir / "best" / "model.safetensors")))
+        elif self.best_state_ is not None:
+            self.model.load_state_dict(self.best_state_)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, resume: bool = True) -> pd.DataFrame:
+        """Trains; returns the per-epoch history (loss, lr, time, validation metrics)."""
+        from tqdm.auto import tqdm
+
+        if resume:
+            self.resume()
+        st = self.state
+        steps_per_epoch = len(self.make_epoch(0))
+        lr_of = make_schedule(self.lr, steps_per_epoch * self.epochs, self.schedule, self.warmup)
+        last_save = time.monotonic()
+        try:
+            while st.epoch < self.epochs:
+                batches = self.make_epoch(st.epoch)
+                bar = tqdm(total=len(batches), initial=st.batch_in_epoch, disable=not self.progress,
+                           desc=f"{self.description} epoch {st.epoch + 1}/{self.epochs}", leave=False)
+                t0, losses, seen = time.perf_counter(), [], 0
+                for b in batches[st.batch_in_epoch:]:
+                    lr = lr_of(st.step)
+                    loss = float(self.model.train_step(b, lr))
+                    if not math.isfinite(loss):
+                        raise FloatingPointError(
+                            f"loss became {loss} at step {st.step}; lower the learning rate "
+                            f"(now {self.lr}) or the gradient-clipping norm")
+                    losses.append(loss)
+                    seen += len(b["input_ids"])
+                    st.step += 1
+                    st.batch_in_epoch += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}",
+                                    ex_s=f"{seen / (time.perf_counter() - t0):.0f}")
+                    if time.monotonic() - last_save > self.checkpoint_every_s:
+                        self._save("last", True)
+                        last_save = time.monotonic()
+                bar.close()
+                row = {"epoch": st.epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
+                       "lr": lr_of(max(0, st.step - 1)),
+                       "seconds": time.perf_counter() - t0}
+                st.epoch += 1
+                st.batch_in_epoch = 0
+                stop = False
+                if self.validate is not None:
+                    metrics = self.validate()
+                    row.update(metrics)
+                    if self.metric not in metrics:
+                        raise KeyError(f"validate() returned no {self.metric!r}; it has {sorted(metrics)}")
+                    if metrics[self.metric] > st.best:
+                        st.best, st.best_epoch, st.bad_epochs = float(metrics[self.metric]), st.epoch, 0
+                        self._save("best", False)
+                    else:
+                        st.bad_epochs += 1
+                        stop = self.patience > 0 and st.bad_epochs >= self.patience
+                st.history.append(row)
+                if self.progress:
+                    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+                    tqdm.write(f"[{self.description}] {shown}")
+                self._save("last", True)
+                last_save = time.monotonic()
+                if stop:
+                    break
+        except KeyboardInterrupt:
+            self._save("last", True)
+            where = f" from {self.checkpoint_dir / 'last'}" if self.checkpoint_dir else ""
+            raise KeyboardInterrupt(f"training interrupted at epoch {st.epoch + 1}, batch "
+                                    f"{st.batch_in_epoch}; fit() again resumes{where}") from None
+        if self.validate is not None:
+            self.load_best()
+        return pd.DataFrame(st.history)

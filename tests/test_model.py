@@ -1,0 +1,77 @@
+"""The GenSAR estimator end to end on a tiny synthetic dataset (given IDs, tiny model)."""
+import numpy as np
+import pandas as pd
+import pytest
+
+import gensar
+from gensar import datasets
+
+TINY = dict(d_model=32, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=16, d_ff=64,
+            epochs=2, batch_size=32, vocab_size=150, valid_cases=10, num_beams=8, n_negatives=9,
+            shared_levels=(6, 6), specific_levels=(6, 6), doc2query_epochs=1, max_input_len=48)
+
+
+def unique_ids(n, seed=0):
+    rng = np.random.default_rng(seed)
+    sem = np.stack([rng.integers(0, 6, n), rng.integers(0, 6, n), np.arange(n) % 6, np.arange(n) // 6], 1)
+    col = sem.copy()
+    col[:, 2] = (np.arange(n) * 5) % 6
+    return sem, col
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    ds = datasets.toy(n_users=24, n_items=30, events_per_user=8, seed=1)
+    model = gensar.GenSAR(**TINY).fit(ds, ids=unique_ids(ds.n_items), progress=False)
+    return ds, model
+
+
+def test_fit_trains_validates_and_evaluates(fitted):
+    ds, model = fitted
+    h = model.history_
+    assert list(h["epoch"]) == [1, 2] and np.isfinite(h["loss"]).all()
+    assert {"rec_NDCG@10", "search_NDCG@10", "NDCG@10"} <= set(h.columns)
+    table = model.evaluate("test", progress=False)
+    assert set(zip(table["task"], table["protocol"])) == {
+        ("rec", "sampled"), ("rec", "full"), ("search", "sampled"), ("search", "full")}
+    assert ((table[["HR@1", "HR@10", "NDCG@10"]] >= 0) & (table[["HR@1", "HR@10", "NDCG@10"]] <= 1)).all().all()
+    assert (table["HR@10"] >= table["HR@5"]).all()
+    assert set(model.timings_) >= {"tokenizer", "doc2query", "train"}
+
+
+def test_recommend_and_search_return_real_items(fitted, tmp_path):
+    ds, model = fitted
+    ids = ds.items["item_id"].tolist()
+    rec = model.recommend([[ids[0], ids[3]], [("search", ids[1], "comedy"), ids[2]]], k=5)
+    assert list(rec.columns) == ["case", "rank", "item_id", "title", "score"]
+    assert set(rec["case"]) == {0, 1} and rec.groupby("case").size().tolist() == [5, 5]
+    assert set(rec["item_id"]) <= set(ids)
+    assert (rec.groupby("case")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
+    src = model.search(["comedy", "drama war"], histories=[[ids[0]], None], k=4)
+    assert src.groupby("case").size().tolist() == [4, 4]
+    model.save(tmp_path / "m")
+    back = gensar.GenSAR.load(tmp_path / "m")
+    pd.testing.assert_frame_equal(back.recommend([[ids[0], ids[3]]], k=5),
+                                  model.recommend([[ids[0], ids[3]]], k=5))
+
+
+def test_gensar_bad_input(fitted, tmp_path):
+    ds, model = fitted
+    with pytest.raises(KeyError, match="unknown item"):
+        model.recommend([["no-such-item"]])
+    with pytest.raises(ValueError, match="non-empty strings"):
+        model.search([""])
+    with pytest.raises(ValueError, match="histories"):
+        model.search(["a", "b"], histories=[[]])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        gensar.GenSAR().recommend([[1]])
+    with pytest.raises(ValueError, match="unknown GenSAR setting"):
+        gensar.GenSAR(d_modle=3)
+    with pytest.raises(ValueError, match="rec_id"):
+        gensar.GenSAR(rec_id="textual")
+    with pytest.raises(ValueError, match="share their first"):
+        sem, col = unique_ids(ds.n_items)
+        col[:, 0] = (col[:, 0] + 1) % 6
+        gensar.GenSAR(**TINY).fit(ds, ids=(sem, col), progress=False)
+    with pytest.raises(FileNotFoundError, match="GenSAR.save"):
+        gensar.GenSAR.load(tmp_path / "missing")

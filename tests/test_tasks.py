@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+
+from gensar import datasets
+from gensar.tasks import TASKS, TEMPLATES, TaskBuilder, encode_batch, mix, render
+from gensar.tokenizer import IDLayout, Tokenizer
+
+
+@pytest.fixture(scope="module")
+def world():
+    ds = datasets.toy(n_users=20, n_items=30, seed=3)
+    layout = IDLayout((4, 4), (4, 4), (4, 4))
+    texts = ds.items["text"].tolist() + [t for v in TEMPLATES.values() for t in v]
+    tok = Tokenizer.train(texts, layout, vocab_size=300, min_frequency=1)
+    rng = np.random.default_rng(0)
+    sem = rng.integers(0, 4, (ds.n_items, 4))
+    col = rng.integers(0, 4, (ds.n_items, 4))
+    col[:, :2] = sem[:, :2]  # shared prefix
+    return ds, tok, sem, col
+
+
+def test_ten_phrasings_per_task():
+    assert set(TEMPLATES) == set(TASKS)
+    assert all(len(v) == 10 and len(set(v)) == 10 for v in TEMPLATES.values())
+
+
+def test_history_uses_behaviour_tokens_and_keeps_the_latest(world):
+    ds, tok, sem, col = world
+    tb = TaskBuilder(ds, tok, sem, col, n_rec=2, n_search=1)
+    ex = ds.examples("rec", "test")
+    h = ex["history"].iloc[0]
+    text = tb.history_text(h)
+    kinds = [k for k, _, _ in ds.history_tuples(h)]
+    items = [i for _, i, _ in ds.history_tuples(h)]
+    assert text.count("<rec_item>") == min(2, kinds.count("rec"))
+    assert text.count("<src_query>") == min(1, kinds.count("search"))
+    last_rec = [i for k, i in zip(kinds, items) if k == "rec"][-1]
+    assert "<rec_item>" + tok.id_strings("collaborative", col[[last_rec]])[0] in text
+
+
+def test_targets_are_behaviour_token_id_and_eos(world):
+    ds, tok, sem, col = world
+    tb = TaskBuilder(ds, tok, sem, col)
+    nrip = tb.examples("nrip", "train")
+    row = nrip.iloc[0]
+    assert row["target"][0] == tok.behaviour_ids["<rec_item>"]
+    assert row["target"][1:-1] == tok.id_token_ids("collaborative", col[[row["item"]]])[0].tolist()
+    assert row["target"][-1] == tok.eos_id
+    nsip = tb.examples("nsip", "test")
+    assert len(nsip) == len(ds.examples("search", "test"))
+    assert all(t[0] == tok.behaviour_ids["<src_item>"] for t in nsip["target"])
+    nsqp = tb.examples("nsqp", "train")
+    assert (nsqp["item"] == -1).all()
+    q = ds.examples("search", "train")["query"].iloc[0]
+    assert tok.decode(nsqp["target"].iloc[0][1:]) == q
+
+
+def test_item_tasks_and_pseudo_queries(world):
+    ds, tok, sem, col = world
+    tb = TaskBuilder(ds, tok, sem, col)
+    pq = [["a query", ""] for _ in range(ds.n_items)]
+    adhoc = tb.examples("adhoc", "train", pseudo_queries=pq)
+    assert len(adhoc) == ds.n_items  # empty pseudo-queries skipped
+    for task in ("item2sem", "item2col", "sem2item", "col2item"):
+        assert len(tb.examples(task, "train")) == ds.n_items
+    with pytest.raises(ValueError, match="pseudo_queries"):
+        tb.examples("adhoc", "train")
+    with pytest.raises(ValueError, match="training task only"):
+        tb.examples("item2sem", "test")
+    with pytest.raises(ValueError, match="task must be one of"):
+        tb.examples("nope", "train")
+
+
+def test_mixing_weights_and_rendering_are_seeded(world):
+    ds, tok, sem, col = world
+    tb = TaskBuilder(ds, tok, sem, col)
+    parts = {"nrip": tb.examples("nrip", "train"), "item2sem": tb.examples("item2sem", "train")}
+    a = mix(parts, {"item2sem": 0.5}, np.random.default_rng(1))
+    b = mix(parts, {"item2sem": 0.5}, np.random.default_rng(1))
+    assert (a["task"] == "item2sem").sum() == round(0.5 * ds.n_items)
+    assert render(a, np.random.default_rng(2)) == render(b, np.random.default_rng(2))
+    assert all("{" not in s for s in render(a))
+    with pytest.raises(ValueError, match="nothing to train"):
+        mix(parts, {"nrip": 0, "item2sem": 0}, np.random.default_rng(0))
+    targets = a["target"].iloc[:8].tolist()
+    batch = encode_batch(tok, render(a.iloc[:8]), targets, 64, 8)
+    assert batch["input_ids"].shape == batch["attention_mask"].shape
+    for row, t in zip(batch["labels"], targets):
+        t = t[:8]
+        assert row[:len(t)].tolist() == t and (row[len(t):] == -100).all()
+
+
+def test_builder_bad_input(world):
+    ds, tok, sem, col = world
+    with pytest.raises(ValueError, match="one row per item"):
+        TaskBuilder(ds, tok, sem[:-1], col)
+    with pytest.raises(ValueError, match=">= 0"):
+        TaskBuilder(ds, tok, sem, col, n_rec=-1)
+
+
+def test_render_history_matches_dataset_rendering_and_ablation_kinds(world):
+    ds, tok, sem, col = world
+    tb = TaskBuilder(ds, tok, sem, col, n_rec=3, n_search=2)
+    h = ds.examples("search", "test")["history"].iloc[0]
+    assert tb.render_history(ds.history_tuples(h)) == tb.history_text(h)
+    assert tb.render_history([]) == "(no history yet)"
+    both_sem = TaskBuilder(ds, tok, sem, col, rec_id="semantic")
+    t = both_sem.examples("nrip", "train").iloc[0]
+    assert t["target"][1:-1] == tok.id_token_ids("semantic", sem[[t["item"]]])[0].tolist()
+    assert "<e_" not in both_sem.history_text(h)  # no collaborative tail tokens anywhere
+    lean = TaskBuilder.for_items(tok, sem, col)
+    assert lean.render_history([("rec", 0, "")]).startswith("<rec_item>")
+    with pytest.raises(RuntimeError, match="no dataset"):
+        lean.examples("nrip", "train")

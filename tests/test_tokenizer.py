@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from gensar.tokenizer import IDLayout, Tokenizer
+
+TEXTS = ["toy story (1995) animation children comedy", "golden eye action adventure thriller",
+         "four rooms thriller", "get shorty action comedy drama"] * 5
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer.train(TEXTS, IDLayout((4, 3), (5, 2), (6, 2)), vocab_size=120, min_frequency=1)
+
+
+def test_identifier_tokens_are_atomic_and_per_level(tok):
+    codes = np.array([[1, 2, 3, 1], [3, 0, 4, 0]])
+    sem = tok.id_token_ids("semantic", codes, behaviour="<src_item>")
+    col = tok.id_token_ids("collaborative", codes)
+    assert sem.shape == (2, 5) and col.shape == (2, 4)
+    assert sem[0, 0] == tok.behaviour_ids["<src_item>"]
+    assert np.array_equal(sem[:, 1:3], col[:, :2])  # the shared prefix is the same tokens
+    assert not np.intersect1d(sem[:, 3:], col[:, 2:]).size  # the tails are different tokens
+    s = tok.id_strings("semantic", codes)[0]
+    assert s == "<a_1><b_2><c_3><d_1>"
+    ids, mask = tok.encode([f"<src_item>{s}; next"], max_length=32, eos=False)
+    assert ids[0, :5].tolist() == sem[0].tolist()
+
+
+def test_encode_pads_truncates_from_the_left_and_decodes(tok):
+    ids, mask = tok.encode(["toy story", "four rooms thriller comedy drama"], max_length=4)
+    assert ids.shape == (2, 4) and ids.dtype == np.int32
+    assert mask[0].tolist()[-1] == 0 and ids[1, -1] == tok.eos_id
+    assert tok.decode(ids[0]) == "toy story"
+    assert tok.decode(ids[1]).endswith("drama")  # newest end kept
+
+
+def test_save_load_roundtrip(tok, tmp_path):
+    tok.save(tmp_path)
+    back = Tokenizer.load(tmp_path)
+    assert back.layout == tok.layout and back.vocab_size == tok.vocab_size
+    assert np.array_equal(back.encode(TEXTS[:3], 16)[0], tok.encode(TEXTS[:3], 16)[0])
+
+
+def test_tokenizer_bad_input(tok, tmp_path):
+    with pytest.raises(ValueError, match="out of range"):
+        tok.id_token_ids("semantic", np.array([[4, 0, 0, 0]]))
+    with pytest.raises(ValueError, match="shape"):
+        tok.id_token_ids("semantic", np.array([1, 2, 3, 4]))
+    with pytest.raises(ValueError, match="kind"):
+        tok.id_token_ids("textual", np.zeros((1, 4), int))
+    with pytest.raises(TypeError, match="integers"):
+        tok.id_token_ids("semantic", np.zeros((1, 4)))
+    with pytest.raises(TypeError, match="list of strings"):
+        tok.encode("one string", 8)
+    with pytest.raises(ValueError, match="at least one"):
+        Tokenizer.train([], vocab_size=200)
+    with pytest.raises(FileNotFoundError, match="Tokenizer.save"):
+        Tokenizer.load(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="same number of levels"):
+        IDLayout((2,), (2, 2), (2,))
