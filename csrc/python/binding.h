@@ -40,5 +40,7 @@ extern PyMethodDef gs_tensor_methods[];
 extern PyMethodDef gs_layers_methods[];
 extern PyMethodDef gs_t5_methods[];
 extern PyMethodDef gs_decode_methods[];
+extern PyMethodDef gs_quant_methods[];
+extern PyMethodDef gs_embeddings_methods[];
 
 #endif

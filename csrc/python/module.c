@@ -140,8 +140,9 @@ static PyMethodDef module_methods[] = {
     {NULL, NULL, 0, NULL}};
 
 /* One table per subsystem; module init concatenates them. */
-static PyMethodDef *method_tables[] = {module_methods, gs_tensor_methods, gs_layers_methods,
-                                       gs_t5_methods, gs_decode_methods, NULL};
+static PyMethodDef *method_tables[] = {
+    module_methods, gs_tensor_methods, gs_layers_methods, gs_t5_methods,
+    gs_decode_methods, gs_quant_methods, gs_embeddings_methods, NULL};
 
 static struct PyModuleDef core_module = {PyModuleDef_HEAD_INIT, "_core",
                                          "gensar's C core (see csrc/).", -1, NULL};

@@ -1,0 +1,375 @@
+/* Bindings of the embedding models: the BERT sentence encoder (csrc/nn/bert.h) and the
+ * SASRec sequential recommender (csrc/nn/sasrec.h). Models are PyCapsules whose destructor
+ * frees the C model; their parameters are exposed as zero-copy NumPy views that keep the
+ * capsule alive. Compute runs with the GIL released. */
+#include "binding.h"
+
+#include "../common.h"
+#include "../nn/bert.h"
+#include "../nn/sasrec.h"
+
+#define BERT_CAPSULE "gensar.bert"
+
+static void bert_capsule_free(PyObject *cap)
+{
+    gs_bert_free((gs_bert *)PyCapsule_GetPointer(cap, BERT_CAPSULE));
+}
+
+static gs_bert *bert_from(PyObject *cap)
+{
+    if (!PyCapsule_IsValid(cap, BERT_CAPSULE)) {
+        PyErr_SetString(PyExc_TypeError, "model must be a BERT handle made by bert_new()");
+        return NULL;
+    }
+    return (gs_bert *)PyCapsule_GetPointer(cap, BERT_CAPSULE);
+}
+
+static int parse_bert_config(PyObject *args, PyObject *kw, gs_bert_config *c)
+{
+    static char *kwlist[] = {"vocab_size", "hidden", "layers", "heads", "intermediate",
+                             "max_positions", "type_vocab_size", "layer_norm_eps", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiiiiif", kwlist, &c->vocab_size, &c->hidden,
+                                     &c->layers, &c->heads, &c->intermediate, &c->max_positions,
+                                     &c->type_vocab_size, &c->layer_norm_eps))
+        return -1;
+    int st = gs_bert_check_config(c);
+    if (st) {
+        gs_raise(st);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_bert_tensor_specs(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    gs_bert_config c;
+    if (parse_bert_config(args, kw, &c)) return NULL;
+    int n = gs_bert_num_tensors(&c);
+    PyObject *list = PyList_New(n);
+    if (!list) return NULL;
+    for (int i = 0; i < n; i++) {
+        gs_bert_tensor s;
+        gs_bert_tensor_spec(&c, i, &s);
+        PyObject *item = s.cols == 1 ? Py_BuildValue("(sn(i))", s.name, (Py_ssize_t)s.offset, s.rows)
+                                     : Py_BuildValue("(sn(ii))", s.name, (Py_ssize_t)s.offset,
+                                                     s.rows, s.cols);
+        if (!item) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
+static PyObject *py_bert_new(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    gs_bert_config c;
+    if (parse_bert_config(args, kw, &c)) return NULL;
+    gs_bert *m;
+    int st = gs_bert_create(&c, &m);
+    if (st) return gs_raise(st);
+    PyObject *cap = PyCapsule_New(m, BERT_CAPSULE, bert_capsule_free);
+    if (!cap) gs_bert_free(m);
+    return cap;
+}
+
+/* A 1-D float32 view of n floats at data, keeping `owner` alive. */
+static PyObject *view_of(float *data, size_t n, PyObject *owner)
+{
+    npy_intp dims[1] = {(npy_intp)n};
+    PyObject *arr = PyArray_SimpleNewFromData(1, dims, NPY_FLOAT32, data);
+    if (!arr) return NULL;
+    Py_INCREF(owner);
+    if (PyArray_SetBaseObject((PyArrayObject *)arr, owner) < 0) {
+        Py_DECREF(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+static PyObject *py_bert_params(PyObject *self, PyObject *cap)
+{
+    (void)self;
+    gs_bert *m = bert_from(cap);
+    if (!m) return NULL;
+    return view_of(m->params, m->n_params, cap);
+}
+
+static PyObject *py_bert_encode(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"model", "ids", "offsets", "type_ids", "pooling", "normalize", NULL};
+    PyObject *ocap, *oids, *ooff, *otype = Py_None;
+    int pooling = GS_BERT_POOL_MEAN, normalize = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|Oip", kwlist, &ocap, &oids, &ooff, &otype,
+                                     &pooling, &normalize))
+        return NULL;
+    gs_bert *m = bert_from(ocap);
+    if (!m) return NULL;
+    PyArrayObject *ids = gs_check_array(oids, "ids", NPY_INT32, 1, 1);
+    if (!ids) return NULL;
+    PyArrayObject *off = gs_check_array(ooff, "offsets", NPY_INT64, 1, 1);
+    if (!off) return NULL;
+    PyArrayObject *types = NULL;
+    if (otype != Py_None) {
+        types = gs_check_array(otype, "type_ids", NPY_INT32, 1, 1);
+        if (!types) return NULL;
+        if (gs_same_shape(ids, "ids", types, "type_ids")) return NULL;
+    }
+    npy_intp n_seq = PyArray_DIM(off, 0) - 1;
+    if (n_seq < 1 || n_seq > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "offsets must have n_sequences + 1 entries (>= 2), got %zd",
+                     (Py_ssize_t)PyArray_DIM(off, 0));
+        return NULL;
+    }
+    const int64_t *o = PyArray_DATA(off);
+    if (o[n_seq] != PyArray_DIM(ids, 0)) {
+        PyErr_Format(PyExc_ValueError, "offsets[-1] must equal len(ids) = %zd, got %lld",
+                     (Py_ssize_t)PyArray_DIM(ids, 0), (long long)o[n_seq]);
+        return NULL;
+    }
+    npy_intp dims[2] = {n_seq, m->cfg.hidden};
+    PyArrayObject *out = gs_new_f32(2, dims);
+    if (!out) return NULL;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = gs_bert_encode(m, (int)n_seq, o, PyArray_DATA(ids), types ? PyArray_DATA(types) : NULL,
+                        pooling, normalize, PyArray_DATA(out));
+    Py_END_ALLOW_THREADS
+    if (st) {
+        Py_DECREF(out);
+        return gs_raise(st);
+    }
+    return (PyObject *)out;
+}
+
+/* ------------------------------------------------------------------ SASRec */
+#define SASREC_CAPSULE "gensar.sasrec"
+
+static void sasrec_capsule_free(PyObject *cap)
+{
+    gs_sasrec_free((gs_sasrec *)PyCapsule_GetPointer(cap, SASREC_CAPSULE));
+}
+
+static gs_sasrec *sasrec_from(PyObject *cap)
+{
+    if (!PyCapsule_IsValid(cap, SASREC_CAPSULE)) {
+        PyErr_SetString(PyExc_TypeError, "model must be a SASRec handle made by sasrec_new()");
+        return NULL;
+    }
+    return (gs_sasrec *)PyCapsule_GetPointer(cap, SASREC_CAPSULE);
+}
+
+static int parse_sasrec_config(PyObject *args, PyObject *kw, gs_sasrec_config *c)
+{
+    static char *kwlist[] = {"n_items", "max_len", "hidden", "layers", "heads", "inner", "dropout",
+                             NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiiiif", kwlist, &c->n_items, &c->max_len,
+                                     &c->hidden, &c->layers, &c->heads, &c->inner, &c->dropout))
+        return -1;
+    int st = gs_sasrec_check_config(c);
+    if (st) {
+        gs_raise(st);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_sasrec_tensor_specs(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    gs_sasrec_config c;
+    if (parse_sasrec_config(args, kw, &c)) return NULL;
+    int n = gs_sasrec_num_tensors(&c);
+    PyObject *list = PyList_New(n);
+    if (!list) return NULL;
+    for (int i = 0; i < n; i++) {
+        gs_sasrec_tensor s;
+        gs_sasrec_tensor_spec(&c, i, &s);
+        PyObject *item = s.cols == 1
+                             ? Py_BuildValue("(sn(i)i)", s.name, (Py_ssize_t)s.offset, s.rows, s.decay)
+                             : Py_BuildValue("(sn(ii)i)", s.name, (Py_ssize_t)s.offset, s.rows,
+                                             s.cols, s.decay);
+        if (!item) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
+static PyObject *py_sasrec_new(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    gs_sasrec_config c;
+    if (parse_sasrec_config(args, kw, &c)) return NULL;
+    gs_sasrec *m;
+    int st = gs_sasrec_create(&c, &m);
+    if (st) return gs_raise(st);
+    PyObject *cap = PyCapsule_New(m, SASREC_CAPSULE, sasrec_capsule_free);
+    if (!cap) gs_sasrec_free(m);
+    return cap;
+}
+
+static PyObject *py_sasrec_buffers(PyObject *self, PyObject *cap)
+{
+    (void)self;
+    gs_sasrec *m = sasrec_from(cap);
+    if (!m) return NULL;
+    PyObject *p = view_of(m->params, m->n_params, cap), *g = view_of(m->grads, m->n_params, cap);
+    PyObject *mm = view_of(m->m, m->n_params, cap), *v = view_of(m->v, m->n_params, cap);
+    PyObject *out = (p && g && mm && v) ? PyTuple_Pack(4, p, g, mm, v) : NULL;
+    Py_XDECREF(p), Py_XDECREF(g), Py_XDECREF(mm), Py_XDECREF(v);
+    return out;
+}
+
+static PyObject *py_sasrec_step(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *cap;
+    long set = -1;
+    if (!PyArg_ParseTuple(args, "O|l", &cap, &set)) return NULL;
+    gs_sasrec *m = sasrec_from(cap);
+    if (!m) return NULL;
+    if (set >= 0) m->step = set;
+    return PyLong_FromLong(m->step);
+}
+
+/* seqs (B,T) int32 with T == max_len; returns B or -1 with an exception set. */
+static int check_seqs_array(gs_sasrec *m, PyArrayObject *a, const char *name)
+{
+    if (PyArray_DIM(a, 1) != m->cfg.max_len) {
+        PyErr_Format(PyExc_ValueError, "%s must have max_len = %d columns, got %zd", name,
+                     m->cfg.max_len, (Py_ssize_t)PyArray_DIM(a, 1));
+        return -1;
+    }
+    if (PyArray_DIM(a, 0) > INT32_MAX / 2) {
+        PyErr_Format(PyExc_ValueError, "%s has too many rows", name);
+        return -1;
+    }
+    return (int)PyArray_DIM(a, 0);
+}
+
+static PyObject *py_sasrec_forward_backward(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"model", "seqs", "targets", "train", "seed", NULL};
+    PyObject *ocap, *oseq, *otgt;
+    int train = 1;
+    unsigned long long seed = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|pK", kwlist, &ocap, &oseq, &otgt, &train, &seed))
+        return NULL;
+    gs_sasrec *m = sasrec_from(ocap);
+    if (!m) return NULL;
+    PyArrayObject *seqs = gs_check_array(oseq, "seqs", NPY_INT32, 2, 2);
+    if (!seqs) return NULL;
+    PyArrayObject *tgt = gs_check_array(otgt, "targets", NPY_INT32, 2, 2);
+    if (!tgt) return NULL;
+    if (gs_same_shape(seqs, "seqs", tgt, "targets")) return NULL;
+    int B = check_seqs_array(m, seqs, "seqs");
+    if (B < 0) return NULL;
+    double loss = 0.0;
+    size_t count = 0;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = gs_sasrec_forward_backward(m, B, PyArray_DATA(seqs), PyArray_DATA(tgt), train,
+                                    (uint64_t)seed, &loss, &count);
+    Py_END_ALLOW_THREADS
+    if (st) return gs_raise(st);
+    return Py_BuildValue("(dn)", loss, (Py_ssize_t)count);
+}
+
+static PyObject *py_sasrec_adamw(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"model", "lr", "beta1", "beta2", "eps", "weight_decay",
+                             "max_grad_norm", NULL};
+    PyObject *ocap;
+    gs_adamw_config cfg = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f};
+    double clip = 0.0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|fffffd", kwlist, &ocap, &cfg.lr, &cfg.beta1,
+                                     &cfg.beta2, &cfg.eps, &cfg.weight_decay, &clip))
+        return NULL;
+    gs_sasrec *m = sasrec_from(ocap);
+    if (!m) return NULL;
+    double norm = 0.0;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = gs_sasrec_adamw(m, &cfg, clip, &norm);
+    Py_END_ALLOW_THREADS
+    if (st) return gs_raise(st);
+    return PyFloat_FromDouble(norm);
+}
+
+static PyObject *py_sasrec_score(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *ocap, *oseq;
+    if (!PyArg_ParseTuple(args, "OO", &ocap, &oseq)) return NULL;
+    gs_sasrec *m = sasrec_from(ocap);
+    if (!m) return NULL;
+    PyArrayObject *seqs = gs_check_array(oseq, "seqs", NPY_INT32, 2, 2);
+    if (!seqs) return NULL;
+    int B = check_seqs_array(m, seqs, "seqs");
+    if (B < 0) return NULL;
+    npy_intp ds[2] = {B, m->cfg.n_items}, dh[2] = {B, m->cfg.hidden};
+    PyArrayObject *scores = gs_new_f32(2, ds), *hidden = gs_new_f32(2, dh);
+    if (!scores || !hidden) {
+        Py_XDECREF(scores), Py_XDECREF(hidden);
+        return NULL;
+    }
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = gs_sasrec_score(m, B, PyArray_DATA(seqs), PyArray_DATA(scores), PyArray_DATA(hidden));
+    Py_END_ALLOW_THREADS
+    if (st) {
+        Py_DECREF(scores), Py_DECREF(hidden);
+        return gs_raise(st);
+    }
+    PyObject *out = PyTuple_Pack(2, scores, hidden);
+    Py_DECREF(scores), Py_DECREF(hidden);
+    return out;
+}
+
+PyMethodDef gs_embeddings_methods[] = {
+    {"bert_tensor_specs", (PyCFunction)(void (*)(void))py_bert_tensor_specs,
+     METH_VARARGS | METH_KEYWORDS,
+     "bert_tensor_specs(vocab_size, hidden, layers, heads, intermediate, max_positions, "
+     "type_vocab_size, layer_norm_eps) -> [(name, offset, shape)]: layout of the parameter "
+     "buffer (q/k/v fused as attention.self.qkv, rows q then k then v)."},
+    {"bert_new", (PyCFunction)(void (*)(void))py_bert_new, METH_VARARGS | METH_KEYWORDS,
+     "bert_new(vocab_size, hidden, layers, heads, intermediate, max_positions, type_vocab_size, "
+     "layer_norm_eps) -> handle of a BERT encoder with zeroed parameters."},
+    {"bert_params", py_bert_params, METH_O,
+     "bert_params(model) -> float32 (n_params,) writable view of the parameter buffer."},
+    {"bert_encode", (PyCFunction)(void (*)(void))py_bert_encode, METH_VARARGS | METH_KEYWORDS,
+     "bert_encode(model, ids, offsets, type_ids=None, pooling=0, normalize=True) -> (B, H) "
+     "float32. ids int32 (N,) packed tokens; offsets int64 (B+1,), sequence b is "
+     "ids[offsets[b]:offsets[b+1]]; pooling 0 = mean over tokens, 1 = first ([CLS]) token."},
+    {"sasrec_tensor_specs", (PyCFunction)(void (*)(void))py_sasrec_tensor_specs,
+     METH_VARARGS | METH_KEYWORDS,
+     "sasrec_tensor_specs(n_items, max_len, hidden, layers, heads, inner, dropout) -> "
+     "[(name, offset, shape, decay)]: layout of the parameter buffer."},
+    {"sasrec_new", (PyCFunction)(void (*)(void))py_sasrec_new, METH_VARARGS | METH_KEYWORDS,
+     "sasrec_new(n_items, max_len, hidden, layers, heads, inner, dropout) -> handle (zeroed "
+     "parameters; initialise them through sasrec_buffers)."},
+    {"sasrec_buffers", py_sasrec_buffers, METH_O,
+     "sasrec_buffers(model) -> (params, grads, adam_m, adam_v): float32 (n_params,) views."},
+    {"sasrec_step", py_sasrec_step, METH_VARARGS,
+     "sasrec_step(model, set=-1) -> AdamW steps taken (sets it first if set >= 0)."},
+    {"sasrec_forward_backward", (PyCFunction)(void (*)(void))py_sasrec_forward_backward,
+     METH_VARARGS | METH_KEYWORDS,
+     "sasrec_forward_backward(model, seqs, targets, train=True, seed=0) -> (mean loss, count). "
+     "seqs (B, max_len) int32 left-padded, 0 = padding, item i as i+1; targets (B, max_len) "
+     "int32 next item in [0, n_items) or -100. Overwrites the gradient buffer."},
+    {"sasrec_adamw", (PyCFunction)(void (*)(void))py_sasrec_adamw, METH_VARARGS | METH_KEYWORDS,
+     "sasrec_adamw(model, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0, "
+     "max_grad_norm=0) -> gradient norm before clipping; one AdamW update."},
+    {"sasrec_score", py_sasrec_score, METH_VARARGS,
+     "sasrec_score(model, seqs) -> (scores (B, n_items), hidden (B, hidden)) after the last slot, "
+     "evaluation mode (no dropout)."},
+    {NULL, NULL, 0, NULL}};

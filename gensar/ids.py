@@ -1,0 +1,711 @@
+"""Dual-purpose item identifiers (GenSAR section 2): joint residual quantisation.
+
+Every item gets two identifiers of L = len(shared_levels) + len(specific_levels)
+tokens that share their prefix:
+
+    semantic ID      = [shared_1 .. shared_Ls, semantic_1 .. semantic_Lp]
+    collaborative ID = [shared_1 .. shared_Ls, collab_1   .. collab_Lp]
+
+The numeric work (k-means, the RQ-VAE forward/backward and AdamW, the residual
+quantiser, Sinkhorn collision resolution) runs in ``gensar._core`` (C); this
+module drives the epochs and mini-batches, validates input, and keeps the
+fitted state (scikit-learn style: ``fit`` returns self, fitted attributes end
+with ``_``).
+
+Methods (``DualIDs(method=...)``), all sharing the same quantiser and collision code:
+
+- ``"joint"`` (default): the GenSAR RQ-VAE. Two MLP encoders map the semantic and
+  collaborative embeddings to h-d latents, shared codebooks quantise the
+  concatenated 2h latent, tower-specific codebooks quantise each half of the
+  residual, two MLP decoders reconstruct the embeddings.
+- ``"residual_kmeans"``: no network; residual k-means on the raw concatenation
+  [semantic | collaborative] with the same shared + specific level structure
+  (specific codebooks on the raw semantic and collaborative slices).
+- ``"single"``: TIGER-style single-embedding RQ-VAE on the semantic embedding
+  with all levels shared; the one ID serves as both semantic and collaborative ID.
+- ``"random"``: uniformly random codes per level (a lower bound).
+
+Collisions. Nearest-code assignment can give two items the same ID. After
+fitting (and in ``transform``), each ID kind is made unique by changing only its
+last level, inside each prefix group (items sharing the first L-1 tokens; the
+shared prefix is therefore never changed): every code keeps the item nearest to
+it, and the other items of the group ("colliders") are re-assigned over the
+group's free codes with a Sinkhorn-balanced plan (centred distances, epsilon
+0.003, 50 iterations, as in the reference), one to one, colliders nearest to
+their original code choosing first. Exactly duplicate embeddings therefore get
+distinct IDs: the lowest item index keeps the nearest code, the others take the
+next codes by the plan. If a prefix group holds more items than the last
+codebook has codes, uniqueness is impossible at L levels: with
+``overflow="error"`` (default) ``fit`` raises a ValueError saying so; with
+``overflow="extra_level"`` a disambiguation token (the item's rank among the
+items still sharing its ID, 0 for most) is appended to every ID of that kind,
+which then has L + 1 tokens.
+
+Collision rate = (N - number of distinct IDs) / N.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["DualIDs", "kmeans", "make_synthetic_embeddings"]
+
+METHODS = ("joint", "residual_kmeans", "single", "random")
+
+# Default epochs: the reference trains ~500 epochs on 60k items with a GPU. On a
+# CPU one epoch of the reference-size joint RQ-VAE over 60k items takes a few
+# seconds per thread (see benchmarks/bench_ids.py), so the default is 100
+# epochs; raise `epochs` toward 500 for the reference budget.
+DEFAULT_EPOCHS = 100
+
+
+def _as_float_matrix(x, name, allow_none=False):
+    """Checks one embedding matrix (N, d) of real floats; returns float32 C-contiguous."""
+    if x is None:
+        if allow_none:
+            return None
+        raise TypeError(f"{name} is required (an (N, d) float array), got None")
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except Exception as e:  # pragma: no cover - exotic objects
+            raise TypeError(f"{name} must be an (N, d) float array, got {type(x).__name__}") from e
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(
+            f"{name} must hold real floating-point numbers (float16/32/64), got dtype {x.dtype}; "
+            f"convert with .astype(np.float32)")
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-dimensional (items, features), got shape {x.shape}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {x.shape})")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(
+            f"{name} contains NaN or infinite values in {bad.size} rows (first: row {bad[0]}); "
+            f"clean or drop those items first")
+    return x
+
+
+def kmeans(x, k, n_init=1, max_iter=300, tol=1e-4, seed=0, init=None):
+    """k-means in C: greedy k-means++ seeding, Lloyd iterations, empty-cluster
+    repair, best inertia of ``n_init`` runs; deterministic for a given seed.
+
+    x (N, d) float array (converted to float32); k <= N. init (k, d) or None:
+    starting centroids instead of k-means++ (then one run).
+    Returns (centroids (k, d) float32, labels (N,) int64, inertia float: sum of
+    squared distances of the points to their centroid).
+    """
+    x = _as_float_matrix(x, "x")
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if k > x.shape[0]:
+        raise ValueError(f"k = {k} clusters need at least {k} points, got {x.shape[0]}")
+    for name, v in (("n_init", n_init), ("max_iter", max_iter)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if init is not None:
+        init = _as_float_matrix(init, "init")
+        if init.shape != (k, x.shape[1]):
+            raise ValueError(f"init must have shape ({k}, {x.shape[1]}), got {init.shape}")
+    C, labels, inertia = _core.kmeans(x, int(k), int(n_init), int(max_iter), float(tol), int(seed),
+                                      init)
+    return C, labels.astype(np.int64), inertia
+
+
+def _collision_rate(ids):
+    n = ids.shape[0]
+    return (n - np.unique(ids, axis=0).shape[0]) / n
+
+
+def _perplexity(codes, k):
+    counts = np.bincount(codes, minlength=k).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float(np.exp(-(p * np.log(p)).sum())), float((counts > 0).sum() / k)
+
+
+class DualIDs:
+    """Dual-purpose identifiers by joint residual quantisation (GenSAR).
+
+    Parameters (defaults = the reference settings unless noted)
+    ----------
+    shared_levels : codebook sizes of the shared levels (256, 256)
+    specific_levels : codebook sizes of the semantic- and collaborative-specific
+        levels (256, 256)
+    method : "joint" | "residual_kmeans" | "single" | "random" (see module doc)
+    latent_dim : h, latent width per embedding (32)
+    hidden : encoder hidden widths (512, 256, 128, 64); decoders mirror them
+    beta : commitment weight (0.25)
+    epochs : training epochs (default 100 on CPU, reference ~500)
+    batch_size : 1024; lr 1e-3; weight_decay 1e-5 (AdamW)
+    kmeans_iters : Lloyd iterations of the codebook k-means initialisation (and
+        of residual_kmeans)
+    sinkhorn_epsilon, sinkhorn_iters : 0.003, 50 (collision resolution)
+    overflow : "error" | "extra_level" (see module doc)
+    adapt_codebooks : shrink codebooks larger than the catalogue (or first
+        batch) with a warning instead of raising
+    scale_inputs : divide each embedding matrix by one scalar, its mean row L2
+        norm at fit time (not in the reference, whose semantic embeddings are
+        unit-norm already). It puts both reconstruction terms on the same
+        footing whatever the units of the collaborative embedding; without it an
+        embedding with large values (e.g. norm ~10) makes the straight-through
+        encoder outrun the codebooks and the quantisation loss diverge. The
+        geometry of each embedding is unchanged; reported reconstruction errors
+        are in the original units. False gives the reference exactly.
+    seed : every random choice (weights, batches, k-means) derives from it
+    progress : show a tqdm progress bar over epochs
+
+    Fitted attributes: semantic_ids_, collaborative_ids_ (N, L) int64,
+    history_ (per-epoch mean losses), shared_levels_, specific_levels_ (after
+    adaptation).
+    """
+
+    def __init__(self, shared_levels=(256, 256), specific_levels=(256, 256), method="joint",
+                 latent_dim=32, hidden=(512, 256, 128, 64), beta=0.25, epochs=DEFAULT_EPOCHS,
+                 batch_size=1024, lr=1e-3, weight_decay=1e-5, kmeans_iters=50,
+                 sinkhorn_epsilon=0.003, sinkhorn_iters=50, overflow="error",
+                 adapt_codebooks=True, scale_inputs=True, seed=0, progress=True):
+        self.shared_levels = tuple(shared_levels)
+        self.specific_levels = tuple(specific_levels)
+        self.method = method
+        self.latent_dim = latent_dim
+        self.hidden = tuple(hidden)
+        self.beta = beta
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.kmeans_iters = kmeans_iters
+        self.sinkhorn_epsilon = sinkhorn_epsilon
+        self.sinkhorn_iters = sinkhorn_iters
+        self.overflow = overflow
+        self.adapt_codebooks = adapt_codebooks
+        self.scale_inputs = scale_inputs
+        self.seed = seed
+        self.progress = progress
+
+    # ------------------------------------------------------------------ checks
+    def _check_params(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.overflow not in ("error", "extra_level"):
+            raise ValueError(f"overflow must be 'error' or 'extra_level', got {self.overflow!r}")
+        levels = self.shared_levels + self.specific_levels
+        if not levels:
+            raise ValueError("at least one level is needed (shared_levels or specific_levels)")
+        for k in levels:
+            if not isinstance(k, (int, np.integer)) or k < 1:
+                raise ValueError(f"codebook sizes must be positive integers, got {levels}")
+        if len(self.shared_levels) > 8 or len(self.specific_levels) > 8:
+            raise ValueError("at most 8 shared and 8 specific levels are supported")
+        for name in ("epochs", "batch_size", "latent_dim", "kmeans_iters"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < (0 if name == "epochs" else 1):
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+    def _check_inputs(self, semantic_emb, collaborative_emb, fitted=False):
+        needs_col = self.method != "single"
+        xs = _as_float_matrix(semantic_emb, "semantic_emb")
+        xc = _as_float_matrix(collaborative_emb, "collaborative_emb", allow_none=not needs_col)
+        if xc is not None and xc.shape[0] != xs.shape[0]:
+            raise ValueError(
+                f"semantic_emb has {xs.shape[0]} rows but collaborative_emb has {xc.shape[0]}; "
+                f"row i of both must describe the same item")
+        if self.method == "single":
+            xc = None  # the single-embedding baseline ignores the collaborative embedding
+        if fitted:
+            ds, dc = self.dims_
+            if xs.shape[1] != ds:
+                raise ValueError(f"semantic_emb must have {ds} columns as at fit time, got {xs.shape[1]}")
+            if xc is not None and xc.shape[1] != dc:
+                raise ValueError(
+                    f"collaborative_emb must have {dc} columns as at fit time, got {xc.shape[1]}")
+        return xs, xc
+
+    def _scaled(self, xs, xc):
+        a, b = self.input_scale_
+        xs = xs if a == 1.0 else np.ascontiguousarray(xs * np.float32(a))
+        xc = xc if (xc is None or b == 1.0) else np.ascontiguousarray(xc * np.float32(b))
+        return xs, xc
+
+    def _adapt_levels(self, n):
+        """Codebooks cannot be larger than the items that initialise them."""
+        limit = n if self.method in ("residual_kmeans", "random") else min(self.batch_size, n)
+        shared, specific = list(self.shared_levels), list(self.specific_levels)
+        too_big = [k for k in shared + specific if k > limit]
+        if too_big:
+            msg = (f"{n} items (first batch {limit}) are fewer than the codes of a level "
+                   f"(codebook sizes {tuple(shared)} + {tuple(specific)})")
+            if not self.adapt_codebooks:
+                raise ValueError(msg + "; use smaller codebooks, more items, or adapt_codebooks=True")
+            shared = [min(k, limit) for k in shared]
+            specific = [min(k, limit) for k in specific]
+            warnings.warn(msg + f"; shrinking them to {tuple(shared)} + {tuple(specific)}",
+                          UserWarning, stacklevel=3)
+        if self.method == "single":
+            shared, specific = shared + specific, []
+        capacity = math.prod(shared) * math.prod(specific)
+        if capacity < n and self.overflow == "error":
+            raise ValueError(
+                f"{n} items cannot get unique IDs from {capacity} possible codes "
+                f"({tuple(shared)} + {tuple(specific)}); use more or larger levels, or "
+                f"overflow='extra_level'")
+        return tuple(shared), tuple(specific)
+
+    # ---------------------------------------------------------------- quantiser
+    def _rq_dims(self):
+        if self.method == "joint":
+            return (self.latent_dim, self.latent_dim)
+        if self.method == "single":
+            return (self.latent_dim,)
+        if self.method == "residual_kmeans":
+            return self.dims_
+        return (1, 1)
+
+    def _n_levels(self):
+        return len(self.shared_levels_) + len(self.dims_q_) * len(self.specific_levels_)
+
+    def _kind_levels(self, t):
+        """Level indices (in code order) of ID kind t, and its last level."""
+        ns, npec = len(self.shared_levels_), len(self.specific_levels_)
+        if npec == 0 or len(self.dims_q_) == 1:
+            return list(range(ns + npec))
+        return list(range(ns)) + [ns + t * npec + j for j in range(npec)]
+
+    def _level_sizes(self):
+        return list(self.shared_levels_) + list(self.specific_levels_) * len(self.dims_q_)
+
+    def _codebooks_flat(self):
+        if self.method in ("joint", "single"):
+            return self._params[self._cb_offset:]
+        return self._codebooks
+
+    def _level_codebook(self, l):
+        sizes = self._level_sizes()
+        widths = ([sum(self.dims_q_)] * len(self.shared_levels_)
+                  + [w for w in self.dims_q_ for _ in self.specific_levels_])
+        off = sum(k * w for k, w in zip(sizes[:l], widths[:l]))
+        return self._codebooks_flat()[off:off + sizes[l] * widths[l]].reshape(sizes[l], widths[l])
+
+    def _latent(self, xs, xc):
+        if self.method in ("joint", "single"):
+            return _core.rqvae_latent(self._model, xs, xc)
+        if self.method == "residual_kmeans":
+            return np.ascontiguousarray(np.concatenate([xs, xc], axis=1))
+        return np.zeros((xs.shape[0], 2), np.float32)
+
+    def _same_chain(self, a, b):
+        """True if level b directly follows level a on the same residual slice."""
+        ns, npec = len(self.shared_levels_), len(self.specific_levels_)
+        if a < ns and b < ns:
+            return b == a + 1
+        if a >= ns and b >= ns:
+            return b == a + 1 and (a - ns) // npec == (b - ns) // npec
+        return False
+
+    def _assign(self, xs, xc, rng=None):
+        """Nearest codes (N, nL), the residual entering each kind's last level,
+        and the residual entering its second-to-last level (None when that
+        level quantises another slice)."""
+        z = self._latent(xs, xc)
+        n_kinds = len(self.dims_q_)
+        kinds = [self._kind_levels(t) for t in range(n_kinds)]
+        last = [lv[-1] for lv in kinds]
+        prev = [lv[-2] if len(lv) > 1 and self._same_chain(lv[-2], lv[-1]) else None
+                for lv in kinds]
+        want = sorted(set(last) | {p for p in prev if p is not None})
+        codes, zq, resid = _core.rq_encode(z, self._codebooks_flat(), self.dims_q_,
+                                           self.shared_levels_, self.specific_levels_,
+                                           levels=want)
+        resid = dict(zip(want, resid))
+        if self.method == "random":
+            rng = rng or np.random.default_rng(self.seed)
+            sizes = np.array(self._level_sizes())
+            codes = (rng.random(codes.shape) * sizes).astype(np.int32)
+        return codes, zq, [resid[l] for l in last], [None if p is None else resid[p] for p in prev]
+
+    def _spill(self, ids, r_last, r_prev, C_prev, C_last):
+        """Second-to-last level capacity: within a group of items sharing the
+        first L-2 tokens, a code of level L-2 can hold at most K_last items (one
+        per last-level code). Items beyond that (those farthest from the
+        codeword) move to the nearest code of level L-2 that still has room, and
+        take the nearest last-level code from their new residual. Changes ids
+        (N, L) and r_last in place; returns the number of items moved. Only
+        overloaded groups are touched, so this is a rare path."""
+        L = ids.shape[1]
+        K_prev, K_last = C_prev.shape[0], C_last.shape[0]
+        if L > 2:
+            _, group = np.unique(ids[:, :L - 2], axis=0, return_inverse=True)
+            group = group.ravel().astype(np.int64)
+        else:
+            group = np.zeros(ids.shape[0], np.int64)
+        key = group * K_prev + ids[:, L - 2]
+        counts = np.bincount(key, minlength=(int(group.max()) + 1) * K_prev)
+        over = np.flatnonzero(counts > K_last)
+        moved = 0
+        for k in over:
+            grp, c2 = divmod(int(k), K_prev)
+            members = np.flatnonzero(key == k)
+            d = ((r_prev[members] - C_prev[c2]) ** 2).sum(1)
+            for i in members[np.argsort(d, kind="stable")][K_last:]:
+                room = counts[grp * K_prev:(grp + 1) * K_prev] < K_last
+                if not room.any():
+                    break  # the whole group exceeds K_prev * K_last: left to overflow handling
+                dist = ((r_prev[i] - C_prev) ** 2).sum(1)
+                dist[~room] = np.inf
+                c = int(dist.argmin())
+                counts[k] -= 1
+                counts[grp * K_prev + c] += 1
+                ids[i, L - 2] = c
+                r_last[i] = r_prev[i] - C_prev[c]
+                ids[i, L - 1] = int(((r_last[i] - C_last) ** 2).sum(1).argmin())
+                moved += 1
+        return moved
+
+    def _resolve(self, codes, resid, prev=None, fixed_ids=None):
+        """Unique IDs per kind. codes (N, nL) int32 of the new items; resid / prev:
+        per kind the residual entering the last / second-to-last level; fixed_ids:
+        list per kind of already published IDs (M, L or L+1) that must not change
+        (then no second-to-last level spill is done)."""
+        n_kinds = len(self.dims_q_)
+        out, stats = [], []
+        sizes = self._level_sizes()
+        for t in range(n_kinds):
+            lv = self._kind_levels(t)
+            ids = np.ascontiguousarray(codes[:, lv], dtype=np.int32)
+            r = resid[t]
+            C = np.ascontiguousarray(self._level_codebook(lv[-1]))
+            n_new = ids.shape[0]
+            fixed = None
+            old = None
+            before = _collision_rate(ids)
+            spilled = 0
+            if fixed_ids is None and prev is not None and prev[t] is not None:
+                r = r.copy()
+                spilled = self._spill(ids, r, prev[t], self._level_codebook(lv[-2]), C)
+            if fixed_ids is not None:
+                old = fixed_ids[t]
+                ids = np.ascontiguousarray(np.concatenate([old[:, :len(lv)].astype(np.int32), ids]))
+                r = np.ascontiguousarray(np.concatenate([np.zeros((old.shape[0], r.shape[1]), np.float32), r]))
+                fixed = np.zeros(ids.shape[0], bool)
+                fixed[:old.shape[0]] = True
+            st = _core.resolve_collisions(ids, [sizes[l] for l in lv], r, C, fixed,
+                                          float(self.sinkhorn_epsilon), int(self.sinkhorn_iters))
+            st["collision_rate_before"] = before
+            st["spilled"] = spilled
+            ids = ids.astype(np.int64)
+            extra = self._extra_level_[t] if hasattr(self, "_extra_level_") else False
+            if old is not None and old.shape[1] > len(lv):  # published IDs carry an extra token
+                ids = np.concatenate([ids, np.zeros((ids.shape[0], 1), np.int64)], axis=1)
+                ids[:old.shape[0]] = old
+            if _collision_rate(ids) > 0:
+                if self.overflow == "error":
+                    raise ValueError(
+                        f"{'semantic' if t == 0 else 'collaborative'} IDs: a prefix group of "
+                        f"{st['largest_group']} items (items sharing the first {len(lv) - 1} "
+                        f"tokens) is larger than the last codebook ({sizes[lv[-1]]} codes), so "
+                        f"{st['unresolved']} items cannot get a unique ID; use larger "
+                        f"codebooks or DualIDs(overflow='extra_level')")
+                ids = self._append_rank(ids, n_fixed=0 if old is None else old.shape[0],
+                                        has_extra=old is not None and old.shape[1] > len(lv))
+                extra = True
+            out.append(ids[ids.shape[0] - n_new:])
+            stats.append((st, extra))
+        return out, stats
+
+    @staticmethod
+    def _append_rank(ids, n_fixed, has_extra):
+        """Disambiguation token: rank among items sharing the same ID (fixed rows first)."""
+        base = ids[:, :-1] if has_extra else ids
+        extra = ids[:, -1].copy() if has_extra else np.zeros(ids.shape[0], np.int64)
+        _, inv = np.unique(base, axis=0, return_inverse=True)
+        inv = inv.ravel()
+        used = {}
+        for i in range(n_fixed):
+            used.setdefault(inv[i], set()).add(int(extra[i]))
+        for i in range(n_fixed, ids.shape[0]):
+            taken = used.setdefault(inv[i], set())
+            e = 0
+            while e in taken:
+                e += 1
+            extra[i] = e
+            taken.add(e)
+        return np.concatenate([base, extra[:, None]], axis=1)
+
+    # ---------------------------------------------------------------------- fit
+    def fit(self, semantic_emb, collaborative_emb=None):
+        """Learns the quantiser and assigns unique IDs to every item.
+
+        semantic_emb (N, d_sem), collaborative_emb (N, d_col): real float arrays,
+        row i of both describing item i (collaborative_emb is ignored by
+        method="single"). Returns self.
+        """
+        self._check_params()
+        t0 = time.perf_counter()
+        xs, xc = self._check_inputs(semantic_emb, collaborative_emb)
+        n = xs.shape[0]
+        self.dims_ = (xs.shape[1], xc.shape[1] if xc is not None else 0)
+        self.input_scale_ = (1.0, 1.0)
+        if self.scale_inputs:
+            norm = lambda x: float(np.linalg.norm(x, axis=1).mean()) if x is not None else 1.0  # noqa: E731
+            self.input_scale_ = tuple(1.0 / v if v > 0 else 1.0 for v in (norm(xs), norm(xc)))
+        xs, xc = self._scaled(xs, xc)
+        self.shared_levels_, self.specific_levels_ = self._adapt_levels(n)
+        self.dims_q_ = self._rq_dims()
+        self.history_ = []
+        rng = np.random.default_rng(self.seed)
+        if self.method in ("joint", "single"):
+            self._fit_rqvae(xs, xc, rng)
+        elif self.method == "residual_kmeans":
+            z = self._latent(xs, xc)
+            self._codebooks = _core.rq_fit_kmeans(z, self.dims_q_, self.shared_levels_,
+                                                  self.specific_levels_, 1, int(self.kmeans_iters),
+                                                  int(self.seed))
+        else:
+            n_cb = sum(k * w for k, w in zip(
+                self._level_sizes(),
+                [sum(self.dims_q_)] * len(self.shared_levels_)
+                + [w for w in self.dims_q_ for _ in self.specific_levels_]))
+            self._codebooks = np.zeros(n_cb, np.float32)
+        codes, zq, resid, prev = self._assign(xs, xc, rng)
+        self._recon = self._reconstruction(xs, xc, zq)
+        self._raw_codes = codes
+        ids, stats = self._resolve(codes, resid, prev)
+        self._extra_level_ = [e for _, e in stats]
+        self._resolve_stats = [s for s, _ in stats]
+        if len(ids) == 1:  # single: one ID serves both tasks
+            ids = [ids[0], ids[0]]
+            self._resolve_stats = self._resolve_stats * 2
+        self.semantic_ids_, self.collaborative_ids_ = ids
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def _fit_rqvae(self, xs, xc, rng):
+        from tqdm.auto import tqdm
+
+        n = xs.shape[0]
+        bs = min(self.batch_size, n)
+        in_dims = (xs.shape[1],) if xc is None else (xs.shape[1], xc.shape[1])
+        self._model = _core.rqvae_new(in_dims, self.hidden, int(self.latent_dim),
+                                      self.shared_levels_, self.specific_levels_,
+                                      float(self.beta), int(bs), int(self.seed))
+        self._bind_buffers()
+        first = np.sort(rng.permutation(n)[:bs])
+        _core.rqvae_init_codebooks(self._model, xs[first], None if xc is None else xc[first],
+                                   int(self.kmeans_iters), int(self.seed))
+        bar = tqdm(range(self.epochs), desc=f"RQ-VAE ({self.method})", unit="epoch",
+                   disable=not self.progress, leave=False)
+        for _ in bar:
+            t0 = time.perf_counter()
+            perm = rng.permutation(n)
+            sums = np.zeros(4)
+            for s in range(0, n, bs):
+                idx = perm[s:s + bs]
+                losses = _core.rqvae_train_step(self._model, xs[idx],
+                                                None if xc is None else xc[idx],
+                                                float(self.lr), float(self.weight_decay))
+                sums += np.array(losses) * len(idx)
+            mean = sums / n
+            entry = dict(zip(("loss", "recon_semantic", "recon_collaborative", "quantisation"),
+                             mean.tolist()))
+            entry["seconds"] = time.perf_counter() - t0
+            self.history_.append(entry)
+            bar.set_postfix(loss=f"{mean[0]:.4g}")
+
+    def _bind_buffers(self):
+        self._params, self._grads, self._adam_m, self._adam_v = _core.rqvae_buffers(self._model)
+        layout = _core.rqvae_layout(self._model)
+        self._cb_offset = next(off for name, off, _ in layout if name.startswith("codebook"))
+
+    def _reconstruction(self, xs, xc, zq):
+        """Per-embedding reconstruction error of the quantised representation."""
+        out = {}
+        if self.method in ("joint", "single"):
+            _, err = _core.rqvae_reconstruct(self._model, xs, xc)
+            errs = [err[:, 0]] + ([err[:, 1]] if err.shape[1] > 1 else [])
+        elif self.method == "residual_kmeans":
+            ds = self.dims_[0]
+            errs = [((zq[:, :ds] - xs) ** 2).sum(1), ((zq[:, ds:] - xc) ** 2).sum(1)]
+        else:
+            errs = []
+        for name, x, e, sc in zip(("semantic", "collaborative"), (xs, xc), errs, self.input_scale_):
+            out[name] = {"mse": float(e.mean() / x.shape[1]) / sc ** 2,  # original units
+                         "relative": float(e.sum() / max((x.astype(np.float64) ** 2).sum(), 1e-30))}
+        return out
+
+    # ---------------------------------------------------------------- transform
+    def transform(self, semantic_emb, collaborative_emb=None, resolve=True):
+        """IDs for new items with the fitted quantiser (no refitting; cold start).
+
+        Returns (semantic_ids, collaborative_ids), each (M, L) int64. With
+        resolve=True the new IDs are made unique among themselves and against the
+        fitted catalogue's IDs (which never change), by the same last-level
+        re-assignment as fit; with resolve=False they are the plain nearest codes.
+        """
+        self._check_fitted()
+        xs, xc = self._check_inputs(semantic_emb, collaborative_emb, fitted=True)
+        xs, xc = self._scaled(xs, xc)
+        rng = np.random.default_rng([self.seed, len(xs)])
+        codes, _, resid, _ = self._assign(xs, xc, rng)
+        if not resolve:
+            ids = [codes[:, self._kind_levels(t)].astype(np.int64) for t in range(len(self.dims_q_))]
+        else:
+            fixed = [self.semantic_ids_, self.collaborative_ids_][:len(self.dims_q_)]
+            ids, _ = self._resolve(codes, resid, fixed_ids=fixed)
+        if len(ids) == 1:
+            ids = [ids[0], ids[0]]
+        return ids[0], ids[1]
+
+    # ------------------------------------------------------------------- report
+    def report(self):
+        """Quality of the fitted identifiers, as a dict:
+
+        - "collision_rate_before" / "collision_rate_after": {"semantic", "collaborative"}
+          fraction (N - distinct IDs) / N of the nearest-code IDs and of the final IDs;
+        - "levels": pandas DataFrame, one row per (ID kind, level): codebook size,
+          utilisation (fraction of codes used) and perplexity (exp of the entropy of
+          code usage; equals the codebook size when usage is uniform);
+        - "reconstruction": {"semantic", "collaborative"} -> {"mse" (mean squared error
+          per element), "relative" (sum ||xhat - x||^2 / sum ||x||^2)} (empty for random);
+        - "n_items", "method", "id_length", "fit_seconds", "moved" (items whose last
+          token was changed by collision resolution).
+        """
+        import pandas as pd
+
+        self._check_fitted()
+        kinds = ("semantic", "collaborative")
+        ids = (self.semantic_ids_, self.collaborative_ids_)
+        rows = []
+        sizes = self._level_sizes()
+        for t, kind in enumerate(kinds):
+            lv = self._kind_levels(min(t, len(self.dims_q_) - 1))
+            for j in range(ids[t].shape[1]):
+                k = sizes[lv[j]] if j < len(lv) else int(ids[t][:, j].max()) + 1
+                perp, util = _perplexity(ids[t][:, j], k)
+                rows.append({"id": kind, "level": j,
+                             "part": ("shared" if j < len(self.shared_levels_) else
+                                      "specific" if j < len(lv) else "disambiguation"),
+                             "codebook_size": k, "utilisation": util, "perplexity": perp})
+        before = {}
+        for t, kind in enumerate(kinds):
+            lv = self._kind_levels(min(t, len(self.dims_q_) - 1))
+            before[kind] = _collision_rate(self._raw_codes[:, lv])
+        return {
+            "method": self.method,
+            "n_items": int(self.semantic_ids_.shape[0]),
+            "id_length": {k: int(i.shape[1]) for k, i in zip(kinds, ids)},
+            "collision_rate_before": before,
+            "collision_rate_after": {k: _collision_rate(i) for k, i in zip(kinds, ids)},
+            "moved": {k: int(s["moved"]) for k, s in zip(kinds, self._resolve_stats)},
+            "spilled": {k: int(s.get("spilled", 0)) for k, s in zip(kinds, self._resolve_stats)},
+            "levels": pd.DataFrame(rows),
+            "reconstruction": self._recon,
+            "fit_seconds": self.fit_seconds_,
+        }
+
+    def _check_fitted(self):
+        if not hasattr(self, "semantic_ids_"):
+            raise RuntimeError("this DualIDs is not fitted yet: call fit(semantic_emb, collaborative_emb)")
+
+    # ---------------------------------------------------------------- save/load
+    _PARAMS = ("shared_levels", "specific_levels", "method", "latent_dim", "hidden", "beta",
+               "epochs", "batch_size", "lr", "weight_decay", "kmeans_iters", "sinkhorn_epsilon",
+               "sinkhorn_iters", "overflow", "adapt_codebooks", "scale_inputs", "seed", "progress")
+
+    def save(self, path):
+        """Writes the fitted state to one .npz file (arrays + a JSON header; no pickle)."""
+        self._check_fitted()
+        header = {"format": "gensar.DualIDs", "version": 1,
+                  "params": {k: getattr(self, k) for k in self._PARAMS},
+                  "dims": list(self.dims_), "shared_levels_": list(self.shared_levels_),
+                  "input_scale": list(self.input_scale_),
+                  "specific_levels_": list(self.specific_levels_),
+                  "extra_level": list(self._extra_level_), "recon": self._recon,
+                  "resolve_stats": self._resolve_stats, "history": self.history_,
+                  "fit_seconds": self.fit_seconds_}
+        arrays = {"semantic_ids": self.semantic_ids_, "collaborative_ids": self.collaborative_ids_,
+                  "raw_codes": self._raw_codes}
+        if self.method in ("joint", "single"):
+            arrays.update(params=self._params, adam_m=self._adam_m, adam_v=self._adam_v,
+                          step=np.array(_core.rqvae_step_count(self._model)))
+        else:
+            arrays["codebooks"] = self._codebooks
+        np.savez(path, header=np.array(json.dumps(header)), **arrays)
+
+    @classmethod
+    def load(cls, path):
+        """Reads a file written by save(); transform() then works without refitting."""
+        with np.load(path, allow_pickle=False) as f:
+            header = json.loads(str(f["header"]))
+            if header.get("format") != "gensar.DualIDs":
+                raise ValueError(f"{path} is not a gensar.DualIDs file")
+            p = header["params"]
+            self = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()})
+            self.dims_ = tuple(header["dims"])
+            self.input_scale_ = tuple(header["input_scale"])
+            self.shared_levels_ = tuple(header["shared_levels_"])
+            self.specific_levels_ = tuple(header["specific_levels_"])
+            self.dims_q_ = self._rq_dims()
+            self._extra_level_ = header["extra_level"]
+            self._recon = header["recon"]
+            self._resolve_stats = header["resolve_stats"]
+            self.history_ = header["history"]
+            self.fit_seconds_ = header["fit_seconds"]
+            self.semantic_ids_ = f["semantic_ids"]
+            self.collaborative_ids_ = f["collaborative_ids"]
+            self._raw_codes = f["raw_codes"]
+            if self.method in ("joint", "single"):
+                in_dims = (self.dims_[0],) if self.method == "single" else self.dims_
+                n = self.semantic_ids_.shape[0]
+                self._model = _core.rqvae_new(in_dims, self.hidden, int(self.latent_dim),
+                                              self.shared_levels_, self.specific_levels_,
+                                              float(self.beta), int(min(self.batch_size, n)),
+                                              int(self.seed))
+                self._bind_buffers()
+                if f["params"].shape != self._params.shape:
+                    raise ValueError(f"{path}: parameter buffer does not match its configuration")
+                self._params[:] = f["params"]
+                self._adam_m[:] = f["adam_m"]
+                self._adam_v[:] = f["adam_v"]
+                _core.rqvae_step_count(self._model, int(f["step"]))
+            else:
+                self._codebooks = f["codebooks"].copy()
+        return self
+
+    def __repr__(self):
+        return (f"DualIDs(method={self.method!r}, shared_levels={self.shared_levels}, "
+                f"specific_levels={self.specific_levels}, epochs={self.epochs})")
+
+
+def make_synthetic_embeddings(n_items, semantic_dim=768, collaborative_dim=64, n_clusters=100,
+                              duplicates=0, seed=0):
+    """Synthetic clustered catalogue for tests and benchmarks.
+
+    Items belong to one of n_clusters semantic topics; the collaborative
+    embedding follows the topic only partly (each item also joins one of
+    n_clusters taste groups), so the two embeddings agree on coarse structure
+    and differ in detail, like text and co-click signals. Semantic rows are
+    L2-normalised (as bge embeddings are). The last `duplicates` items are exact
+    copies of earlier items (both embeddings), to exercise collision handling.
+    Returns (semantic (N, semantic_dim), collaborative (N, collaborative_dim)) float32.
+    """
+    rng = np.random.default_rng(seed)
+    topic = rng.integers(0, n_clusters, n_items)
+    taste = np.where(rng.random(n_items) < 0.5, topic, rng.integers(0, n_clusters, n_items))
+    sc = rng.normal(size=(n_clusters, semantic_dim))
+    sem = sc[topic] + 0.35 * rng.normal(size=(n_items, semantic_dim))
+    sem /= np.linalg.norm(sem, axis=1, keepdims=True)
+    cc = rng.normal(size=(n_clusters, collaborative_dim))
+    col = cc[taste] + 0.5 * cc[topic] + 0.3 * rng.normal(size=(n_items, collaborative_dim))
+    if duplicates:
+        src = rng.integers(0, n_items - duplicates, duplicates)
+        sem[n_items - duplicates:] = sem[src]
+        col[n_items - duplicates:] = col[src]
+    return sem.astype(np.float32), col.astype(np.float32)

@@ -1,0 +1,238 @@
+"""SASRec in C: gradients against central differences (with and without dropout), masking
+and scoring invariants, learning on the synthetic toy data, bad inputs."""
+import numpy as np
+import pytest
+
+import gensar
+from gensar import _core, datasets
+from gensar.baselines import Popularity
+from gensar.embeddings import SASRec
+from gensar.evaluate import evaluate_scorer
+
+TINY = dict(n_items=7, max_len=5, hidden=6, layers=2, heads=2, inner=5, dropout=0.3)
+SEQS = np.array([[0, 0, 3, 1, 7], [2, 5, 6, 1, 4], [0, 0, 0, 0, 2]], dtype=np.int32)
+TGTS = np.array([[-100, -100, 0, 6, 3], [4, 5, 0, 3, -100], [-100, -100, -100, -100, 1]],
+                dtype=np.int32)
+
+
+def tiny_model(cfg=TINY, seed=0):
+    m = _core.sasrec_new(**cfg)
+    p = _core.sasrec_buffers(m)[0]
+    p[:] = np.random.default_rng(seed).standard_normal(p.size).astype(np.float32) * 0.5
+    for name, off, shape, decay in _core.sasrec_tensor_specs(**cfg):
+        if "ln" in name and name.endswith("weight"):
+            p[off: off + shape[0]] += 1.0
+    return m
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["no-dropout", "dropout"])
+def test_gradients_match_central_differences(train):
+    m = tiny_model()
+    p, g, _, _ = _core.sasrec_buffers(m)
+    loss, count = _core.sasrec_forward_backward(m, SEQS, TGTS, train, 11)
+    assert count == int((TGTS != -100).sum()) and np.isfinite(loss)
+    analytic = g.copy()
+    assert np.abs(analytic).max() > 0.05
+    numeric = np.zeros_like(analytic)
+    eps = 1e-3
+    for i in range(p.size):
+        old = p[i]
+        p[i] = old + eps
+        lp = _core.sasrec_forward_backward(m, SEQS, TGTS, train, 11)[0]
+        p[i] = old - eps
+        lm = _core.sasrec_forward_backward(m, SEQS, TGTS, train, 11)[0]
+        p[i] = old
+        numeric[i] = (lp - lm) / (2 * eps)
+    # float32 loss differences: noise ~1e-4; ReLU kinks can cost a little more
+    np.testing.assert_allclose(analytic, numeric, atol=2e-3, rtol=2e-2)
+    # every tensor receives gradient (nothing silently disconnected), but the padding row
+    for name, off, shape, decay in _core.sasrec_tensor_specs(**TINY):
+        n = int(np.prod(shape))
+        block = analytic[off: off + n]
+        if name == "item_embedding":
+            assert np.all(block[: TINY["hidden"]] == 0)  # row 0 = padding, masked everywhere
+            block = block[TINY["hidden"]:]
+        assert np.abs(block).max() > 0, name
+
+
+def test_dropout_is_seeded_and_thread_independent():
+    m = tiny_model()
+    g = _core.sasrec_buffers(m)[1]
+    old = gensar.get_num_threads()
+    try:
+        gensar.set_num_threads(1)
+        l1 = _core.sasrec_forward_backward(m, SEQS, TGTS, True, 5)[0]
+        g1 = g.copy()
+        gensar.set_num_threads(2)
+        l2 = _core.sasrec_forward_backward(m, SEQS, TGTS, True, 5)[0]
+        g2 = g.copy()
+    finally:
+        gensar.set_num_threads(old)
+    assert l1 == l2
+    np.testing.assert_array_equal(g1, g2)
+    l3 = _core.sasrec_forward_backward(m, SEQS, TGTS, True, 6)[0]
+    l0 = _core.sasrec_forward_backward(m, SEQS, TGTS, False, 5)[0]
+    assert l3 != l1 and l0 != l1  # another seed, or no dropout, changes the loss
+
+
+def test_score_is_last_hidden_times_item_table_and_padding_is_masked():
+    m = tiny_model(dict(TINY, dropout=0.0))
+    p = _core.sasrec_buffers(m)[0]
+    scores, hidden = _core.sasrec_score(m, SEQS)
+    d, V = TINY["hidden"], TINY["n_items"]
+    table = p[d: d * (V + 1)].reshape(V, d)
+    np.testing.assert_allclose(scores, hidden @ table.T, rtol=1e-5, atol=1e-5)
+    # the mean training loss at the last slot equals cross-entropy of these scores
+    tg = np.full_like(SEQS, -100)
+    tg[:, -1] = [2, 0, 5]
+    loss = _core.sasrec_forward_backward(m, SEQS, tg, False, 0)[0]
+    z = scores - scores.max(1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    assert loss == pytest.approx(-logp[np.arange(3), [2, 0, 5]].mean(), rel=1e-5)
+    # changing the padding row of the item table changes nothing (padding keys are masked)
+    p[:d] = 123.0
+    scores2, _ = _core.sasrec_score(m, SEQS)
+    pad_free = SEQS[1:2]  # has no padding: unaffected trivially; padded rows must be too
+    np.testing.assert_allclose(scores2, scores, rtol=1e-5, atol=1e-5)
+    assert _core.sasrec_score(m, pad_free)[0].shape == (1, V)
+
+
+def test_adamw_reduces_loss_on_fixed_batch():
+    m = tiny_model(dict(TINY, dropout=0.0))
+    losses = []
+    for _ in range(60):
+        losses.append(_core.sasrec_forward_backward(m, SEQS, TGTS, False, 0)[0])
+        _core.sasrec_adamw(m, lr=1e-2)
+    assert _core.sasrec_step(m) == 60
+    assert losses[-1] < 0.2 * losses[0]
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return datasets.toy(n_users=80, n_items=40, n_topics=4, events_per_user=16, follow=0.95,
+                        seed=1)
+
+
+@pytest.fixture(scope="module")
+def fitted(toy):
+    return SASRec(hidden=32, layers=2, heads=2, max_len=10, dropout=0.1, epochs=60,
+                  batch_size=32, lr=5e-3, eval_every=0, seed=0, show_progress=False).fit(toy)
+
+
+def test_learns_toy_sequences_and_beats_popularity(toy, fitted):
+    assert fitted.item_embeddings_.shape == (toy.n_items, 32)
+    assert fitted.item_embeddings_.dtype == np.float32
+    res = fitted.evaluate(toy, "test")
+    pop = evaluate_scorer(toy, Popularity().fit(toy).score, tasks=("rec",), split="test",
+                          protocols=("full",), ks=(5, 10, 20)).iloc[0]
+    assert set(res) >= {"HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "cases"}
+    assert res["cases"] == len(toy.examples("rec", "test"))
+    assert res["NDCG@10"] > pop["NDCG@10"] + 0.2 and res["HR@10"] > 0.6
+
+
+def test_training_loss_decreases_and_validation_keeps_best(toy):
+    short = SASRec(hidden=16, layers=1, max_len=8, epochs=2, eval_every=0, show_progress=False)
+    long = SASRec(hidden=16, layers=1, max_len=8, epochs=20, eval_every=5, patience=10,
+                  show_progress=False)
+    assert long.fit(toy).loss_ < short.fit(toy).loss_
+    assert [h["epoch"] for h in long.history_] == [5, 10, 15, 20]
+    best = max(long.history_, key=lambda h: h["NDCG@10"])
+    assert long.best_epoch_ == best["epoch"]
+    assert long.evaluate(toy, "valid", ks=(10,))["NDCG@10"] == pytest.approx(best["NDCG@10"])
+
+
+def test_recommend(toy, fitted):
+    top = fitted.recommend([[0, 1, 2], [], np.array([5])], k=4)
+    assert top.shape == (3, 4) and top.dtype == np.int64
+    scores = fitted.score_histories([[0, 1, 2]])
+    assert list(top[0]) == list(np.argsort(-scores[0], kind="stable")[:4])
+    no_seen = fitted.recommend([[0, 1, 2]], k=toy.n_items - 3, exclude_seen=True)
+    assert not set(no_seen[0]) & {0, 1, 2}
+    # histories longer than max_len keep their newest items
+    long = list(range(30))
+    np.testing.assert_array_equal(fitted.score_histories([long]),
+                                  fitted.score_histories([long[-10:]]))
+
+
+def test_same_seed_same_model(toy):
+    kw = dict(hidden=8, layers=1, max_len=6, epochs=2, eval_every=0, show_progress=False)
+    a = SASRec(seed=3, **kw).fit(toy).item_embeddings_
+    b = SASRec(seed=3, **kw).fit(toy).item_embeddings_
+    c = SASRec(seed=4, **kw).fit(toy).item_embeddings_
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+# ---------------------------------------------------------------- bad inputs
+@pytest.mark.parametrize("kw, message", [
+    (dict(hidden=10, heads=3), "divide"),
+    (dict(dropout=1.0), "dropout"),
+    (dict(max_len=0), "max_len"),
+    (dict(kinds=("rec", "clicks")), "kinds"),
+    (dict(kinds=()), "kinds"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(lr=float("nan")), "lr"),
+    (dict(hidden=True), "hidden"),
+])
+def test_bad_parameters(toy, kw, message):
+    with pytest.raises(ValueError, match=message):
+        SASRec(show_progress=False, **kw).fit(toy)
+
+
+def test_bad_dataset_and_unfitted():
+    with pytest.raises(TypeError, match="Dataset"):
+        SASRec().fit([[1, 2, 3]])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        SASRec().recommend([[1]])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        SASRec().item_embeddings_
+
+
+def test_bad_histories(fitted, toy):
+    with pytest.raises(ValueError, match="outside"):
+        fitted.recommend([[0, toy.n_items]])
+    with pytest.raises(ValueError, match="outside"):
+        fitted.recommend([[-1]])
+    with pytest.raises(TypeError, match="integer"):
+        fitted.recommend([[0.5]])
+    with pytest.raises(ValueError, match="empty"):
+        fitted.recommend([])
+    with pytest.raises(ValueError, match="k must be"):
+        fitted.recommend([[0]], k=0)
+    with pytest.raises(ValueError, match="k must be"):
+        fitted.recommend([[0]], k=toy.n_items + 1)
+    with pytest.raises(ValueError, match="rec"):
+        fitted.score("search", toy.examples("search", "test"), toy)
+    with pytest.raises(ValueError, match="split"):
+        fitted.evaluate(toy, "train")
+
+
+def test_core_rejects_bad_arrays():
+    m = tiny_model()
+    with pytest.raises(ValueError, match="max_len"):
+        _core.sasrec_forward_backward(m, SEQS[:, :4].copy(), TGTS[:, :4].copy())
+    with pytest.raises(ValueError, match="same shape"):
+        _core.sasrec_forward_backward(m, SEQS, TGTS[:2].copy())
+    with pytest.raises(TypeError, match="int32"):
+        _core.sasrec_forward_backward(m, SEQS.astype(np.int64), TGTS)
+    bad = SEQS.copy()
+    bad[0, 0] = 8  # n_items + 1
+    with pytest.raises(ValueError, match="sequence slot"):
+        _core.sasrec_forward_backward(m, bad, TGTS)
+    with pytest.raises(ValueError, match="sequence slot"):
+        _core.sasrec_score(m, bad)
+    badt = TGTS.copy()
+    badt[1, 0] = 7  # targets are 0-based: n_items is out of range
+    with pytest.raises(ValueError):
+        _core.sasrec_forward_backward(m, SEQS, badt)
+    with pytest.raises(ValueError, match="lr"):
+        _core.sasrec_adamw(m, lr=-1.0)
+    with pytest.raises(TypeError, match="SASRec handle"):
+        _core.sasrec_score(object(), SEQS)
+    with pytest.raises(ValueError, match="heads"):
+        _core.sasrec_new(10, 5, 6, 1, 4, 6, 0.1)
+    with pytest.raises(ValueError, match="dropout"):
+        _core.sasrec_new(10, 5, 6, 1, 2, 6, 1.5)
+    # no counted target: loss 0, gradient 0
+    loss, count = _core.sasrec_forward_backward(m, SEQS, np.full_like(TGTS, -100))
+    assert (loss, count) == (0.0, 0) and not _core.sasrec_buffers(m)[1].any()
