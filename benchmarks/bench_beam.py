@@ -17,6 +17,7 @@ Both libraries use the same thread count (--threads). The machine may be shared:
 only ratios measured in the same run are meaningful.
 
     python benchmarks/bench_beam.py                 # default model, vocab 33126
+    python benchmarks/bench_beam.py --vocab 5600    # vocabulary of gensar's own tokenizer
     python benchmarks/bench_beam.py --no-hf --queries 64
 """
 import argparse
@@ -40,14 +41,16 @@ TEXT_VOCAB = 32100  # T5's sentencepiece vocabulary; identifier tokens come afte
 CODES, LEVELS = 256, 4
 
 
-def random_catalogue(rng, n_items):
-    """(n, 5) int32: behaviour token, then 4 levels of 256 codes, one token range per level."""
+def random_catalogue(rng, n_items, vocab=TEXT_VOCAB + 2 + LEVELS * CODES):
+    """(n, 5) int32: behaviour token, then 4 levels of 256 codes, one token range per
+    level; identifier tokens are the last 2 + 4 * 256 ids of the vocabulary."""
+    base = vocab - (2 + LEVELS * CODES)
     codes = np.unique(rng.integers(0, CODES, size=(int(n_items * 1.01) + 16, LEVELS)), axis=0)
     codes = codes[rng.permutation(len(codes))[:n_items]]
     assert len(codes) == n_items
     table = np.empty((n_items, LEVELS + 1), np.int32)
-    table[:, 0] = TEXT_VOCAB  # behaviour token (e.g. <rec_item>)
-    table[:, 1:] = TEXT_VOCAB + 2 + np.arange(LEVELS) * CODES + codes
+    table[:, 0] = base  # behaviour token (e.g. <rec_item>)
+    table[:, 1:] = base + 2 + np.arange(LEVELS) * CODES + codes
     return table
 
 
@@ -116,7 +119,9 @@ def main():
     ap.add_argument("--beams", type=int, default=30)
     ap.add_argument("--input-len", type=int, default=64)
     ap.add_argument("--vocab", type=int, default=TEXT_VOCAB + 2 + LEVELS * CODES,
-                    help="model vocabulary (default: T5 text vocab + 2 behaviour + 4x256 code tokens)")
+                    help="model vocabulary, identifier tokens last (default: T5's 32100 text "
+                         "tokens + 2 behaviour + 4x256 code tokens; gensar's own WordPiece "
+                         "tokenizer gives about 4000 text tokens + specials + 6x256 codes)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-hf", action="store_true")
@@ -145,11 +150,11 @@ def main():
 
     L = LEVELS + 1
     n_q = max(args.queries, args.hf_queries)
-    ids = rng.integers(2, TEXT_VOCAB, size=(n_q, args.input_len)).astype(np.int32)
+    ids = rng.integers(2, args.vocab - (2 + LEVELS * CODES), size=(n_q, args.input_len)).astype(np.int32)
     mask = np.ones_like(ids)
     rows = []
     for n_items in args.catalogues:
-        table = random_catalogue(rng, n_items)
+        table = random_catalogue(rng, n_items, args.vocab)
         modes = [("full", Trie(table, vocab_size=args.vocab), None)]
         if n_items == max(args.catalogues):
             cand = np.stack([rng.choice(n_items, 100, replace=False) for _ in range(n_q)])
@@ -181,7 +186,7 @@ def main():
             print(line, flush=True)
             rows.append(line)
 
-    table = random_catalogue(rng, args.trie_items)
+    table = random_catalogue(rng, args.trie_items, args.vocab)
     times = [timed(Trie, table, vocab_size=args.vocab)[0] for _ in range(args.repeats)]
     t_dict = timed(dict_trie, table[: args.trie_items // 10])[0] if hf is not None else None
     msg = f"trie build, {args.trie_items} items x {L} tokens: median {statistics.median(times):.2f} s"
