@@ -12,8 +12,7 @@ typedef struct {
 static int t5_step(void *ctx, const int32_t *tokens, const uint8_t *live, float *logits)
 {
     t5_decoder *d = ctx;
-    (void)live; /* gs_t5_decode_step computes every row (no row-subset entry point yet) */
-    return gs_t5_decode_step(d->model, d->cache, tokens, logits);
+    return gs_t5_decode_step_live(d->model, d->cache, tokens, live, logits);
 }
 
 static int t5_reorder(void *ctx, const int32_t *src_rows)

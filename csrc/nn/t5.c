@@ -844,6 +844,12 @@ int gs_t5_cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *att
 
 int gs_t5_decode_step(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens, float *logits)
 {
+    return gs_t5_decode_step_live(m, k, tokens, NULL, logits);
+}
+
+int gs_t5_decode_step_live(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens,
+                           const uint8_t *live, float *logits)
+{
     const gs_t5_config *c = &m->cfg;
     if (k->model != m)
         return gs_fail(GS_EINVAL, "this decoding cache was made by another model");
@@ -896,7 +902,19 @@ int gs_t5_decode_step(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens, flo
         const float s = 1.0f / sqrtf((float)C);
         for (size_t i = 0; i < R * C; i++) k->ln[i] *= s;
     }
-    gs_linear_forward(R, C, c->vocab_size, k->ln, P + m->lm_head, NULL, logits);
+    if (!live) {
+        gs_linear_forward(R, C, c->vocab_size, k->ln, P + m->lm_head, NULL, logits);
+    } else {
+        // live rows of ln (R,C) gathered into tmp (n,C) @ lm_head^T -> logits rows 0..n-1,
+        // then moved to their own rows, last first (row r >= its compact index, no overlap)
+        const size_t V = (size_t)c->vocab_size;
+        size_t n = 0;
+        for (size_t r = 0; r < R; r++)
+            if (live[r]) memcpy(k->tmp + n++ * C, k->ln + r * C, sizeof(float) * C);
+        if (n > 0) gs_linear_forward(n, C, (int)V, k->tmp, P + m->lm_head, NULL, logits);
+        for (size_t r = R; r-- > 0;)
+            if (live[r] && --n != r) memcpy(logits + r * V, logits + n * V, sizeof(float) * V);
+    }
     k->t++;
     return GS_OK;
 }
