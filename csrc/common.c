@@ -52,3 +52,12 @@ int gs_num_threads(void)
     return 1;
 #endif
 }
+
+int gs_thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}

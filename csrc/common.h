@@ -36,5 +36,7 @@ void gs_free(void *p);
  * gs_set_num_threads() if > 0, otherwise OpenMP's default (OMP_NUM_THREADS). */
 void gs_set_num_threads(int n);
 int gs_num_threads(void);
+/* This thread's index in the current OpenMP team (0 outside parallel regions). */
+int gs_thread_id(void);
 
 #endif

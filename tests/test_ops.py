@@ -163,6 +163,18 @@ def test_activations_forward_backward(rng, name, ref):
     np.testing.assert_allclose(dx, num, rtol=2e-2, atol=2e-3)
 
 
+def test_gelu_erf_accuracy_over_the_whole_range():
+    """The vectorised erfc path (8 lanes + scalar tail) against float64 erf, from the
+    far negative side (where 1 + erf cancels) to saturation, including +-0 and +inf."""
+    x = np.concatenate([np.linspace(-12, 12, 40_001), [0.0, -0.0, np.inf, 1e-30, -1e-30, 7.5]]).astype(np.float32)
+    y = ops.activation("gelu_erf", x)
+    finite = np.isfinite(x)
+    ref = np_gelu_erf(x[finite].astype(np.float64))
+    err = np.abs(y[finite] - ref)
+    assert np.all(err <= 2e-7 * np.abs(x[finite]) + 1e-6 * np.abs(ref) + 1e-30), err.max()
+    assert y[~finite][0] == np.inf
+
+
 @pytest.mark.parametrize("N,C,OC,bias", [(1, 1, 1, True), (3, 17, 5, True), (19, 7, 33, False)])
 def test_linear_forward_backward(rng, N, C, OC, bias):
     x, W = f32(rng, N, C), f32(rng, OC, C)

@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "../common.h"
-#include "lse.h"
 
 int gs_beam_check(int B, const gs_trie *const *tries, int vocab_size, int num_beams, int top_k)
 {
@@ -111,7 +110,6 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
         return gs_fail(GS_EINVAL, "decoder start token %d is outside the vocabulary [0, %d)",
                        (int)start_token, V);
     const int L = tries[0]->depth;
-    gs_log_sum_exp_kernel_name(); /* pick the kernel before the threads start */
     const size_t rows = (size_t)B * K;
 
     int32_t *tokens = gs_alloc(rows * sizeof *tokens);
@@ -121,10 +119,9 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
     double *lse = gs_alloc(rows * sizeof *lse); /* log-sum-exp of each row's logits */
     uint8_t *live = gs_alloc(rows);             /* rows holding a beam this step */
     proposal *heaps = gs_alloc(rows * sizeof *heaps);
-    float *logits = gs_alloc(rows * (size_t)V * sizeof *logits);
     uint8_t *bad = gs_calloc((size_t)B);
     if (!tokens || !src || !node || !new_node || !score || !new_score || !lse || !live || !heaps ||
-        !logits || !bad) {
+        !bad) {
         status = gs_fail(GS_ENOMEM, "out of memory for beam search (%d inputs x %d beams x %d vocab)",
                          B, K, V);
         goto done;
@@ -139,15 +136,12 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
 
     for (int t = 0; t < L; t++) {
         for (size_t r = 0; r < rows; r++) live[r] = node[r] >= 0;
-        if ((status = dec->step(dec->ctx, tokens, live, logits))) goto done;
-        /* Normalisers first, parallel over rows (balanced even for one input),
-         * then each input's bookkeeping, independent and serial inside, so the
+        if ((status = dec->step(dec->ctx, tokens, live, lse))) goto done;
+        /* Each input's bookkeeping is independent and serial inside, so the
          * result does not depend on the thread count. */
 #pragma omp parallel num_threads(gs_num_threads())
         {
-#pragma omp for schedule(static)
-            for (size_t r = 0; r < rows; r++)
-                if (node[r] >= 0) lse[r] = gs_log_sum_exp(logits + r * (size_t)V, V);
+            float child_logits[256];
 #pragma omp for schedule(static)
             for (int b = 0; b < B; b++) {
                 const gs_trie *tr = tries[b];
@@ -160,10 +154,14 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
                         bad[b] = 1;
                         break;
                     }
-                    const float *lr = logits + r * (size_t)V;
-                    for (int32_t c = tr->child_start[node[r]]; c < tr->child_start[node[r] + 1]; c++) {
-                        proposal p = {score[r] + ((double)lr[tr->token[c]] - lse[r]), c, j};
-                        heap_offer(heap, &kept, K, p);
+                    const int32_t end = tr->child_start[node[r] + 1];
+                    for (int32_t c0 = tr->child_start[node[r]]; c0 < end; c0 += 256) {
+                        int n = end - c0 < 256 ? end - c0 : 256;
+                        dec->logits(dec->ctx, r, n, tr->token + c0, child_logits);
+                        for (int i = 0; i < n; i++) {
+                            proposal p = {score[r] + ((double)child_logits[i] - lse[r]), c0 + i, j};
+                            heap_offer(heap, &kept, K, p);
+                        }
                     }
                 }
                 qsort(heap, (size_t)kept, sizeof *heap, proposal_cmp);
@@ -224,7 +222,6 @@ done:
     gs_free(score);
     gs_free(new_score);
     gs_free(heaps);
-    gs_free(logits);
     gs_free(bad);
     gs_free(lse);
     gs_free(live);

@@ -23,6 +23,7 @@
 #ifndef GENSAR_BEAM_H
 #define GENSAR_BEAM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "trie.h"
@@ -32,13 +33,19 @@ typedef struct gs_decoder {
     int vocab_size;     /* V: logits per row */
     int n_inputs;       /* B */
     int rows_per_input; /* beam rows per input (the effective beam width) */
-    /* tokens (B * rows_per_input) int32 -> logits (B * rows_per_input, V).
-     * live (B * rows_per_input) uint8: only rows with live[r] = 1 need logits.
-     * A decoder may skip the others (leave their logits and the history of this
+    /* tokens (B * rows_per_input) int32 -> lse (B * rows_per_input) double: for
+     * each live row, log sum_v exp(logit_v) of its next-token logits over the
+     * whole vocabulary (the normaliser; the decoder may fuse it with its output
+     * layer and never store the logits).
+     * live (B * rows_per_input) uint8: only rows with live[r] = 1 need an answer.
+     * A decoder may skip the others (leave their lse and the history of this
      * position stale): an idle row is always overwritten by reorder from a live
      * row before it becomes live. Early steps have few live beams (1 at the root,
      * 1 after a single behaviour token), so skipping saves much of the work. */
-    int (*step)(void *ctx, const int32_t *tokens, const uint8_t *live, float *logits);
+    int (*step)(void *ctx, const int32_t *tokens, const uint8_t *live, double *lse);
+    /* After a step: out[i] = logit of token_ids[i] (n of them) for live row
+     * `row`. Called concurrently from several threads for different rows. */
+    void (*logits)(void *ctx, size_t row, int n, const int32_t *token_ids, float *out);
     /* afterwards row r holds the history of old row src_rows[r] (same input) */
     int (*reorder)(void *ctx, const int32_t *src_rows);
 } gs_decoder;

@@ -8,11 +8,17 @@ typedef struct {
     gs_t5_cache *cache;
 } t5_decoder;
 
-// tokens (rows) -> logits (rows, V)
-static int t5_step(void *ctx, const int32_t *tokens, const uint8_t *live, float *logits)
+// tokens (rows) -> log-normaliser of each live row's next-token distribution
+static int t5_step(void *ctx, const int32_t *tokens, const uint8_t *live, double *lse)
 {
     t5_decoder *d = ctx;
-    return gs_t5_decode_step_live(d->model, d->cache, tokens, live, logits);
+    return gs_t5_decode_step_lse(d->model, d->cache, tokens, live, lse);
+}
+
+static void t5_logits(void *ctx, size_t row, int n, const int32_t *token_ids, float *out)
+{
+    t5_decoder *d = ctx;
+    gs_t5_decode_logits(d->model, d->cache, row, n, token_ids, out);
 }
 
 static int t5_reorder(void *ctx, const int32_t *src_rows)
@@ -32,7 +38,7 @@ int gs_t5_beam_search(const gs_t5 *m, const int32_t *input_ids, const int32_t *a
     t5_decoder d = {m, NULL};
     status = gs_t5_cache_new(m, input_ids, attention_mask, B, T_in, K, tries[0]->depth, &d.cache);
     if (status) return status;
-    gs_decoder dec = {&d, V, B, K, t5_step, t5_reorder};
+    gs_decoder dec = {&d, V, B, K, t5_step, t5_logits, t5_reorder};
     status = gs_beam_search(&dec, tries, top_k, decoder_start_token, out_items, out_scores);
     gs_t5_cache_free(d.cache);
     return status;

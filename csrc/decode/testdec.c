@@ -5,12 +5,14 @@
 #include <string.h>
 
 #include "../common.h"
+#include "../tensor/lse.h"
 
 struct gs_testdec {
     int V, D, B, K;
     const float *A, *E, *O, *U;
     float *h;   /* (B*K, D) state */
     float *tmp; /* (B*K, D) reorder scratch */
+    float *logits; /* (B*K, V) of the last step */
 };
 
 int gs_testdec_new(int V, int D, int B, int rows_per_input, const float *A, const float *E,
@@ -25,7 +27,8 @@ int gs_testdec_new(int V, int D, int B, int rows_per_input, const float *A, cons
     size_t n = (size_t)B * rows_per_input * D;
     d->h = gs_calloc(n * sizeof *d->h);
     d->tmp = gs_alloc(n * sizeof *d->tmp);
-    if (!d->h || !d->tmp) {
+    d->logits = gs_alloc((size_t)B * rows_per_input * V * sizeof *d->logits);
+    if (!d->h || !d->tmp || !d->logits) {
         gs_testdec_free(d);
         return gs_fail(GS_ENOMEM, "out of memory");
     }
@@ -40,13 +43,15 @@ void gs_testdec_free(gs_testdec *d)
     if (!d) return;
     gs_free(d->h);
     gs_free(d->tmp);
+    gs_free(d->logits);
     gs_free(d);
 }
 
-// tokens (B*K) -> logits (B*K, V)
-static int testdec_step(void *ctx, const int32_t *tokens, const uint8_t *live, float *logits)
+// tokens (B*K) -> logits (B*K, V) kept for testdec_logits, and their log-sum-exp
+static int testdec_step(void *ctx, const int32_t *tokens, const uint8_t *live, double *lse)
 {
     gs_testdec *d = ctx;
+    float *logits = d->logits;
     const int V = d->V, D = d->D, rows = d->B * d->K;
     for (int r = 0; r < rows; r++)
         if (tokens[r] < 0 || tokens[r] >= V)
@@ -55,6 +60,7 @@ static int testdec_step(void *ctx, const int32_t *tokens, const uint8_t *live, f
     for (int r = 0; r < rows; r++) {
         float *out = logits + (size_t)r * V;
         if (!live[r]) { /* skipped, as a real decoder may: NaN makes any use visible */
+            lse[r] = NAN;
             for (int v = 0; v < V; v++) out[v] = NAN;
             continue;
         }
@@ -68,8 +74,15 @@ static int testdec_step(void *ctx, const int32_t *tokens, const uint8_t *live, f
         for (int v = 0; v < V; v++) out[v] = u[v];
         for (int i = 0; i < D; i++) // out (V) += h (D) @ O (D, V)
             for (int v = 0; v < V; v++) out[v] += h[i] * d->O[(size_t)i * V + v];
+        lse[r] = gs_log_sum_exp(out, V);
     }
     return GS_OK;
+}
+
+static void testdec_logits(void *ctx, size_t row, int n, const int32_t *token_ids, float *out)
+{
+    const gs_testdec *d = ctx;
+    for (int i = 0; i < n; i++) out[i] = d->logits[row * d->V + token_ids[i]];
 }
 
 static int testdec_reorder(void *ctx, const int32_t *src_rows)
@@ -89,6 +102,6 @@ static int testdec_reorder(void *ctx, const int32_t *src_rows)
 
 gs_decoder gs_testdec_decoder(gs_testdec *d)
 {
-    gs_decoder dec = {d, d->V, d->B, d->K, testdec_step, testdec_reorder};
+    gs_decoder dec = {d, d->V, d->B, d->K, testdec_step, testdec_logits, testdec_reorder};
     return dec;
 }

@@ -6,6 +6,7 @@
 
 #include "../common.h"
 #include "../tensor/gemm.h"
+#include "../tensor/lse.h"
 #include "../tensor/ops.h"
 #include "layers.h"
 #include "linear.h"
@@ -791,7 +792,7 @@ int gs_t5_cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *att
     if (st) return st;
     const gs_t5_config *c = &m->cfg;
     const size_t C = c->d_model, I = m->I, F = c->d_ff, F2 = m->F2, H = c->num_heads;
-    const size_t Ld = c->num_decoder_layers, V = c->vocab_size;
+    const size_t Ld = c->num_decoder_layers;
     const size_t Ne = (size_t)B * T_in, R = (size_t)B * rows_per_input, S = max_steps;
     const size_t Tm = (size_t)T_in > S ? (size_t)T_in : S;
     gs_t5_cache *k = gs_calloc(sizeof *k);
@@ -801,7 +802,7 @@ int gs_t5_cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *att
     k->Ld = (int)Ld, k->I = (int)I, k->model = m;
     size_t sizes[] = {Ld * Ne * 2 * I, Ld * R * S * I, Ld * R * S * I, R * C, R * C, R * C,
                       R * 3 * I, R * I, R * I, R * F2, R * F, R * H * Tm, H * S, R,
-                      R * S * I + R * V};
+                      R * S * I};
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) total += (sizes[i] + 15) & ~(size_t)15;
     k->base = gs_alloc(sizeof(float) * total);
@@ -842,13 +843,9 @@ int gs_t5_cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *att
     return GS_OK;
 }
 
-int gs_t5_decode_step(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens, float *logits)
-{
-    return gs_t5_decode_step_live(m, k, tokens, NULL, logits);
-}
-
-int gs_t5_decode_step_live(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens,
-                           const uint8_t *live, float *logits)
+/* Runs the decoder layers for one new token per row; leaves the final-norm output
+ * (scaled for a tied head) in k->ln (rows, C), the LM head's input. */
+static int decode_layers(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens)
 {
     const gs_t5_config *c = &m->cfg;
     if (k->model != m)
@@ -902,21 +899,49 @@ int gs_t5_decode_step_live(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens
         const float s = 1.0f / sqrtf((float)C);
         for (size_t i = 0; i < R * C; i++) k->ln[i] *= s;
     }
-    if (!live) {
-        gs_linear_forward(R, C, c->vocab_size, k->ln, P + m->lm_head, NULL, logits);
-    } else {
-        // live rows of ln (R,C) gathered into tmp (n,C) @ lm_head^T -> logits rows 0..n-1,
-        // then moved to their own rows, last first (row r >= its compact index, no overlap)
-        const size_t V = (size_t)c->vocab_size;
-        size_t n = 0;
-        for (size_t r = 0; r < R; r++)
-            if (live[r]) memcpy(k->tmp + n++ * C, k->ln + r * C, sizeof(float) * C);
-        if (n > 0) gs_linear_forward(n, C, (int)V, k->tmp, P + m->lm_head, NULL, logits);
-        for (size_t r = R; r-- > 0;)
-            if (live[r] && --n != r) memcpy(logits + r * V, logits + n * V, sizeof(float) * V);
-    }
+    return GS_OK;
+}
+
+int gs_t5_decode_step(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens, float *logits)
+{
+    int st = decode_layers(m, k, tokens);
+    if (st) return st;
+    gs_linear_forward(k->rows, m->cfg.d_model, m->cfg.vocab_size, k->ln, m->params + m->lm_head, NULL,
+                      logits);
     k->t++;
     return GS_OK;
+}
+
+int gs_t5_decode_step_lse(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens, const uint8_t *live,
+                          double *lse)
+{
+    int st = decode_layers(m, k, tokens);
+    if (st) return st;
+    // live rows of ln (R, C) gathered into tmp (n, C); their lse computed into lse[0..n-1],
+    // then moved to their own rows, last first (row r >= its compact index, no overlap)
+    const size_t R = k->rows, C = m->cfg.d_model;
+    size_t n = 0;
+    for (size_t r = 0; r < R; r++)
+        if (live[r]) memcpy(k->tmp + n++ * C, k->ln + r * C, sizeof(float) * C);
+    st = gs_linear_log_sum_exp(n, (int)C, m->cfg.vocab_size, k->tmp, m->params + m->lm_head, lse);
+    if (st) return st;
+    for (size_t r = R; r-- > 0;)
+        if (live[r] && --n != r) lse[r] = lse[n];
+    k->t++;
+    return GS_OK;
+}
+
+void gs_t5_decode_logits(const gs_t5 *m, const gs_t5_cache *k, size_t row, int n,
+                         const int32_t *token_ids, float *out)
+{
+    const size_t C = m->cfg.d_model;
+    const float *h = k->ln + row * C, *W = m->params + m->lm_head;
+    for (int i = 0; i < n; i++) {
+        const float *w = W + (size_t)token_ids[i] * C;
+        double s = 0.0;
+        for (size_t j = 0; j < C; j++) s += (double)h[j] * w[j];
+        out[i] = (float)s;
+    }
 }
 
 int gs_t5_cache_reorder(gs_t5_cache *k, const int32_t *src_rows)

@@ -112,11 +112,16 @@ int gs_t5_cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *att
 /* Feeds one token per row (tokens (rows,) int32; the first call gets the decoder start token)
  * and writes next-token logits (rows, vocab) float32. Appends to each row's self-attention KV cache. */
 int gs_t5_decode_step(const gs_t5 *m, gs_t5_cache *c, const int32_t *tokens, float *logits);
-/* Same, but only rows with live[r] != 0 need logits: the LM head (most of a step's work on a large
- * vocabulary) runs on those rows only and the other rows' logits are left unspecified. Beam search
- * passes its idle rows (early steps have 1 live beam per input) as 0. live (rows) uint8 or NULL. */
-int gs_t5_decode_step_live(const gs_t5 *m, gs_t5_cache *c, const int32_t *tokens,
-                           const uint8_t *live, float *logits);
+/* Same step for beam search: the LM head runs on live rows only (early steps have
+ * 1 live beam per input) and fused with its normaliser, so the (rows, vocab)
+ * logits are never stored: lse[r] = log sum_v exp(logit[r, v]) for rows with
+ * live[r] != 0 (others left unspecified). live (rows) uint8, lse (rows) double. */
+int gs_t5_decode_step_lse(const gs_t5 *m, gs_t5_cache *c, const int32_t *tokens,
+                          const uint8_t *live, double *lse);
+/* After a step: out[i] = logit of token_ids[i] (n of them) at row `row`. Read-only,
+ * safe from several threads at once. */
+void gs_t5_decode_logits(const gs_t5 *m, const gs_t5_cache *c, size_t row, int n,
+                         const int32_t *token_ids, float *out);
 /* Beam reordering: afterwards row r holds the self-attention history of old row src_rows[r]
  * (src_rows (rows,) int32; a row may only take the history of a row of the same input). */
 int gs_t5_cache_reorder(gs_t5_cache *c, const int32_t *src_rows);

@@ -8,7 +8,7 @@
 #include "../common.h"
 #include "../decode/beam.h"
 #include "../decode/beam_t5.h"
-#include "../decode/lse.h"
+#include "../tensor/lse.h"
 #include "../decode/testdec.h"
 #include "../decode/trie.h"
 
@@ -380,6 +380,35 @@ static PyObject *py_log_sum_exp(PyObject *self, PyObject *arg)
     return (PyObject *)out;
 }
 
+/* The fused LM head + log-sum-exp of beam search, for tests.
+ * A (n, C), W (V, C) float32 -> (n,) float64, lse of each row of A @ W.T */
+static PyObject *py_linear_log_sum_exp(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *a_obj, *w_obj;
+    if (!PyArg_ParseTuple(args, "OO", &a_obj, &w_obj)) return NULL;
+    PyArrayObject *a = gs_check_array(a_obj, "A", NPY_FLOAT32, 2, 2);
+    if (!a) return NULL;
+    PyArrayObject *w = gs_check_array(w_obj, "W", NPY_FLOAT32, 2, 2);
+    if (!w) return NULL;
+    if (gs_last_dim(a) != gs_last_dim(w))
+        return PyErr_Format(PyExc_ValueError, "A has %d columns but W has %d; both must be d_model",
+                            gs_last_dim(a), gs_last_dim(w));
+    npy_intp n = (npy_intp)gs_rows(a);
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, &n, NPY_FLOAT64);
+    if (!out) return NULL;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = gs_linear_log_sum_exp((size_t)n, gs_last_dim(a), (int)gs_rows(w), PyArray_DATA(a),
+                                   PyArray_DATA(w), PyArray_DATA(out));
+    Py_END_ALLOW_THREADS
+    if (status) {
+        Py_DECREF(out);
+        return gs_raise(status);
+    }
+    return (PyObject *)out;
+}
+
 static PyObject *py_log_sum_exp_kernel_name(PyObject *self, PyObject *noargs)
 {
     (void)self, (void)noargs;
@@ -389,6 +418,9 @@ static PyObject *py_log_sum_exp_kernel_name(PyObject *self, PyObject *noargs)
 PyMethodDef gs_decode_methods[] = {
     {"log_sum_exp", py_log_sum_exp, METH_O,
      "log_sum_exp(x (..., n) float32) -> (rows,) float64 log-sum-exp of each row (tests)"},
+    {"linear_log_sum_exp", py_linear_log_sum_exp, METH_VARARGS,
+     "linear_log_sum_exp(A (n, C) float32, W (V, C) float32) -> (n,) float64 log-sum-exp of each "
+     "row of A @ W.T, without storing the product (tests)"},
     {"log_sum_exp_kernel_name", py_log_sum_exp_kernel_name, METH_NOARGS,
      "log_sum_exp_kernel_name() -> 'avx2-fma' or 'generic'"},
     {"trie_build", (PyCFunction)(void (*)(void))py_trie_build, METH_VARARGS | METH_KEYWORDS,

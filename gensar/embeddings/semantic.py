@@ -254,7 +254,7 @@ class SentenceEncoder:
             raise RuntimeError("tokenize() needs the BERT backend")
         return [e.ids for e in self._tok.encode_batch(_check_texts(texts))]
 
-    def encode(self, texts, batch_size: int = 64, show_progress: bool = True,
+    def encode(self, texts, batch_size: int = 256, show_progress: bool = True,
                normalize: bool = True) -> np.ndarray:
         """Embeds texts -> (N, dim) float32, rows L2-normalised if normalize.
 

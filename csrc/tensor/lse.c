@@ -1,0 +1,151 @@
+/* log-sum-exp over a row, and fused with the LM head (see lse.h). */
+#include "lse.h"
+
+#include <math.h>
+
+#include "../common.h"
+#include "gemm.h"
+#include "simd.h"
+
+/* One row's (or one chunk's) part of a log-sum-exp: its maximum m, whether it
+ * holds a NaN, and s = sum exp(x - m) (left 0 when m is not finite). */
+typedef struct {
+    float max;
+    int nan;
+    double sum;
+} lse_part;
+
+static lse_part part_generic(const float *x, int n)
+{
+    lse_part p = {x[0], isnan(x[0]), 0.0};
+    for (int i = 1; i < n; i++) {
+        p.max = x[i] > p.max ? x[i] : p.max;
+        p.nan |= isnan(x[i]);
+    }
+    if (p.nan || !isfinite(p.max)) return p;
+    for (int i = 0; i < n; i++) p.sum += exp((double)x[i] - (double)p.max);
+    return p;
+}
+
+#ifdef GS_HAVE_AVX2_PATH
+__attribute__((target("avx2,fma"))) static lse_part part_avx2(const float *x, int n)
+{
+    int i = 0;
+    __m256 vmax = _mm256_set1_ps(-INFINITY), vnan = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        vmax = _mm256_max_ps(vmax, v);
+        vnan = _mm256_or_ps(vnan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, vmax);
+    lse_part p = {lanes[0], _mm256_movemask_ps(vnan) != 0, 0.0};
+    for (int j = 1; j < 8; j++) p.max = lanes[j] > p.max ? lanes[j] : p.max;
+    for (int j = i; j < n; j++) {
+        p.max = x[j] > p.max ? x[j] : p.max;
+        p.nan |= isnan(x[j]);
+    }
+    if (p.nan || !isfinite(p.max)) return p;
+    /* sum of exp(x - m) in double lanes: each term is in (0, 1] and the float
+     * terms carry ~1e-7 relative error, so the sum is good to ~1e-7. */
+    __m256 vm = _mm256_set1_ps(p.max);
+    __m256d acc_lo = _mm256_setzero_pd(), acc_hi = _mm256_setzero_pd();
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 e = gs_exp_nonpositive_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+        acc_lo = _mm256_add_pd(acc_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        acc_hi = _mm256_add_pd(acc_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    double parts[4];
+    _mm256_storeu_pd(parts, _mm256_add_pd(acc_lo, acc_hi));
+    p.sum = (parts[0] + parts[1]) + (parts[2] + parts[3]);
+    for (; i < n; i++) p.sum += exp((double)x[i] - (double)p.max);
+    return p;
+}
+#endif
+
+typedef lse_part (*part_fn)(const float *, int);
+static part_fn chosen = NULL;
+static const char *chosen_name = "generic";
+
+static part_fn select_part(void)
+{
+    if (chosen) return chosen;
+    part_fn f = part_generic;
+    const char *name = "generic";
+#ifdef GS_HAVE_AVX2_PATH
+    if (gs_cpu_has_avx2_fma()) {
+        f = part_avx2;
+        name = "avx2-fma";
+    }
+#endif
+    chosen_name = name;
+    chosen = f; /* idempotent race: every thread stores the same value */
+    return f;
+}
+
+/* Combines parts in the given order: log sum over all of them. */
+static double combine(const lse_part *parts, size_t n_parts, size_t stride)
+{
+    float m = -INFINITY;
+    for (size_t c = 0; c < n_parts; c++) {
+        const lse_part *p = parts + c * stride;
+        if (p->nan) return NAN;
+        m = p->max > m ? p->max : m;
+    }
+    if (!isfinite(m)) return m;
+    double s = 0.0;
+    for (size_t c = 0; c < n_parts; c++) {
+        const lse_part *p = parts + c * stride;
+        if (p->max > -INFINITY) s += p->sum * exp((double)p->max - (double)m);
+    }
+    return (double)m + log(s);
+}
+
+double gs_log_sum_exp(const float *x, int n)
+{
+    lse_part p = select_part()(x, n);
+    return combine(&p, 1, 1);
+}
+
+/* Tile sizes: a (ROWS_PER_TILE x VOCAB_CHUNK) float tile is 256 KB, within L2,
+ * so the exponentials read it back from cache; W's chunk is packed once per tile. */
+#define ROWS_PER_TILE 64
+#define VOCAB_CHUNK 1024
+
+int gs_linear_log_sum_exp(size_t n, int C, int V, const float *A, const float *W, double *lse)
+{
+    if (n == 0) return GS_OK;
+    part_fn part = select_part();
+    const size_t n_chunks = ((size_t)V + VOCAB_CHUNK - 1) / VOCAB_CHUNK;
+    const size_t n_rowblocks = (n + ROWS_PER_TILE - 1) / ROWS_PER_TILE;
+    const int nthreads = gs_num_threads();
+    lse_part *parts = gs_alloc(sizeof *parts * n_chunks * n);       /* (chunk, row) */
+    float *tiles = gs_alloc(sizeof(float) * (size_t)nthreads * ROWS_PER_TILE * VOCAB_CHUNK);
+    if (!parts || !tiles) {
+        gs_free(parts);
+        gs_free(tiles);
+        return gs_fail(GS_ENOMEM, "out of memory for the LM head of %zu rows", n);
+    }
+    /* Chunk-major order: consecutive tiles of one thread share W's chunk. Each
+     * gs_sgemm runs on its calling thread (nested parallel regions get 1 thread). */
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (size_t tile = 0; tile < n_chunks * n_rowblocks; tile++) {
+        size_t chunk = tile / n_rowblocks, r0 = (tile % n_rowblocks) * ROWS_PER_TILE;
+        int v0 = (int)(chunk * VOCAB_CHUNK), nv = V - v0 < VOCAB_CHUNK ? V - v0 : VOCAB_CHUNK;
+        int nr = n - r0 < ROWS_PER_TILE ? (int)(n - r0) : ROWS_PER_TILE;
+        float *buf = tiles + (size_t)gs_thread_id() * ROWS_PER_TILE * VOCAB_CHUNK;
+        gs_sgemm(0, 1, nr, nv, C, 1.0f, A + r0 * C, C, W + (size_t)v0 * C, C, 0.0f, buf, nv);
+        for (int i = 0; i < nr; i++) parts[chunk * n + r0 + i] = part(buf + (size_t)i * nv, nv);
+    }
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (n > 64)
+    for (size_t i = 0; i < n; i++) lse[i] = combine(parts + i, n_chunks, n);
+    gs_free(parts);
+    gs_free(tiles);
+    return GS_OK;
+}
+
+const char *gs_log_sum_exp_kernel_name(void)
+{
+    select_part();
+    return chosen_name;
+}
