@@ -777,6 +777,7 @@ struct gs_t5_cache {
     float *k_self, *v_self; /* (Ld, rows, max_steps, I) */
     float *x, *ln, *tmp, *qkv, *q, *att, *hpre, *act, *probs, *bias, *rstd, *reorder;
     float *base;
+    gs_packed_b head;       /* the LM head packed for gs_linear_log_sum_exp, on first use */
 };
 
 int gs_t5_cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *attention_mask, int B,
@@ -915,6 +916,11 @@ int gs_t5_decode_step(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens, flo
 int gs_t5_decode_step_lse(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens, const uint8_t *live,
                           double *lse)
 {
+    if (!k->head.data) {
+        int st = gs_packed_b_new(1, m->cfg.d_model, m->cfg.vocab_size, m->params + m->lm_head,
+                                 m->cfg.d_model, &k->head);
+        if (st) return st;
+    }
     int st = decode_layers(m, k, tokens);
     if (st) return st;
     // live rows of ln (R, C) gathered into tmp (n, C); their lse computed into lse[0..n-1],
@@ -923,7 +929,7 @@ int gs_t5_decode_step_lse(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens,
     size_t n = 0;
     for (size_t r = 0; r < R; r++)
         if (live[r]) memcpy(k->tmp + n++ * C, k->ln + r * C, sizeof(float) * C);
-    st = gs_linear_log_sum_exp(n, (int)C, m->cfg.vocab_size, k->tmp, m->params + m->lm_head, lse);
+    st = gs_linear_log_sum_exp(n, k->tmp, &k->head, lse);
     if (st) return st;
     for (size_t r = R; r-- > 0;)
         if (live[r] && --n != r) lse[r] = lse[n];
@@ -981,5 +987,6 @@ void gs_t5_cache_free(gs_t5_cache *k)
     if (!k) return;
     gs_free(k->base);
     gs_free(k->mask);
+    gs_packed_b_free(&k->head);
     gs_free(k);
 }

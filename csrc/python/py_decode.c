@@ -399,8 +399,10 @@ static PyObject *py_linear_log_sum_exp(PyObject *self, PyObject *args)
     if (!out) return NULL;
     int status;
     Py_BEGIN_ALLOW_THREADS
-    status = gs_linear_log_sum_exp((size_t)n, gs_last_dim(a), (int)gs_rows(w), PyArray_DATA(a),
-                                   PyArray_DATA(w), PyArray_DATA(out));
+    gs_packed_b packed = {0};
+    status = gs_packed_b_new(1, gs_last_dim(w), (int)gs_rows(w), PyArray_DATA(w), gs_last_dim(w), &packed);
+    if (!status) status = gs_linear_log_sum_exp((size_t)n, PyArray_DATA(a), &packed, PyArray_DATA(out));
+    gs_packed_b_free(&packed);
     Py_END_ALLOW_THREADS
     if (status) {
         Py_DECREF(out);

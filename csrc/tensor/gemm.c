@@ -10,7 +10,7 @@
 #include "../common.h"
 
 #define MR 6
-#define NR 16
+#define NR GS_SGEMM_NR
 #define MC 120  /* rows of A packed per block: MC x KC floats stay in L2 */
 #define KC 256  /* depth of one packed slab */
 #define NC 3072 /* columns of B packed per slab: KC x NC floats stay in L3 */
@@ -193,6 +193,45 @@ static void scale_c(int M, int N, float beta, float *C, int ldc)
     }
 }
 
+/* C[:, j0 : j0+nc] (+)= alpha * packed A slab (M rows) @ packed B panels (kc deep),
+ * as tiles of (one row block) x (four NR panels): enough tiles for both threads even
+ * when M is a single block. Call inside a parallel region (work-shared loop). */
+static void multiply_tiles(micro_kernel_fn kernel, int kc, const float *apack, int mc_step,
+                           int n_mblocks, int M, const float *bpanels, int n_panels, int nc, int j0,
+                           float alpha, float beta, float *C, int ldc)
+{
+    const int panels_per_tile = 4;
+    int n_ngroups = (n_panels + panels_per_tile - 1) / panels_per_tile;
+#pragma omp for schedule(static) collapse(2)
+    for (int mb = 0; mb < n_mblocks; mb++) {
+        for (int ng = 0; ng < n_ngroups; ng++) {
+            int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
+            int jp_end = (ng + 1) * panels_per_tile;
+            if (jp_end > n_panels) jp_end = n_panels;
+            for (int jp = ng * panels_per_tile; jp < jp_end; jp++) {
+                int j = jp * NR, nr = nc - j < NR ? nc - j : NR;
+                const float *bp = bpanels + (size_t)jp * NR * kc;
+                for (int ir = 0; ir < mc; ir += MR) {
+                    int mr = mc - ir < MR ? mc - ir : MR;
+                    kernel(kc, apack + (size_t)(i0 + ir) * kc, bp, C + (size_t)(i0 + ir) * ldc + j0 + j,
+                           ldc, alpha, beta, mr, nr);
+                }
+            }
+        }
+    }
+}
+
+/* Equal row blocks of at most MC rows (a multiple of MR), so that no thread is
+ * left with a thin last block while the other works. */
+static void row_blocks(int M, int *mc_step, int *n_mblocks)
+{
+    int n = (M + MC - 1) / MC;
+    int step = (M + n - 1) / n;
+    step = (step + MR - 1) / MR * MR;
+    *mc_step = step;
+    *n_mblocks = (M + step - 1) / step;
+}
+
 void gs_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc)
 {
@@ -232,12 +271,8 @@ void gs_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
         return;
     }
 
-    /* Equal row blocks of at most MC rows (a multiple of MR), so that no thread is
-     * left with a thin last block while the other works. */
-    int n_mblocks = (M + MC - 1) / MC;
-    int mc_step = (M + n_mblocks - 1) / n_mblocks;
-    mc_step = (mc_step + MR - 1) / MR * MR;
-    n_mblocks = (M + mc_step - 1) / mc_step;
+    int mc_step, n_mblocks;
+    row_blocks(M, &mc_step, &n_mblocks);
 #pragma omp parallel num_threads(nthreads)
     for (int p0 = 0; p0 < K; p0 += KC) {
         int kc = K - p0 < KC ? K - p0 : KC;
@@ -255,29 +290,64 @@ void gs_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
                 int j = j0 + jp * NR, nr = N - j < NR ? N - j : NR;
                 pack_b_panel(trans_b, B, ldb, p0, kc, j, nr, bpack + (size_t)jp * NR * kc);
             }
-            /* Tiles of (one MC block of rows) x (four NR panels): enough tiles for
-             * both threads even when M is a single block. */
-            const int panels_per_tile = 4;
-            int n_ngroups = (n_panels + panels_per_tile - 1) / panels_per_tile;
-#pragma omp for schedule(static) collapse(2)
-            for (int mb = 0; mb < n_mblocks; mb++) {
-                for (int ng = 0; ng < n_ngroups; ng++) {
-                    int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
-                    int jp_end = (ng + 1) * panels_per_tile;
-                    if (jp_end > n_panels) jp_end = n_panels;
-                    for (int jp = ng * panels_per_tile; jp < jp_end; jp++) {
-                        int j = j0 + jp * NR, nr = N - j < NR ? N - j : NR;
-                        const float *bp = bpack + (size_t)jp * NR * kc;
-                        for (int ir = 0; ir < mc; ir += MR) {
-                            int mr = mc - ir < MR ? mc - ir : MR;
-                            kernel(kc, apack + (size_t)(i0 + ir) * kc, bp,
-                                   C + (size_t)(i0 + ir) * ldc + j, ldc, alpha, beta_step, mr, nr);
-                        }
-                    }
-                }
-            }
+            multiply_tiles(kernel, kc, apack, mc_step, n_mblocks, M, bpack, n_panels, nc, j0, alpha,
+                           beta_step, C, ldc);
         }
     }
     gs_free(bpack);
     gs_free(apack);
+}
+
+int gs_packed_b_new(int trans_b, int K, int N, const float *B, int ldb, gs_packed_b *out)
+{
+    const size_t n_panels = ((size_t)N + NR - 1) / NR;
+    out->K = K, out->N = N;
+    out->data = gs_alloc(sizeof(float) * (size_t)K * n_panels * NR);
+    if (!out->data) return gs_fail(GS_ENOMEM, "out of memory packing a %d x %d matrix", K, N);
+    for (int p0 = 0; p0 < K; p0 += KC) {
+        int kc = K - p0 < KC ? K - p0 : KC;
+        float *slab = out->data + (size_t)p0 * n_panels * NR;
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads())
+        for (size_t jp = 0; jp < n_panels; jp++) {
+            int j = (int)jp * NR, nr = N - j < NR ? N - j : NR;
+            pack_b_panel(trans_b, B, ldb, p0, kc, j, nr, slab + jp * NR * kc);
+        }
+    }
+    return GS_OK;
+}
+
+void gs_packed_b_free(gs_packed_b *pb)
+{
+    gs_free(pb->data);
+    pb->data = NULL;
+}
+
+int gs_sgemm_packed_b(int M, int nc, const float *A, int lda, const gs_packed_b *pb, int j0, float *C,
+                      int ldc)
+{
+    if (M <= 0 || nc <= 0) return GS_OK;
+    const int K = pb->K;
+    const size_t n_panels_all = ((size_t)pb->N + NR - 1) / NR;
+    micro_kernel_fn kernel = select_kernel();
+    int nthreads = gs_num_threads();
+    if ((double)M * nc * K < 64.0 * 64.0 * 64.0) nthreads = 1;
+    int mc_step, n_mblocks;
+    row_blocks(M, &mc_step, &n_mblocks);
+    size_t m_pad = ((size_t)M + MR - 1) / MR * MR;
+    float *apack = gs_alloc(sizeof(float) * m_pad * (K < KC ? K : KC));
+    if (!apack) return gs_fail(GS_ENOMEM, "out of memory packing %d rows", M);
+#pragma omp parallel num_threads(nthreads)
+    for (int p0 = 0; p0 < K; p0 += KC) {
+        int kc = K - p0 < KC ? K - p0 : KC;
+#pragma omp for schedule(static)
+        for (int mb = 0; mb < n_mblocks; mb++) {
+            int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
+            pack_a(0, A, lda, i0, mc, p0, kc, apack + (size_t)i0 * kc);
+        }
+        const float *panels = pb->data + (size_t)p0 * n_panels_all * NR + (size_t)(j0 / NR) * NR * kc;
+        multiply_tiles(kernel, kc, apack, mc_step, n_mblocks, M, panels, (nc + NR - 1) / NR, nc,
+                       0, 1.0f, p0 == 0 ? 0.0f : 1.0f, C, ldc);
+    }
+    gs_free(apack);
+    return GS_OK;
 }

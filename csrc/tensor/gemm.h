@@ -15,6 +15,25 @@
 void gs_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
 
+/* op(B) packed once for many products with the same right-hand side (an LM head
+ * over every decoding step): the packing gs_sgemm redoes on each call. */
+typedef struct {
+    int K, N;
+    float *data; /* slabs of depth <= KC, each a row of (kc, 16) column panels */
+} gs_packed_b;
+
+/* Packs op(B) (K, N) (trans_b as in gs_sgemm). Returns GS_OK or GS_ENOMEM;
+ * release with gs_packed_b_free (safe on a zeroed struct). */
+int gs_packed_b_new(int trans_b, int K, int N, const float *B, int ldb, gs_packed_b *out);
+void gs_packed_b_free(gs_packed_b *pb);
+
+/* C (M, nc) = A (M, K) @ op(B)[:, j0 : j0 + nc] with op(B) packed: columns j0..j0+nc-1
+ * of the packed matrix, j0 a multiple of GS_SGEMM_NR. Same kernel and summation
+ * order as gs_sgemm, so the results are bit-identical to it. GS_OK or GS_ENOMEM. */
+#define GS_SGEMM_NR 16
+int gs_sgemm_packed_b(int M, int nc, const float *A, int lda, const gs_packed_b *pb, int j0, float *C,
+                      int ldc);
+
 /* Which micro-kernel runs on this CPU: "avx2-fma" or "generic". */
 const char *gs_sgemm_kernel_name(void);
 

@@ -4,7 +4,6 @@
 #include <math.h>
 
 #include "../common.h"
-#include "gemm.h"
 #include "simd.h"
 
 /* One row's (or one chunk's) part of a log-sum-exp: its maximum m, whether it
@@ -108,13 +107,14 @@ double gs_log_sum_exp(const float *x, int n)
 }
 
 /* Tile sizes: a (ROWS_PER_TILE x VOCAB_CHUNK) float tile is 256 KB, within L2,
- * so the exponentials read it back from cache; W's chunk is packed once per tile. */
+ * so the exponentials read it back from cache. */
 #define ROWS_PER_TILE 64
 #define VOCAB_CHUNK 1024
 
-int gs_linear_log_sum_exp(size_t n, int C, int V, const float *A, const float *W, double *lse)
+int gs_linear_log_sum_exp(size_t n, const float *A, const gs_packed_b *W, double *lse)
 {
     if (n == 0) return GS_OK;
+    const int C = W->K, V = W->N;
     part_fn part = select_part();
     const size_t n_chunks = ((size_t)V + VOCAB_CHUNK - 1) / VOCAB_CHUNK;
     const size_t n_rowblocks = (n + ROWS_PER_TILE - 1) / ROWS_PER_TILE;
@@ -126,16 +126,25 @@ int gs_linear_log_sum_exp(size_t n, int C, int V, const float *A, const float *W
         gs_free(tiles);
         return gs_fail(GS_ENOMEM, "out of memory for the LM head of %zu rows", n);
     }
+    int failed = 0;
     /* Chunk-major order: consecutive tiles of one thread share W's chunk. Each
-     * gs_sgemm runs on its calling thread (nested parallel regions get 1 thread). */
-#pragma omp parallel for schedule(static) num_threads(nthreads)
+     * product runs on its calling thread (nested parallel regions get 1 thread). */
+#pragma omp parallel for schedule(static) num_threads(nthreads) reduction(| : failed)
     for (size_t tile = 0; tile < n_chunks * n_rowblocks; tile++) {
         size_t chunk = tile / n_rowblocks, r0 = (tile % n_rowblocks) * ROWS_PER_TILE;
         int v0 = (int)(chunk * VOCAB_CHUNK), nv = V - v0 < VOCAB_CHUNK ? V - v0 : VOCAB_CHUNK;
         int nr = n - r0 < ROWS_PER_TILE ? (int)(n - r0) : ROWS_PER_TILE;
         float *buf = tiles + (size_t)gs_thread_id() * ROWS_PER_TILE * VOCAB_CHUNK;
-        gs_sgemm(0, 1, nr, nv, C, 1.0f, A + r0 * C, C, W + (size_t)v0 * C, C, 0.0f, buf, nv);
+        if (gs_sgemm_packed_b(nr, nv, A + r0 * C, C, W, v0, buf, nv)) {
+            failed = 1;
+            continue;
+        }
         for (int i = 0; i < nr; i++) parts[chunk * n + r0 + i] = part(buf + (size_t)i * nv, nv);
+    }
+    if (failed) {
+        gs_free(parts);
+        gs_free(tiles);
+        return gs_fail(GS_ENOMEM, "out of memory in the LM head of %zu rows", n);
     }
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (n > 64)
     for (size_t i = 0; i < n; i++) lse[i] = combine(parts + i, n_chunks, n);

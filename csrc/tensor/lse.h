@@ -7,17 +7,20 @@
 
 #include <stddef.h>
 
+#include "gemm.h"
+
 // x (n) -> log(sum_i exp(x[i])) in double; NaN if any x is NaN, +-inf if the
 // maximum is infinite. Deterministic for a given CPU (fixed summation order).
 double gs_log_sum_exp(const float *x, int n);
 
 /* The LM head and its normaliser in one pass, without the (n, V) logits:
- *   lse[i] = log sum_v exp(A[i] . W[v])    A (n, C), W (V, C) row-major
+ *   lse[i] = log sum_v exp(A[i] . W[v])    A (n, C) row-major, W (V, C) given
+ *   packed as gs_packed_b_new(1, C, V, W, C, &packed), which a decoder does once.
  * The product runs in tiles of (rows x vocabulary chunk) that stay in cache;
  * each tile leaves a partial (max, sum) per row, combined in chunk order, so the
  * result does not depend on the thread count or on the other rows. Same NaN/inf
  * rules as gs_log_sum_exp. Returns GS_OK or GS_ENOMEM. */
-int gs_linear_log_sum_exp(size_t n, int C, int V, const float *A, const float *W, double *lse);
+int gs_linear_log_sum_exp(size_t n, const float *A, const gs_packed_b *W, double *lse);
 
 /* Which implementation runs on this CPU: "avx2-fma" or "generic". */
 const char *gs_log_sum_exp_kernel_name(void);
