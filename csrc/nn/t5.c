@@ -778,6 +778,7 @@ struct gs_t5_cache {
     float *x, *ln, *tmp, *qkv, *q, *att, *hpre, *act, *probs, *bias, *rstd, *reorder;
     float *base;
     gs_packed_b head;       /* the LM head packed for gs_linear_log_sum_exp, on first use */
+    int32_t *tok;           /* (rows) tokens of the rows that run in a sparse step */
 };
 
 int gs_t5_cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *attention_mask, int B,
@@ -808,7 +809,8 @@ int gs_t5_cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *att
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) total += (sizes[i] + 15) & ~(size_t)15;
     k->base = gs_alloc(sizeof(float) * total);
     k->mask = gs_alloc(sizeof(int32_t) * Ne);
-    if (!k->base || !k->mask) {
+    k->tok = gs_alloc(sizeof(int32_t) * R);
+    if (!k->base || !k->mask || !k->tok) {
         gs_t5_cache_free(k);
         return gs_fail(GS_ENOMEM, "out of memory: a decoding cache of %zu rows x %d steps needs "
                        "%.1f MB", R, max_steps, total * 4.0 / 1048576.0);
@@ -844,9 +846,22 @@ int gs_t5_cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *att
     return GS_OK;
 }
 
+/* 1 when live marks exactly the first row of each input: the first steps of a
+ * beam search (the root, then a lone behaviour token) have one beam per input. */
+static int only_first_rows_live(const gs_t5_cache *k, const uint8_t *live)
+{
+    if (!live || k->rows_per_input == 1) return 0;
+    for (int r = 0; r < k->rows; r++)
+        if (!live[r] != (r % k->rows_per_input != 0)) return 0;
+    return 1;
+}
+
 /* Runs the decoder layers for one new token per row; leaves the final-norm output
- * (scaled for a tied head) in k->ln (rows, C), the LM head's input. */
-static int decode_layers(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens)
+ * (scaled for a tied head) in k->ln (rows, C), the LM head's input. When only the
+ * first row of each input is live (live may be NULL: all rows), only those rows
+ * run: the others keep a stale history at this position, which beam search
+ * overwrites by reordering before it uses them. */
+static int decode_layers(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens, const uint8_t *live)
 {
     const gs_t5_config *c = &m->cfg;
     if (k->model != m)
@@ -858,24 +873,31 @@ static int decode_layers(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens)
     if (st) return st;
     const float *P = m->params;
     const int C = c->d_model, I = m->I, H = c->num_heads, t = k->t, S = k->max_steps;
-    const size_t R = k->rows, Ne = (size_t)k->B * k->T_in;
+    const size_t R_all = k->rows, Ne = (size_t)k->B * k->T_in;
     const float eps = c->layer_norm_epsilon;
+    // rows that run (R) and the cache row of run row r (r * stride)
+    const int sparse = only_first_rows_live(k, live);
+    const size_t R = sparse ? (size_t)k->B : R_all, stride = sparse ? (size_t)k->rows_per_input : 1;
+    if (sparse) {
+        for (size_t r = 0; r < R; r++) k->tok[r] = tokens[r * stride];
+        tokens = k->tok;
+    }
     gs_embedding_forward(R, C, tokens, P + m->shared, k->x);
     // position bias of query position t over keys 0..t: (H, 1, t+1)
     gs_relative_bias_forward(H, 1, t + 1, t, 0, c->relative_attention_num_buckets,
                              c->relative_attention_max_distance, P + m->dec[0].rel_bias, k->bias);
     for (int l = 0; l < c->num_decoder_layers; l++) {
         const block_params *b = &m->dec[l];
-        float *ks = k->k_self + (size_t)l * R * S * I, *vs = k->v_self + (size_t)l * R * S * I;
+        float *ks = k->k_self + (size_t)l * R_all * S * I, *vs = k->v_self + (size_t)l * R_all * S * I;
         // self-attention with the new token's k, v appended at position t
         gs_rmsnorm_forward(R, C, k->x, P + b->ln_sa, eps, k->ln, k->rstd);
         gs_linear_forward(R, C, 3 * I, k->ln, P + b->qkv, NULL, k->qkv);
         for (size_t r = 0; r < R; r++) {
-            memcpy(ks + (r * S + t) * I, k->qkv + r * 3 * I + I, sizeof(float) * I);
-            memcpy(vs + (r * S + t) * I, k->qkv + r * 3 * I + 2 * I, sizeof(float) * I);
+            memcpy(ks + (r * stride * S + t) * I, k->qkv + r * 3 * I + I, sizeof(float) * I);
+            memcpy(vs + (r * stride * S + t) * I, k->qkv + r * 3 * I + 2 * I, sizeof(float) * I);
         }
         gs_attention_args a = attn_args(m, (int)R, 1, t + 1, 3 * I, I, 0, NULL, k->bias, 0.0f, 0, 0);
-        a.kv_batch_stride = (size_t)S * I;
+        a.kv_batch_stride = stride * S * I;
         if ((st = gs_attention_forward(&a, k->qkv, ks, vs, k->probs, k->att))) return st;
         gs_linear_forward(R, I, C, k->att, P + b->o_sa, NULL, k->tmp);
         add_inplace(R * C, k->x, k->tmp);
@@ -885,7 +907,7 @@ static int decode_layers(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens)
         const float *kv = k->kv_cross + (size_t)l * Ne * 2 * I;
         /* rows r = input * rows_per_input + beam, so the queries of one input form a
          * (rows_per_input, I) block against its K,V: one attention batch per input */
-        gs_attention_args ca = attn_args(m, k->B, k->rows_per_input, k->T_in, I, 2 * I, 0, k->mask,
+        gs_attention_args ca = attn_args(m, k->B, (int)(R / k->B), k->T_in, I, 2 * I, 0, k->mask,
                                          NULL, 0.0f, 0, 0);
         if ((st = gs_attention_forward(&ca, k->q, kv, kv + I, k->probs, k->att))) return st;
         gs_linear_forward(R, I, C, k->att, P + b->o_ca, NULL, k->tmp);
@@ -900,12 +922,14 @@ static int decode_layers(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens)
         const float s = 1.0f / sqrtf((float)C);
         for (size_t i = 0; i < R * C; i++) k->ln[i] *= s;
     }
+    if (sparse) // run row r -> its own row r * stride, last first (no overlap)
+        for (size_t r = R; r-- > 1;) memcpy(k->ln + r * stride * C, k->ln + r * C, sizeof(float) * C);
     return GS_OK;
 }
 
 int gs_t5_decode_step(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens, float *logits)
 {
-    int st = decode_layers(m, k, tokens);
+    int st = decode_layers(m, k, tokens, NULL);
     if (st) return st;
     gs_linear_forward(k->rows, m->cfg.d_model, m->cfg.vocab_size, k->ln, m->params + m->lm_head, NULL,
                       logits);
@@ -921,7 +945,7 @@ int gs_t5_decode_step_lse(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens,
                                  m->cfg.d_model, &k->head);
         if (st) return st;
     }
-    int st = decode_layers(m, k, tokens);
+    int st = decode_layers(m, k, tokens, live);
     if (st) return st;
     // live rows of ln (R, C) gathered into tmp (n, C); their lse computed into lse[0..n-1],
     // then moved to their own rows, last first (row r >= its compact index, no overlap)
@@ -987,6 +1011,7 @@ void gs_t5_cache_free(gs_t5_cache *k)
     if (!k) return;
     gs_free(k->base);
     gs_free(k->mask);
+    gs_free(k->tok);
     gs_packed_b_free(&k->head);
     gs_free(k);
 }
