@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../common.h"
+#include "../tensor/ops.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -334,13 +335,7 @@ int gs_attention_forward(const gs_attention_args *a, const float *q, const float
                     memset(s, 0, sizeof(float) * Tk);
                     continue;
                 }
-                float sum = 0.0f;
-                for (int j = 0; j <= jmax; j++) {
-                    float e = s[j] == -INFINITY ? 0.0f : expf(s[j] - mx);
-                    p[j] = e;
-                    sum += e;
-                }
-                const float inv = 1.0f / sum;
+                const float inv = 1.0f / gs_exp_shifted(jmax + 1, s, mx, p);
                 for (int j = 0; j <= jmax; j++) p[j] *= inv;
                 for (int j = jmax + 1; j < Tk; j++) p[j] = 0.0f, s[j] = 0.0f;
                 if (use_drop) {

@@ -10,6 +10,45 @@
  * one thread and the result does not depend on the thread count. */
 #define PARALLEL_ROWS(rows) _Pragma("omp parallel for schedule(static) num_threads(gs_num_threads()) if((rows) > 16)")
 
+#ifdef GS_HAVE_AVX2_PATH
+__attribute__((target("avx2,fma"))) static float exp_shifted_avx2(int n, const float *x, float shift, float *y)
+{
+    const __m256 vs = _mm256_set1_ps(shift), ninf = _mm256_set1_ps(-INFINITY);
+    __m256 acc = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 v = _mm256_loadu_ps(x + j);
+        __m256 e = gs_exp_nonpositive_avx2(_mm256_sub_ps(v, vs));
+        e = _mm256_andnot_ps(_mm256_cmp_ps(v, ninf, _CMP_EQ_OQ), e); /* masked keys: exactly 0 */
+        _mm256_storeu_ps(y + j, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, acc);
+    float sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+    for (; j < n; j++) {
+        y[j] = x[j] == -INFINITY ? 0.0f : expf(x[j] - shift);
+        sum += y[j];
+    }
+    return sum;
+}
+#endif
+
+float gs_exp_shifted(int n, const float *x, float shift, float *y)
+{
+#ifdef GS_HAVE_AVX2_PATH
+    static int avx2 = -1;
+    if (avx2 < 0) avx2 = gs_cpu_has_avx2_fma(); /* idempotent race: same value from every thread */
+    if (avx2) return exp_shifted_avx2(n, x, shift, y);
+#endif
+    float sum = 0.0f;
+    for (int j = 0; j < n; j++) {
+        y[j] = x[j] == -INFINITY ? 0.0f : expf(x[j] - shift);
+        sum += y[j];
+    }
+    return sum;
+}
+
 void gs_softmax_forward(size_t rows, int n, const float *x, float *y)
 {
     PARALLEL_ROWS(rows)
@@ -22,12 +61,7 @@ void gs_softmax_forward(size_t rows, int n, const float *x, float *y)
             for (int j = 0; j < n; j++) yr[j] = 0.0f;
             continue;
         }
-        float sum = 0.0f;
-        for (int j = 0; j < n; j++) {
-            yr[j] = expf(xr[j] - mx);
-            sum += yr[j];
-        }
-        float inv = 1.0f / sum;
+        float inv = 1.0f / gs_exp_shifted(n, xr, mx, yr);
         for (int j = 0; j < n; j++) yr[j] *= inv;
     }
 }
