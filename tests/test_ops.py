@@ -90,6 +90,18 @@ def test_softmax_forward_backward(rng, shape):
     np.testing.assert_allclose(dx, num, rtol=2e-2, atol=2e-3)
 
 
+def test_softmax_wide_range_and_masked_keys():
+    """The 8-lane exponential path: rows of 8k + tail lengths, a 60-unit spread
+    (terms that underflow), and -inf entries that must get exactly zero mass."""
+    rng = np.random.default_rng(5)
+    for n in (8, 9, 31, 1000):
+        x = (rng.normal(size=(4, n)) * 20).astype(np.float32)
+        x[:, ::5] = -np.inf
+        y = ops.softmax(x)
+        np.testing.assert_allclose(y, np_softmax(x.astype(np.float64)), rtol=1e-5, atol=1e-7)
+        assert np.all(y[:, ::5] == 0.0)
+
+
 def test_softmax_fully_masked_row_is_zero():
     x = np.full((2, 5), -np.inf, np.float32)
     x[1, 2] = 0.0
