@@ -305,7 +305,7 @@ def test_log_sum_exp_kernel(n):
     np.testing.assert_allclose(gensar._core.log_sum_exp(x), ref, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("n,C,V", [(1, 1, 1), (3, 17, 1023), (70, 128, 1025), (130, 33, 5000), (5, 300, 2050)])
+@pytest.mark.parametrize("n,C,V", [(1, 1, 1), (3, 17, 1023), (70, 128, 1025), (130, 33, 5000), (5, 500, 2050)])
 def test_linear_log_sum_exp_matches_numpy(n, C, V):
     """The fused LM head + normaliser (tiles of rows x vocabulary chunks, partial
     maxima and sums combined per row) against float64 NumPy, on shapes that leave

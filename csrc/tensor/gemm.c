@@ -12,8 +12,18 @@
 #define MR 6
 #define NR GS_SGEMM_NR
 #define MC 120  /* rows of A packed per block: MC x KC floats stay in L2 */
-#define KC 256  /* depth of one packed slab */
+#define KC 384  /* most depth of one packed slab (a 24 KB B panel stays in L1) */
 #define NC 3072 /* columns of B packed per slab: KC x NC floats stay in L3 */
+
+/* Depth of the slabs: K split into equal slabs of at most KC. Every slab after
+ * the first re-reads C, which has left the caches by then on large products, so
+ * fewer, even slabs beat a fixed KC with a thin remainder (K = 384 is one slab,
+ * 1536 four of 384). Depends on K only: results do not depend on M or threads. */
+static int slab_depth(int K)
+{
+    int n = (K + KC - 1) / KC;
+    return (K + n - 1) / n;
+}
 
 typedef void (*micro_kernel_fn)(int kc, const float *a, const float *b, float *c, int ldc,
                                 float alpha, float beta, int mr, int nr);
@@ -246,7 +256,7 @@ void gs_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
     if ((double)M * N * K < 64.0 * 64.0 * 64.0) nthreads = 1;
 
     int nc_max = N < NC ? N : NC;
-    int kc_max = K < KC ? K : KC;
+    int kc_max = slab_depth(K);
     size_t b_panels_max = (size_t)(nc_max + NR - 1) / NR;
     size_t m_pad = ((size_t)M + MR - 1) / MR * MR;
     float *bpack = gs_alloc(sizeof(float) * b_panels_max * NR * kc_max);
@@ -274,8 +284,8 @@ void gs_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
     int mc_step, n_mblocks;
     row_blocks(M, &mc_step, &n_mblocks);
 #pragma omp parallel num_threads(nthreads)
-    for (int p0 = 0; p0 < K; p0 += KC) {
-        int kc = K - p0 < KC ? K - p0 : KC;
+    for (int p0 = 0; p0 < K; p0 += kc_max) {
+        int kc = K - p0 < kc_max ? K - p0 : kc_max;
         float beta_step = p0 == 0 ? beta : 1.0f;
 #pragma omp for schedule(static)
         for (int mb = 0; mb < n_mblocks; mb++) {
@@ -304,8 +314,9 @@ int gs_packed_b_new(int trans_b, int K, int N, const float *B, int ldb, gs_packe
     out->K = K, out->N = N;
     out->data = gs_alloc(sizeof(float) * (size_t)K * n_panels * NR);
     if (!out->data) return gs_fail(GS_ENOMEM, "out of memory packing a %d x %d matrix", K, N);
-    for (int p0 = 0; p0 < K; p0 += KC) {
-        int kc = K - p0 < KC ? K - p0 : KC;
+    const int kc_max = slab_depth(K); /* the slabs gs_sgemm_packed_b walks */
+    for (int p0 = 0; p0 < K; p0 += kc_max) {
+        int kc = K - p0 < kc_max ? K - p0 : kc_max;
         float *slab = out->data + (size_t)p0 * n_panels * NR;
 #pragma omp parallel for schedule(static) num_threads(gs_num_threads())
         for (size_t jp = 0; jp < n_panels; jp++) {
@@ -334,11 +345,12 @@ int gs_sgemm_packed_b(int M, int nc, const float *A, int lda, const gs_packed_b 
     int mc_step, n_mblocks;
     row_blocks(M, &mc_step, &n_mblocks);
     size_t m_pad = ((size_t)M + MR - 1) / MR * MR;
-    float *apack = gs_alloc(sizeof(float) * m_pad * (K < KC ? K : KC));
+    const int kc_max = slab_depth(K);
+    float *apack = gs_alloc(sizeof(float) * m_pad * kc_max);
     if (!apack) return gs_fail(GS_ENOMEM, "out of memory packing %d rows", M);
 #pragma omp parallel num_threads(nthreads)
-    for (int p0 = 0; p0 < K; p0 += KC) {
-        int kc = K - p0 < KC ? K - p0 : KC;
+    for (int p0 = 0; p0 < K; p0 += kc_max) {
+        int kc = K - p0 < kc_max ? K - p0 : kc_max;
 #pragma omp for schedule(static)
         for (int mb = 0; mb < n_mblocks; mb++) {
             int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
