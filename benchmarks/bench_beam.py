@@ -28,11 +28,9 @@ import time
 
 import numpy as np
 
-# On a machine shared with other jobs (more runnable threads than cores), OpenMP's
-# default active waiting turns every barrier into a scheduler time slice: 2-thread
-# decoding measured 20x slower than 1 thread. Passive waiting avoids that for both
-# libraries; it must be set before libgomp starts. Override by exporting it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Both engines run under the same OpenMP wait policy: gensar's default
+# (GOMP_SPINCOUNT=30000, set on import unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is
+# exported; PyTorch's libgomp reads the same variables). Export one to compare others.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # the checkout
 import gensar  # noqa: E402
 from gensar import CandidateSets, Seq2Seq, Trie  # noqa: E402
@@ -132,7 +130,8 @@ def main():
     rng = np.random.default_rng(0)
     model = Seq2Seq({"vocab_size": args.vocab, "dropout_rate": 0.0}, seed=0)
     print(f"model: {model}")
-    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, threads {args.threads}, "
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}, "
+          f"threads {args.threads}, "
           f"beams {args.beams} (all returned), input length {args.input_len}, "
           f"log-sum-exp kernel {gensar._core.log_sum_exp_kernel_name()}")
 

@@ -8,6 +8,7 @@
 
 #include "../common.h"
 #include "../tensor/ops.h"
+#include "../tensor/simd.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -224,9 +225,7 @@ static small_mm_fn pick_small_mm(void)
 {
     static small_mm_fn fn = NULL;
     if (!fn) {
-        __builtin_cpu_init();
-        fn = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? small_mm_avx2
-                                                                              : small_mm_generic;
+        fn = gs_cpu_has_avx2_fma() ? small_mm_avx2 : small_mm_generic;
     }
     return fn;
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../common.h"
+#include "simd.h"
 
 #define MR 6
 #define NR GS_SGEMM_NR
@@ -118,9 +119,8 @@ static micro_kernel_fn select_kernel(void)
     if (chosen_kernel) return chosen_kernel;
     micro_kernel_fn k = micro_kernel_generic;
     const char *name = "generic";
-#if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+#ifdef GS_HAVE_AVX2_PATH
+    if (gs_cpu_has_avx2_fma()) {
         k = micro_kernel_avx2;
         name = "avx2-fma";
     }
