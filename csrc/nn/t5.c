@@ -940,13 +940,12 @@ int gs_t5_decode_step(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens, flo
 int gs_t5_decode_step_lse(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens, const uint8_t *live,
                           double *lse)
 {
-    if (!k->head.data) {
-        int st = gs_packed_b_new(1, m->cfg.d_model, m->cfg.vocab_size, m->params + m->lm_head,
-                                 m->cfg.d_model, &k->head);
-        if (st) return st;
-    }
     int st = decode_layers(m, k, tokens, live);
     if (st) return st;
+    if (!k->head.data &&
+        (st = gs_packed_b_new(1, m->cfg.d_model, m->cfg.vocab_size, m->params + m->lm_head,
+                              m->cfg.d_model, &k->head)))
+        return st;
     // live rows of ln (R, C) gathered into tmp (n, C); their lse computed into lse[0..n-1],
     // then moved to their own rows, last first (row r >= its compact index, no overlap)
     const size_t R = k->rows, C = m->cfg.d_model;
