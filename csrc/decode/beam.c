@@ -7,6 +7,9 @@
 
 #include "../common.h"
 
+/* trie children whose logits are fetched from the decoder in one call */
+#define CHILD_BATCH 256
+
 int gs_beam_check(int B, const gs_trie *const *tries, int vocab_size, int num_beams, int top_k)
 {
     if (B < 1) return gs_fail(GS_EINVAL, "beam search needs at least one input, got %d", B);
@@ -141,7 +144,7 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
          * result does not depend on the thread count. */
 #pragma omp parallel num_threads(gs_num_threads())
         {
-            float child_logits[256];
+            float child_logits[CHILD_BATCH];
 #pragma omp for schedule(static)
             for (int b = 0; b < B; b++) {
                 const gs_trie *tr = tries[b];
@@ -155,8 +158,8 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
                         break;
                     }
                     const int32_t end = tr->child_start[node[r] + 1];
-                    for (int32_t c0 = tr->child_start[node[r]]; c0 < end; c0 += 256) {
-                        int n = end - c0 < 256 ? end - c0 : 256;
+                    for (int32_t c0 = tr->child_start[node[r]]; c0 < end; c0 += CHILD_BATCH) {
+                        int n = end - c0 < CHILD_BATCH ? end - c0 : CHILD_BATCH;
                         dec->logits(dec->ctx, r, n, tr->token + c0, child_logits);
                         for (int i = 0; i < n; i++) {
                             proposal p = {score[r] + ((double)child_logits[i] - lse[r]), c0 + i, j};
