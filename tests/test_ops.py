@@ -207,6 +207,16 @@ def test_linear_forward_backward(rng, N, C, OC, bias):
         np.testing.assert_allclose(db, central_difference(loss, b), rtol=1e-2, atol=1e-3)
 
 
+@pytest.mark.parametrize("N,C,OC", [(13, 800, 37), (130, 384, 1536)])
+def test_linear_forward_fused_bias_deep_products(rng, N, C, OC):
+    """The bias is added as the SGEMM writes its tiles: check it on products of
+    several depth slabs (C > 384) and ragged tiles, against float64."""
+    x, W, b = f32(rng, N, C), f32(rng, OC, C), f32(rng, OC)
+    y = ops.linear(x, W, b)
+    ref = x.astype(np.float64) @ W.T.astype(np.float64) + b
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=2e-6 * np.sqrt(C))
+
+
 def test_adamw_matches_numpy_reference(rng):
     n = 37
     p, m, v = f32(rng, n), np.zeros(n, np.float32), np.zeros(n, np.float32)

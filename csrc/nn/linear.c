@@ -6,12 +6,10 @@
 void gs_linear_forward(size_t N, int C, int OC, const float *x, const float *W, const float *b,
                        float *y)
 {
-    if (b) {
-#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N * OC > 65536)
-        for (size_t n = 0; n < N; n++)
-            for (int o = 0; o < OC; o++) y[n * OC + o] = b[o];
-    }
-    gs_sgemm(0, 1, (int)N, OC, C, 1.0f, x, C, W, C, b ? 1.0f : 0.0f, y, OC);
+    if (b)
+        gs_sgemm_bias(0, 1, (int)N, OC, C, x, C, W, C, b, y, OC);
+    else
+        gs_sgemm(0, 1, (int)N, OC, C, 1.0f, x, C, W, C, 0.0f, y, OC);
 }
 
 void gs_linear_backward(size_t N, int C, int OC, const float *x, const float *W, const float *dy,

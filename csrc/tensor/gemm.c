@@ -26,11 +26,14 @@ static int slab_depth(int K)
     return (K + n - 1) / n;
 }
 
+/* bias: NULL, or the nr values added to every row of the tile (a linear layer's
+ * bias, fused so that C is written once and never read). */
 typedef void (*micro_kernel_fn)(int kc, const float *a, const float *b, float *c, int ldc,
-                                float alpha, float beta, int mr, int nr);
+                                float alpha, float beta, const float *bias, int mr, int nr);
 
 /* Writes alpha * acc + beta * C for the mr x nr corner that lies inside C. */
-static void store_tile(const float *acc, float *c, int ldc, float alpha, float beta, int mr, int nr)
+static void store_tile(const float *acc, float *c, int ldc, float alpha, float beta, const float *bias,
+                       int mr, int nr)
 {
     for (int i = 0; i < mr; i++) {
         float *ci = c + (size_t)i * ldc;
@@ -39,12 +42,15 @@ static void store_tile(const float *acc, float *c, int ldc, float alpha, float b
             for (int j = 0; j < nr; j++) ci[j] = alpha * ai[j];
         else
             for (int j = 0; j < nr; j++) ci[j] = alpha * ai[j] + beta * ci[j];
+        if (bias)
+            for (int j = 0; j < nr; j++) ci[j] += bias[j];
     }
 }
 
 // a: packed (kc, MR), b: packed (kc, NR) -> c tile (mr, nr)
 static void micro_kernel_generic(int kc, const float *restrict a, const float *restrict b,
-                                 float *c, int ldc, float alpha, float beta, int mr, int nr)
+                                 float *c, int ldc, float alpha, float beta, const float *bias, int mr,
+                                 int nr)
 {
     float acc[MR * NR];
     memset(acc, 0, sizeof acc);
@@ -55,7 +61,7 @@ static void micro_kernel_generic(int kc, const float *restrict a, const float *r
             for (int j = 0; j < NR; j++) acc[i * NR + j] += ai * bp[j];
         }
     }
-    store_tile(acc, c, ldc, alpha, beta, mr, nr);
+    store_tile(acc, c, ldc, alpha, beta, bias, mr, nr);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -63,7 +69,7 @@ static void micro_kernel_generic(int kc, const float *restrict a, const float *r
 
 __attribute__((target("avx2,fma"))) static void
 micro_kernel_avx2(int kc, const float *restrict a, const float *restrict b, float *c, int ldc,
-                  float alpha, float beta, int mr, int nr)
+                  float alpha, float beta, const float *bias, int mr, int nr)
 {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
@@ -93,9 +99,11 @@ micro_kernel_avx2(int kc, const float *restrict a, const float *restrict b, floa
     __m256 rows[2 * MR] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
     if (mr == MR && nr == NR) {
         __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+        __m256 b0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
+        __m256 b1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
         for (int i = 0; i < MR; i++) {
             float *ci = c + (size_t)i * ldc;
-            __m256 r0 = _mm256_mul_ps(va, rows[2 * i]), r1 = _mm256_mul_ps(va, rows[2 * i + 1]);
+            __m256 r0 = _mm256_fmadd_ps(va, rows[2 * i], b0), r1 = _mm256_fmadd_ps(va, rows[2 * i + 1], b1);
             if (beta != 0.0f) {
                 r0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci), r0);
                 r1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + 8), r1);
@@ -106,7 +114,7 @@ micro_kernel_avx2(int kc, const float *restrict a, const float *restrict b, floa
     } else {
         float acc[MR * NR] __attribute__((aligned(32)));
         for (int i = 0; i < 2 * MR; i++) _mm256_store_ps(acc + 8 * i, rows[i]);
-        store_tile(acc, c, ldc, alpha, beta, mr, nr);
+        store_tile(acc, c, ldc, alpha, beta, bias, mr, nr);
     }
 }
 #endif
@@ -204,11 +212,11 @@ static void scale_c(int M, int N, float beta, float *C, int ldc)
 }
 
 /* C[:, j0 : j0+nc] (+)= alpha * packed A slab (M rows) @ packed B panels (kc deep),
- * as tiles of (one row block) x (four NR panels): enough tiles for both threads even
+ * (+ bias[j0 + j] on every row when bias is given), as tiles of (one row block) x (four NR panels): enough tiles for both threads even
  * when M is a single block. Call inside a parallel region (work-shared loop). */
 static void multiply_tiles(micro_kernel_fn kernel, int kc, const float *apack, int mc_step,
                            int n_mblocks, int M, const float *bpanels, int n_panels, int nc, int j0,
-                           float alpha, float beta, float *C, int ldc)
+                           float alpha, float beta, const float *bias, float *C, int ldc)
 {
     const int panels_per_tile = 4;
     int n_ngroups = (n_panels + panels_per_tile - 1) / panels_per_tile;
@@ -224,7 +232,7 @@ static void multiply_tiles(micro_kernel_fn kernel, int kc, const float *apack, i
                 for (int ir = 0; ir < mc; ir += MR) {
                     int mr = mc - ir < MR ? mc - ir : MR;
                     kernel(kc, apack + (size_t)(i0 + ir) * kc, bp, C + (size_t)(i0 + ir) * ldc + j0 + j,
-                           ldc, alpha, beta, mr, nr);
+                           ldc, alpha, beta, bias ? bias + j0 + j : NULL, mr, nr);
                 }
             }
         }
@@ -242,12 +250,16 @@ static void row_blocks(int M, int *mc_step, int *n_mblocks)
     *n_mblocks = (M + step - 1) / step;
 }
 
-void gs_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
-              const float *B, int ldb, float beta, float *C, int ldc)
+/* gs_sgemm with an optional bias (N) added to every row of C (with beta == 0). */
+static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+                  const float *B, int ldb, float beta, const float *bias, float *C, int ldc)
 {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) {
         if (beta != 1.0f) scale_c(M, N, beta, C, ldc);
+        if (bias)
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] += bias[j];
         return;
     }
     micro_kernel_fn kernel = select_kernel();
@@ -276,7 +288,7 @@ void gs_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
                     s += (double)a * b;
                 }
                 float *c = C + (size_t)i * ldc + j;
-                *c = (float)(alpha * s) + (beta == 0.0f ? 0.0f : beta * *c);
+                *c = (float)(alpha * s) + (beta == 0.0f ? 0.0f : beta * *c) + (bias ? bias[j] : 0.0f);
             }
         return;
     }
@@ -301,11 +313,23 @@ void gs_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
                 pack_b_panel(trans_b, B, ldb, p0, kc, j, nr, bpack + (size_t)jp * NR * kc);
             }
             multiply_tiles(kernel, kc, apack, mc_step, n_mblocks, M, bpack, n_panels, nc, j0, alpha,
-                           beta_step, C, ldc);
+                           beta_step, p0 == 0 ? bias : NULL, C, ldc);
         }
     }
     gs_free(bpack);
     gs_free(apack);
+}
+
+void gs_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc)
+{
+    sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, NULL, C, ldc);
+}
+
+void gs_sgemm_bias(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda, const float *B,
+                   int ldb, const float *bias, float *C, int ldc)
+{
+    sgemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, bias, C, ldc);
 }
 
 int gs_packed_b_new(int trans_b, int K, int N, const float *B, int ldb, gs_packed_b *out)
@@ -358,7 +382,7 @@ int gs_sgemm_packed_b(int M, int nc, const float *A, int lda, const gs_packed_b 
         }
         const float *panels = pb->data + (size_t)p0 * n_panels_all * NR + (size_t)(j0 / NR) * NR * kc;
         multiply_tiles(kernel, kc, apack, mc_step, n_mblocks, M, panels, (nc + NR - 1) / NR, nc,
-                       0, 1.0f, p0 == 0 ? 0.0f : 1.0f, C, ldc);
+                       0, 1.0f, p0 == 0 ? 0.0f : 1.0f, NULL, C, ldc);
     }
     gs_free(apack);
     return GS_OK;

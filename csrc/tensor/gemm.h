@@ -15,6 +15,11 @@
 void gs_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
 
+/* C (M,N) = op(A) @ op(B) + bias (N) on every row, the bias added as C is
+ * written (a linear layer: C is never read). */
+void gs_sgemm_bias(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda, const float *B,
+                   int ldb, const float *bias, float *C, int ldc);
+
 /* op(B) packed once for many products with the same right-hand side (an LM head
  * over every decoding step): the packing gs_sgemm redoes on each call. */
 typedef struct {
