@@ -13,21 +13,18 @@
 #define MR 6
 #define NR GS_SGEMM_NR
 #define MC 120  /* rows of A packed per block: MC x KC floats stay in L2 */
-#define KC 384  /* most depth of one packed slab (a 24 KB B panel stays in L1) */
+#define KC 256  /* depth of one packed slab: a 16 KB B panel stays in L1 */
 #define NC 3072 /* columns of B packed per slab: KC x NC floats stay in L3 */
 
-/* Depth of the slabs: K split into equal slabs of at most KC. Every slab after
- * the first re-reads C, which has left the caches by then on large products, so
- * fewer, even slabs beat a fixed KC with a thin remainder (K = 384 is one slab,
- * 1536 four of 384). Depends on K only: results do not depend on M or threads. */
+/* Depth of the slabs. Every slab after the first re-reads C, which has left the
+ * caches by then on large products, so a depth of up to 1.5 KC (384: BERT-small
+ * and MiniLM widths) is done in one slab; deeper products use KC. Depends on K
+ * only: results do not depend on M or threads. */
 static int slab_depth(int K)
 {
-    int n = (K + KC - 1) / KC;
-    return (K + n - 1) / n;
+    return K <= KC + KC / 2 ? K : KC;
 }
 
-/* bias: NULL, or the nr values added to every row of the tile (a linear layer's
- * bias, fused so that C is written once and never read). */
 typedef void (*micro_kernel_fn)(int kc, const float *a, const float *b, float *c, int ldc,
                                 float alpha, float beta, const float *bias, int mr, int nr);
 
@@ -99,11 +96,13 @@ micro_kernel_avx2(int kc, const float *restrict a, const float *restrict b, floa
     __m256 rows[2 * MR] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
     if (mr == MR && nr == NR) {
         __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
-        __m256 b0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
-        __m256 b1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
         for (int i = 0; i < MR; i++) {
             float *ci = c + (size_t)i * ldc;
-            __m256 r0 = _mm256_fmadd_ps(va, rows[2 * i], b0), r1 = _mm256_fmadd_ps(va, rows[2 * i + 1], b1);
+            __m256 r0 = _mm256_mul_ps(va, rows[2 * i]), r1 = _mm256_mul_ps(va, rows[2 * i + 1]);
+            if (bias) {
+                r0 = _mm256_add_ps(r0, _mm256_loadu_ps(bias));
+                r1 = _mm256_add_ps(r1, _mm256_loadu_ps(bias + 8));
+            }
             if (beta != 0.0f) {
                 r0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci), r0);
                 r1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + 8), r1);
@@ -214,7 +213,7 @@ static void scale_c(int M, int N, float beta, float *C, int ldc)
 /* C[:, j0 : j0+nc] (+)= alpha * packed A slab (M rows) @ packed B panels (kc deep),
  * (+ bias[j0 + j] on every row when bias is given), as tiles of (one row block) x (four NR panels): enough tiles for both threads even
  * when M is a single block. Call inside a parallel region (work-shared loop). */
-static void multiply_tiles(micro_kernel_fn kernel, int kc, const float *apack, int mc_step,
+static inline void multiply_tiles(micro_kernel_fn kernel, int kc, const float *apack, int mc_step,
                            int n_mblocks, int M, const float *bpanels, int n_panels, int nc, int j0,
                            float alpha, float beta, const float *bias, float *C, int ldc)
 {
