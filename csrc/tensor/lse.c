@@ -27,7 +27,7 @@ static lse_part part_generic(const float *x, int n)
 }
 
 #ifdef GS_HAVE_AVX2_PATH
-__attribute__((target("avx2,fma"))) static lse_part part_avx2(const float *x, int n)
+GS_TARGET_AVX2 static lse_part part_avx2(const float *x, int n)
 {
     int i = 0;
     __m256 vmax = _mm256_set1_ps(-INFINITY), vnan = _mm256_setzero_ps();
@@ -63,23 +63,13 @@ __attribute__((target("avx2,fma"))) static lse_part part_avx2(const float *x, in
 #endif
 
 typedef lse_part (*part_fn)(const float *, int);
-static part_fn chosen = NULL;
-static const char *chosen_name = "generic";
 
 static part_fn select_part(void)
 {
-    if (chosen) return chosen;
-    part_fn f = part_generic;
-    const char *name = "generic";
 #ifdef GS_HAVE_AVX2_PATH
-    if (gs_cpu_has_avx2_fma()) {
-        f = part_avx2;
-        name = "avx2-fma";
-    }
+    if (gs_isa() >= GS_ISA_AVX2) return part_avx2;
 #endif
-    chosen_name = name;
-    chosen = f; /* idempotent race: every thread stores the same value */
-    return f;
+    return part_generic;
 }
 
 /* Combines parts in the given order: log sum over all of them. */
@@ -155,6 +145,5 @@ int gs_linear_log_sum_exp(size_t n, const float *A, const gs_packed_b *W, double
 
 const char *gs_log_sum_exp_kernel_name(void)
 {
-    select_part();
-    return chosen_name;
+    return select_part() == part_generic ? "scalar" : "avx2";
 }
