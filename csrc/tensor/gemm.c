@@ -33,9 +33,14 @@ typedef void (*micro_kernel_fn)(int kc, const float *a, const float *b, float *c
 
 /* A micro-kernel and the shape of the tile it computes: `rows` rows of A (packed
  * as (kc, rows) panels) times `cols` columns of B (packed as (kc, cols) panels). */
+/* The same product reading A unpacked: a = &A[row][p0], row stride lda. */
+typedef void (*direct_kernel_fn)(int kc, const float *a, int lda, const float *b, float *c, int ldc,
+                                 float alpha, float beta, const float *bias, int mr, int nr);
+
 typedef struct {
     micro_kernel_fn fn;
-    int rows, cols; /* the tile: rows of A (MR), columns of B (NR) */
+    direct_kernel_fn direct; /* NULL: A is always packed */
+    int rows, cols;          /* the tile: rows of A (MR), columns of B (NR) */
     const char *name;
 } gemm_kernel;
 
@@ -136,17 +141,20 @@ micro_kernel_avx2(int kc, const float *restrict a, const float *restrict b, floa
 
 #ifdef GS_HAVE_AVX512_PATH
 /* 12 x 32: 24 accumulators + 2 B vectors + the broadcast A value in 32 zmm
- * registers; each A element feeds two FMAs. Edges are written with masks. */
+ * registers; each A element feeds two FMAs. Edges are written with masks.
+ * A is read as a[i * a_rs + p * a_ks]: a packed panel (a_rs 1, a_ks 12) or, for
+ * a non-transposed A, the matrix itself (a_rs lda, a_ks 1), which skips packing
+ * A: the rows stream from L1/L2 and the broadcasts need no contiguous panel. */
 #define K512_ROW(i)                                                                                \
     do {                                                                                           \
-        __m512 ai = _mm512_set1_ps(a[i]);                                                          \
+        __m512 ai = _mm512_set1_ps(a[(i) * a_rs]);                                                 \
         c##i##a = _mm512_fmadd_ps(ai, b0, c##i##a);                                                \
         c##i##b = _mm512_fmadd_ps(ai, b1, c##i##b);                                                \
     } while (0)
 
-GS_TARGET_AVX512 static void micro_kernel_avx512(int kc, const float *restrict a, const float *restrict b,
-                                                 float *c, int ldc, float alpha, float beta,
-                                                 const float *bias, int mr, int nr)
+GS_TARGET_AVX512 static inline __attribute__((always_inline)) void
+tile_avx512(int kc, const float *restrict a, size_t a_rs, size_t a_ks, const float *restrict b, float *c,
+            int ldc, float alpha, float beta, const float *bias, int mr, int nr)
 {
     __m512 c0a = _mm512_setzero_ps(), c0b = _mm512_setzero_ps(), c1a = _mm512_setzero_ps(),
            c1b = _mm512_setzero_ps(), c2a = _mm512_setzero_ps(), c2b = _mm512_setzero_ps(),
@@ -161,7 +169,7 @@ GS_TARGET_AVX512 static void micro_kernel_avx512(int kc, const float *restrict a
         __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
         K512_ROW(0); K512_ROW(1); K512_ROW(2); K512_ROW(3); K512_ROW(4); K512_ROW(5);
         K512_ROW(6); K512_ROW(7); K512_ROW(8); K512_ROW(9); K512_ROW(10); K512_ROW(11);
-        a += 12;
+        a += a_ks;
         b += 32;
     }
     const __m512 rows[24] = {c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b,
@@ -183,18 +191,42 @@ GS_TARGET_AVX512 static void micro_kernel_avx512(int kc, const float *restrict a
     }
 }
 #undef K512_ROW
+
+// a: packed (kc, 12), b: packed (kc, 32) -> c tile (mr, nr)
+GS_TARGET_AVX512 static void micro_kernel_avx512(int kc, const float *restrict a, const float *restrict b,
+                                                 float *c, int ldc, float alpha, float beta,
+                                                 const float *bias, int mr, int nr)
+{
+    tile_avx512(kc, a, 1, 12, b, c, ldc, alpha, beta, bias, mr, nr);
+}
+
+// a: rows of A itself (mr, kc) with row stride lda, b: packed (kc, 32) -> c tile (mr, nr).
+// A partial panel (mr < 12) is copied to a zero-padded panel first: no read past A.
+GS_TARGET_AVX512 static void direct_kernel_avx512(int kc, const float *restrict a, int lda,
+                                                  const float *restrict b, float *c, int ldc, float alpha,
+                                                  float beta, const float *bias, int mr, int nr)
+{
+    if (mr == 12) {
+        tile_avx512(kc, a, (size_t)lda, 1, b, c, ldc, alpha, beta, bias, mr, nr);
+        return;
+    }
+    float panel[12 * 384] __attribute__((aligned(64))); /* kc <= slab depth <= 384 */
+    for (int p = 0; p < kc; p++)
+        for (int i = 0; i < 12; i++) panel[p * 12 + i] = i < mr ? a[(size_t)i * lda + p] : 0.0f;
+    tile_avx512(kc, panel, 1, 12, b, c, ldc, alpha, beta, bias, mr, nr);
+}
 #endif
 
 static gemm_kernel kernel_for(int isa)
 {
     switch (isa) {
 #ifdef GS_HAVE_AVX512_PATH
-    case GS_ISA_AVX512: return (gemm_kernel){micro_kernel_avx512, 12, 32, "avx512"};
+    case GS_ISA_AVX512: return (gemm_kernel){micro_kernel_avx512, direct_kernel_avx512, 12, 32, "avx512"};
 #endif
 #ifdef GS_HAVE_AVX2_PATH
-    case GS_ISA_AVX2: return (gemm_kernel){micro_kernel_avx2, MR, NR, "avx2"};
+    case GS_ISA_AVX2: return (gemm_kernel){micro_kernel_avx2, NULL, MR, NR, "avx2"};
 #endif
-    default: return (gemm_kernel){micro_kernel_generic, MR, NR, "scalar"};
+    default: return (gemm_kernel){micro_kernel_generic, NULL, MR, NR, "scalar"};
     }
 }
 
@@ -360,9 +392,10 @@ static void scale_c(int M, int N, float beta, float *C, int ldc)
  * (+ bias[j0 + j] on every row when bias is given), as tiles of (one row block) x
  * (four panels): enough tiles for both threads even when M is a single block.
  * Call inside a parallel region (work-shared loop). */
-static inline void multiply_tiles(gemm_kernel k, int kc, const float *apack, int mc_step, int n_mblocks,
-                                  int M, const float *bpanels, int n_panels, int nc, int j0, float alpha,
-                                  float beta, const float *bias, float *C, int ldc)
+static inline void multiply_tiles(gemm_kernel k, int kc, const float *apack, const float *a_direct, int lda,
+                                  int mc_step, int n_mblocks, int M, const float *bpanels, int n_panels,
+                                  int nc, int j0, float alpha, float beta, const float *bias, float *C,
+                                  int ldc)
 {
     const int panels_per_tile = 4;
     int n_ngroups = (n_panels + panels_per_tile - 1) / panels_per_tile;
@@ -377,8 +410,12 @@ static inline void multiply_tiles(gemm_kernel k, int kc, const float *apack, int
                 const float *bp = bpanels + (size_t)jp * k.cols * kc;
                 for (int ir = 0; ir < mc; ir += k.rows) {
                     int mr = mc - ir < k.rows ? mc - ir : k.rows;
-                    k.fn(kc, apack + (size_t)(i0 + ir) * kc, bp, C + (size_t)(i0 + ir) * ldc + j0 + j, ldc,
-                         alpha, beta, bias ? bias + j0 + j : NULL, mr, nr);
+                    float *ct = C + (size_t)(i0 + ir) * ldc + j0 + j;
+                    const float *bt = bias ? bias + j0 + j : NULL;
+                    if (a_direct)
+                        k.direct(kc, a_direct + (size_t)(i0 + ir) * lda, lda, bp, ct, ldc, alpha, beta, bt, mr, nr);
+                    else
+                        k.fn(kc, apack + (size_t)(i0 + ir) * kc, bp, ct, ldc, alpha, beta, bt, mr, nr);
                 }
             }
         }
@@ -417,15 +454,17 @@ static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
     int kc_max = slab_depth(K);
     size_t b_panels_max = (size_t)(nc_max + k.cols - 1) / k.cols;
     size_t m_pad = ((size_t)M + k.rows - 1) / k.rows * k.rows;
-    int b_owned, a_owned;
+    int b_owned, a_owned = 0;
     float *bpack = scratch_get(1, sizeof(float) * b_panels_max * k.cols * kc_max, &b_owned);
     /* The whole M x KC slab of A is packed once per depth step and reused for every
-     * column slab; rows are padded to a multiple of MR. */
-    float *apack = scratch_get(0, sizeof(float) * m_pad * kc_max, &a_owned);
-    if (!bpack || !apack) {
+     * column slab; rows are padded to a multiple of MR. A kernel that reads a
+     * non-transposed A directly needs no packed A. */
+    const int direct = !trans_a && k.direct != NULL;
+    float *apack = direct ? NULL : scratch_get(0, sizeof(float) * m_pad * kc_max, &a_owned);
+    if (!bpack || (!direct && !apack)) {
         /* Out of memory for the packing buffers: fall back to an unpacked loop. */
         scratch_put(bpack, b_owned);
-        scratch_put(apack, a_owned);
+        if (!direct) scratch_put(apack, a_owned);
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) {
                 double s = 0.0;
@@ -446,10 +485,12 @@ static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
     for (int p0 = 0; p0 < K; p0 += kc_max) {
         int kc = K - p0 < kc_max ? K - p0 : kc_max;
         float beta_step = p0 == 0 ? beta : 1.0f;
+        if (!direct) {
 #pragma omp for schedule(static)
-        for (int mb = 0; mb < n_mblocks; mb++) {
-            int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
-            pack_a(k.rows, trans_a, A, lda, i0, mc, p0, kc, apack + (size_t)i0 * kc);
+            for (int mb = 0; mb < n_mblocks; mb++) {
+                int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
+                pack_a(k.rows, trans_a, A, lda, i0, mc, p0, kc, apack + (size_t)i0 * kc);
+            }
         }
         for (int j0 = 0; j0 < N; j0 += NC) {
             int nc = N - j0 < NC ? N - j0 : NC;
@@ -459,12 +500,12 @@ static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
                 int j = j0 + jp * k.cols, nr = N - j < k.cols ? N - j : k.cols;
                 pack_b_panel(k.cols, trans_b, B, ldb, p0, kc, j, nr, bpack + (size_t)jp * k.cols * kc);
             }
-            multiply_tiles(k, kc, apack, mc_step, n_mblocks, M, bpack, n_panels, nc, j0, alpha, beta_step,
-                           p0 == 0 ? bias : NULL, C, ldc);
+            multiply_tiles(k, kc, apack, direct ? A + p0 : NULL, lda, mc_step, n_mblocks, M, bpack, n_panels,
+                           nc, j0, alpha, beta_step, p0 == 0 ? bias : NULL, C, ldc);
         }
     }
     scratch_put(bpack, b_owned);
-    scratch_put(apack, a_owned);
+    if (!direct) scratch_put(apack, a_owned);
 }
 
 void gs_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
@@ -523,21 +564,24 @@ int gs_sgemm_packed_b(int M, int nc, const float *A, int lda, const gs_packed_b 
     row_blocks(M, k.rows, &mc_step, &n_mblocks);
     size_t m_pad = ((size_t)M + k.rows - 1) / k.rows * k.rows;
     const int kc_max = slab_depth(K);
-    int a_owned;
-    float *apack = scratch_get(0, sizeof(float) * m_pad * kc_max, &a_owned);
-    if (!apack) return gs_fail(GS_ENOMEM, "out of memory packing %d rows", M);
+    int a_owned = 0;
+    const int direct = k.direct != NULL;
+    float *apack = direct ? NULL : scratch_get(0, sizeof(float) * m_pad * kc_max, &a_owned);
+    if (!direct && !apack) return gs_fail(GS_ENOMEM, "out of memory packing %d rows", M);
 #pragma omp parallel num_threads(nthreads)
     for (int p0 = 0; p0 < K; p0 += kc_max) {
         int kc = K - p0 < kc_max ? K - p0 : kc_max;
+        if (!direct) {
 #pragma omp for schedule(static)
-        for (int mb = 0; mb < n_mblocks; mb++) {
-            int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
-            pack_a(k.rows, 0, A, lda, i0, mc, p0, kc, apack + (size_t)i0 * kc);
+            for (int mb = 0; mb < n_mblocks; mb++) {
+                int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
+                pack_a(k.rows, 0, A, lda, i0, mc, p0, kc, apack + (size_t)i0 * kc);
+            }
         }
         const float *panels = pb->data + (size_t)p0 * n_panels_all * k.cols + (size_t)(j0 / k.cols) * k.cols * kc;
-        multiply_tiles(k, kc, apack, mc_step, n_mblocks, M, panels, (nc + k.cols - 1) / k.cols, nc, 0, 1.0f,
-                       p0 == 0 ? 0.0f : 1.0f, NULL, C, ldc);
+        multiply_tiles(k, kc, apack, direct ? A + p0 : NULL, lda, mc_step, n_mblocks, M, panels,
+                       (nc + k.cols - 1) / k.cols, nc, 0, 1.0f, p0 == 0 ? 0.0f : 1.0f, NULL, C, ldc);
     }
-    scratch_put(apack, a_owned);
+    if (!direct) scratch_put(apack, a_owned);
     return GS_OK;
 }
