@@ -29,7 +29,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .tokenizer import REC_ITEM, SRC_ITEM, SRC_QUERY, Tokenizer
+from .tokenizer import HISTORY_SEPARATOR, REC_ITEM, SRC_ITEM, SRC_QUERY, Tokenizer
+
+NO_HISTORY = "(no history yet)"
 
 TASKS = ("nrip", "nsip", "nsqp", "adhoc", "item2sem", "item2col", "sem2item", "col2item")
 
@@ -193,18 +195,18 @@ class TaskBuilder:
         """Event rows of the dataset (oldest first) -> the history string."""
         rows = np.asarray(history_rows, dtype=np.int64)
         keep = rows[self._latest(self._kind_is_rec[rows])]
-        return "; ".join(self._event_text[keep]) if len(keep) else "(no history yet)"
+        return HISTORY_SEPARATOR.join(self._event_text[keep]) if len(keep) else NO_HISTORY
 
     def render_history(self, events) -> str:
         """[(kind, item index, query), ...] oldest first -> the history string."""
         if not events:
-            return "(no history yet)"
+            return NO_HISTORY
         is_rec = np.array([k == "rec" for k, _, _ in events])
         parts = []
         for p in self._latest(is_rec):
             kind, item, query = events[p]
             parts.append(self.rec_text[item] if kind == "rec" else f"{SRC_QUERY} {query} {self.src_text[item]}")
-        return "; ".join(parts)
+        return HISTORY_SEPARATOR.join(parts)
 
     def target_tokens(self, task: str, item: int) -> list:
         kind, behaviour = self.target_id[task]

@@ -112,3 +112,16 @@ def test_render_history_matches_dataset_rendering_and_ablation_kinds(world):
     assert lean.render_history([("rec", 0, "")]).startswith("<rec_item>")
     with pytest.raises(RuntimeError, match="no dataset"):
         lean.examples("nrip", "train")
+
+
+def test_rendered_inputs_have_no_unknown_tokens_and_keep_separators(world):
+    ds, tok, sem, col = world
+    tb = TaskBuilder(ds, tok, sem, col, n_rec=3, n_search=2)
+    for task in ("nrip", "nsip"):
+        ex = tb.examples(task, "test")
+        inputs = render(ex)
+        for text, h in zip(inputs, ds.examples("rec" if task == "nrip" else "search", "test")["history"]):
+            enc = tok.backend.encode(text, add_special_tokens=False)
+            assert tok.unk_id not in enc.ids
+            n_events = len(tb._latest(tb._kind_is_rec[np.asarray(h, dtype=np.int64)]))
+            assert enc.tokens.count(";") == max(0, n_events - 1)
