@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .metrics import DEFAULT_KS
+from .metrics import DEFAULT_KS, target_ranks
 from .tasks import TASKS, TEMPLATES, TaskBuilder, encode_batch, mix, render
 from .tokenizer import REC_ITEM, SRC_ITEM, IDLayout, Tokenizer
 
@@ -323,34 +323,45 @@ class GenSAR:
             items[s:e, :kk], scores[s:e, :kk] = it, sc
         return items, scores
 
-    def evaluate(self, split: str = "test", protocols=("sampled", "full"), tasks=None,
+    def evaluate(self, split: str = "test", protocols=("sampled", "sampled-uniform", "full"), tasks=None,
                  ks=DEFAULT_KS, max_cases: int | None = None, progress: bool = True) -> pd.DataFrame:
         """HR@k / NDCG@k on a split of the fitted dataset, one row per (task, protocol).
 
-        sampled: target + 99 negatives per case (the trie holds those 100 only);
-        full: every item of the catalogue. The instruction phrasing is template 0.
-        max_cases: evaluate the first N cases of each task only (validation)."""
-        from .evaluate import generator_row
+        sampled: target + 99 negatives per case (the trie holds those 100 only;
+        recommendation negatives drawn by popularity, search negatives from BM25);
+        sampled-uniform: recommendation only, uniform negatives; full: every item
+        of the catalogue (see gensar.evaluate). The instruction phrasing is template 0.
+        max_cases: evaluate the first N cases of each task only (validation).
+        The per-case 0-based target ranks (-1: not in the top max(ks)) are kept in
+        ``eval_ranks_[(task, protocol)]`` for paired significance tests."""
+        from .evaluate import _check, applies, generator_row
+        from .evaluate import candidates as protocol_candidates
 
         self._check_fitted()
         if split not in ("valid", "test"):
             raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
         tasks = tasks or self._eval_tasks()
         rows = []
+        self.eval_ranks_ = {}
         for task in tasks:
+            _check(task, split, protocols)
             ex = self.builder_.examples("nrip" if task == "rec" else "nsip", split)
-            cand = np.asarray(self.dataset_.candidates(task, split, n_neg=self.config.n_negatives))
             if max_cases:
-                ex, cand = ex.iloc[:max_cases], cand[:max_cases]
+                ex = ex.iloc[:max_cases]
             inputs = render(ex)
             targets = ex["item"].to_numpy()
             for protocol in protocols:
+                if not applies(task, protocol):
+                    continue
+                cand = protocol_candidates(self.dataset_, task, split, protocol, self.config.n_negatives)
+                if cand is not None:
+                    cand = np.asarray(cand)[:len(ex)]
                 t = time.perf_counter()
-                items, _ = self._decode(task, inputs, max(ks), candidates=cand if protocol == "sampled" else None,
-                                        progress=progress)
+                items, _ = self._decode(task, inputs, max(ks), candidates=cand, progress=progress)
                 row = generator_row(items, targets, task, protocol, split, ks, method="GenSAR")
                 row["seconds"] = time.perf_counter() - t
                 rows.append(row)
+                self.eval_ranks_[(task, protocol)] = target_ranks(items, targets)
         return pd.DataFrame(rows)
 
     def _item_index(self, item_ids) -> np.ndarray:

@@ -35,7 +35,11 @@ def test_fit_trains_validates_and_evaluates(fitted):
     assert {"rec_NDCG@10", "search_NDCG@10", "NDCG@10"} <= set(h.columns)
     table = model.evaluate("test", progress=False)
     assert set(zip(table["task"], table["protocol"])) == {
-        ("rec", "sampled"), ("rec", "full"), ("search", "sampled"), ("search", "full")}
+        ("rec", "sampled"), ("rec", "sampled-uniform"), ("rec", "full"), ("search", "sampled"),
+        ("search", "full")}
+    for (task, protocol), ranks in model.eval_ranks_.items():  # per-case ranks agree with the table
+        row = table[(table["task"] == task) & (table["protocol"] == protocol)].iloc[0]
+        assert len(ranks) == row["cases"] and np.mean((ranks >= 0) & (ranks < 10)) == row["HR@10"]
     assert ((table[["HR@1", "HR@10", "NDCG@10"]] >= 0) & (table[["HR@1", "HR@10", "NDCG@10"]] <= 1)).all().all()
     assert (table["HR@10"] >= table["HR@5"]).all()
     assert set(model.timings_) >= {"tokenizer", "doc2query", "train"}
