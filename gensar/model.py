@@ -13,8 +13,9 @@
 Pipeline of ``fit`` (GENSAR.md sections 1-4): semantic item embeddings from a
 sentence encoder, collaborative item embeddings from SASRec, dual identifiers
 from the joint RQ-VAE, a tokenizer trained on the dataset's text, pseudo-queries
-from a doc2query model, then the encoder-decoder trained on the task mixture
-with validation every epoch and early stopping. Recommendation decodes
+(the dataset's own query text, or a doc2query model trained until its held-out
+loss stops falling), then the encoder-decoder trained on the reference's task
+mixture with validation every epoch and early stopping. Recommendation decodes
 collaborative IDs, search decodes semantic IDs, both with beam search
 constrained to real items.
 """

@@ -19,8 +19,9 @@ col2item      <rec_item> + collaborative ID [Index2Item] item title
 The history is the user's time-ordered mix of recommendation clicks, written
 ``<rec_item>`` + collaborative ID, and search sessions, written ``<src_query>``
 query ``<src_item>`` + semantic ID, separated by "; " (the last `n_rec`
-recommendation items and last `n_search` search clicks, as in the reference:
-5 and 5). Each task has ten instruction phrasings written for this project;
+recommendation items and last `n_search` search clicks; the reference kept 5
+and 5, GenSAR's default is 20 and 10, see GenSARConfig). The mixture of an
+epoch follows the reference by default (REFERENCE_MIXTURE, epoch_counts). Each task has ten instruction phrasings written for this project;
 training draws one at random per example, evaluation uses phrasing 0 unless
 told otherwise.
 """
