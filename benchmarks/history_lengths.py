@@ -31,7 +31,10 @@ def main():
     ap.add_argument("--dataset", default="ml-100k")
     ap.add_argument("--path", default=None)
     ap.add_argument("--split", default="train", choices=["train", "test"])
+    ap.add_argument("--settings", nargs="+", default=None, metavar="R+S",
+                    help="history settings to measure, e.g. 10+5 20+10 (default: a range)")
     args = ap.parse_args()
+    settings = SETTINGS if not args.settings else [tuple(int(x) for x in v.split("+")) for v in args.settings]
     ds = _load_dataset(args.dataset, args.path)
     ev_rec = (ds.events["kind"] == "rec").to_numpy()
 
@@ -58,7 +61,7 @@ def main():
     col[:, 2:] = rng.integers(0, 256, (ds.n_items, 2))
     print(f"\n## Input tokens ({args.split} split; longest of the 10 phrasings; + 1 for </s>)")
     rows = []
-    for n_rec, n_search in SETTINGS:
+    for n_rec, n_search in settings:
         tb = TaskBuilder(ds, tok, sem, col, n_rec=n_rec, n_search=n_search)
         for task in ("nrip", "nsip"):
             ex = tb.examples(task, args.split)
