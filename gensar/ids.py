@@ -95,7 +95,7 @@ DEFAULT_WARMUP = 0.1
 CONVERGED_CHANGE = 0.01
 
 # Codebook sizes derived from the catalogue ("auto" levels, see auto_codebook_size).
-AUTO_HEADROOM = 4      # product of the codebook sizes of one ID >= ~4 x n_items
+AUTO_HEADROOM = 16     # product of the codebook sizes of one ID >= 16 x n_items
 AUTO_MIN_CODES = 4
 AUTO_MAX_CODES = 256   # the reference's size (60k items)
 
@@ -162,11 +162,14 @@ def auto_codebook_size(n_items, n_levels, fixed=(), headroom=AUTO_HEADROOM,
     prod(fixed), clipped to [min_codes, max_codes]. Why: a code is useful only
     if items land on it, so K should be as small as uniqueness allows (a level
     of 256 codes over 1.3k items leaves most codes unused), while the product of
-    the sizes must leave room above n_items: collisions are resolved inside a
-    prefix group by the last level, and the spill from the second-to-last
-    level needs free codes there. headroom 4 gives K ** L between 4 and 4 * 2 ** L
-    times the catalogue (ml-100k, 1,349 items, 4 levels: 8 codes, 4,096 IDs;
-    60k items: 16 codes; the cap 256 is the reference's size).
+    the sizes must leave room well above n_items: collisions are resolved
+    inside a prefix group (items sharing all but the last one or two tokens),
+    which can hold at most K_last (or K_(L-1) x K_last) items, and real
+    catalogues fill prefixes unevenly (with headroom 4 a 700-item clustered
+    catalogue already overflowed a prefix group). headroom 16 gives K ** L
+    between 16 and 16 x 2 ** L times the catalogue: ml-100k (1,349 items, 4
+    levels) gets 16 codes per level, 100 items 8, 60k items 32; the cap 256 is
+    the reference's size.
     """
     if not _is_int(n_items) or n_items < 1:
         raise ValueError(f"n_items must be a positive integer, got {n_items!r}")
@@ -229,7 +232,7 @@ class DualIDs:
     shared_levels : codebook sizes of the shared levels; each entry an int or
         "auto" (default ("auto", "auto")): "auto" sizes come from the catalogue
         at fit time (auto_codebook_size: the smallest power of two whose
-        product over the ID's levels is >= 4 x n_items, between 4 and 256; the
+        product over the ID's levels is >= 16 x n_items, between 4 and 256; the
         reference's 256 suits 60k items, not 1k)
     specific_levels : the same for the semantic- and collaborative-specific
         levels (default ("auto", "auto"))
