@@ -162,7 +162,7 @@ def torch_model(n_items, a):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, a.clip)
         opt.step()
-        return float(loss), int(valid.sum())
+        return float(loss.detach()), int(valid.sum())
 
     return model, opt, step
 
