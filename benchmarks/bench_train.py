@@ -18,7 +18,8 @@ activation workspace). Every row names the CPU model and the kernel path the
 gensar child ran on (GENSAR_ISA is set in that child when --isa is given).
 
 ``--preset quick`` sets the model of ``gensar run --preset quick`` (gensar/cli.py):
-vocab 5,600 (the tokenizer's size for that preset on ml-100k), batch 64, input 80
+vocab 5,600 (issue 14's figure; today's tokenizer gives about 2,300 tokens on ml-100k,
+which bench_loop.py prints: --vocab 2300 to match it), batch 64, input 80
 tokens, target 6, d_model 128, 2+2 layers, 4 heads, d_ff 512, ReLU; other options
 given on the command line still override it.
 """
