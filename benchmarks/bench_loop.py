@@ -231,7 +231,7 @@ def breakdown(model, c, a):
         return
     n = -(-len(inputs) // B)
     print(f"\nbreakdown of (a), re-enacted on the epoch's first {n} batches, ms per batch:")
-    for name, sec in (("mix (task mixture, shuffle; whole epoch)", t_mix * B * n),
+    for name, sec in (("mix (task mixture, shuffle), amortised over the epoch", t_mix * B),
                       ("render (templates)", t_render),
                       ("tokenizer.encode", t_encode),
                       ("encode_batch (encode + labels), done separately", t_batch)):
