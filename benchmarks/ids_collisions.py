@@ -37,7 +37,8 @@ def main():
     wall = time.perf_counter() - t0
     rep = ids.report()
     print(f"method={args.method} items={args.items} duplicates={args.duplicates} "
-          f"epochs={args.epochs} threads={gensar.get_num_threads()} fit wall time {wall:.1f} s")
+          f"epochs={args.epochs} threads={gensar.get_num_threads()} fit wall time {wall:.1f} s "
+          f"[{gensar.cpu.describe()}]")
     for k in ("collision_rate_before", "collision_rate_after", "moved", "spilled", "id_length",
               "reconstruction"):
         print(f"{k}: {rep[k]}")
