@@ -180,7 +180,7 @@ def main():
           f"{a.threads} thread(s), progress bar {'off' if a.no_progress else 'on'}")
     print(f"setup before the loop (tokenizer training, task examples, model init): "
           f"{total - fit_clock.seconds:.1f} s once per fit")
-    print(f"\n| part | ms per step | share of step | CPU, kernel path |\n|---|---|---|---|")
+    print("\n| part | ms per step | share of step | CPU, kernel path |\n|---|---|---|---|")
     rows = [("(a) epoch building: mix, render, tokenize, batch (make_epoch / batches)", a_step),
             ("(b) C train step (_core.t5_train_step)", b_c),
             ("(b') Seq2Seq.train_step Python around the C step", b_py),
