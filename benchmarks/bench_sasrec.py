@@ -23,7 +23,9 @@ the same shuffled order (the order gensar's SASRec.fit uses). Each (engine,
 threads) measurement runs in a fresh child process: a few warm-up batches, then
 one timed epoch; engines alternate for --rounds rounds and the median is reported,
 with the mean training loss of the timed epoch (the two should be close; dropout
-masks differ, so they are not equal).
+masks differ, so they are not equal). Both children import gensar first (the
+PyTorch child for the windows), so both run under gensar's OpenMP wait policy
+(GOMP_SPINCOUNT=30000 unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is exported).
 
     python benchmarks/bench_sasrec.py                        # 1 and 2 threads, 3 rounds
     python benchmarks/bench_sasrec.py --threads 1 --rounds 5
