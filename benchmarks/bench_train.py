@@ -36,6 +36,10 @@ import time
 
 import numpy as np
 
+# The children get the environment this script started with: importing gensar (the
+# parent does, to name the CPU and path) sets GOMP_SPINCOUNT, which must not leak into
+# the PyTorch child.
+BASE_ENV = dict(os.environ)
 
 # Model sizes: the script's defaults and the GenSAR presets' models.
 DEFAULTS = dict(batch=128, t_in=96, t_dec=6, vocab=2000, d_model=128, layers=4, heads=4, d_ff=512,
@@ -118,7 +122,7 @@ def run_child(a, engine, threads):
     for k in ("batch", "t_in", "t_dec", "vocab", "d_model", "layers", "heads", "d_ff", "ffn",
               "steps", "warmup"):
         cmd += [f"--{k.replace('_', '-')}", str(getattr(a, k))]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    env = dict(BASE_ENV, OMP_NUM_THREADS=str(threads))
     if a.isa and engine == "gensar":
         env["GENSAR_ISA"] = a.isa
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
