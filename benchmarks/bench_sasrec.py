@@ -23,9 +23,11 @@ the same shuffled order (the order gensar's SASRec.fit uses). Each (engine,
 threads) measurement runs in a fresh child process: a few warm-up batches, then
 one timed epoch; engines alternate for --rounds rounds and the median is reported,
 with the mean training loss of the timed epoch (the two should be close; dropout
-masks differ, so they are not equal). Both children import gensar first (the
-PyTorch child for the windows), so both run under gensar's OpenMP wait policy
-(GOMP_SPINCOUNT=30000 unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is exported).
+masks differ, so they are not equal). The PyTorch child imports gensar for the
+windows but runs PyTorch under the environment the script started with (gensar's
+import sets GOMP_SPINCOUNT=30000 for its own OpenMP runtime; the child removes it
+again before importing torch, whose bundled OpenMP reads it at load), as in
+bench_train.py.
 
     python benchmarks/bench_sasrec.py                        # 1 and 2 threads, 3 rounds
     python benchmarks/bench_sasrec.py --threads 1 --rounds 5
@@ -53,6 +55,7 @@ import numpy as np
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 IGNORE = -100
+BASE_ENV = dict(os.environ)  # before gensar's import sets GOMP_SPINCOUNT
 
 
 def _import_gensar():
@@ -242,6 +245,8 @@ def worker(a):
         step = gensar_step_fn(m, a)
         extra["params"] = int(m._params.size)
     else:
+        if "GOMP_SPINCOUNT" not in BASE_ENV:  # PyTorch under its own default wait policy
+            os.environ.pop("GOMP_SPINCOUNT", None)
         import torch
 
         torch.set_num_threads(a.worker_threads)
@@ -273,7 +278,7 @@ def run_child(a, engine, threads):
         v = getattr(a, k)
         if v is not None:
             cmd += [f"--{k.replace('_', '-')}", str(v)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    env = dict(BASE_ENV, OMP_NUM_THREADS=str(threads))
     if a.isa:
         env["GENSAR_ISA"] = a.isa
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
