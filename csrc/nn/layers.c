@@ -8,6 +8,7 @@
 
 #include "../common.h"
 #include "../tensor/ops.h"
+#include "../tensor/scratch.h"
 #include "../tensor/simd.h"
 
 #ifdef _OPENMP
@@ -356,7 +357,7 @@ int gs_attention_forward(const gs_attention_args *a, const float *q, const float
     const small_mm_fn small_mm = pick_small_mm();
     const attn_fwd_row_fn fwd_row = attn_fwd_row_pick();
     const size_t per = fwd_scratch(a);
-    float *scratch = gs_alloc(sizeof(float) * per * nt);
+    float *scratch = gs_scratch_get(GS_SCRATCH_ATTENTION, sizeof(float) * per * nt);
     if (!scratch) return gs_fail(GS_ENOMEM, "out of memory for attention scratch");
 #pragma omp parallel num_threads(nt)
     {
@@ -390,7 +391,7 @@ int gs_attention_forward(const gs_attention_args *a, const float *q, const float
                        sizeof(float) * dh);
         }
     }
-    gs_free(scratch);
+    gs_scratch_put(GS_SCRATCH_ATTENTION, scratch);
     return GS_OK;
 }
 
@@ -411,7 +412,7 @@ int gs_attention_backward(const gs_attention_args *a, const float *q, const floa
     const small_mm_fn small_mm = pick_small_mm();
     const attn_bwd_row_fn bwd_row = attn_bwd_row_pick();
     const size_t per = bwd_scratch(a);
-    float *scratch = gs_alloc(sizeof(float) * per * nt);
+    float *scratch = gs_scratch_get(GS_SCRATCH_ATTENTION, sizeof(float) * per * nt);
     if (!scratch) return gs_fail(GS_ENOMEM, "out of memory for attention scratch");
 #pragma omp parallel num_threads(nt)
     {
@@ -458,7 +459,7 @@ int gs_attention_backward(const gs_attention_args *a, const float *q, const floa
                        sizeof(float) * dh);
         }
     }
-    gs_free(scratch);
+    gs_scratch_put(GS_SCRATCH_ATTENTION, scratch);
     if (dpos_bias) {
         /* sum over b in order b = 0..B-1, blocks of 256 elements per task */
         const size_t per_batch = (size_t)H * Tq * Tk, nblk = (per_batch + 255) / 256;
@@ -581,4 +582,48 @@ void gs_cross_entropy_backward(size_t N, int V, const float *logits, const int32
         for (int j = 0; j < V; j++) dx[j] *= scale;
         dx[targets[n]] -= scale;
     }
+}
+
+int gs_cross_entropy_forward_backward(size_t N, int V, const float *logits, const int32_t *targets,
+                                      int ignore_index, float *row_loss, double *loss_sum, size_t *count,
+                                      float *dlogits)
+{
+    size_t c = 0;
+    for (size_t n = 0; n < N; n++) {
+        if (targets[n] == ignore_index) continue;
+        if (targets[n] < 0 || targets[n] >= V)
+            return gs_fail(GS_EINVAL,
+                           "target %zu is %d: targets must be in [0, %d) or the ignore index %d", n,
+                           (int)targets[n], V, ignore_index);
+        c++;
+    }
+    const float scale = c ? 1.0f / (float)c : 0.0f;
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N * (size_t)V > 32768)
+    for (size_t n = 0; n < N; n++) {
+        const float *x = logits + n * V;
+        float *dx = dlogits + n * V;
+        if (targets[n] == ignore_index) {
+            row_loss[n] = 0.0f;
+            memset(dx, 0, sizeof(float) * V);
+            continue;
+        }
+        const float xt = x[targets[n]]; /* read before dx (which may be x) is written */
+        float mx = -INFINITY;
+        for (int j = 0; j < V; j++) mx = x[j] > mx ? x[j] : mx;
+        if (!(mx > -INFINITY && mx < INFINITY)) { /* NaN or inf logits: say so, do not train on them */
+            row_loss[n] = NAN;
+            for (int j = 0; j < V; j++) dx[j] = NAN;
+            continue;
+        }
+        const float sum = gs_exp_shifted(V, x, mx, dx); /* dx = exp(x - max) */
+        row_loss[n] = mx + logf(sum) - xt;
+        const float k = scale / sum;
+        for (int j = 0; j < V; j++) dx[j] *= k;
+        dx[targets[n]] -= scale;
+    }
+    double s = 0.0;
+    for (size_t n = 0; n < N; n++) s += row_loss[n];
+    *loss_sum = s;
+    *count = c;
+    return GS_OK;
 }

@@ -116,5 +116,11 @@ int gs_cross_entropy_forward(size_t N, int V, const float *logits, const int32_t
 // targets; dlogits may alias logits. For the mean loss, scale = 1 / count.
 void gs_cross_entropy_backward(size_t N, int V, const float *logits, const int32_t *targets,
                                int ignore_index, float scale, float *dlogits);
+/* Both at once, the gradient scaled by 1 / count (the mean loss): logits (N,V) ->
+ * row_loss (N), loss_sum, count and dlogits (N,V), which may be logits itself
+ * (in place). One pass fewer over the logits than forward + backward. */
+int gs_cross_entropy_forward_backward(size_t N, int V, const float *logits, const int32_t *targets,
+                                      int ignore_index, float *row_loss, double *loss_sum, size_t *count,
+                                      float *dlogits);
 
 #endif

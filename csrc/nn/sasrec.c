@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "../common.h"
+#include "../tensor/scratch.h"
 #include "../tensor/ops.h"
 #include "layers.h"
 #include "linear.h"
@@ -164,10 +165,10 @@ static int acts_alloc(const gs_sasrec_config *c, int B, acts *A)
     const size_t P = (size_t)B * c->heads * c->max_len * c->max_len;
     size_t total = (L + 1) * N * d + L * (N * d * 4 + N * 3 * d + P + 2 * N * I + 4 * N) +
                    N * d + 2 * N;
-    A->buf = gs_alloc(total * sizeof(float));
+    A->buf = gs_scratch_get(GS_SCRATCH_MODEL_ACTS, total * sizeof(float)); /* kept per thread */
     A->key_mask = gs_alloc(N * sizeof(int32_t));
     if (!A->buf || !A->key_mask) {
-        gs_free(A->buf);
+        gs_scratch_put(GS_SCRATCH_MODEL_ACTS, A->buf);
         gs_free(A->key_mask);
         return gs_fail(GS_ENOMEM, "out of memory: %zu MB of SASRec activations for batch %d",
                        total * sizeof(float) >> 20, B);
@@ -196,7 +197,7 @@ static int acts_alloc(const gs_sasrec_config *c, int B, acts *A)
 
 static void acts_free(acts *A)
 {
-    gs_free(A->buf);
+    gs_scratch_put(GS_SCRATCH_MODEL_ACTS, A->buf);
     gs_free(A->key_mask);
 }
 
@@ -296,7 +297,7 @@ int gs_sasrec_forward_backward(gs_sasrec *m, int B, const int32_t *seqs, const i
     if ((st = acts_alloc(c, B, &A))) return st;
     const size_t P = (size_t)B * c->heads * T * T;
     const size_t n_scratch = N * (size_t)V + N + N * d * 4 + N * 3 * d + N * I + P + 2 * N;
-    float *scratch = gs_alloc(n_scratch * sizeof(float));
+    float *scratch = gs_scratch_get(GS_SCRATCH_MODEL_TMP, n_scratch * sizeof(float));
     if (!scratch) {
         acts_free(&A);
         return gs_fail(GS_ENOMEM, "out of memory: %zu MB of SASRec gradients for batch %d",
@@ -326,14 +327,14 @@ int gs_sasrec_forward_backward(gs_sasrec *m, int B, const int32_t *seqs, const i
     gs_linear_forward(Nv, d, V, hc, items, NULL, logits);                    // (Nv,d) -> (Nv,V)
     double loss_sum = 0.0;
     size_t n_count = 0;
-    st = gs_cross_entropy_forward(Nv, V, logits, tc, IGNORE_INDEX, row_loss, &loss_sum, &n_count);
+    st = gs_cross_entropy_forward_backward(Nv, V, logits, tc, IGNORE_INDEX, row_loss, &loss_sum, &n_count,
+                                           logits);  // logits become dlogits (mean loss)
     if (st) goto done;
     *loss = loss_sum / (double)n_count;
     *count = n_count;
 
     gs_sasrec *g = m;  // gradient pointers mirror the parameter pointers
 #define G(ptr) (g->grads + ((ptr) - g->params))
-    gs_cross_entropy_backward(Nv, V, logits, tc, IGNORE_INDEX, 1.0f / (float)n_count, logits);
     gs_linear_backward(Nv, d, V, hc, items, logits, dln, G(items), NULL);   // -> dhc (Nv,d)
     memset(dt, 0, N * d * sizeof(float));                                    // dhf (N,d)
     for (size_t r = 0; r < Nv; r++) memcpy(dt + (size_t)rows[r] * d, dln + r * d, d * sizeof(float));
@@ -378,7 +379,7 @@ int gs_sasrec_forward_backward(gs_sasrec *m, int B, const int32_t *seqs, const i
         }
 #undef G
 done:
-    gs_free(scratch);
+    gs_scratch_put(GS_SCRATCH_MODEL_TMP, scratch);
     acts_free(&A);
     return st;
 }

@@ -728,12 +728,10 @@ int gs_t5_forward_backward(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *
         return st;
     double sum;
     size_t count;
-    st = gs_cross_entropy_forward(N, m->cfg.vocab_size, w->logits, labels, -100, w->row_loss, &sum,
-                                  &count);
+    st = gs_cross_entropy_forward_backward(N, m->cfg.vocab_size, w->logits, labels, -100, w->row_loss,
+                                           &sum, &count, w->logits); /* logits become dlogits */
     if (st) return st;
     *loss = (float)(sum / (double)count);
-    gs_cross_entropy_backward(N, m->cfg.vocab_size, w->logits, labels, -100, 1.0f / (float)count,
-                              w->logits);
     memset(m->grads, 0, sizeof(float) * m->n_params);
     return t5_backward(m, w, B, T_in, T_dec, input_ids, attention_mask, decoder_input_ids, p,
                        dropout_seed);

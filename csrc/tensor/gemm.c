@@ -5,14 +5,12 @@
  * AVX2+FMA (6 x 16) and AVX-512 (12 x 32); the vector ones are compiled with
  * target attributes and chosen per call by gs_isa(), so one build runs on any
  * x86-64. The panel shapes follow the kernel. */
-#define _POSIX_C_SOURCE 200809L /* pthread keys under -std=c11 */
 #include "gemm.h"
 
-#include <pthread.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "../common.h"
+#include "scratch.h"
 #include "simd.h"
 
 #define MC 120  /* rows of A packed per block: MC x KC floats stay in L2 (a multiple of every MR) */
@@ -322,61 +320,6 @@ static void pack_b_panel(int nr_k, int trans_b, const float *B, int ldb, int p0,
         pack_b_body(NR, trans_b, B, ldb, p0, kc, j, nr, d);
 }
 
-/* Packing buffers, kept per calling thread between calls: a fresh allocation of
- * a few MB is a fresh mmap whose pages the kernel zeroes on first touch, which
- * cost more than the packing itself. Two slots (A and B panels), grown on
- * demand, freed when the thread exits; requests above SCRATCH_KEEP_MAX bytes are
- * not kept. */
-#define SCRATCH_KEEP_MAX ((size_t)64 << 20)
-typedef struct {
-    float *buf[2];
-    size_t cap[2];
-} scratch_t;
-static pthread_key_t scratch_key;
-static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
-static int scratch_key_ok = 0;
-
-static void scratch_release(void *p)
-{
-    scratch_t *s = p;
-    gs_free(s->buf[0]);
-    gs_free(s->buf[1]);
-    free(s);
-}
-
-static void scratch_init(void) { scratch_key_ok = pthread_key_create(&scratch_key, scratch_release) == 0; }
-
-/* A buffer of >= bytes for slot 0 or 1 of this thread, or NULL (out of memory).
- * *owned is set when the caller must gs_free it (not kept). */
-static float *scratch_get(int slot, size_t bytes, int *owned)
-{
-    *owned = 0;
-    pthread_once(&scratch_once, scratch_init);
-    scratch_t *s = scratch_key_ok ? pthread_getspecific(scratch_key) : NULL;
-    if (scratch_key_ok && !s) {
-        s = calloc(1, sizeof *s);
-        if (s && pthread_setspecific(scratch_key, s) != 0) {
-            free(s);
-            s = NULL;
-        }
-    }
-    if (!s || bytes > SCRATCH_KEEP_MAX) {
-        *owned = 1;
-        return gs_alloc(bytes);
-    }
-    if (s->cap[slot] < bytes) {
-        gs_free(s->buf[slot]);
-        s->buf[slot] = gs_alloc(bytes);
-        s->cap[slot] = s->buf[slot] ? bytes : 0;
-    }
-    return s->buf[slot];
-}
-
-static void scratch_put(float *p, int owned)
-{
-    if (owned) gs_free(p);
-}
-
 static void scale_c(int M, int N, float beta, float *C, int ldc)
 {
     for (int i = 0; i < M; i++) {
@@ -454,17 +397,17 @@ static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
     int kc_max = slab_depth(K);
     size_t b_panels_max = (size_t)(nc_max + k.cols - 1) / k.cols;
     size_t m_pad = ((size_t)M + k.rows - 1) / k.rows * k.rows;
-    int b_owned, a_owned = 0;
-    float *bpack = scratch_get(1, sizeof(float) * b_panels_max * k.cols * kc_max, &b_owned);
+    /* Packing buffers are kept per thread (scratch.h): fresh pages cost more than packing. */
+    float *bpack = gs_scratch_get(GS_SCRATCH_GEMM_B, sizeof(float) * b_panels_max * k.cols * kc_max);
     /* The whole M x KC slab of A is packed once per depth step and reused for every
      * column slab; rows are padded to a multiple of MR. A kernel that reads a
      * non-transposed A directly needs no packed A. */
     const int direct = !trans_a && k.direct != NULL;
-    float *apack = direct ? NULL : scratch_get(0, sizeof(float) * m_pad * kc_max, &a_owned);
+    float *apack = direct ? NULL : gs_scratch_get(GS_SCRATCH_GEMM_A, sizeof(float) * m_pad * kc_max);
     if (!bpack || (!direct && !apack)) {
         /* Out of memory for the packing buffers: fall back to an unpacked loop. */
-        scratch_put(bpack, b_owned);
-        if (!direct) scratch_put(apack, a_owned);
+        gs_scratch_put(GS_SCRATCH_GEMM_B, bpack);
+        gs_scratch_put(GS_SCRATCH_GEMM_A, apack);
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) {
                 double s = 0.0;
@@ -504,8 +447,8 @@ static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
                            nc, j0, alpha, beta_step, p0 == 0 ? bias : NULL, C, ldc);
         }
     }
-    scratch_put(bpack, b_owned);
-    if (!direct) scratch_put(apack, a_owned);
+    gs_scratch_put(GS_SCRATCH_GEMM_B, bpack);
+    gs_scratch_put(GS_SCRATCH_GEMM_A, apack);
 }
 
 void gs_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
@@ -564,9 +507,8 @@ int gs_sgemm_packed_b(int M, int nc, const float *A, int lda, const gs_packed_b 
     row_blocks(M, k.rows, &mc_step, &n_mblocks);
     size_t m_pad = ((size_t)M + k.rows - 1) / k.rows * k.rows;
     const int kc_max = slab_depth(K);
-    int a_owned = 0;
     const int direct = k.direct != NULL;
-    float *apack = direct ? NULL : scratch_get(0, sizeof(float) * m_pad * kc_max, &a_owned);
+    float *apack = direct ? NULL : gs_scratch_get(GS_SCRATCH_GEMM_A, sizeof(float) * m_pad * kc_max);
     if (!direct && !apack) return gs_fail(GS_ENOMEM, "out of memory packing %d rows", M);
 #pragma omp parallel num_threads(nthreads)
     for (int p0 = 0; p0 < K; p0 += kc_max) {
@@ -582,6 +524,6 @@ int gs_sgemm_packed_b(int M, int nc, const float *A, int lda, const gs_packed_b 
         multiply_tiles(k, kc, apack, direct ? A + p0 : NULL, lda, mc_step, n_mblocks, M, panels,
                        (nc + k.cols - 1) / k.cols, nc, 0, 1.0f, p0 == 0 ? 0.0f : 1.0f, NULL, C, ldc);
     }
-    if (!direct) scratch_put(apack, a_owned);
+    gs_scratch_put(GS_SCRATCH_GEMM_A, apack);
     return GS_OK;
 }
