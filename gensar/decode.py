@@ -198,16 +198,6 @@ def _check_beam_args(num_beams, top_k, n_inputs, trie_or_candidates):
     return int(num_beams), int(top_k)
 
 
-def beam_search_test_decoder(A, E, O, U, trie_or_candidates, num_beams, top_k=None):
-    """Beam search on the tiny recurrent test decoder of csrc/decode/testdec.h
-    (tests only): h <- tanh(E[token] + h @ A), logits = h @ O + U[input].
-    A (D, D), E (V, D), O (D, V), U (B, V) float32. Returns (items (B, top_k)
-    int64, scores (B, top_k) float32)."""
-    num_beams, top_k = _check_beam_args(num_beams, top_k, np.shape(U)[0], trie_or_candidates)
-    return _core.beam_search_test_decoder(A, E, O, U, num_beams, top_k,
-                                          **_target_kwargs(trie_or_candidates))
-
-
 def _int32_2d(x, name):
     a = np.asarray(x)
     if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
