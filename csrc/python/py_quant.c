@@ -4,6 +4,10 @@
  * the capsule alive). Compute runs with the GIL released. */
 #include "binding.h"
 
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "../common.h"
@@ -28,17 +32,12 @@ static int parse_ints(PyObject *obj, const char *name, int *out, int *n, int max
         return -1;
     }
     for (Py_ssize_t i = 0; i < len; i++) {
-        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
-        if (v == -1 && PyErr_Occurred()) {
+        char item[80];
+        snprintf(item, sizeof item, "%s[%zd]", name, i);
+        if (gs_arg_int(PySequence_Fast_GET_ITEM(seq, i), item, 1, 1 << 30, &out[i])) {
             Py_DECREF(seq);
             return -1;
         }
-        if (v < 1 || v > (1L << 30)) {
-            PyErr_Format(PyExc_ValueError, "%s[%zd] must be a positive size, got %ld", name, i, v);
-            Py_DECREF(seq);
-            return -1;
-        }
-        out[i] = (int)v;
     }
     *n = (int)len;
     Py_DECREF(seq);
@@ -65,15 +64,19 @@ static PyObject *py_kmeans(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
     static char *kwlist[] = {"x", "k", "n_init", "max_iter", "tol", "seed", "init", NULL};
-    PyObject *ox, *oinit = Py_None;
+    PyObject *ox, *oinit = Py_None, *ok, *oninit = NULL, *oiter = NULL, *otol = NULL, *oseed = NULL;
     int k, n_init = 1, max_iter = 300;
     double tol = 1e-4;
     unsigned long long seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "Oi|iidKO", kwlist, &ox, &k, &n_init, &max_iter,
-                                     &tol, &seed, &oinit))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|OOOOO", kwlist, &ox, &ok, &oninit, &oiter, &otol,
+                                     &oseed, &oinit))
         return NULL;
     PyArrayObject *x = gs_check_array(ox, "x", NPY_FLOAT32, 2, 2);
-    if (!x) return NULL;
+    if (!x || gs_arg_int(ok, "k", 1, INT32_MAX, &k) ||
+        gs_arg_int(oninit, "n_init", 1, 1 << 20, &n_init) ||
+        gs_arg_int(oiter, "max_iter", 0, INT32_MAX, &max_iter) ||
+        gs_arg_double(otol, "tol", 0.0, INFINITY, 0, &tol) || gs_arg_u64(oseed, "seed", &seed))
+        return NULL;
     size_t N = gs_rows(x);
     int d = gs_last_dim(x);
     if (k < 1 || (size_t)k > N) {
@@ -233,11 +236,14 @@ static PyObject *py_rq_fit_kmeans(PyObject *self, PyObject *args, PyObject *kw)
     (void)self;
     static char *kwlist[] = {"z", "dims", "shared_levels", "specific_levels", "n_init",
                              "max_iter", "seed", NULL};
-    PyObject *oz, *odims, *osh, *osp;
+    PyObject *oz, *odims, *osh, *osp, *oninit = NULL, *oiter = NULL, *oseed = NULL;
     int n_init = 1, max_iter = 100;
     unsigned long long seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO|iiK", kwlist, &oz, &odims, &osh, &osp,
-                                     &n_init, &max_iter, &seed))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO|OOO", kwlist, &oz, &odims, &osh, &osp,
+                                     &oninit, &oiter, &oseed))
+        return NULL;
+    if (gs_arg_int(oninit, "n_init", 1, 1 << 20, &n_init) ||
+        gs_arg_int(oiter, "max_iter", 0, INT32_MAX, &max_iter) || gs_arg_u64(oseed, "seed", &seed))
         return NULL;
     gs_rq_config cfg;
     if (parse_rq(odims, osh, osp, &cfg) < 0) return NULL;
@@ -274,11 +280,14 @@ static PyObject *py_resolve_collisions(PyObject *self, PyObject *args, PyObject 
     (void)self;
     static char *kwlist[] = {"ids", "level_sizes", "residual", "codebook", "fixed", "epsilon",
                              "iterations", NULL};
-    PyObject *oids, *ok, *ores, *ocb, *ofixed = Py_None;
+    PyObject *oids, *ok, *ores, *ocb, *ofixed = Py_None, *oeps = NULL, *oiters = NULL;
     double eps = 0.003;
     int iters = 50;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO|Odi", kwlist, &oids, &ok, &ores, &ocb,
-                                     &ofixed, &eps, &iters))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO|OOO", kwlist, &oids, &ok, &ores, &ocb,
+                                     &ofixed, &oeps, &oiters))
+        return NULL;
+    if (gs_arg_double(oeps, "epsilon", 0.0, INFINITY, GS_LO_OPEN, &eps) ||
+        gs_arg_int(oiters, "iterations", 0, INT32_MAX, &iters))
         return NULL;
     PyArrayObject *ids = gs_check_out_array(oids, "ids", NPY_INT32, 2, 2);
     if (!ids) return NULL;
@@ -325,14 +334,16 @@ static PyObject *py_resolve_collisions(PyObject *self, PyObject *args, PyObject 
 static PyObject *py_sinkhorn_scores(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *od;
+    PyObject *od, *oeps, *oiters;
     double eps;
     int iters;
-    if (!PyArg_ParseTuple(args, "Odi", &od, &eps, &iters)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOO", &od, &oeps, &oiters)) return NULL;
     PyArrayObject *dist = gs_check_array(od, "distances", NPY_FLOAT64, 2, 2);
-    if (!dist) return NULL;
-    if (!(eps > 0.0) || iters < 0) {
-        PyErr_SetString(PyExc_ValueError, "need epsilon > 0 and iterations >= 0");
+    if (!dist || gs_arg_double(oeps, "epsilon", 0.0, INFINITY, GS_LO_OPEN, &eps) ||
+        gs_arg_int(oiters, "iterations", 0, INT32_MAX, &iters))
+        return NULL;
+    if (PyArray_DIM(dist, 0) > INT32_MAX || PyArray_DIM(dist, 1) > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "distances is too large");
         return NULL;
     }
     PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, PyArray_DIMS(dist), NPY_FLOAT64);
@@ -351,11 +362,16 @@ static PyObject *py_sinkhorn_scores(PyObject *self, PyObject *args)
 static void rqvae_destroy(PyObject *cap)
 {
     gs_rqvae_free(PyCapsule_GetPointer(cap, RQVAE_CAPSULE));
+    gs_capsule_free_lock(cap);
 }
 
 static gs_rqvae *get_model(PyObject *cap)
 {
-    return PyCapsule_GetPointer(cap, RQVAE_CAPSULE); /* sets TypeError/ValueError if wrong */
+    if (!PyCapsule_IsValid(cap, RQVAE_CAPSULE)) {
+        PyErr_SetString(PyExc_TypeError, "model must be an RQ-VAE handle made by rqvae_new()");
+        return NULL;
+    }
+    return PyCapsule_GetPointer(cap, RQVAE_CAPSULE);
 }
 
 static PyObject *py_rqvae_new(PyObject *self, PyObject *args, PyObject *kw)
@@ -363,12 +379,16 @@ static PyObject *py_rqvae_new(PyObject *self, PyObject *args, PyObject *kw)
     (void)self;
     static char *kwlist[] = {"in_dims", "hidden", "latent", "shared_levels", "specific_levels",
                              "beta", "max_batch", "seed", NULL};
-    PyObject *oin, *ohid, *osh, *osp;
+    PyObject *oin, *ohid, *osh, *osp, *olatent, *obeta, *obatch, *oseed;
     int latent, max_batch;
     float beta;
     unsigned long long seed;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOiOOfiK", kwlist, &oin, &ohid, &latent, &osh,
-                                     &osp, &beta, &max_batch, &seed))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOO", kwlist, &oin, &ohid, &olatent, &osh,
+                                     &osp, &obeta, &obatch, &oseed))
+        return NULL;
+    if (gs_arg_int(olatent, "latent", 1, 1 << 30, &latent) ||
+        gs_arg_float(obeta, "beta", 0.0, FLT_MAX, 0, &beta) ||
+        gs_arg_int(obatch, "max_batch", 1, INT32_MAX, &max_batch) || gs_arg_u64(oseed, "seed", &seed))
         return NULL;
     gs_rqvae_config cfg;
     memset(&cfg, 0, sizeof cfg);
@@ -386,7 +406,14 @@ static PyObject *py_rqvae_new(PyObject *self, PyObject *args, PyObject *kw)
     int st = gs_rqvae_create(&cfg, max_batch, (uint64_t)seed, &m);
     if (st != GS_OK) return gs_raise(st);
     PyObject *cap = PyCapsule_New(m, RQVAE_CAPSULE, rqvae_destroy);
-    if (!cap) gs_rqvae_free(m);
+    if (!cap) {
+        gs_rqvae_free(m);
+        return NULL;
+    }
+    if (gs_capsule_add_lock(cap)) {
+        Py_DECREF(cap);
+        return NULL;
+    }
     return cap;
 }
 
@@ -440,11 +467,11 @@ static PyObject *py_rqvae_layout(PyObject *self, PyObject *cap)
 static PyObject *py_rqvae_step_count(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *cap;
-    long set = -1;
-    if (!PyArg_ParseTuple(args, "O|l", &cap, &set)) return NULL;
+    PyObject *cap, *oset = NULL;
+    long long set = -1;
+    if (!PyArg_ParseTuple(args, "O|O", &cap, &oset)) return NULL;
     gs_rqvae *m = get_model(cap);
-    if (!m) return NULL;
+    if (!m || gs_arg_int64(oset, "set", -1, LONG_MAX, &set)) return NULL;
     if (set >= 0) *gs_rqvae_step_counter(m) = set;
     return PyLong_FromLong(*gs_rqvae_step_counter(m));
 }
@@ -523,8 +550,11 @@ static PyObject *py_rqvae_latent(PyObject *self, PyObject *args)
     if (!z) return NULL;
     int st;
     float *pz = PyArray_DATA(z);
+    PyThread_type_lock lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
+    gs_lock(lk);
     st = gs_rqvae_latent(m, N, x0, x1, pz);
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st != GS_OK) {
         Py_DECREF(z);
@@ -538,10 +568,16 @@ static PyObject *py_rqvae_init_codebooks(PyObject *self, PyObject *args)
     (void)self;
     int max_iter = 50;
     unsigned long long seed = 0;
-    PARSE_MODEL_INPUTS("iK", &max_iter, &seed)
+    PyObject *oiter = NULL, *oseed = NULL;
+    PARSE_MODEL_INPUTS("OO", &oiter, &oseed)
+    if (gs_arg_int(oiter, "max_iter", 0, INT32_MAX, &max_iter) || gs_arg_u64(oseed, "seed", &seed))
+        return NULL;
     int st;
+    PyThread_type_lock lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
+    gs_lock(lk);
     st = gs_rqvae_init_codebooks(m, (int)N, x0, x1, max_iter, (uint64_t)seed);
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st != GS_OK) return gs_raise(st);
     Py_RETURN_NONE;
@@ -553,8 +589,11 @@ static PyObject *py_rqvae_forward_backward(PyObject *self, PyObject *args)
     PARSE_MODEL_INPUTS("")
     double l[4];
     int st;
+    PyThread_type_lock lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
+    gs_lock(lk);
     st = gs_rqvae_forward_backward(m, (int)N, x0, x1, l);
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st != GS_OK) return gs_raise(st);
     return Py_BuildValue("(dddd)", l[0], l[1], l[2], l[3]);
@@ -564,11 +603,18 @@ static PyObject *py_rqvae_train_step(PyObject *self, PyObject *args)
 {
     (void)self;
     float lr = 1e-3f, wd = 1e-5f;
-    PARSE_MODEL_INPUTS("ff", &lr, &wd)
+    PyObject *olr = NULL, *owd = NULL;
+    PARSE_MODEL_INPUTS("OO", &olr, &owd)
+    if (gs_arg_float(olr, "lr", 0.0, FLT_MAX, 0, &lr) ||
+        gs_arg_float(owd, "weight_decay", 0.0, FLT_MAX, 0, &wd))
+        return NULL;
     double l[4];
     int st;
+    PyThread_type_lock lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
+    gs_lock(lk);
     st = gs_rqvae_train_step(m, (int)N, x0, x1, lr, wd, l);
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st != GS_OK) return gs_raise(st);
     return Py_BuildValue("(dddd)", l[0], l[1], l[2], l[3]);
@@ -592,8 +638,11 @@ static PyObject *py_rqvae_reconstruct(PyObject *self, PyObject *args)
     int st;
     int32_t *pc = PyArray_DATA(codes);
     float *pe = PyArray_DATA(err);
+    PyThread_type_lock lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
+    gs_lock(lk);
     st = gs_rqvae_reconstruct(m, N, x0, x1, pc, pe);
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st != GS_OK) {
         Py_DECREF(codes), Py_DECREF(err);
