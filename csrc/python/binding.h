@@ -55,18 +55,25 @@ int gs_no_overlap(PyArrayObject *a, const char *na, PyArrayObject *b, const char
 int gs_parse_adamw(PyObject *lr, PyObject *beta1, PyObject *beta2, PyObject *eps, PyObject *wd,
                    gs_adamw_config *cfg);
 
-/* Per-model lock, for models shared between Python threads: a model's C calls
- * use its activation workspace, so two at once would corrupt it. The lock lives
- * in the capsule's context (gs_capsule_add_lock after PyCapsule_New; capsule
- * destructors call gs_capsule_free_lock). Take it with the GIL released:
- *     PyThread_type_lock lk = gs_capsule_lock(cap);
- *     Py_BEGIN_ALLOW_THREADS  gs_lock(lk); ...C call...; gs_unlock(lk);  Py_END_ALLOW_THREADS
- * Calls on one model run one at a time; calls on different models in parallel. */
+/* Per-model lock, for models shared between Python threads. A readers-writer
+ * lock: calls that write the model (its activation workspace, gradients,
+ * parameters: logits, forward_backward, train_step...) take it exclusively;
+ * calls that only read the parameters and work in their own buffers (beam
+ * search, decoding caches, BERT encode, SASRec scoring) take it shared, so they
+ * still run in parallel with each other but never beside a training step. The
+ * lock lives in the capsule's context (gs_capsule_add_lock after PyCapsule_New;
+ * capsule destructors call gs_capsule_free_lock). Take it with the GIL released:
+ *     gs_model_lock *lk = gs_capsule_lock(cap);
+ *     Py_BEGIN_ALLOW_THREADS  gs_lock_write(lk); ...C call...; gs_unlock(lk);  Py_END_ALLOW_THREADS
+ * (waiting with the GIL held could deadlock against a thread that needs the GIL). */
+#include <pthread.h>
+typedef pthread_rwlock_t gs_model_lock;
 int gs_capsule_add_lock(PyObject *cap);
 void gs_capsule_free_lock(PyObject *cap);
-PyThread_type_lock gs_capsule_lock(PyObject *cap);
-void gs_lock(PyThread_type_lock lk);
-void gs_unlock(PyThread_type_lock lk);
+gs_model_lock *gs_capsule_lock(PyObject *cap);
+void gs_lock_write(gs_model_lock *lk);
+void gs_lock_read(gs_model_lock *lk);
+void gs_unlock(gs_model_lock *lk);
 
 /* Rows of an array seen as (rows, last_dim). */
 size_t gs_rows(PyArrayObject *a);

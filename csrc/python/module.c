@@ -234,13 +234,15 @@ int gs_no_overlap(PyArrayObject *a, const char *na, PyArrayObject *b, const char
 
 int gs_capsule_add_lock(PyObject *cap)
 {
-    PyThread_type_lock lk = PyThread_allocate_lock();
-    if (!lk) {
+    gs_model_lock *lk = PyMem_RawMalloc(sizeof *lk);
+    if (!lk || pthread_rwlock_init(lk, NULL) != 0) {
+        PyMem_RawFree(lk);
         PyErr_NoMemory();
         return -1;
     }
     if (PyCapsule_SetContext(cap, lk) < 0) {
-        PyThread_free_lock(lk);
+        pthread_rwlock_destroy(lk);
+        PyMem_RawFree(lk);
         return -1;
     }
     return 0;
@@ -248,20 +250,27 @@ int gs_capsule_add_lock(PyObject *cap)
 
 void gs_capsule_free_lock(PyObject *cap)
 {
-    PyThread_type_lock lk = PyCapsule_GetContext(cap);
-    if (lk) PyThread_free_lock(lk);
+    gs_model_lock *lk = PyCapsule_GetContext(cap);
+    if (!lk) return;
+    pthread_rwlock_destroy(lk);
+    PyMem_RawFree(lk);
 }
 
-PyThread_type_lock gs_capsule_lock(PyObject *cap) { return PyCapsule_GetContext(cap); }
+gs_model_lock *gs_capsule_lock(PyObject *cap) { return PyCapsule_GetContext(cap); }
 
-void gs_lock(PyThread_type_lock lk)
+void gs_lock_write(gs_model_lock *lk)
 {
-    if (lk) PyThread_acquire_lock(lk, WAIT_LOCK);
+    if (lk) pthread_rwlock_wrlock(lk);
 }
 
-void gs_unlock(PyThread_type_lock lk)
+void gs_lock_read(gs_model_lock *lk)
 {
-    if (lk) PyThread_release_lock(lk);
+    if (lk) pthread_rwlock_rdlock(lk);
+}
+
+void gs_unlock(gs_model_lock *lk)
+{
+    if (lk) pthread_rwlock_unlock(lk);
 }
 
 PyArrayObject *gs_check_out_array(PyObject *obj, const char *name, int typenum, int min_ndim,

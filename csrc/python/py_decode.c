@@ -289,9 +289,9 @@ static PyObject *py_t5_beam_search(PyObject *self, PyObject *args, PyObject *kw)
     const int32_t *pi = PyArray_DATA(ids), *pm = PyArray_DATA(mask);
     int64_t *po = PyArray_DATA(items);
     float *ps = PyArray_DATA(scores);
-    PyThread_type_lock lk = gs_capsule_lock(omodel); /* the model's workspace (py_t5.c) */
+    gs_model_lock *lk = gs_capsule_lock(omodel); /* the model's workspace (py_t5.c) */
     Py_BEGIN_ALLOW_THREADS
-    gs_lock(lk);
+    gs_lock_read(lk);
     status = gs_t5_beam_search(m, pi, pm, (int)B, (int)T, tg.tries, num_beams, top_k, start, po, ps);
     gs_unlock(lk);
     Py_END_ALLOW_THREADS

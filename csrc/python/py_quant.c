@@ -550,9 +550,9 @@ static PyObject *py_rqvae_latent(PyObject *self, PyObject *args)
     if (!z) return NULL;
     int st;
     float *pz = PyArray_DATA(z);
-    PyThread_type_lock lk = gs_capsule_lock(cap);
+    gs_model_lock *lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
-    gs_lock(lk);
+    gs_lock_write(lk);
     st = gs_rqvae_latent(m, N, x0, x1, pz);
     gs_unlock(lk);
     Py_END_ALLOW_THREADS
@@ -573,9 +573,9 @@ static PyObject *py_rqvae_init_codebooks(PyObject *self, PyObject *args)
     if (gs_arg_int(oiter, "max_iter", 0, INT32_MAX, &max_iter) || gs_arg_u64(oseed, "seed", &seed))
         return NULL;
     int st;
-    PyThread_type_lock lk = gs_capsule_lock(cap);
+    gs_model_lock *lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
-    gs_lock(lk);
+    gs_lock_write(lk);
     st = gs_rqvae_init_codebooks(m, (int)N, x0, x1, max_iter, (uint64_t)seed);
     gs_unlock(lk);
     Py_END_ALLOW_THREADS
@@ -589,9 +589,9 @@ static PyObject *py_rqvae_forward_backward(PyObject *self, PyObject *args)
     PARSE_MODEL_INPUTS("")
     double l[4];
     int st;
-    PyThread_type_lock lk = gs_capsule_lock(cap);
+    gs_model_lock *lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
-    gs_lock(lk);
+    gs_lock_write(lk);
     st = gs_rqvae_forward_backward(m, (int)N, x0, x1, l);
     gs_unlock(lk);
     Py_END_ALLOW_THREADS
@@ -610,9 +610,9 @@ static PyObject *py_rqvae_train_step(PyObject *self, PyObject *args)
         return NULL;
     double l[4];
     int st;
-    PyThread_type_lock lk = gs_capsule_lock(cap);
+    gs_model_lock *lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
-    gs_lock(lk);
+    gs_lock_write(lk);
     st = gs_rqvae_train_step(m, (int)N, x0, x1, lr, wd, l);
     gs_unlock(lk);
     Py_END_ALLOW_THREADS
@@ -638,9 +638,9 @@ static PyObject *py_rqvae_reconstruct(PyObject *self, PyObject *args)
     int st;
     int32_t *pc = PyArray_DATA(codes);
     float *pe = PyArray_DATA(err);
-    PyThread_type_lock lk = gs_capsule_lock(cap);
+    gs_model_lock *lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
-    gs_lock(lk);
+    gs_lock_write(lk);
     st = gs_rqvae_reconstruct(m, N, x0, x1, pc, pe);
     gs_unlock(lk);
     Py_END_ALLOW_THREADS

@@ -4,12 +4,13 @@
  * named "gensar._core.t5_cache" whose context keeps their model alive.
  * gensar/seq2seq.py wraps these in the Seq2Seq class.
  *
- * Threads: a model's calls share its activation workspace (reallocated when a
- * larger batch comes), so every call that computes with a model, or with a
- * decoding cache of it, holds the model's lock (binding.h) while the GIL is
- * released: one model shared by several Python threads runs their calls one at a
- * time, with the same results as sequential calls; different models run in
- * parallel. */
+ * Threads: logits / forward_backward / train_step share the model's activation
+ * workspace (reallocated when a larger batch comes) and write gradients and
+ * parameters, so they hold the model's lock (binding.h) exclusively while the
+ * GIL is released; building a decoding cache only reads the parameters (shared
+ * lock); a step or reorder of a cache writes that cache, so it takes the model's
+ * lock exclusively (a cache is owned by its model). One model shared by several
+ * Python threads thus gives the results of some sequential order of the calls. */
 #include "binding.h"
 
 #include <float.h>
@@ -150,9 +151,9 @@ static PyObject *py_t5_set_step(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OO", &cap, &ostep)) return NULL;
     gs_t5 *m = get_model(cap);
     if (!m || gs_arg_int64(ostep, "step", 0, LONG_MAX, &step)) return NULL;
-    PyThread_type_lock lk = gs_capsule_lock(cap);
+    gs_model_lock *lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
-    gs_lock(lk);
+    gs_lock_write(lk);
     gs_t5_set_step(m, (long)step);
     gs_unlock(lk);
     Py_END_ALLOW_THREADS
@@ -228,9 +229,9 @@ static PyObject *py_t5_logits(PyObject *self, PyObject *args)
     if (!out) return NULL;
     int st;
     float *po = PyArray_DATA(out);
-    PyThread_type_lock lk = gs_capsule_lock(cap);
+    gs_model_lock *lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
-    gs_lock(lk);
+    gs_lock_write(lk);
     st = gs_t5_logits(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, po);
     gs_unlock(lk);
     Py_END_ALLOW_THREADS
@@ -258,9 +259,9 @@ static PyObject *py_t5_forward_backward(PyObject *self, PyObject *args, PyObject
         return NULL;
     float loss = 0.0f;
     int st;
-    PyThread_type_lock lk = gs_capsule_lock(cap);
+    gs_model_lock *lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
-    gs_lock(lk);
+    gs_lock_write(lk);
     st = gs_t5_forward_backward(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, dropout,
                                 seed, &loss);
     gs_unlock(lk);
@@ -293,9 +294,9 @@ static PyObject *py_t5_train_step(PyObject *self, PyObject *args, PyObject *kw)
     tc.weight_decay = ac.weight_decay, tc.dropout_seed = seed;
     float loss = 0.0f, norm = 0.0f;
     int st;
-    PyThread_type_lock lk = gs_capsule_lock(cap);
+    gs_model_lock *lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
-    gs_lock(lk);
+    gs_lock_write(lk);
     st = gs_t5_train_step(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, &tc, &loss,
                           &norm);
     gs_unlock(lk);
@@ -340,9 +341,9 @@ static PyObject *py_t5_cache_new(PyObject *self, PyObject *args)
     gs_t5_cache *c;
     int st;
     const int32_t *pi = PyArray_DATA(ids), *pm = PyArray_DATA(mask);
-    PyThread_type_lock lk = gs_capsule_lock(cap);
+    gs_model_lock *lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
-    gs_lock(lk);
+    gs_lock_read(lk);
     st = gs_t5_cache_new(m, pi, pm, B, T, rpi, max_steps, &c);
     gs_unlock(lk);
     Py_END_ALLOW_THREADS
@@ -378,9 +379,9 @@ static PyObject *py_t5_decode_step(PyObject *self, PyObject *args)
     int st;
     const int32_t *pt = PyArray_DATA(tok);
     float *po = PyArray_DATA(out);
-    PyThread_type_lock lk = gs_capsule_lock(PyCapsule_GetContext(cc)); /* the model's lock */
+    gs_model_lock *lk = gs_capsule_lock(PyCapsule_GetContext(cc)); /* the model's lock */
     Py_BEGIN_ALLOW_THREADS
-    gs_lock(lk);
+    gs_lock_write(lk); /* the cache itself is written: one call at a time */
     st = gs_t5_decode_step(m, c, pt, po);
     gs_unlock(lk);
     Py_END_ALLOW_THREADS
@@ -407,9 +408,9 @@ static PyObject *py_t5_cache_reorder(PyObject *self, PyObject *args)
     }
     int st;
     const int32_t *ps = PyArray_DATA(src);
-    PyThread_type_lock lk = gs_capsule_lock(PyCapsule_GetContext(cc));
+    gs_model_lock *lk = gs_capsule_lock(PyCapsule_GetContext(cc));
     Py_BEGIN_ALLOW_THREADS
-    gs_lock(lk);
+    gs_lock_write(lk); /* the cache itself is written: one call at a time */
     st = gs_t5_cache_reorder(c, ps);
     gs_unlock(lk);
     Py_END_ALLOW_THREADS
