@@ -194,7 +194,10 @@ int gs_arg_float(PyObject *o, const char *name, double lo, double hi, int flags,
 {
     double v;
     if (!o) return 0;
-    if (gs_arg_double(o, name, lo, hi, flags, &v)) return -1;
+    /* +-FLT_MAX bounds mean "none": a value beyond them gets the float32 message below */
+    if (gs_arg_double(o, name, lo <= -FLT_MAX ? -HUGE_VAL : lo, hi >= FLT_MAX ? HUGE_VAL : hi, flags,
+                      &v))
+        return -1;
     if (isfinite(v) && fabs(v) > FLT_MAX) {
         PyErr_Format(PyExc_ValueError, "%s = %R does not fit in float32", name, o);
         return -1;
