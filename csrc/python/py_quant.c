@@ -20,9 +20,14 @@
 /* tuple/list of ints -> out[0..*n), at most max entries */
 static int parse_ints(PyObject *obj, const char *name, int *out, int *n, int max)
 {
+    if (PyUnicode_Check(obj) || PyBytes_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a tuple of ints, got %s", name, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
     PyObject *seq = PySequence_Fast(obj, "expected a sequence of ints");
     if (!seq) {
-        PyErr_Format(PyExc_TypeError, "%s must be a tuple of ints", name);
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s must be a tuple of ints, got %s", name, Py_TYPE(obj)->tp_name);
         return -1;
     }
     Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
@@ -392,13 +397,10 @@ static PyObject *py_rqvae_new(PyObject *self, PyObject *args, PyObject *kw)
         return NULL;
     gs_rqvae_config cfg;
     memset(&cfg, 0, sizeof cfg);
-    if (parse_ints(oin, "in_dims", cfg.in_dim, &cfg.n_towers, 2) < 0) return NULL;
-    if (PySequence_Size(ohid) == 0) cfg.n_hidden = 0;
-    else if (parse_ints(ohid, "hidden", cfg.hidden, &cfg.n_hidden, GS_RQVAE_MAX_HIDDEN) < 0) return NULL;
-    if (PySequence_Size(osh) > 0 &&
-        parse_ints(osh, "shared_levels", cfg.shared_k, &cfg.n_shared, GS_RQ_MAX_LEVELS) < 0)
-        return NULL;
-    if (PySequence_Size(osp) > 0 &&
+    /* parse_ints accepts an empty sequence (0 entries) and names a non-sequence */
+    if (parse_ints(oin, "in_dims", cfg.in_dim, &cfg.n_towers, 2) < 0 ||
+        parse_ints(ohid, "hidden", cfg.hidden, &cfg.n_hidden, GS_RQVAE_MAX_HIDDEN) < 0 ||
+        parse_ints(osh, "shared_levels", cfg.shared_k, &cfg.n_shared, GS_RQ_MAX_LEVELS) < 0 ||
         parse_ints(osp, "specific_levels", cfg.specific_k, &cfg.n_specific, GS_RQ_MAX_LEVELS) < 0)
         return NULL;
     cfg.latent = latent, cfg.beta = beta;
