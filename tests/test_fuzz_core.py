@@ -20,6 +20,9 @@ HARNESS = Path(__file__).with_name("_fuzz_core.py")
 def run_batch(tmp_path, seed, cases, extra=(), timeout=900):
     log = tmp_path / f"cases_{seed}.txt"
     env = dict(os.environ, PYTHONPATH=str(Path(gensar.__file__).parents[1]), OMP_NUM_THREADS="2")
+    # Under AddressSanitizer a hostile size must fail as MemoryError, not abort the run.
+    env["ASAN_OPTIONS"] = ":".join(filter(None, [env.get("ASAN_OPTIONS", ""),
+                                                 "allocator_may_return_null=1"]))
     res = subprocess.run([sys.executable, str(HARNESS), "--seed", str(seed), "--cases", str(cases),
                           "--log", str(log), *extra], capture_output=True, text=True,
                          timeout=timeout, env=env)
