@@ -282,11 +282,21 @@ def run(seed, cases, log=None, use_atheris=False):
     if use_atheris:
         import atheris
 
+        # Coverage of the harness's own choices guides atheris (the C core has none).
+        for fn in ("one_case", "templates", "hostile_values"):
+            globals()[fn] = atheris.instrument_func(globals()[fn])
+
         def test_one(data):
             c = Choices(fdp=atheris.FuzzedDataProvider(data))
             if logf:
                 logf.write(f"atheris case {count[0]}\n")
-            case(c)
+            desc, finding = globals()["one_case"](_core, c, models, names)
+            count[0] += 1
+            if finding:
+                findings.append(finding)
+                print(f"FINDING: {finding} :: {desc}", flush=True)
+            if count[0] >= cases:  # libFuzzer exits the process itself after the last run
+                print(f"CASES {count[0]} FINDINGS {len(findings)}", flush=True)
 
         atheris.Setup([sys.argv[0], f"-runs={cases}", f"-seed={seed}"], test_one)
         try:
