@@ -366,3 +366,10 @@ def test_capsules_of_the_wrong_kind_are_refused():
                  lambda: _core.t5_logits(Trie(np.array([[1, 2]]))._handle, *[np.ones((1, 2), np.int32)] * 3)):
         with pytest.raises(TypeError, match="handle|capsule"):
             call()
+
+
+def test_resolve_collisions_refuses_ids_overlapping_its_inputs():
+    buf = np.zeros(64, np.float32)
+    ids = buf[:8].view(np.int32).reshape(4, 2)
+    with pytest.raises(ValueError, match="residual and ids share memory"):
+        _core.resolve_collisions(ids, (3, 3), buf[4:12].reshape(4, 2), np.zeros((3, 2), np.float32))

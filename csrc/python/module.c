@@ -229,9 +229,9 @@ int gs_no_overlap(PyArrayObject *a, const char *na, PyArrayObject *b, const char
     const char *a1 = a0 + PyArray_NBYTES(a), *b1 = b0 + PyArray_NBYTES(b);
     if (a1 <= b0 || b1 <= a0) return 0;
     PyErr_Format(PyExc_ValueError,
-                 "%s and %s share memory (one is a view of the other); the result would be "
-                 "wrong: pass a separate array (e.g. %s.copy())",
-                 na, nb, nb);
+                 "%s and %s share memory (views of one buffer); the result would be wrong: "
+                 "pass arrays that do not overlap (e.g. %s.copy())",
+                 na, nb, na);
     return -1;
 }
 

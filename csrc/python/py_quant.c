@@ -323,6 +323,10 @@ static PyObject *py_resolve_collisions(PyObject *self, PyObject *args, PyObject 
         }
         pf = PyArray_DATA(fx);
     }
+    /* ids is rewritten in place while residual, codebook and fixed are read */
+    if (gs_no_overlap(res, "residual", ids, "ids") || gs_no_overlap(cb, "codebook", ids, "ids"))
+        return NULL;
+    if (ofixed != Py_None && gs_no_overlap((PyArrayObject *)ofixed, "fixed", ids, "ids")) return NULL;
     gs_resolve_stats s;
     int st;
     int32_t *pid = PyArray_DATA(ids);
