@@ -93,27 +93,18 @@ static void drop_factors(uint32_t k, uint32_t thr, float scale, uint64_t base, i
     for (int j = 0; j < n; j++) f[j] = elem_hash(k, b + (uint32_t)j) >= thr ? scale : 0.0f;
 }
 
-/* y[i] = x[i] * (kept ? s : 0) for i in [i0, i1); the AVX2 build vectorises the hash. */
-static inline __attribute__((always_inline)) void dropout_span(size_t i0, size_t i1, uint32_t k,
-                                                               uint32_t thr, float s,
-                                                               const float *x, float *y)
+/* y[i] = x[i] * (kept ? s : 0) for i in [i0, i1); the vector paths vectorise the hash. */
+GS_INLINE void dropout_span_body(size_t i0, size_t i1, uint32_t k, uint32_t thr, float s, const float *x,
+                                 float *y)
 {
     for (size_t i = i0; i < i1; i++) {
         float f = elem_hash(k, (uint32_t)i) >= thr ? s : 0.0f;
         y[i] = x[i] * f;
     }
 }
-__attribute__((target("avx2"))) static void dropout_span_avx2(size_t i0, size_t i1, uint32_t k,
-                                                             uint32_t thr, float s, const float *x,
-                                                             float *y)
-{
-    dropout_span(i0, i1, k, thr, s, x, y);
-}
-static void dropout_span_generic(size_t i0, size_t i1, uint32_t k, uint32_t thr, float s,
-                                 const float *x, float *y)
-{
-    dropout_span(i0, i1, k, thr, s, x, y);
-}
+GS_MULTIVERSION(dropout_span,
+                (size_t i0, size_t i1, uint32_t k, uint32_t thr, float s, const float *x, float *y),
+                (i0, i1, k, thr, s, x, y))
 
 float gs_dropout_factor(float p, uint64_t seed, uint64_t stream, uint64_t i)
 {
@@ -131,20 +122,13 @@ void gs_dropout(size_t n, float p, uint64_t seed, uint64_t stream, const float *
     const uint32_t k = key32(stream_key(seed, stream));
     const uint32_t thr = drop_threshold(p);
     const float s = 1.0f / (1.0f - (p >= 1.0f ? 0.999999f : p));
-    static int use_avx2 = -1;
-    if (use_avx2 < 0) {
-        __builtin_cpu_init();
-        use_avx2 = __builtin_cpu_supports("avx2");
-    }
+    const dropout_span_fn span = dropout_span_pick();
     /* chunks of 4096 elements (the same split for any thread count) */
     const size_t nchunks = (n + 4095) / 4096;
 #pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (n > 65536)
     for (size_t c = 0; c < nchunks; c++) {
         size_t i0 = c * 4096, i1 = i0 + 4096 < n ? i0 + 4096 : n;
-        if (use_avx2)
-            dropout_span_avx2(i0, i1, k, thr, s, x, y);
-        else
-            dropout_span_generic(i0, i1, k, thr, s, x, y);
+        span(i0, i1, k, thr, s, x, y);
     }
 }
 
@@ -204,12 +188,21 @@ small_mm_body(int M, int N16, int K, const float *A, size_t a_rs, size_t a_ks, c
     }
 }
 
-__attribute__((target("avx2,fma"))) static void small_mm_avx2(int M, int N16, int K, const float *A,
-                                                             size_t a_rs, size_t a_ks, const float *B,
-                                                             int ldb, float *C, int ldc)
+#ifdef GS_HAVE_AVX2_PATH
+GS_TARGET_AVX2 static void small_mm_avx2(int M, int N16, int K, const float *A, size_t a_rs, size_t a_ks,
+                                         const float *B, int ldb, float *C, int ldc)
 {
     small_mm_body(M, N16, K, A, a_rs, a_ks, B, ldb, C, ldc);
 }
+#endif
+
+#ifdef GS_HAVE_AVX512_PATH
+GS_TARGET_AVX512 static void small_mm_avx512(int M, int N16, int K, const float *A, size_t a_rs,
+                                             size_t a_ks, const float *B, int ldb, float *C, int ldc)
+{
+    small_mm_body(M, N16, K, A, a_rs, a_ks, B, ldb, C, ldc);
+}
+#endif
 
 static void small_mm_generic(int M, int N16, int K, const float *A, size_t a_rs, size_t a_ks,
                              const float *B, int ldb, float *C, int ldc)
@@ -220,14 +213,17 @@ static void small_mm_generic(int M, int N16, int K, const float *A, size_t a_rs,
 typedef void (*small_mm_fn)(int, int, int, const float *, size_t, size_t, const float *, int,
                             float *, int);
 
-/* AVX2+FMA when the CPU has it (checked once; a benign race sets the same value). */
 static small_mm_fn pick_small_mm(void)
 {
-    static small_mm_fn fn = NULL;
-    if (!fn) {
-        fn = gs_cpu_has_avx2_fma() ? small_mm_avx2 : small_mm_generic;
+    switch (gs_isa()) {
+#ifdef GS_HAVE_AVX512_PATH
+    case GS_ISA_AVX512: return small_mm_avx512;
+#endif
+#ifdef GS_HAVE_AVX2_PATH
+    case GS_ISA_AVX2: return small_mm_avx2;
+#endif
+    default: return small_mm_generic;
     }
-    return fn;
 }
 
 static inline int round16(int n) { return (n + 15) & ~15; }
@@ -506,15 +502,14 @@ void gs_relative_bias_backward(int H, int Tq, int Tk, int q0, int bidirectional,
 
 /* ------------------------------------------------------------ cross-entropy */
 
-/* log(sum_j exp(x_j)) of one row, stable. */
-static float row_logsumexp(const float *x, int V, float *mx_out)
+/* log(sum_j exp(x_j)) of one row, stable; the exponentials are the vector
+ * kernel's (no libm call per element). */
+static float row_logsumexp(const float *x, int V)
 {
     float mx = -INFINITY;
     for (int j = 0; j < V; j++) mx = x[j] > mx ? x[j] : mx;
-    float s = 0.0f;
-    for (int j = 0; j < V; j++) s += expf(x[j] - mx);
-    *mx_out = mx;
-    return mx + logf(s);
+    if (!(mx > -INFINITY && mx < INFINITY)) return mx; /* NaN or +-inf: the loss says so */
+    return mx + logf(gs_exp_shifted(V, x, mx, NULL));
 }
 
 int gs_cross_entropy_forward(size_t N, int V, const float *logits, const int32_t *targets,
@@ -532,8 +527,7 @@ int gs_cross_entropy_forward(size_t N, int V, const float *logits, const int32_t
             continue;
         }
         const float *x = logits + n * V;
-        float mx;
-        row_loss[n] = row_logsumexp(x, V, &mx) - x[targets[n]];
+        row_loss[n] = row_logsumexp(x, V) - x[targets[n]];
     }
     double s = 0.0;
     size_t c = 0;
@@ -557,9 +551,9 @@ void gs_cross_entropy_backward(size_t N, int V, const float *logits, const int32
             memset(dx, 0, sizeof(float) * V);
             continue;
         }
-        float mx;
-        float lse = row_logsumexp(x, V, &mx);
-        for (int j = 0; j < V; j++) dx[j] = scale * expf(x[j] - lse);
+        float lse = row_logsumexp(x, V);
+        gs_exp_shifted(V, x, lse, dx); /* softmax: x - lse <= 0 */
+        for (int j = 0; j < V; j++) dx[j] *= scale;
         dx[targets[n]] -= scale;
     }
 }

@@ -79,12 +79,12 @@ static PyObject *py_kmeans(PyObject *self, PyObject *args, PyObject *kw)
     PyArrayObject *x = gs_check_array(ox, "x", NPY_FLOAT32, 2, 2);
     if (!x || gs_arg_int(ok, "k", 1, INT32_MAX, &k) ||
         gs_arg_int(oninit, "n_init", 1, 1 << 20, &n_init) ||
-        gs_arg_int(oiter, "max_iter", 0, INT32_MAX, &max_iter) ||
+        gs_arg_int(oiter, "max_iter", 1, INT32_MAX, &max_iter) ||
         gs_arg_double(otol, "tol", 0.0, INFINITY, 0, &tol) || gs_arg_u64(oseed, "seed", &seed))
         return NULL;
     size_t N = gs_rows(x);
     int d = gs_last_dim(x);
-    if (k < 1 || (size_t)k > N) {
+    if ((size_t)k > N) {
         PyErr_Format(PyExc_ValueError, "k must be between 1 and the number of points (%zu), got %d",
                      N, k);
         return NULL;
@@ -657,6 +657,55 @@ static PyObject *py_rqvae_reconstruct(PyObject *self, PyObject *args)
     return Py_BuildValue("NN", codes, err);
 }
 
+static PyObject *py_rqvae_code_usage(PyObject *self, PyObject *cap)
+{
+    (void)self;
+    gs_rqvae *m = get_model(cap);
+    if (!m) return NULL;
+    npy_intp n[1] = {(npy_intp)gs_rqvae_code_usage(m, NULL)};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, n, NPY_INT64);
+    if (!out) return NULL;
+    int64_t *po = PyArray_DATA(out);
+    gs_model_lock *lk = gs_capsule_lock(cap); /* counters written by training steps */
+    Py_BEGIN_ALLOW_THREADS
+    gs_lock_write(lk);
+    gs_rqvae_code_usage(m, po);
+    gs_unlock(lk);
+    Py_END_ALLOW_THREADS
+    return (PyObject *)out;
+}
+
+static PyObject *py_rqvae_restart_dead_codes(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *cap, *oseed = NULL;
+    unsigned long long seed = 0;
+    if (!PyArg_ParseTuple(args, "O|O", &cap, &oseed)) return NULL;
+    gs_rqvae *m = get_model(cap);
+    if (!m || gs_arg_u64(oseed, "seed", &seed)) return NULL;
+    gs_rq_level lv[GS_RQ_MAX_TOTAL];
+    int nL, restarted[GS_RQ_MAX_TOTAL], st;
+    gs_rq_levels(gs_rqvae_rq(m), lv, &nL, NULL);
+    gs_model_lock *lk = gs_capsule_lock(cap);
+    Py_BEGIN_ALLOW_THREADS
+    gs_lock_write(lk);
+    st = gs_rqvae_restart_dead_codes(m, (uint64_t)seed, restarted);
+    gs_unlock(lk);
+    Py_END_ALLOW_THREADS
+    if (st != GS_OK) return gs_raise(st);
+    PyObject *out = PyList_New(nL);
+    if (!out) return NULL;
+    for (int l = 0; l < nL; l++) {
+        PyObject *v = PyLong_FromLong(restarted[l]);
+        if (!v) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, l, v);
+    }
+    return out;
+}
+
 PyMethodDef gs_quant_methods[] = {
     {"kmeans", (PyCFunction)(void (*)(void))py_kmeans, METH_VARARGS | METH_KEYWORDS,
      "kmeans(x, k, n_init=1, max_iter=300, tol=1e-4, seed=0, init=None) -> (centroids (k,d), labels (N,) "
@@ -695,4 +744,10 @@ PyMethodDef gs_quant_methods[] = {
      "rqvae_train_step(model, x0, x1=None, lr=1e-3, weight_decay=1e-5) -> losses"},
     {"rqvae_reconstruct", py_rqvae_reconstruct, METH_VARARGS,
      "rqvae_reconstruct(model, x0, x1=None) -> (codes (N,nL) int32, squared error (N,T))"},
+    {"rqvae_code_usage", py_rqvae_code_usage, METH_O,
+     "rqvae_code_usage(model) -> int64 (total codes,): training rows assigned to each code since "
+     "the last restart check (levels in code order)"},
+    {"rqvae_restart_dead_codes", py_rqvae_restart_dead_codes, METH_VARARGS,
+     "rqvae_restart_dead_codes(model, seed=0) -> [codes restarted per level]: unused codes move to "
+     "random residuals of the last batch; usage counters reset"},
     {NULL, NULL, 0, NULL}};
