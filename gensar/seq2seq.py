@@ -16,13 +16,15 @@ Parameters, gradients and AdamW moments live in single C buffers; ``params``,
 ``grads``, ``adam_m``, ``adam_v`` are zero-copy float32 NumPy views of them and
 ``named_params()`` / ``named_grads()`` give per-tensor views under HF names.
 
-Threads: a model may be shared between Python threads. Every C call on it
-(``logits``, ``loss_and_grads``, ``train_step``, ``decode_step`` on its caches,
-``beam_search``) holds a per-model lock while the GIL is released, because the
-calls share the model's activation workspace; calls on one model therefore run
-one at a time (same results as sequential calls), calls on different models in
-parallel. Writing into ``params`` (or the other views) from one thread while
-another thread trains is not synchronised: do that between calls.
+Threads: a model may be shared between Python threads. Its C calls hold a
+per-model readers-writer lock while the GIL is released: ``logits``,
+``loss_and_grads``, ``train_step`` and ``decode_step`` (which use the model's
+activation workspace or write its weights or a cache) take it exclusively and run
+one at a time; ``beam_search`` and ``decode_cache`` only read the weights and run
+in parallel with each other, never beside a training step. Results equal those
+of the same calls made one after another. Writing into ``params`` (or the other
+views) from Python while another thread trains is not synchronised: do it
+between calls.
 """
 from __future__ import annotations
 
