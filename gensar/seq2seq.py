@@ -339,6 +339,14 @@ class Seq2Seq:
             lab = _ids(labels, "labels")
             if lab.shape[0] != ids.shape[0]:
                 raise ValueError(f"labels has {lab.shape[0]} rows but input_ids has {ids.shape[0]}")
+            # Checked here: once shifted into decoder_input_ids, a bad label would be
+            # reported under that name.
+            V = self.config.vocab_size
+            bad = (lab != IGNORE_INDEX) & ((lab < 0) | (lab >= V))
+            if bad.any():
+                r, t = map(int, np.argwhere(bad)[0])
+                raise ValueError(f"labels[{r}, {t}] = {int(lab[r, t])}: labels must be token ids in "
+                                 f"[0, {V}) or {IGNORE_INDEX} (ignored)")
         if decoder_input_ids is None:
             if lab is None:
                 raise ValueError("pass decoder_input_ids or labels")

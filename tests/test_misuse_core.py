@@ -373,3 +373,13 @@ def test_resolve_collisions_refuses_ids_overlapping_its_inputs():
     ids = buf[:8].view(np.int32).reshape(4, 2)
     with pytest.raises(ValueError, match="residual and ids share memory"):
         _core.resolve_collisions(ids, (3, 3), buf[4:12].reshape(4, 2), np.zeros((3, 2), np.float32))
+
+
+def test_a_bad_label_is_reported_as_a_label():
+    """A label is shifted into decoder_input_ids: the error must still name labels."""
+    model = Seq2Seq(SMALL)
+    ids = np.ones((2, 3), np.int32)
+    for lab, where in (([[99, 1], [1, 2]], r"labels\[0, 0\] = 99"), ([[1, 2], [-5, 1]], r"labels\[1, 0\] = -5")):
+        with pytest.raises(ValueError, match=where + r": labels must be token ids in \[0, 23\) or -100"):
+            model.train_step(dict(input_ids=ids, labels=np.array(lab)))
+    assert model.step == 0
