@@ -2,6 +2,9 @@
 
 Environment switches:
   GENSAR_SANITIZE=address   build with AddressSanitizer (see README, "Sanitizer build")
+  GENSAR_SANITIZE=undefined build with UndefinedBehaviorSanitizer; any undefined
+                            behaviour aborts the process (-fno-sanitize-recover), so a
+                            test run cannot pass over it
   GENSAR_DEBUG=1            -O0 -g, for a debugger
 """
 import glob
@@ -22,8 +25,16 @@ compile_args = ["-std=c11", "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-paramet
 link_args = ["-fopenmp"]
 sanitize = os.environ.get("GENSAR_SANITIZE", "")
 if sanitize:
+    known = {"address", "undefined"}
+    if not set(sanitize.split(",")) <= known:
+        raise SystemExit(f"GENSAR_SANITIZE must be one of {sorted(known)} (or both, comma-separated), "
+                         f"got {sanitize!r}")
     compile_args += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-O1", "-g"]
     link_args += [f"-fsanitize={sanitize}"]
+    if "undefined" in sanitize:
+        # Stop at the first report instead of printing and going on: UB fails the tests.
+        compile_args += ["-fno-sanitize-recover=all"]
+        link_args += ["-fno-sanitize-recover=all"]
 elif os.environ.get("GENSAR_DEBUG"):
     compile_args += ["-O0", "-g"]
 else:

@@ -41,7 +41,23 @@ void gs_free(void *p) { free(p); }
 
 static int requested_threads = 0;
 
-void gs_set_num_threads(int n) { requested_threads = n > 0 ? n : 0; }
+int gs_max_threads(void)
+{
+    int procs = 1;
+#ifdef _OPENMP
+    procs = omp_get_num_procs();
+#endif
+    return procs > 256 ? procs : 256;
+}
+
+int gs_set_num_threads(int n)
+{
+    if (n < 0 || n > gs_max_threads())
+        return gs_fail(GS_EINVAL, "number of threads must be in [0, %d] (0 = OpenMP default), got %d",
+                       gs_max_threads(), n);
+    requested_threads = n;
+    return GS_OK;
+}
 
 int gs_num_threads(void)
 {

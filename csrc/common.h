@@ -33,8 +33,12 @@ void *gs_calloc(size_t bytes);
 void gs_free(void *p);
 
 /* Threads used by every OpenMP region of the core: the value given to
- * gs_set_num_threads() if > 0, otherwise OpenMP's default (OMP_NUM_THREADS). */
-void gs_set_num_threads(int n);
+ * gs_set_num_threads() if > 0, otherwise OpenMP's default (OMP_NUM_THREADS).
+ * n must be in [0, gs_max_threads()] (GS_EINVAL otherwise, setting unchanged):
+ * OpenMP cannot create a million threads (it crashed), and more threads than
+ * max(256, processors) only thrash. */
+int gs_set_num_threads(int n);
+int gs_max_threads(void);
 int gs_num_threads(void);
 /* This thread's index in the current OpenMP team (0 outside parallel regions). */
 int gs_thread_id(void);

@@ -41,6 +41,23 @@ def _as_id_table(id_sequences, name="id_sequences"):
     return np.ascontiguousarray(a, dtype=np.int32)
 
 
+def _token_path(x, name):
+    """A 1-D int64 array of the integer token ids in ``x``. Floats (3.7), bools and
+    strings are refused (TypeError) rather than truncated; values are not wrapped."""
+    a = np.asarray(x)
+    if a.size == 0:
+        return np.zeros(0, np.int64)
+    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+        if a.dtype == object:  # Python ints beyond int64 (2**64 + 5): never a valid token
+            if all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+                   for v in a.ravel()):
+                return np.array([min(max(int(v), -1), 2**40) for v in a.ravel()], np.int64)
+        raise TypeError(f"{name} must hold integer token ids, got dtype {a.dtype}")
+    if a.dtype == np.uint64 and a.max() > np.iinfo(np.int64).max:
+        a = np.minimum(a, np.uint64(2**40))  # out of range either way; keep it out of range
+    return a.astype(np.int64).reshape(-1)
+
+
 def _dup_code(on_duplicate):
     if on_duplicate not in _DUP_POLICIES:
         raise ValueError(f"on_duplicate must be one of {sorted(_DUP_POLICIES)}, got {on_duplicate!r}")
@@ -73,9 +90,12 @@ class Trie:
     def __init__(self, id_sequences, vocab_size=None, on_duplicate="error", _sort=0):
         table = _as_id_table(id_sequences)
         code = _dup_code(on_duplicate)
-        if vocab_size is not None and int(vocab_size) < 1:
-            raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
-        self._handle = _core.trie_build(table, int(vocab_size or 0), code, int(_sort))
+        if vocab_size is not None and (isinstance(vocab_size, bool)
+                                       or not isinstance(vocab_size, (int, np.integer))
+                                       or not 1 <= vocab_size < 2**31):
+            raise ValueError(f"vocab_size must be an integer in [1, 2**31), got {vocab_size!r}")
+        self._handle = _core.trie_build(table, 0 if vocab_size is None else int(vocab_size), code,
+                                        int(_sort))
         info = _core.trie_info(self._handle)
         self.depth = info["depth"]
         self.n_items = info["n_items"]
@@ -92,16 +112,17 @@ class Trie:
                 stacklevel=2)
 
     def children(self, prefix):
-        """Sorted tokens that may follow `prefix` (a sequence of token ids);
+        """Sorted tokens that may follow `prefix` (a sequence of integer token
+        ids; floats are refused, ids are never wrapped: 2**32 + 5 is not 5);
         empty if `prefix` is not a prefix of any identifier or is complete."""
-        p = np.ascontiguousarray(np.asarray(prefix, dtype=np.int64).reshape(-1))
+        p = _token_path(prefix, "prefix")
         if p.size and (p.min() < 0 or p.max() > np.iinfo(np.int32).max):
             return np.zeros(0, dtype=np.int32)
         return _core.trie_children(self._handle, p.astype(np.int32))
 
     def lookup(self, seq):
         """Item index whose identifier is `seq` (length L), or -1."""
-        s = np.asarray(seq, dtype=np.int64).reshape(-1)
+        s = _token_path(seq, "seq")
         if s.size != self.depth:
             raise ValueError(f"seq must have {self.depth} tokens (the trie depth), got {s.size}")
         if s.min() < 0 or s.max() > np.iinfo(np.int32).max:
@@ -196,16 +217,6 @@ def _check_beam_args(num_beams, top_k, n_inputs, trie_or_candidates):
     if isinstance(trie_or_candidates, CandidateSets) and len(trie_or_candidates) != n_inputs:
         raise ValueError(f"candidates has {len(trie_or_candidates)} rows but there are {n_inputs} inputs")
     return int(num_beams), int(top_k)
-
-
-def beam_search_test_decoder(A, E, O, U, trie_or_candidates, num_beams, top_k=None):
-    """Beam search on the tiny recurrent test decoder of csrc/decode/testdec.h
-    (tests only): h <- tanh(E[token] + h @ A), logits = h @ O + U[input].
-    A (D, D), E (V, D), O (D, V), U (B, V) float32. Returns (items (B, top_k)
-    int64, scores (B, top_k) float32)."""
-    num_beams, top_k = _check_beam_args(num_beams, top_k, np.shape(U)[0], trie_or_candidates)
-    return _core.beam_search_test_decoder(A, E, O, U, num_beams, top_k,
-                                          **_target_kwargs(trie_or_candidates))
 
 
 def _int32_2d(x, name):

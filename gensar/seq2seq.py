@@ -15,7 +15,16 @@ LM head with d_model**-0.5 scaling), so HF checkpoints load with
 Parameters, gradients and AdamW moments live in single C buffers; ``params``,
 ``grads``, ``adam_m``, ``adam_v`` are zero-copy float32 NumPy views of them and
 ``named_params()`` / ``named_grads()`` give per-tensor views under HF names.
-A model must not be used from two Python threads at once.
+
+Threads: a model may be shared between Python threads. Its C calls hold a
+per-model readers-writer lock while the GIL is released: ``logits``,
+``loss_and_grads``, ``train_step`` and ``decode_step`` (which use the model's
+activation workspace or write its weights or a cache) take it exclusively and run
+one at a time; ``beam_search`` and ``decode_cache`` only read the weights and run
+in parallel with each other, never beside a training step. Results equal those
+of the same calls made one after another. Writing into ``params`` (or the other
+views) from Python while another thread trains is not synchronised: do it
+between calls.
 """
 from __future__ import annotations
 
@@ -153,6 +162,20 @@ def _ids(x, name: str) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+def _real(x, name, lo, hi=None, lo_open=False, allow_inf=False) -> float:
+    """float(x) after checking it is a real number (not bool), not NaN, finite unless
+    allow_inf, >= lo (> lo if lo_open) and < hi; errors name the argument."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    v = float(x)
+    bad = math.isnan(v) or (math.isinf(v) and not allow_inf) or (v <= lo if lo_open else v < lo) \
+        or (hi is not None and v >= hi)
+    if bad:
+        rng = f"{'>' if lo_open else '>='} {lo}" + (f" and < {hi}" if hi is not None else "")
+        raise ValueError(f"{name} must be a {'' if allow_inf else 'finite '}number {rng}, got {x!r}")
+    return v
+
+
 class Seq2Seq:
     """T5-style encoder-decoder trained one batch per ``train_step`` call.
 
@@ -162,7 +185,7 @@ class Seq2Seq:
     lr : float, learning rate when no ``schedule`` is given (default 1e-3)
     betas, eps, weight_decay : AdamW settings; no weight decay on the norm
         weights and the relative position bias tables
-    max_grad_norm : global gradient-norm clipping (<= 0 disables)
+    max_grad_norm : global gradient-norm clipping, >= 0 (0 disables)
     schedule : callable step -> lr (see gensar.schedules), overrides ``lr``
     seed : seeds the parameter initialisation and the dropout masks
     init : initialise the parameters as HF's T5 does (False leaves zeros)
@@ -185,8 +208,14 @@ class Seq2Seq:
         self.params, self.grads, self.adam_m, self.adam_v = _core.t5_buffers(self._model)
         self._tensors = {name: (off, tuple(shape), bool(decay))
                          for name, off, shape, decay in _core.t5_tensors(self._model)}
-        self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
-        self.weight_decay, self.max_grad_norm = float(weight_decay), float(max_grad_norm)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        # Checked here, not only at the first train_step, so a bad setting fails early.
+        self.lr = _real(lr, "lr", 0.0)
+        self.betas = (_real(betas[0], "betas[0]", 0.0, 1.0), _real(betas[1], "betas[1]", 0.0, 1.0))
+        self.eps = _real(eps, "eps", 0.0, lo_open=True)
+        self.weight_decay = _real(weight_decay, "weight_decay", 0.0)
+        self.max_grad_norm = _real(max_grad_norm, "max_grad_norm", 0.0, allow_inf=True)
         self.schedule = schedule
         self.seed = int(seed)
         self.last_grad_norm = float("nan")
@@ -229,13 +258,44 @@ class Seq2Seq:
                 "adam_v": self.adam_v.copy(), "step": np.array([self.step], np.int64)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restores a state_dict() in place."""
+        """Restores a state_dict() in place, atomically: every entry is checked
+        (names, float32 dtype, shape, finite values, adam_v >= 0, an integer
+        step >= 0) before anything is written, so a bad state raises ValueError /
+        TypeError naming the entry and leaves the model as it was."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a dict from state_dict(), got {type(state).__name__}")
+        expected = ("params", "adam_m", "adam_v", "step")
+        missing = [k for k in expected if k not in state]
+        unknown = [k for k in state if k not in expected]
+        if missing or unknown:
+            raise ValueError(f"state must have exactly the keys {list(expected)}; missing {missing}, "
+                             f"unknown {unknown}")
+        checked = {}
         for key in ("params", "adam_m", "adam_v"):
-            src = np.asarray(state[key], dtype=np.float32)
+            src = state[key]
+            if hasattr(src, "detach"):  # a torch tensor
+                src = src.detach().cpu().numpy()
+            src = np.asarray(src)
+            if src.dtype != np.float32:
+                raise TypeError(f"state {key!r} has dtype {src.dtype}; it must be float32 "
+                                "(as state_dict() returns it)")
             if src.shape != self.params.shape:
                 raise ValueError(f"state {key!r} has shape {src.shape}, the model needs {self.params.shape}")
+            if not np.isfinite(src).all():
+                raise ValueError(f"state {key!r} holds {int((~np.isfinite(src)).sum())} non-finite values")
+            if key == "adam_v" and (src < 0).any():
+                raise ValueError("state 'adam_v' holds negative values; a second moment is >= 0")
+            checked[key] = src
+        step = np.asarray(state["step"])
+        if step.size != 1 or not np.issubdtype(step.dtype, np.integer) or step.dtype == np.bool_:
+            raise ValueError(f"state 'step' must be one integer, got {state['step']!r}")
+        step = int(step.ravel()[0])
+        if not 0 <= step < 2**62:
+            raise ValueError(f"state 'step' must be >= 0, got {step}")
+        # Everything is valid: now write (nothing below can fail on the data).
+        for key, src in checked.items():
             getattr(self, key)[...] = src
-        _core.t5_set_step(self._model, int(np.asarray(state["step"]).ravel()[0]))
+        _core.t5_set_step(self._model, step)
 
     def init_weights(self, seed: int = 0) -> None:
         """HF T5's initialisation (``T5PreTrainedModel._init_weights``), from a
@@ -279,6 +339,14 @@ class Seq2Seq:
             lab = _ids(labels, "labels")
             if lab.shape[0] != ids.shape[0]:
                 raise ValueError(f"labels has {lab.shape[0]} rows but input_ids has {ids.shape[0]}")
+            # Checked here: once shifted into decoder_input_ids, a bad label would be
+            # reported under that name.
+            V = self.config.vocab_size
+            bad = (lab != IGNORE_INDEX) & ((lab < 0) | (lab >= V))
+            if bad.any():
+                r, t = map(int, np.argwhere(bad)[0])
+                raise ValueError(f"labels[{r}, {t}] = {int(lab[r, t])}: labels must be token ids in "
+                                 f"[0, {V}) or {IGNORE_INDEX} (ignored)")
         if decoder_input_ids is None:
             if lab is None:
                 raise ValueError("pass decoder_input_ids or labels")
@@ -344,12 +412,23 @@ class Seq2Seq:
         mask = np.ones_like(ids) if attention_mask is None else _ids(attention_mask, "attention_mask")
         if mask.shape != ids.shape:
             raise ValueError(f"attention_mask shape {mask.shape} does not match input_ids shape {ids.shape}")
-        return _core.t5_cache_new(self._model, ids, mask, int(rows_per_input), int(max_steps))
+        # passed as given: the core refuses 2.9 or True (rather than truncating) and names them
+        return _core.t5_cache_new(self._model, ids, mask, rows_per_input, max_steps)
 
-    @staticmethod
-    def decode_step(cache, tokens) -> np.ndarray:
-        """Feeds one token per cache row; returns next-token logits (rows, vocab)."""
-        return _core.t5_decode_step(cache, np.ascontiguousarray(tokens, dtype=np.int32))
+    def decode_step(self, cache, tokens) -> np.ndarray:
+        """Feeds one token per cache row; returns next-token logits (rows, vocab).
+        tokens: (rows,) integer token ids in [0, vocab_size); floats (3.7) and
+        ids beyond int32 (2**32 + 5) are refused, never truncated or wrapped."""
+        t = np.asarray(tokens)
+        if t.dtype == np.bool_ or not np.issubdtype(t.dtype, np.integer):
+            raise TypeError(f"tokens must be integer token ids, got dtype {t.dtype}")
+        if t.ndim != 1:
+            raise ValueError(f"tokens must be 1-D (one token per cache row), got shape {t.shape}")
+        V = self.config.vocab_size
+        if t.size and (t.min() < 0 or t.max() >= V):
+            bad = t.min() if t.min() < 0 else t.max()
+            raise ValueError(f"tokens contains {bad}; token ids must be in [0, {V})")
+        return _core.t5_decode_step(cache, np.ascontiguousarray(t, dtype=np.int32))
 
     def beam_search(self, input_ids, attention_mask, trie_or_candidates, num_beams: int = 30,
                     top_k: int | None = None, batch_size: int | None = None):

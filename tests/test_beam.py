@@ -1,5 +1,5 @@
 """Trie-constrained beam search (csrc/decode/beam.c) on the test decoder of
-csrc/decode/testdec.h, against an independent NumPy brute force.
+tests/csrc/testdec.h (loaded by tests/_testdec.py), against an independent NumPy brute force.
 
 Test decoder, per input b and row state h (starts at 0), start token 0:
     h <- tanh(E[prev_token] + h @ A);  logits = h @ O + U[b]
@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import gensar
-from gensar.decode import CandidateSets, Trie, beam_search_test_decoder
+from gensar.decode import CandidateSets, Trie
+
+from _testdec import beam_search_test_decoder
 
 TOL = 1e-4  # C sums float32 logits in double; NumPy works in float64 throughout
 

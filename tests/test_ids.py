@@ -930,7 +930,7 @@ def test_core_train_step_refuses_bad_learning_rate(rng):
     m = _core.rqvae_new((3, 2), (4,), 2, (2,), (2,), 0.25, 8, 0)
     x0, x1 = rng.normal(size=(8, 3)).astype(np.float32), rng.normal(size=(8, 2)).astype(np.float32)
     _core.rqvae_init_codebooks(m, x0, x1, 5, 0)
-    with pytest.raises(ValueError, match="learning rate"):
+    with pytest.raises(ValueError, match="lr must be a finite number >= 0"):
         _core.rqvae_train_step(m, x0, x1, -1.0, 1e-5)
-    with pytest.raises(ValueError, match="weight decay"):
+    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
         _core.rqvae_train_step(m, x0, x1, 1e-3, float("nan"))

@@ -7,6 +7,7 @@ row kernels and activations 2e-6 relative + 1e-6 absolute (one polynomial
 exponential, ~1 ulp; erfc/tanh to ~1.5e-7 absolute). Paths agree with each
 other to within those same bounds, not bit for bit: they sum in different
 vector orders."""
+import os
 import subprocess
 import sys
 
@@ -52,11 +53,14 @@ def test_set_isa_rejects_unknown_and_unsupported():
 
 def test_gensar_isa_environment_variable():
     code = "import gensar; print(gensar.get_isa())"
-    out = subprocess.run([sys.executable, "-c", code], env={"GENSAR_ISA": "scalar", "PATH": ""},
+    # a sanitizer build (README, "Sanitizer build") needs its preload in the child too
+    keep = {k: os.environ[k] for k in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS")
+            if k in os.environ}
+    out = subprocess.run([sys.executable, "-c", code], env={"GENSAR_ISA": "scalar", "PATH": "", **keep},
                          capture_output=True, text=True, cwd=".")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "scalar"
-    bad = subprocess.run([sys.executable, "-c", code], env={"GENSAR_ISA": "avx9000"},
+    bad = subprocess.run([sys.executable, "-c", code], env={"GENSAR_ISA": "avx9000", **keep},
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "GENSAR_ISA" in bad.stderr
 

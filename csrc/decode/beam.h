@@ -4,7 +4,7 @@
  * `rows_per_input` consecutive decoder rows (row = b * rows_per_input + j), one
  * token in and one row of logits out per row and step, plus a reorder that copies
  * a row's history (KV cache, state) onto another row of the same input. The T5
- * adapter (beam_t5.c) and the test decoder (testdec.c) implement it.
+ * adapter (beam_t5.c) and the test decoder (tests/csrc/testdec.c) implement it.
  *
  * Scores. A beam's score is the sum over its tokens of log p(token), with p the
  * softmax over the FULL vocabulary (what a masked log-softmax gives: the trie

@@ -387,10 +387,8 @@ done:
 int gs_sasrec_adamw(gs_sasrec *m, const gs_adamw_config *cfg, double max_grad_norm,
                     double *grad_norm)
 {
-    if (!(cfg->lr >= 0.0f) || !(cfg->beta1 >= 0.0f && cfg->beta1 < 1.0f) ||
-        !(cfg->beta2 >= 0.0f && cfg->beta2 < 1.0f) || !(cfg->eps > 0.0f) ||
-        !(cfg->weight_decay >= 0.0f))
-        return gs_fail(GS_EINVAL, "AdamW needs lr >= 0, betas in [0,1), eps > 0, weight_decay >= 0");
+    int st = gs_adamw_check(cfg, 0, NULL, NULL, NULL, NULL);
+    if (st || (st = gs_check_max_grad_norm(max_grad_norm))) return st;
     *grad_norm = gs_clip_grad_norm(m->n_params, m->grads, max_grad_norm);
     if (!isfinite(*grad_norm))
         return gs_fail(GS_ERUNTIME, "the gradient norm is %g: training diverged (lower lr?)",

@@ -742,23 +742,19 @@ int gs_t5_train_step(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_
                      const int32_t *labels, const gs_t5_train_config *tc, float *loss,
                      float *grad_norm)
 {
-    if (!(tc->lr >= 0.0f) || !(tc->beta1 >= 0.0f && tc->beta1 < 1.0f) ||
-        !(tc->beta2 >= 0.0f && tc->beta2 < 1.0f) || !(tc->eps > 0.0f) || !(tc->weight_decay >= 0.0f))
-        return gs_fail(GS_EINVAL, "optimizer settings out of range: lr >= 0, 0 <= betas < 1, eps > 0 "
-                       "and weight_decay >= 0 are required (got lr=%g, betas=(%g, %g), eps=%g, "
-                       "weight_decay=%g)", (double)tc->lr, (double)tc->beta1, (double)tc->beta2,
-                       (double)tc->eps, (double)tc->weight_decay);
+    gs_adamw_config ac = {tc->lr, tc->beta1, tc->beta2, tc->eps, tc->weight_decay};
+    int st = gs_adamw_check(&ac, 0, NULL, NULL, NULL, NULL);
+    if (st || (st = gs_check_max_grad_norm(tc->max_grad_norm))) return st;
     /* a fresh mask per step, fixed by (seed, step) */
     uint64_t seed = tc->dropout_seed * 0x9e3779b97f4a7c15ULL + (uint64_t)m->step * 0xd1b54a32d192ed03ULL;
-    int st = gs_t5_forward_backward(m, B, T_in, T_dec, input_ids, attention_mask, decoder_input_ids,
-                                    labels, 1, seed, loss);
+    st = gs_t5_forward_backward(m, B, T_in, T_dec, input_ids, attention_mask, decoder_input_ids,
+                                labels, 1, seed, loss);
     if (st) return st;
     double norm = gs_clip_grad_norm(m->n_params, m->grads, tc->max_grad_norm);
     if (grad_norm) *grad_norm = (float)norm;
     if (!isfinite(norm))
         return gs_fail(GS_ERUNTIME, "the gradient is not finite (loss %g); parameters left unchanged; "
                        "lower the learning rate", (double)*loss);
-    gs_adamw_config ac = {tc->lr, tc->beta1, tc->beta2, tc->eps, tc->weight_decay};
     m->step++;
     gs_adamw_step(m->n_params, m->params, m->grads, m->m, m->v, m->decay, &ac, m->step);
     return GS_OK;

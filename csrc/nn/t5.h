@@ -48,7 +48,7 @@ typedef struct {
 
 typedef struct {
     float lr, beta1, beta2, eps, weight_decay;
-    float max_grad_norm;   /* <= 0: no clipping */
+    float max_grad_norm;   /* >= 0; 0: no clipping (negative or NaN: GS_EINVAL) */
     uint64_t dropout_seed; /* with the step number, fixes every dropout mask */
 } gs_t5_train_config;
 

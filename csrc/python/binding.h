@@ -17,8 +17,9 @@
  * message, and returns NULL. */
 PyObject *gs_raise(int status);
 
-/* Checks that `obj` is a NumPy array of dtype `typenum`, C-contiguous, with
- * ndim in [min_ndim, max_ndim] and no zero-length axis, else raises TypeError or
+/* Checks that `obj` is a NumPy array of dtype `typenum` in native byte order,
+ * aligned, C-contiguous, with ndim in [min_ndim, max_ndim] and no zero-length
+ * axis, else raises TypeError or
  * ValueError naming `name` and returns NULL. Non-contiguous arrays are refused,
  * not copied, so a caller never pays a hidden copy. Returns a borrowed ref. */
 PyArrayObject *gs_check_array(PyObject *obj, const char *name, int typenum, int min_ndim,
@@ -26,6 +27,53 @@ PyArrayObject *gs_check_array(PyObject *obj, const char *name, int typenum, int 
 /* Same as gs_check_array and also requires the array to be writeable. */
 PyArrayObject *gs_check_out_array(PyObject *obj, const char *name, int typenum, int min_ndim,
                                   int max_ndim);
+
+/* The one place where arguments are checked, so every error names the argument.
+ *
+ * Integers: a Python int or NumPy integer; bool, float (3.7), str and None are
+ * refused with TypeError, values outside [lo, hi] (including >= 2**63) with
+ * ValueError; nothing wraps or truncates. `o == NULL` (an omitted optional
+ * argument) leaves *out untouched and succeeds. Return 0, or -1 with an exception. */
+int gs_arg_int64(PyObject *o, const char *name, long long lo, long long hi, long long *out);
+int gs_arg_int(PyObject *o, const char *name, int lo, int hi, int *out);
+/* A seed or stream: an integer in [0, 2**64) (negative seeds are refused, not wrapped). */
+int gs_arg_u64(PyObject *o, const char *name, unsigned long long *out);
+/* Real numbers: int, float or NumPy scalar (bool refused), NaN always refused,
+ * infinities refused unless GS_ALLOW_INF; the range is [lo, hi] with GS_LO_OPEN /
+ * GS_HI_OPEN making that end exclusive. */
+enum { GS_LO_OPEN = 1, GS_HI_OPEN = 2, GS_ALLOW_INF = 4 };
+int gs_arg_double(PyObject *o, const char *name, double lo, double hi, int flags, double *out);
+/* Same, for a float32 setting (also refuses values that overflow float32). */
+int gs_arg_float(PyObject *o, const char *name, double lo, double hi, int flags, float *out);
+/* Raises ValueError unless the byte ranges of a and b are disjoint (both are
+ * C-contiguous after gs_check_array, so their ranges are exact). 0 or -1. */
+int gs_no_overlap(PyArrayObject *a, const char *na, PyArrayObject *b, const char *nb);
+
+/* AdamW settings (each object may be NULL = keep cfg's default), checked and
+ * named: lr, weight_decay >= 0 and eps > 0, finite; betas in [0, 1). */
+#include "../nn/optim.h"
+int gs_parse_adamw(PyObject *lr, PyObject *beta1, PyObject *beta2, PyObject *eps, PyObject *wd,
+                   gs_adamw_config *cfg);
+
+/* Per-model lock, for models shared between Python threads. A readers-writer
+ * lock: calls that write the model (its activation workspace, gradients,
+ * parameters: logits, forward_backward, train_step...) take it exclusively;
+ * calls that only read the parameters and work in their own buffers (beam
+ * search, decoding caches, BERT encode, SASRec scoring) take it shared, so they
+ * still run in parallel with each other but never beside a training step. The
+ * lock lives in the capsule's context (gs_capsule_add_lock after PyCapsule_New;
+ * capsule destructors call gs_capsule_free_lock). Take it with the GIL released:
+ *     gs_model_lock *lk = gs_capsule_lock(cap);
+ *     Py_BEGIN_ALLOW_THREADS  gs_lock_write(lk); ...C call...; gs_unlock(lk);  Py_END_ALLOW_THREADS
+ * (waiting with the GIL held could deadlock against a thread that needs the GIL). */
+#include <pthread.h>
+typedef pthread_rwlock_t gs_model_lock;
+int gs_capsule_add_lock(PyObject *cap);
+void gs_capsule_free_lock(PyObject *cap);
+gs_model_lock *gs_capsule_lock(PyObject *cap);
+void gs_lock_write(gs_model_lock *lk);
+void gs_lock_read(gs_model_lock *lk);
+void gs_unlock(gs_model_lock *lk);
 
 /* Rows of an array seen as (rows, last_dim). */
 size_t gs_rows(PyArrayObject *a);

@@ -3,6 +3,10 @@
 #define GS_BINDING_MAIN
 #include "binding.h"
 
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "../common.h"
@@ -44,6 +48,15 @@ PyArrayObject *gs_check_array(PyObject *obj, const char *name, int typenum, int 
                      dtype_name(typenum));
         return NULL;
     }
+    /* '>f4' has type number NPY_FLOAT32 too: the C core would read its bytes
+     * reversed, so it is refused rather than silently misread. */
+    if (!PyArray_ISNOTSWAPPED(a)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s has non-native (big-endian) byte order %R; convert it with "
+                     "%s.astype(np.%s) (a native-order copy)",
+                     name, (PyObject *)PyArray_DESCR(a), name, dtype_name(typenum));
+        return NULL;
+    }
     int nd = PyArray_NDIM(a);
     if (nd < min_ndim || nd > max_ndim) {
         if (min_ndim == max_ndim)
@@ -61,12 +74,207 @@ PyArrayObject *gs_check_array(PyObject *obj, const char *name, int typenum, int 
                      name, name);
         return NULL;
     }
+    if (!PyArray_ISALIGNED(a)) { /* e.g. np.frombuffer at an odd offset: the kernels assume alignment */
+        PyErr_Format(PyExc_ValueError, "%s is not aligned in memory; pass %s.copy()", name, name);
+        return NULL;
+    }
     for (int i = 0; i < nd; i++)
         if (PyArray_DIM(a, i) == 0) {
             PyErr_Format(PyExc_ValueError, "%s is empty (axis %d has length 0)", name, i);
             return NULL;
         }
     return a;
+}
+
+int gs_arg_int64(PyObject *o, const char *name, long long lo, long long hi, long long *out)
+{
+    if (!o) return 0;
+    /* bool is an int subclass, and np.bool_ has __index__ in old NumPy: both are
+     * refused, as True where a count is expected is a mistake, not a 1. */
+    if (PyBool_Check(o) || PyArray_IsScalar(o, Bool) || !PyIndex_Check(o) || PyFloat_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an integer, got %s %R", name, Py_TYPE(o)->tp_name,
+                     o);
+        return -1;
+    }
+    PyObject *i = PyNumber_Index(o);
+    if (!i) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s must be an integer, got %s", name, Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(i, &overflow);
+    Py_DECREF(i);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (overflow || v < lo || v > hi) {
+        if (hi >= LLONG_MAX)
+            PyErr_Format(PyExc_ValueError, "%s must be an integer >= %lld, got %R", name, lo, o);
+        else
+            PyErr_Format(PyExc_ValueError, "%s must be an integer in [%lld, %lld], got %R", name, lo,
+                         hi, o);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int gs_arg_int(PyObject *o, const char *name, int lo, int hi, int *out)
+{
+    long long v;
+    if (!o) return 0;
+    if (gs_arg_int64(o, name, lo, hi, &v)) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+int gs_arg_u64(PyObject *o, const char *name, unsigned long long *out)
+{
+    if (!o) return 0;
+    if (PyBool_Check(o) || PyArray_IsScalar(o, Bool) || !PyIndex_Check(o) || PyFloat_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an integer, got %s", name, Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    PyObject *i = PyNumber_Index(o);
+    if (!i) return -1;
+    unsigned long long v = PyLong_AsUnsignedLongLong(i);
+    Py_DECREF(i);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "%s must be an integer in [0, 2**64), got %R", name, o);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* What a real argument must be, e.g. "a finite number > 0" or "in [0, 1)", into
+ * buf; numbers formatted by C, as PyErr_Format has no %g. Bounds at or beyond
+ * +-FLT_MAX mean "no bound". */
+static void describe_range(char *buf, size_t n, double lo, double hi, int flags)
+{
+    const char *fin = (flags & GS_ALLOW_INF) ? "a number" : "a finite number";
+    int has_lo = lo > -FLT_MAX, has_hi = hi < FLT_MAX;
+    if (has_lo && has_hi)
+        snprintf(buf, n, "%s in %s%g, %g%s", fin, (flags & GS_LO_OPEN) ? "(" : "[", lo, hi,
+                 (flags & GS_HI_OPEN) ? ")" : "]");
+    else if (has_lo)
+        snprintf(buf, n, "%s %s %g", fin, (flags & GS_LO_OPEN) ? ">" : ">=", lo);
+    else if (has_hi)
+        snprintf(buf, n, "%s %s %g", fin, (flags & GS_HI_OPEN) ? "<" : "<=", hi);
+    else
+        snprintf(buf, n, "%s", fin);
+}
+
+int gs_arg_double(PyObject *o, const char *name, double lo, double hi, int flags, double *out)
+{
+    if (!o) return 0;
+    if (PyBool_Check(o) || PyArray_IsScalar(o, Bool) ||
+        !(PyFloat_Check(o) || PyIndex_Check(o) || PyArray_IsScalar(o, Number))) {
+        PyErr_Format(PyExc_TypeError, "%s must be a real number, got %s", name, Py_TYPE(o)->tp_name);
+        return -1;
+    }
+    double v = PyFloat_AsDouble(o);
+    if (v == -1.0 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return -1;
+        PyErr_Clear();
+        v = HUGE_VAL; /* an int beyond double: reported as out of range below */
+    }
+    char want[128];
+    describe_range(want, sizeof want, lo, hi, flags);
+    int ok = !isnan(v) && (!isinf(v) || (flags & GS_ALLOW_INF)) &&
+             ((flags & GS_LO_OPEN) ? v > lo : v >= lo) && ((flags & GS_HI_OPEN) ? v < hi : v <= hi);
+    if (!ok) {
+        PyErr_Format(PyExc_ValueError, "%s must be %s, got %R", name, want, o);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int gs_arg_float(PyObject *o, const char *name, double lo, double hi, int flags, float *out)
+{
+    double v;
+    if (!o) return 0;
+    /* +-FLT_MAX bounds mean "none": a value beyond them gets the float32 message below */
+    if (gs_arg_double(o, name, lo <= -FLT_MAX ? -HUGE_VAL : lo, hi >= FLT_MAX ? HUGE_VAL : hi, flags,
+                      &v))
+        return -1;
+    if (isfinite(v) && fabs(v) > FLT_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s = %R does not fit in float32", name, o);
+        return -1;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+int gs_parse_adamw(PyObject *lr, PyObject *beta1, PyObject *beta2, PyObject *eps, PyObject *wd,
+                   gs_adamw_config *cfg)
+{
+    if (gs_arg_float(lr, "lr", 0.0, FLT_MAX, 0, &cfg->lr) ||
+        gs_arg_float(beta1, "beta1", 0.0, 1.0, GS_HI_OPEN, &cfg->beta1) ||
+        gs_arg_float(beta2, "beta2", 0.0, 1.0, GS_HI_OPEN, &cfg->beta2) ||
+        gs_arg_float(eps, "eps", 0.0, FLT_MAX, GS_LO_OPEN, &cfg->eps) ||
+        gs_arg_float(wd, "weight_decay", 0.0, FLT_MAX, 0, &cfg->weight_decay))
+        return -1;
+    /* a float32 rounding can still make beta 1.0 (0.99999999 -> 1.0f) */
+    if (gs_adamw_check(cfg, 0, NULL, NULL, NULL, NULL)) {
+        gs_raise(GS_EINVAL);
+        return -1;
+    }
+    return 0;
+}
+
+int gs_no_overlap(PyArrayObject *a, const char *na, PyArrayObject *b, const char *nb)
+{
+    const char *a0 = PyArray_BYTES(a), *b0 = PyArray_BYTES(b);
+    const char *a1 = a0 + PyArray_NBYTES(a), *b1 = b0 + PyArray_NBYTES(b);
+    if (a1 <= b0 || b1 <= a0) return 0;
+    PyErr_Format(PyExc_ValueError,
+                 "%s and %s share memory (views of one buffer); the result would be wrong: "
+                 "pass arrays that do not overlap (e.g. %s.copy())",
+                 na, nb, na);
+    return -1;
+}
+
+int gs_capsule_add_lock(PyObject *cap)
+{
+    gs_model_lock *lk = PyMem_RawMalloc(sizeof *lk);
+    if (!lk || pthread_rwlock_init(lk, NULL) != 0) {
+        PyMem_RawFree(lk);
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (PyCapsule_SetContext(cap, lk) < 0) {
+        pthread_rwlock_destroy(lk);
+        PyMem_RawFree(lk);
+        return -1;
+    }
+    return 0;
+}
+
+void gs_capsule_free_lock(PyObject *cap)
+{
+    gs_model_lock *lk = PyCapsule_GetContext(cap);
+    if (!lk) return;
+    pthread_rwlock_destroy(lk);
+    PyMem_RawFree(lk);
+}
+
+gs_model_lock *gs_capsule_lock(PyObject *cap) { return PyCapsule_GetContext(cap); }
+
+void gs_lock_write(gs_model_lock *lk)
+{
+    if (lk) pthread_rwlock_wrlock(lk);
+}
+
+void gs_lock_read(gs_model_lock *lk)
+{
+    if (lk) pthread_rwlock_rdlock(lk);
+}
+
+void gs_unlock(gs_model_lock *lk)
+{
+    if (lk) pthread_rwlock_unlock(lk);
 }
 
 PyArrayObject *gs_check_out_array(PyObject *obj, const char *name, int typenum, int min_ndim,
@@ -116,13 +324,9 @@ PyArrayObject *gs_new_f32_like(PyArrayObject *like)
 static PyObject *py_set_num_threads(PyObject *self, PyObject *arg)
 {
     (void)self;
-    long n = PyLong_AsLong(arg);
-    if (n == -1 && PyErr_Occurred()) return NULL;
-    if (n < 0) {
-        PyErr_SetString(PyExc_ValueError, "number of threads must be >= 0 (0 = OpenMP default)");
-        return NULL;
-    }
-    gs_set_num_threads((int)n);
+    int n = 0;
+    if (gs_arg_int(arg, "n (number of threads)", 0, gs_max_threads(), &n)) return NULL;
+    if (gs_set_num_threads(n)) return gs_raise(GS_EINVAL);
     Py_RETURN_NONE;
 }
 
@@ -172,7 +376,8 @@ static PyMethodDef module_methods[] = {
     {"best_isa", py_best_isa, METH_NOARGS, "best_isa() -> str: the best kernel path this CPU supports."},
     {"set_num_threads", py_set_num_threads, METH_O,
      "set_num_threads(n): threads used by every C kernel; 0 restores the OpenMP default "
-     "(OMP_NUM_THREADS)."},
+     "(OMP_NUM_THREADS). n must be an integer in [0, max(256, processors)]: more threads "
+     "than that only thrash, and OpenMP cannot create millions of them."},
     {"get_num_threads", py_get_num_threads, METH_NOARGS,
      "get_num_threads() -> int: threads the C kernels use."},
     {NULL, NULL, 0, NULL}};

@@ -1,6 +1,7 @@
 /* Bindings of csrc/decode: the identifier trie (a PyCapsule owning a gs_trie)
  * and trie-constrained beam search over the decoders that implement gs_decoder.
- * gensar/decode.py wraps these in the public classes. */
+ * gensar/decode.py wraps these in the public classes. (The tiny test decoder of
+ * the beam-search tests lives in tests/csrc/ and is not part of the product.) */
 #include "binding.h"
 
 #include <string.h>
@@ -9,7 +10,6 @@
 #include "../decode/beam.h"
 #include "../decode/beam_t5.h"
 #include "../tensor/lse.h"
-#include "../decode/testdec.h"
 #include "../decode/trie.h"
 
 #define TRIE_CAPSULE "gensar._core.trie"
@@ -31,23 +31,22 @@ static gs_trie *trie_from(PyObject *obj)
 /* A 1-D int32 C-contiguous array that may be empty (a prefix of length 0). */
 static PyArrayObject *check_path(PyObject *obj, const char *name)
 {
-    if (!PyArray_Check(obj) || PyArray_TYPE((PyArrayObject *)obj) != NPY_INT32 ||
-        PyArray_NDIM((PyArrayObject *)obj) != 1 ||
-        !PyArray_IS_C_CONTIGUOUS((PyArrayObject *)obj)) {
-        PyErr_Format(PyExc_TypeError, "%s must be a 1-D C-contiguous int32 numpy array", name);
-        return NULL;
-    }
-    return (PyArrayObject *)obj;
+    if (PyArray_Check(obj) && PyArray_SIZE((PyArrayObject *)obj) == 0 &&
+        PyArray_NDIM((PyArrayObject *)obj) == 1 && PyArray_TYPE((PyArrayObject *)obj) == NPY_INT32)
+        return (PyArrayObject *)obj;
+    return gs_check_array(obj, name, NPY_INT32, 1, 1);
 }
 
 static PyObject *py_trie_build(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
     static char *kwlist[] = {"table", "vocab_size", "on_duplicate", "sort", NULL};
-    PyObject *otable;
+    PyObject *otable, *ovocab = NULL, *odup = NULL, *osort = NULL;
     int vocab_size = 0, on_dup = GS_TRIE_DUP_ERROR, sort = GS_TRIE_SORT_AUTO;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|iii", kwlist, &otable, &vocab_size, &on_dup,
-                                     &sort))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OOO", kwlist, &otable, &ovocab, &odup, &osort))
+        return NULL;
+    if (gs_arg_int(ovocab, "vocab_size", 0, INT32_MAX, &vocab_size) ||
+        gs_arg_int(odup, "on_duplicate", 0, 1, &on_dup) || gs_arg_int(osort, "sort", 0, 2, &sort))
         return NULL;
     PyArrayObject *table = gs_check_array(otable, "id_sequences", NPY_INT32, 2, 2);
     if (!table) return NULL;
@@ -240,73 +239,6 @@ static int new_outputs(int B, int top_k, PyArrayObject **items, PyArrayObject **
     return -1;
 }
 
-static int check_dims2(PyArrayObject *a, const char *name, npy_intp r, npy_intp c)
-{
-    if (PyArray_DIM(a, 0) == r && PyArray_DIM(a, 1) == c) return 0;
-    PyErr_Format(PyExc_ValueError, "%s must have shape (%zd, %zd), got (%zd, %zd)", name,
-                 (Py_ssize_t)r, (Py_ssize_t)c, (Py_ssize_t)PyArray_DIM(a, 0),
-                 (Py_ssize_t)PyArray_DIM(a, 1));
-    return -1;
-}
-
-/* Beam search on the test decoder of testdec.h (for tests only). */
-static PyObject *py_beam_search_test_decoder(PyObject *self, PyObject *args, PyObject *kw)
-{
-    (void)self;
-    static char *kwlist[] = {"A",    "E",         "O",          "U",
-                             "num_beams", "top_k", "trie",   "id_sequences",
-                             "candidates", "on_duplicate", NULL};
-    PyObject *oA, *oE, *oO, *oU, *otrie = Py_None, *otable = Py_None, *ocand = Py_None;
-    int num_beams, top_k, on_dup = GS_TRIE_DUP_ERROR;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOii|OOOi", kwlist, &oA, &oE, &oO, &oU,
-                                     &num_beams, &top_k, &otrie, &otable, &ocand, &on_dup))
-        return NULL;
-    PyArrayObject *A = gs_check_array(oA, "A", NPY_FLOAT32, 2, 2);
-    PyArrayObject *E = A ? gs_check_array(oE, "E", NPY_FLOAT32, 2, 2) : NULL;
-    PyArrayObject *O = E ? gs_check_array(oO, "O", NPY_FLOAT32, 2, 2) : NULL;
-    PyArrayObject *U = O ? gs_check_array(oU, "U", NPY_FLOAT32, 2, 2) : NULL;
-    if (!U) return NULL;
-    npy_intp V = PyArray_DIM(E, 0), D = PyArray_DIM(E, 1), B = PyArray_DIM(U, 0);
-    if (check_dims2(A, "A", D, D) || check_dims2(O, "O", D, V) || check_dims2(U, "U", B, V))
-        return NULL;
-    if (V > INT32_MAX || D > INT32_MAX || B > INT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "test decoder too large");
-        return NULL;
-    }
-    beam_target tg;
-    if (target_parse(otrie, otable, ocand, on_dup, (int)B, (int)V, &tg)) return NULL;
-    int status = gs_beam_check((int)B, tg.tries, (int)V, num_beams, top_k);
-    if (status) {
-        target_free(&tg);
-        return gs_raise(status);
-    }
-    PyArrayObject *items, *scores;
-    if (new_outputs((int)B, top_k, &items, &scores)) {
-        target_free(&tg);
-        return NULL;
-    }
-    const float *pA = PyArray_DATA(A), *pE = PyArray_DATA(E), *pO = PyArray_DATA(O),
-                *pU = PyArray_DATA(U);
-    int64_t *pi = PyArray_DATA(items);
-    float *ps = PyArray_DATA(scores);
-    Py_BEGIN_ALLOW_THREADS
-    int K = gs_beam_width((int)B, tg.tries, num_beams);
-    gs_testdec *td = NULL;
-    status = gs_testdec_new((int)V, (int)D, (int)B, K, pA, pE, pO, pU, &td);
-    if (!status) {
-        gs_decoder dec = gs_testdec_decoder(td);
-        status = gs_beam_search(&dec, tg.tries, top_k, 0, pi, ps);
-    }
-    gs_testdec_free(td);
-    Py_END_ALLOW_THREADS
-    target_free(&tg);
-    if (status) {
-        Py_DECREF(items);
-        Py_DECREF(scores);
-        return gs_raise(status);
-    }
-    return Py_BuildValue("(NN)", items, scores);
-}
 
 /* Beam search on a T5 model (Seq2Seq._model capsule). input_ids, attention_mask
  * (B, T_in) int32. Returns (items (B, top_k) int64, scores (B, top_k) float32). */
@@ -317,15 +249,22 @@ static PyObject *py_t5_beam_search(PyObject *self, PyObject *args, PyObject *kw)
                              "top_k",        "decoder_start_token_id", "trie", "id_sequences",
                              "candidates",   "on_duplicate", NULL};
     PyObject *omodel, *oids, *omask, *otrie = Py_None, *otable = Py_None, *ocand = Py_None;
+    PyObject *obeams, *otopk, *ostart = NULL, *odup = NULL;
     int num_beams, top_k, start = 0, on_dup = GS_TRIE_DUP_ERROR;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOii|iOOOi", kwlist, &omodel, &oids, &omask,
-                                     &num_beams, &top_k, &start, &otrie, &otable, &ocand, &on_dup))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|OOOOO", kwlist, &omodel, &oids, &omask,
+                                     &obeams, &otopk, &ostart, &otrie, &otable, &ocand, &odup))
         return NULL;
     if (!PyCapsule_IsValid(omodel, GS_T5_CAPSULE)) {
         PyErr_SetString(PyExc_TypeError, "expected a T5 model capsule (Seq2Seq._model)");
         return NULL;
     }
     const gs_t5 *m = PyCapsule_GetPointer(omodel, GS_T5_CAPSULE);
+    /* beams are rows of a (B * num_beams, V) logits batch: 2**20 is far beyond use */
+    if (gs_arg_int(obeams, "num_beams", 1, 1 << 20, &num_beams) ||
+        gs_arg_int(otopk, "top_k", 1, 1 << 20, &top_k) ||
+        gs_arg_int(ostart, "decoder_start_token_id", 0, gs_t5_vocab_size(m) - 1, &start) ||
+        gs_arg_int(odup, "on_duplicate", 0, 1, &on_dup))
+        return NULL;
     PyArrayObject *ids = gs_check_array(oids, "input_ids", NPY_INT32, 2, 2);
     if (!ids) return NULL;
     PyArrayObject *mask = gs_check_array(omask, "attention_mask", NPY_INT32, 2, 2);
@@ -350,8 +289,11 @@ static PyObject *py_t5_beam_search(PyObject *self, PyObject *args, PyObject *kw)
     const int32_t *pi = PyArray_DATA(ids), *pm = PyArray_DATA(mask);
     int64_t *po = PyArray_DATA(items);
     float *ps = PyArray_DATA(scores);
+    gs_model_lock *lk = gs_capsule_lock(omodel); /* the model's workspace (py_t5.c) */
     Py_BEGIN_ALLOW_THREADS
+    gs_lock_read(lk);
     status = gs_t5_beam_search(m, pi, pm, (int)B, (int)T, tg.tries, num_beams, top_k, start, po, ps);
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     target_free(&tg);
     if (status) {
@@ -438,9 +380,4 @@ PyMethodDef gs_decode_methods[] = {
      "t5_beam_search(model, input_ids (B, T) int32, attention_mask (B, T) int32, num_beams, top_k, "
      "decoder_start_token_id=0, trie=None, id_sequences=None, candidates=None, on_duplicate=0) "
      "-> (items (B, top_k) int64, scores (B, top_k) float32)"},
-    {"beam_search_test_decoder", (PyCFunction)(void (*)(void))py_beam_search_test_decoder,
-     METH_VARARGS | METH_KEYWORDS,
-     "beam_search_test_decoder(A, E, O, U, num_beams, top_k, trie=None, id_sequences=None, "
-     "candidates=None, on_duplicate=0) -> (items (B, top_k) int64, scores (B, top_k) float32); "
-     "tests only"},
     {NULL, NULL, 0, NULL}};

@@ -1,8 +1,14 @@
 /* Bindings of the embedding models: the BERT sentence encoder (csrc/nn/bert.h) and the
  * SASRec sequential recommender (csrc/nn/sasrec.h). Models are PyCapsules whose destructor
  * frees the C model; their parameters are exposed as zero-copy NumPy views that keep the
- * capsule alive. Compute runs with the GIL released. */
+ * capsule alive. Compute runs with the GIL released, under the model's lock
+ * (binding.h): the models keep activation scratch, so one model shared by
+ * several Python threads runs their calls one at a time. */
 #include "binding.h"
+
+#include <float.h>
+#include <limits.h>
+#include <math.h>
 
 #include "../common.h"
 #include "../nn/bert.h"
@@ -13,6 +19,7 @@
 static void bert_capsule_free(PyObject *cap)
 {
     gs_bert_free((gs_bert *)PyCapsule_GetPointer(cap, BERT_CAPSULE));
+    gs_capsule_free_lock(cap);
 }
 
 static gs_bert *bert_from(PyObject *cap)
@@ -28,10 +35,15 @@ static int parse_bert_config(PyObject *args, PyObject *kw, gs_bert_config *c)
 {
     static char *kwlist[] = {"vocab_size", "hidden", "layers", "heads", "intermediate",
                              "max_positions", "type_vocab_size", "layer_norm_eps", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiiiiif", kwlist, &c->vocab_size, &c->hidden,
-                                     &c->layers, &c->heads, &c->intermediate, &c->max_positions,
-                                     &c->type_vocab_size, &c->layer_norm_eps))
+    PyObject *o[8];
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOO", kwlist, &o[0], &o[1], &o[2], &o[3],
+                                     &o[4], &o[5], &o[6], &o[7]))
         return -1;
+    int *sizes[7] = {&c->vocab_size, &c->hidden, &c->layers, &c->heads, &c->intermediate,
+                     &c->max_positions, &c->type_vocab_size};
+    for (int i = 0; i < 7; i++)
+        if (gs_arg_int(o[i], kwlist[i], 1, INT32_MAX, sizes[i])) return -1;
+    if (gs_arg_float(o[7], "layer_norm_eps", 0.0, FLT_MAX, GS_LO_OPEN, &c->layer_norm_eps)) return -1;
     int st = gs_bert_check_config(c);
     if (st) {
         gs_raise(st);
@@ -72,7 +84,14 @@ static PyObject *py_bert_new(PyObject *self, PyObject *args, PyObject *kw)
     int st = gs_bert_create(&c, &m);
     if (st) return gs_raise(st);
     PyObject *cap = PyCapsule_New(m, BERT_CAPSULE, bert_capsule_free);
-    if (!cap) gs_bert_free(m);
+    if (!cap) {
+        gs_bert_free(m);
+        return NULL;
+    }
+    if (gs_capsule_add_lock(cap)) {
+        Py_DECREF(cap);
+        return NULL;
+    }
     return cap;
 }
 
@@ -102,13 +121,13 @@ static PyObject *py_bert_encode(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
     static char *kwlist[] = {"model", "ids", "offsets", "type_ids", "pooling", "normalize", NULL};
-    PyObject *ocap, *oids, *ooff, *otype = Py_None;
+    PyObject *ocap, *oids, *ooff, *otype = Py_None, *opool = NULL;
     int pooling = GS_BERT_POOL_MEAN, normalize = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|Oip", kwlist, &ocap, &oids, &ooff, &otype,
-                                     &pooling, &normalize))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|OOp", kwlist, &ocap, &oids, &ooff, &otype,
+                                     &opool, &normalize))
         return NULL;
     gs_bert *m = bert_from(ocap);
-    if (!m) return NULL;
+    if (!m || gs_arg_int(opool, "pooling", 0, 1, &pooling)) return NULL;
     PyArrayObject *ids = gs_check_array(oids, "ids", NPY_INT32, 1, 1);
     if (!ids) return NULL;
     PyArrayObject *off = gs_check_array(ooff, "offsets", NPY_INT64, 1, 1);
@@ -135,9 +154,12 @@ static PyObject *py_bert_encode(PyObject *self, PyObject *args, PyObject *kw)
     PyArrayObject *out = gs_new_f32(2, dims);
     if (!out) return NULL;
     int st;
+    gs_model_lock *lk = gs_capsule_lock(ocap);
     Py_BEGIN_ALLOW_THREADS
+    gs_lock_read(lk);
     st = gs_bert_encode(m, (int)n_seq, o, PyArray_DATA(ids), types ? PyArray_DATA(types) : NULL,
                         pooling, normalize, PyArray_DATA(out));
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st) {
         Py_DECREF(out);
@@ -152,6 +174,7 @@ static PyObject *py_bert_encode(PyObject *self, PyObject *args, PyObject *kw)
 static void sasrec_capsule_free(PyObject *cap)
 {
     gs_sasrec_free((gs_sasrec *)PyCapsule_GetPointer(cap, SASREC_CAPSULE));
+    gs_capsule_free_lock(cap);
 }
 
 static gs_sasrec *sasrec_from(PyObject *cap)
@@ -167,9 +190,14 @@ static int parse_sasrec_config(PyObject *args, PyObject *kw, gs_sasrec_config *c
 {
     static char *kwlist[] = {"n_items", "max_len", "hidden", "layers", "heads", "inner", "dropout",
                              NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiiiif", kwlist, &c->n_items, &c->max_len,
-                                     &c->hidden, &c->layers, &c->heads, &c->inner, &c->dropout))
+    PyObject *o[7];
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOO", kwlist, &o[0], &o[1], &o[2], &o[3], &o[4],
+                                     &o[5], &o[6]))
         return -1;
+    int *sizes[6] = {&c->n_items, &c->max_len, &c->hidden, &c->layers, &c->heads, &c->inner};
+    for (int i = 0; i < 6; i++)
+        if (gs_arg_int(o[i], kwlist[i], 1, INT32_MAX, sizes[i])) return -1;
+    if (gs_arg_float(o[6], "dropout", 0.0, 1.0, GS_HI_OPEN, &c->dropout)) return -1;
     int st = gs_sasrec_check_config(c);
     if (st) {
         gs_raise(st);
@@ -211,7 +239,14 @@ static PyObject *py_sasrec_new(PyObject *self, PyObject *args, PyObject *kw)
     int st = gs_sasrec_create(&c, &m);
     if (st) return gs_raise(st);
     PyObject *cap = PyCapsule_New(m, SASREC_CAPSULE, sasrec_capsule_free);
-    if (!cap) gs_sasrec_free(m);
+    if (!cap) {
+        gs_sasrec_free(m);
+        return NULL;
+    }
+    if (gs_capsule_add_lock(cap)) {
+        Py_DECREF(cap);
+        return NULL;
+    }
     return cap;
 }
 
@@ -230,12 +265,12 @@ static PyObject *py_sasrec_buffers(PyObject *self, PyObject *cap)
 static PyObject *py_sasrec_step(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *cap;
-    long set = -1;
-    if (!PyArg_ParseTuple(args, "O|l", &cap, &set)) return NULL;
+    PyObject *cap, *oset = NULL;
+    long long set = -1;
+    if (!PyArg_ParseTuple(args, "O|O", &cap, &oset)) return NULL;
     gs_sasrec *m = sasrec_from(cap);
-    if (!m) return NULL;
-    if (set >= 0) m->step = set;
+    if (!m || gs_arg_int64(oset, "set", -1, LONG_MAX, &set)) return NULL;
+    if (set >= 0) m->step = (long)set;
     return PyLong_FromLong(m->step);
 }
 
@@ -258,13 +293,13 @@ static PyObject *py_sasrec_forward_backward(PyObject *self, PyObject *args, PyOb
 {
     (void)self;
     static char *kwlist[] = {"model", "seqs", "targets", "train", "seed", NULL};
-    PyObject *ocap, *oseq, *otgt;
+    PyObject *ocap, *oseq, *otgt, *oseed = NULL;
     int train = 1;
     unsigned long long seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|pK", kwlist, &ocap, &oseq, &otgt, &train, &seed))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|pO", kwlist, &ocap, &oseq, &otgt, &train, &oseed))
         return NULL;
     gs_sasrec *m = sasrec_from(ocap);
-    if (!m) return NULL;
+    if (!m || gs_arg_u64(oseed, "seed", &seed)) return NULL;
     PyArrayObject *seqs = gs_check_array(oseq, "seqs", NPY_INT32, 2, 2);
     if (!seqs) return NULL;
     PyArrayObject *tgt = gs_check_array(otgt, "targets", NPY_INT32, 2, 2);
@@ -275,9 +310,12 @@ static PyObject *py_sasrec_forward_backward(PyObject *self, PyObject *args, PyOb
     double loss = 0.0;
     size_t count = 0;
     int st;
+    gs_model_lock *lk = gs_capsule_lock(ocap);
     Py_BEGIN_ALLOW_THREADS
+    gs_lock_write(lk);
     st = gs_sasrec_forward_backward(m, B, PyArray_DATA(seqs), PyArray_DATA(tgt), train,
                                     (uint64_t)seed, &loss, &count);
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st) return gs_raise(st);
     return Py_BuildValue("(dn)", loss, (Py_ssize_t)count);
@@ -288,18 +326,23 @@ static PyObject *py_sasrec_adamw(PyObject *self, PyObject *args, PyObject *kw)
     (void)self;
     static char *kwlist[] = {"model", "lr", "beta1", "beta2", "eps", "weight_decay",
                              "max_grad_norm", NULL};
-    PyObject *ocap;
+    PyObject *ocap, *olr = NULL, *ob1 = NULL, *ob2 = NULL, *oeps = NULL, *owd = NULL, *oclip = NULL;
     gs_adamw_config cfg = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f};
     double clip = 0.0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|fffffd", kwlist, &ocap, &cfg.lr, &cfg.beta1,
-                                     &cfg.beta2, &cfg.eps, &cfg.weight_decay, &clip))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OOOOOO", kwlist, &ocap, &olr, &ob1, &ob2, &oeps,
+                                     &owd, &oclip))
         return NULL;
     gs_sasrec *m = sasrec_from(ocap);
-    if (!m) return NULL;
+    if (!m || gs_parse_adamw(olr, ob1, ob2, oeps, owd, &cfg) ||
+        gs_arg_double(oclip, "max_grad_norm", 0.0, INFINITY, GS_ALLOW_INF, &clip))
+        return NULL;
     double norm = 0.0;
     int st;
+    gs_model_lock *lk = gs_capsule_lock(ocap);
     Py_BEGIN_ALLOW_THREADS
+    gs_lock_write(lk);
     st = gs_sasrec_adamw(m, &cfg, clip, &norm);
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st) return gs_raise(st);
     return PyFloat_FromDouble(norm);
@@ -323,8 +366,11 @@ static PyObject *py_sasrec_score(PyObject *self, PyObject *args)
         return NULL;
     }
     int st;
+    gs_model_lock *lk = gs_capsule_lock(ocap);
     Py_BEGIN_ALLOW_THREADS
+    gs_lock_read(lk);
     st = gs_sasrec_score(m, B, PyArray_DATA(seqs), PyArray_DATA(scores), PyArray_DATA(hidden));
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st) {
         Py_DECREF(scores), Py_DECREF(hidden);

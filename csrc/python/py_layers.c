@@ -3,6 +3,8 @@
  * arrays, then releases the GIL while the kernel runs. */
 #include "binding.h"
 
+#include <float.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "../common.h"
@@ -37,19 +39,16 @@ static PyObject *py_embedding(PyObject *self, PyObject *args)
 static PyObject *py_embedding_backward(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *oids, *odout;
+    PyObject *oids, *odout, *oV;
     int V;
-    if (!PyArg_ParseTuple(args, "OOi", &oids, &odout, &V)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOO", &oids, &odout, &oV)) return NULL;
+    if (gs_arg_int(oV, "V (vocab size)", 1, INT32_MAX, &V)) return NULL;
     PyArrayObject *ids = gs_check_array(oids, "ids", NPY_INT32, 1, 1);
     if (!ids) return NULL;
     PyArrayObject *dout = gs_check_array(odout, "dout", NPY_FLOAT32, 2, 2);
     if (!dout) return NULL;
     if (PyArray_DIM(dout, 0) != PyArray_DIM(ids, 0)) {
         PyErr_SetString(PyExc_ValueError, "dout must have one row per id");
-        return NULL;
-    }
-    if (V < 1) {
-        PyErr_SetString(PyExc_ValueError, "vocab size must be >= 1");
         return NULL;
     }
     size_t N = (size_t)PyArray_DIM(ids, 0);
@@ -66,11 +65,19 @@ static PyObject *py_embedding_backward(PyObject *self, PyObject *args)
 
 /* Parses q (B,Tq,H*dh), k, v (B,Tk,H*dh) and the options shared by the
  * attention forward and backward bindings into `a`. Returns 0 or -1. */
-static int parse_attention(PyObject *oq, PyObject *ok, PyObject *ov, int H, float scale, int causal,
-                           PyObject *omask, PyObject *obias, float p, unsigned long long seed,
-                           unsigned long long stream, PyArrayObject **q, PyArrayObject **k,
-                           PyArrayObject **v, gs_attention_args *a)
+static int parse_attention(PyObject *oq, PyObject *ok, PyObject *ov, PyObject *oH,
+                           PyObject *oscale, int causal, PyObject *omask, PyObject *obias,
+                           PyObject *op, PyObject *oseed, PyObject *ostream, PyArrayObject **q,
+                           PyArrayObject **k, PyArrayObject **v, gs_attention_args *a)
 {
+    int H = 0;
+    float scale = 1.0f, p = 0.0f;
+    unsigned long long seed = 0, stream = 0;
+    if (gs_arg_int(oH, "num_heads", 1, INT32_MAX, &H) ||
+        gs_arg_float(oscale, "scale", -FLT_MAX, FLT_MAX, 0, &scale) ||
+        gs_arg_float(op, "dropout_p", 0.0, 1.0, GS_HI_OPEN, &p) || gs_arg_u64(oseed, "seed", &seed) ||
+        gs_arg_u64(ostream, "stream", &stream))
+        return -1;
     if (!(*q = gs_check_array(oq, "q", NPY_FLOAT32, 3, 3))) return -1;
     if (!(*k = gs_check_array(ok, "k", NPY_FLOAT32, 3, 3))) return -1;
     if (!(*v = gs_check_array(ov, "v", NPY_FLOAT32, 3, 3))) return -1;
@@ -81,12 +88,8 @@ static int parse_attention(PyObject *oq, PyObject *ok, PyObject *ov, int H, floa
         PyErr_SetString(PyExc_ValueError, "q (B,Tq,D) and k, v (B,Tk,D) must agree on B and D");
         return -1;
     }
-    if (H < 1 || D % H) {
-        PyErr_Format(PyExc_ValueError, "num_heads must be >= 1 and divide the width %d, got %d", D, H);
-        return -1;
-    }
-    if (!(p >= 0.0f && p < 1.0f)) {
-        PyErr_Format(PyExc_ValueError, "dropout_p must be in [0, 1), got %g", (double)p);
+    if (D % H) {
+        PyErr_Format(PyExc_ValueError, "num_heads must divide the width %d, got %d", D, H);
         return -1;
     }
     memset(a, 0, sizeof *a);
@@ -121,16 +124,16 @@ static PyObject *py_attention(PyObject *self, PyObject *args, PyObject *kw)
     (void)self;
     static char *kwlist[] = {"q", "k", "v", "num_heads", "scale", "causal", "key_mask",
                              "pos_bias", "dropout_p", "seed", "stream", NULL};
-    PyObject *oq, *ok, *ov, *omask = Py_None, *obias = Py_None;
-    int H, causal = 0;
-    float scale = 1.0f, p = 0.0f;
-    unsigned long long seed = 0, stream = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOi|fpOOfKK", kwlist, &oq, &ok, &ov, &H, &scale,
-                                     &causal, &omask, &obias, &p, &seed, &stream))
+    PyObject *oq, *ok, *ov, *omask = Py_None, *obias = Py_None, *oH, *oscale = NULL, *op = NULL,
+             *oseed = NULL, *ostream = NULL;
+    int causal = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO|OpOOOOO", kwlist, &oq, &ok, &ov, &oH, &oscale,
+                                     &causal, &omask, &obias, &op, &oseed, &ostream))
         return NULL;
     PyArrayObject *q, *k, *v;
     gs_attention_args a;
-    if (parse_attention(oq, ok, ov, H, scale, causal, omask, obias, p, seed, stream, &q, &k, &v, &a))
+    if (parse_attention(oq, ok, ov, oH, oscale, causal, omask, obias, op, oseed, ostream, &q, &k, &v,
+                        &a))
         return NULL;
     npy_intp pd[4] = {a.B, a.H, a.Tq, a.Tk};
     PyArrayObject *out = gs_new_f32_like(q), *probs = gs_new_f32(4, pd);
@@ -155,16 +158,17 @@ static PyObject *py_attention_backward(PyObject *self, PyObject *args, PyObject 
     (void)self;
     static char *kwlist[] = {"q", "k", "v", "probs", "dout", "num_heads", "scale", "causal",
                              "key_mask", "pos_bias", "dropout_p", "seed", "stream", NULL};
-    PyObject *oq, *ok, *ov, *oprobs, *odout, *omask = Py_None, *obias = Py_None;
-    int H, causal = 0;
-    float scale = 1.0f, p = 0.0f;
-    unsigned long long seed = 0, stream = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOi|fpOOfKK", kwlist, &oq, &ok, &ov, &oprobs,
-                                     &odout, &H, &scale, &causal, &omask, &obias, &p, &seed, &stream))
+    PyObject *oq, *ok, *ov, *oprobs, *odout, *omask = Py_None, *obias = Py_None, *oH,
+             *oscale = NULL, *op = NULL, *oseed = NULL, *ostream = NULL;
+    int causal = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOO|OpOOOOO", kwlist, &oq, &ok, &ov, &oprobs,
+                                     &odout, &oH, &oscale, &causal, &omask, &obias, &op, &oseed,
+                                     &ostream))
         return NULL;
     PyArrayObject *q, *k, *v;
     gs_attention_args a;
-    if (parse_attention(oq, ok, ov, H, scale, causal, omask, obias, p, seed, stream, &q, &k, &v, &a))
+    if (parse_attention(oq, ok, ov, oH, oscale, causal, omask, obias, op, oseed, ostream, &q, &k, &v,
+                        &a))
         return NULL;
     PyArrayObject *probs = gs_check_array(oprobs, "probs", NPY_FLOAT32, 4, 4);
     if (!probs) return NULL;
@@ -216,26 +220,34 @@ static int check_buckets(int num_buckets, int max_distance)
 static PyObject *py_relative_bucket(PyObject *self, PyObject *args)
 {
     (void)self;
+    PyObject *orel, *onb, *omaxd;
     int rel, bidir, nb, maxd;
-    if (!PyArg_ParseTuple(args, "ipii", &rel, &bidir, &nb, &maxd)) return NULL;
-    if (check_buckets(nb, maxd)) return NULL;
+    if (!PyArg_ParseTuple(args, "OpOO", &orel, &bidir, &onb, &omaxd)) return NULL;
+    if (gs_arg_int(orel, "relative_position", -(1 << 30), 1 << 30, &rel) ||
+        gs_arg_int(onb, "num_buckets", 2, 1 << 20, &nb) ||
+        gs_arg_int(omaxd, "max_distance", 1, 1 << 30, &maxd) || check_buckets(nb, maxd))
+        return NULL;
     return PyLong_FromLong(gs_t5_relative_bucket(rel, bidir, nb, maxd));
 }
 
 static PyObject *py_relative_bias(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *otab;
+    PyObject *otab, *oTq, *oTk, *oq0, *omaxd;
     int Tq, Tk, q0, bidir, maxd;
-    if (!PyArg_ParseTuple(args, "Oiiipi", &otab, &Tq, &Tk, &q0, &bidir, &maxd)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOOpO", &otab, &oTq, &oTk, &oq0, &bidir, &omaxd)) return NULL;
     PyArrayObject *tab = gs_check_array(otab, "table", NPY_FLOAT32, 2, 2);
     if (!tab) return NULL;
-    int nb = (int)PyArray_DIM(tab, 0), H = (int)PyArray_DIM(tab, 1);
-    if (check_buckets(nb, maxd)) return NULL;
-    if (Tq < 1 || Tk < 1 || q0 < 0) {
-        PyErr_SetString(PyExc_ValueError, "Tq and Tk must be >= 1 and q0 >= 0");
+    /* the output holds H * Tq * Tk floats: keep each length below 2**16 */
+    if (gs_arg_int(oTq, "Tq", 1, 1 << 16, &Tq) || gs_arg_int(oTk, "Tk", 1, 1 << 16, &Tk) ||
+        gs_arg_int(oq0, "q0", 0, 1 << 30, &q0) || gs_arg_int(omaxd, "max_distance", 1, 1 << 30, &maxd))
+        return NULL;
+    if (PyArray_DIM(tab, 0) > (1 << 20) || PyArray_DIM(tab, 1) > (1 << 16)) {
+        PyErr_SetString(PyExc_ValueError, "table must be (num_buckets <= 2**20, H <= 2**16)");
         return NULL;
     }
+    int nb = (int)PyArray_DIM(tab, 0), H = (int)PyArray_DIM(tab, 1);
+    if (check_buckets(nb, maxd)) return NULL;
     npy_intp dims[3] = {H, Tq, Tk};
     PyArrayObject *out = gs_new_f32(3, dims);
     if (!out) return NULL;
@@ -248,13 +260,17 @@ static PyObject *py_relative_bias(PyObject *self, PyObject *args)
 static PyObject *py_relative_bias_backward(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *odb;
+    PyObject *odb, *onb, *oq0, *omaxd;
     int nb, q0, bidir, maxd;
-    if (!PyArg_ParseTuple(args, "Oiipi", &odb, &nb, &q0, &bidir, &maxd)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOpO", &odb, &onb, &oq0, &bidir, &omaxd)) return NULL;
     PyArrayObject *db = gs_check_array(odb, "dbias", NPY_FLOAT32, 3, 3);
-    if (!db || check_buckets(nb, maxd)) return NULL;
-    if (q0 < 0) {
-        PyErr_SetString(PyExc_ValueError, "q0 must be >= 0");
+    if (!db || gs_arg_int(onb, "num_buckets", 2, 1 << 20, &nb) ||
+        gs_arg_int(oq0, "q0", 0, 1 << 30, &q0) || gs_arg_int(omaxd, "max_distance", 1, 1 << 30, &maxd) ||
+        check_buckets(nb, maxd))
+        return NULL;
+    if (PyArray_DIM(db, 0) > INT32_MAX || PyArray_DIM(db, 1) > INT32_MAX ||
+        PyArray_DIM(db, 2) > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "dbias is too large");
         return NULL;
     }
     int H = (int)PyArray_DIM(db, 0), Tq = (int)PyArray_DIM(db, 1), Tk = (int)PyArray_DIM(db, 2);
@@ -270,16 +286,14 @@ static PyObject *py_relative_bias_backward(PyObject *self, PyObject *args)
 static PyObject *py_dropout(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *ox;
+    PyObject *ox, *op, *oseed, *ostream = NULL;
     float p;
     unsigned long long seed, stream = 0;
-    if (!PyArg_ParseTuple(args, "OfK|K", &ox, &p, &seed, &stream)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOO|O", &ox, &op, &oseed, &ostream)) return NULL;
     PyArrayObject *x = gs_check_array(ox, "x", NPY_FLOAT32, 1, 8);
-    if (!x) return NULL;
-    if (!(p >= 0.0f && p < 1.0f)) {
-        PyErr_Format(PyExc_ValueError, "dropout p must be in [0, 1), got %g", (double)p);
+    if (!x || gs_arg_float(op, "dropout p", 0.0, 1.0, GS_HI_OPEN, &p) || gs_arg_u64(oseed, "seed", &seed) ||
+        gs_arg_u64(ostream, "stream", &stream))
         return NULL;
-    }
     PyArrayObject *y = gs_new_f32_like(x);
     if (!y) return NULL;
     size_t n = (size_t)PyArray_SIZE(x);
@@ -305,9 +319,10 @@ static PyObject *py_cross_entropy(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
     static char *kwlist[] = {"logits", "targets", "ignore_index", NULL};
-    PyObject *ol, *ot;
+    PyObject *ol, *ot, *oignore = NULL;
     int ignore = -100;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|i", kwlist, &ol, &ot, &ignore)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O", kwlist, &ol, &ot, &oignore)) return NULL;
+    if (gs_arg_int(oignore, "ignore_index", INT32_MIN, INT32_MAX, &ignore)) return NULL;
     PyArrayObject *l, *t;
     if (parse_ce(ol, ot, &l, &t)) return NULL;
     size_t N = (size_t)PyArray_DIM(l, 0);
@@ -333,10 +348,13 @@ static PyObject *py_cross_entropy_backward(PyObject *self, PyObject *args, PyObj
 {
     (void)self;
     static char *kwlist[] = {"logits", "targets", "scale", "ignore_index", NULL};
-    PyObject *ol, *ot;
+    PyObject *ol, *ot, *oscale, *oignore = NULL;
     int ignore = -100;
     float scale;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOf|i", kwlist, &ol, &ot, &scale, &ignore))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|O", kwlist, &ol, &ot, &oscale, &oignore))
+        return NULL;
+    if (gs_arg_float(oscale, "scale", -FLT_MAX, FLT_MAX, 0, &scale) ||
+        gs_arg_int(oignore, "ignore_index", INT32_MIN, INT32_MAX, &ignore))
         return NULL;
     PyArrayObject *l, *t;
     if (parse_ce(ol, ot, &l, &t)) return NULL;

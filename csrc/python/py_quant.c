@@ -5,6 +5,9 @@
 #include "binding.h"
 
 #include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "../common.h"
@@ -14,31 +17,17 @@
 
 #define RQVAE_CAPSULE "gensar.RQVAE"
 
-/* A Python int (not a bool, not a float) in [lo, hi] -> *out; otherwise a
- * TypeError / ValueError naming the argument. */
-static int parse_count(PyObject *obj, const char *name, long lo, long hi, int *out)
-{
-    if (PyBool_Check(obj) || !PyLong_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "%s must be an integer, got %s", name, Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    int overflow = 0;
-    long v = PyLong_AsLongAndOverflow(obj, &overflow);
-    if (v == -1 && PyErr_Occurred()) return -1;
-    if (overflow || v < lo || v > hi) {
-        PyErr_Format(PyExc_ValueError, "%s must be between %ld and %ld, got %S", name, lo, hi, obj);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 /* tuple/list of ints -> out[0..*n), at most max entries */
 static int parse_ints(PyObject *obj, const char *name, int *out, int *n, int max)
 {
+    if (PyUnicode_Check(obj) || PyBytes_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a tuple of ints, got %s", name, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
     PyObject *seq = PySequence_Fast(obj, "expected a sequence of ints");
     if (!seq) {
-        PyErr_Format(PyExc_TypeError, "%s must be a tuple of ints", name);
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s must be a tuple of ints, got %s", name, Py_TYPE(obj)->tp_name);
         return -1;
     }
     Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
@@ -48,23 +37,12 @@ static int parse_ints(PyObject *obj, const char *name, int *out, int *n, int max
         return -1;
     }
     for (Py_ssize_t i = 0; i < len; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        if (PyBool_Check(item)) { /* True is not a size */
-            PyErr_Format(PyExc_TypeError, "%s[%zd] must be an integer, got bool", name, i);
+        char item[80];
+        snprintf(item, sizeof item, "%s[%zd]", name, i);
+        if (gs_arg_int(PySequence_Fast_GET_ITEM(seq, i), item, 1, 1 << 30, &out[i])) {
             Py_DECREF(seq);
             return -1;
         }
-        long v = PyLong_AsLong(item);
-        if (v == -1 && PyErr_Occurred()) {
-            Py_DECREF(seq);
-            return -1;
-        }
-        if (v < 1 || v > (1L << 30)) {
-            PyErr_Format(PyExc_ValueError, "%s[%zd] must be a positive size, got %ld", name, i, v);
-            Py_DECREF(seq);
-            return -1;
-        }
-        out[i] = (int)v;
     }
     *n = (int)len;
     Py_DECREF(seq);
@@ -91,24 +69,19 @@ static PyObject *py_kmeans(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
     static char *kwlist[] = {"x", "k", "n_init", "max_iter", "tol", "seed", "init", NULL};
-    PyObject *ox, *ok, *oinit = Py_None, *on_init = NULL, *omax_iter = NULL;
+    PyObject *ox, *oinit = Py_None, *ok, *oninit = NULL, *oiter = NULL, *otol = NULL, *oseed = NULL;
     int k, n_init = 1, max_iter = 300;
     double tol = 1e-4;
     unsigned long long seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|OOdKO", kwlist, &ox, &ok, &on_init, &omax_iter,
-                                     &tol, &seed, &oinit))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|OOOOO", kwlist, &ox, &ok, &oninit, &oiter, &otol,
+                                     &oseed, &oinit))
         return NULL;
-    if (parse_count(ok, "k", 1, 1L << 30, &k) < 0) return NULL;
-    if (on_init && parse_count(on_init, "n_init", 1, 1L << 30, &n_init) < 0) return NULL;
-    if (omax_iter && parse_count(omax_iter, "max_iter", 1, 1L << 30, &max_iter) < 0) return NULL;
-    if (!(tol >= 0.0 && tol <= DBL_MAX)) { /* also refuses NaN and inf */
-        PyObject *t = PyFloat_FromDouble(tol);
-        if (t) PyErr_Format(PyExc_ValueError, "tol must be a finite number >= 0, got %R", t);
-        Py_XDECREF(t);
-        return NULL;
-    }
     PyArrayObject *x = gs_check_array(ox, "x", NPY_FLOAT32, 2, 2);
-    if (!x) return NULL;
+    if (!x || gs_arg_int(ok, "k", 1, INT32_MAX, &k) ||
+        gs_arg_int(oninit, "n_init", 1, 1 << 20, &n_init) ||
+        gs_arg_int(oiter, "max_iter", 1, INT32_MAX, &max_iter) ||
+        gs_arg_double(otol, "tol", 0.0, INFINITY, 0, &tol) || gs_arg_u64(oseed, "seed", &seed))
+        return NULL;
     size_t N = gs_rows(x);
     int d = gs_last_dim(x);
     if ((size_t)k > N) {
@@ -268,11 +241,14 @@ static PyObject *py_rq_fit_kmeans(PyObject *self, PyObject *args, PyObject *kw)
     (void)self;
     static char *kwlist[] = {"z", "dims", "shared_levels", "specific_levels", "n_init",
                              "max_iter", "seed", NULL};
-    PyObject *oz, *odims, *osh, *osp;
+    PyObject *oz, *odims, *osh, *osp, *oninit = NULL, *oiter = NULL, *oseed = NULL;
     int n_init = 1, max_iter = 100;
     unsigned long long seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO|iiK", kwlist, &oz, &odims, &osh, &osp,
-                                     &n_init, &max_iter, &seed))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO|OOO", kwlist, &oz, &odims, &osh, &osp,
+                                     &oninit, &oiter, &oseed))
+        return NULL;
+    if (gs_arg_int(oninit, "n_init", 1, 1 << 20, &n_init) ||
+        gs_arg_int(oiter, "max_iter", 0, INT32_MAX, &max_iter) || gs_arg_u64(oseed, "seed", &seed))
         return NULL;
     gs_rq_config cfg;
     if (parse_rq(odims, osh, osp, &cfg) < 0) return NULL;
@@ -309,11 +285,14 @@ static PyObject *py_resolve_collisions(PyObject *self, PyObject *args, PyObject 
     (void)self;
     static char *kwlist[] = {"ids", "level_sizes", "residual", "codebook", "fixed", "epsilon",
                              "iterations", NULL};
-    PyObject *oids, *ok, *ores, *ocb, *ofixed = Py_None;
+    PyObject *oids, *ok, *ores, *ocb, *ofixed = Py_None, *oeps = NULL, *oiters = NULL;
     double eps = 0.003;
     int iters = 50;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO|Odi", kwlist, &oids, &ok, &ores, &ocb,
-                                     &ofixed, &eps, &iters))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO|OOO", kwlist, &oids, &ok, &ores, &ocb,
+                                     &ofixed, &oeps, &oiters))
+        return NULL;
+    if (gs_arg_double(oeps, "epsilon", 0.0, INFINITY, GS_LO_OPEN, &eps) ||
+        gs_arg_int(oiters, "iterations", 0, INT32_MAX, &iters))
         return NULL;
     PyArrayObject *ids = gs_check_out_array(oids, "ids", NPY_INT32, 2, 2);
     if (!ids) return NULL;
@@ -344,6 +323,10 @@ static PyObject *py_resolve_collisions(PyObject *self, PyObject *args, PyObject 
         }
         pf = PyArray_DATA(fx);
     }
+    /* ids is rewritten in place while residual, codebook and fixed are read */
+    if (gs_no_overlap(res, "residual", ids, "ids") || gs_no_overlap(cb, "codebook", ids, "ids"))
+        return NULL;
+    if (ofixed != Py_None && gs_no_overlap((PyArrayObject *)ofixed, "fixed", ids, "ids")) return NULL;
     gs_resolve_stats s;
     int st;
     int32_t *pid = PyArray_DATA(ids);
@@ -360,14 +343,16 @@ static PyObject *py_resolve_collisions(PyObject *self, PyObject *args, PyObject 
 static PyObject *py_sinkhorn_scores(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *od;
+    PyObject *od, *oeps, *oiters;
     double eps;
     int iters;
-    if (!PyArg_ParseTuple(args, "Odi", &od, &eps, &iters)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOO", &od, &oeps, &oiters)) return NULL;
     PyArrayObject *dist = gs_check_array(od, "distances", NPY_FLOAT64, 2, 2);
-    if (!dist) return NULL;
-    if (!(eps > 0.0) || iters < 0) {
-        PyErr_SetString(PyExc_ValueError, "need epsilon > 0 and iterations >= 0");
+    if (!dist || gs_arg_double(oeps, "epsilon", 0.0, INFINITY, GS_LO_OPEN, &eps) ||
+        gs_arg_int(oiters, "iterations", 0, INT32_MAX, &iters))
+        return NULL;
+    if (PyArray_DIM(dist, 0) > INT32_MAX || PyArray_DIM(dist, 1) > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "distances is too large");
         return NULL;
     }
     PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(2, PyArray_DIMS(dist), NPY_FLOAT64);
@@ -386,11 +371,16 @@ static PyObject *py_sinkhorn_scores(PyObject *self, PyObject *args)
 static void rqvae_destroy(PyObject *cap)
 {
     gs_rqvae_free(PyCapsule_GetPointer(cap, RQVAE_CAPSULE));
+    gs_capsule_free_lock(cap);
 }
 
 static gs_rqvae *get_model(PyObject *cap)
 {
-    return PyCapsule_GetPointer(cap, RQVAE_CAPSULE); /* sets TypeError/ValueError if wrong */
+    if (!PyCapsule_IsValid(cap, RQVAE_CAPSULE)) {
+        PyErr_SetString(PyExc_TypeError, "model must be an RQ-VAE handle made by rqvae_new()");
+        return NULL;
+    }
+    return PyCapsule_GetPointer(cap, RQVAE_CAPSULE);
 }
 
 static PyObject *py_rqvae_new(PyObject *self, PyObject *args, PyObject *kw)
@@ -398,22 +388,23 @@ static PyObject *py_rqvae_new(PyObject *self, PyObject *args, PyObject *kw)
     (void)self;
     static char *kwlist[] = {"in_dims", "hidden", "latent", "shared_levels", "specific_levels",
                              "beta", "max_batch", "seed", NULL};
-    PyObject *oin, *ohid, *osh, *osp;
+    PyObject *oin, *ohid, *osh, *osp, *olatent, *obeta, *obatch, *oseed;
     int latent, max_batch;
     float beta;
     unsigned long long seed;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOiOOfiK", kwlist, &oin, &ohid, &latent, &osh,
-                                     &osp, &beta, &max_batch, &seed))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOO", kwlist, &oin, &ohid, &olatent, &osh,
+                                     &osp, &obeta, &obatch, &oseed))
+        return NULL;
+    if (gs_arg_int(olatent, "latent", 1, 1 << 30, &latent) ||
+        gs_arg_float(obeta, "beta", 0.0, FLT_MAX, 0, &beta) ||
+        gs_arg_int(obatch, "max_batch", 1, INT32_MAX, &max_batch) || gs_arg_u64(oseed, "seed", &seed))
         return NULL;
     gs_rqvae_config cfg;
     memset(&cfg, 0, sizeof cfg);
-    if (parse_ints(oin, "in_dims", cfg.in_dim, &cfg.n_towers, 2) < 0) return NULL;
-    if (PySequence_Size(ohid) == 0) cfg.n_hidden = 0;
-    else if (parse_ints(ohid, "hidden", cfg.hidden, &cfg.n_hidden, GS_RQVAE_MAX_HIDDEN) < 0) return NULL;
-    if (PySequence_Size(osh) > 0 &&
-        parse_ints(osh, "shared_levels", cfg.shared_k, &cfg.n_shared, GS_RQ_MAX_LEVELS) < 0)
-        return NULL;
-    if (PySequence_Size(osp) > 0 &&
+    /* parse_ints accepts an empty sequence (0 entries) and names a non-sequence */
+    if (parse_ints(oin, "in_dims", cfg.in_dim, &cfg.n_towers, 2) < 0 ||
+        parse_ints(ohid, "hidden", cfg.hidden, &cfg.n_hidden, GS_RQVAE_MAX_HIDDEN) < 0 ||
+        parse_ints(osh, "shared_levels", cfg.shared_k, &cfg.n_shared, GS_RQ_MAX_LEVELS) < 0 ||
         parse_ints(osp, "specific_levels", cfg.specific_k, &cfg.n_specific, GS_RQ_MAX_LEVELS) < 0)
         return NULL;
     cfg.latent = latent, cfg.beta = beta;
@@ -421,7 +412,14 @@ static PyObject *py_rqvae_new(PyObject *self, PyObject *args, PyObject *kw)
     int st = gs_rqvae_create(&cfg, max_batch, (uint64_t)seed, &m);
     if (st != GS_OK) return gs_raise(st);
     PyObject *cap = PyCapsule_New(m, RQVAE_CAPSULE, rqvae_destroy);
-    if (!cap) gs_rqvae_free(m);
+    if (!cap) {
+        gs_rqvae_free(m);
+        return NULL;
+    }
+    if (gs_capsule_add_lock(cap)) {
+        Py_DECREF(cap);
+        return NULL;
+    }
     return cap;
 }
 
@@ -475,11 +473,11 @@ static PyObject *py_rqvae_layout(PyObject *self, PyObject *cap)
 static PyObject *py_rqvae_step_count(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *cap;
-    long set = -1;
-    if (!PyArg_ParseTuple(args, "O|l", &cap, &set)) return NULL;
+    PyObject *cap, *oset = NULL;
+    long long set = -1;
+    if (!PyArg_ParseTuple(args, "O|O", &cap, &oset)) return NULL;
     gs_rqvae *m = get_model(cap);
-    if (!m) return NULL;
+    if (!m || gs_arg_int64(oset, "set", -1, LONG_MAX, &set)) return NULL;
     if (set >= 0) *gs_rqvae_step_counter(m) = set;
     return PyLong_FromLong(*gs_rqvae_step_counter(m));
 }
@@ -558,8 +556,11 @@ static PyObject *py_rqvae_latent(PyObject *self, PyObject *args)
     if (!z) return NULL;
     int st;
     float *pz = PyArray_DATA(z);
+    gs_model_lock *lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
+    gs_lock_write(lk);
     st = gs_rqvae_latent(m, N, x0, x1, pz);
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st != GS_OK) {
         Py_DECREF(z);
@@ -573,10 +574,16 @@ static PyObject *py_rqvae_init_codebooks(PyObject *self, PyObject *args)
     (void)self;
     int max_iter = 50;
     unsigned long long seed = 0;
-    PARSE_MODEL_INPUTS("iK", &max_iter, &seed)
+    PyObject *oiter = NULL, *oseed = NULL;
+    PARSE_MODEL_INPUTS("OO", &oiter, &oseed)
+    if (gs_arg_int(oiter, "max_iter", 0, INT32_MAX, &max_iter) || gs_arg_u64(oseed, "seed", &seed))
+        return NULL;
     int st;
+    gs_model_lock *lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
+    gs_lock_write(lk);
     st = gs_rqvae_init_codebooks(m, (int)N, x0, x1, max_iter, (uint64_t)seed);
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st != GS_OK) return gs_raise(st);
     Py_RETURN_NONE;
@@ -588,8 +595,11 @@ static PyObject *py_rqvae_forward_backward(PyObject *self, PyObject *args)
     PARSE_MODEL_INPUTS("")
     double l[4];
     int st;
+    gs_model_lock *lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
+    gs_lock_write(lk);
     st = gs_rqvae_forward_backward(m, (int)N, x0, x1, l);
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st != GS_OK) return gs_raise(st);
     return Py_BuildValue("(dddd)", l[0], l[1], l[2], l[3]);
@@ -599,11 +609,18 @@ static PyObject *py_rqvae_train_step(PyObject *self, PyObject *args)
 {
     (void)self;
     float lr = 1e-3f, wd = 1e-5f;
-    PARSE_MODEL_INPUTS("ff", &lr, &wd)
+    PyObject *olr = NULL, *owd = NULL;
+    PARSE_MODEL_INPUTS("OO", &olr, &owd)
+    if (gs_arg_float(olr, "lr", 0.0, FLT_MAX, 0, &lr) ||
+        gs_arg_float(owd, "weight_decay", 0.0, FLT_MAX, 0, &wd))
+        return NULL;
     double l[4];
     int st;
+    gs_model_lock *lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
+    gs_lock_write(lk);
     st = gs_rqvae_train_step(m, (int)N, x0, x1, lr, wd, l);
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st != GS_OK) return gs_raise(st);
     return Py_BuildValue("(dddd)", l[0], l[1], l[2], l[3]);
@@ -627,8 +644,11 @@ static PyObject *py_rqvae_reconstruct(PyObject *self, PyObject *args)
     int st;
     int32_t *pc = PyArray_DATA(codes);
     float *pe = PyArray_DATA(err);
+    gs_model_lock *lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
+    gs_lock_write(lk);
     st = gs_rqvae_reconstruct(m, N, x0, x1, pc, pe);
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st != GS_OK) {
         Py_DECREF(codes), Py_DECREF(err);
@@ -645,23 +665,32 @@ static PyObject *py_rqvae_code_usage(PyObject *self, PyObject *cap)
     npy_intp n[1] = {(npy_intp)gs_rqvae_code_usage(m, NULL)};
     PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, n, NPY_INT64);
     if (!out) return NULL;
-    gs_rqvae_code_usage(m, PyArray_DATA(out));
+    int64_t *po = PyArray_DATA(out);
+    gs_model_lock *lk = gs_capsule_lock(cap); /* counters written by training steps */
+    Py_BEGIN_ALLOW_THREADS
+    gs_lock_write(lk);
+    gs_rqvae_code_usage(m, po);
+    gs_unlock(lk);
+    Py_END_ALLOW_THREADS
     return (PyObject *)out;
 }
 
 static PyObject *py_rqvae_restart_dead_codes(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *cap;
+    PyObject *cap, *oseed = NULL;
     unsigned long long seed = 0;
-    if (!PyArg_ParseTuple(args, "O|K", &cap, &seed)) return NULL;
+    if (!PyArg_ParseTuple(args, "O|O", &cap, &oseed)) return NULL;
     gs_rqvae *m = get_model(cap);
-    if (!m) return NULL;
+    if (!m || gs_arg_u64(oseed, "seed", &seed)) return NULL;
     gs_rq_level lv[GS_RQ_MAX_TOTAL];
     int nL, restarted[GS_RQ_MAX_TOTAL], st;
     gs_rq_levels(gs_rqvae_rq(m), lv, &nL, NULL);
+    gs_model_lock *lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
+    gs_lock_write(lk);
     st = gs_rqvae_restart_dead_codes(m, (uint64_t)seed, restarted);
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st != GS_OK) return gs_raise(st);
     PyObject *out = PyList_New(nL);

@@ -2,10 +2,20 @@
  * "gensar._core.t5" holding a gs_t5* (other bindings fetch it with
  * PyCapsule_GetPointer(obj, GS_T5_CAPSULE)), and decoding caches as capsules
  * named "gensar._core.t5_cache" whose context keeps their model alive.
- * gensar/seq2seq.py wraps these in the Seq2Seq class. A model must not be used
- * from two Python threads at once (its activation workspace is shared). */
+ * gensar/seq2seq.py wraps these in the Seq2Seq class.
+ *
+ * Threads: logits / forward_backward / train_step share the model's activation
+ * workspace (reallocated when a larger batch comes) and write gradients and
+ * parameters, so they hold the model's lock (binding.h) exclusively while the
+ * GIL is released; building a decoding cache only reads the parameters (shared
+ * lock); a step or reorder of a cache writes that cache, so it takes the model's
+ * lock exclusively (a cache is owned by its model). One model shared by several
+ * Python threads thus gives the results of some sequential order of the calls. */
 #include "binding.h"
 
+#include <float.h>
+#include <limits.h>
+#include <math.h>
 #include <string.h>
 
 #include "../common.h"
@@ -16,6 +26,7 @@
 static void t5_capsule_free(PyObject *cap)
 {
     gs_t5_free(PyCapsule_GetPointer(cap, GS_T5_CAPSULE));
+    gs_capsule_free_lock(cap);
 }
 
 static gs_t5 *get_model(PyObject *cap)
@@ -35,22 +46,41 @@ static PyObject *py_t5_new(PyObject *self, PyObject *args, PyObject *kw)
                              "relative_attention_max_distance", "gated_gelu",
                              "tie_word_embeddings", "layer_norm_epsilon", "dropout_rate",
                              "scale_decoder_outputs", NULL};
+    PyObject *o[14] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOOO|O", kwlist, &o[0], &o[1], &o[2],
+                                     &o[3], &o[4], &o[5], &o[6], &o[7], &o[8], &o[9], &o[10], &o[11],
+                                     &o[12], &o[13]))
+        return NULL;
     gs_t5_config c;
     memset(&c, 0, sizeof c);
-    c.scale_decoder_outputs = -1; /* default: scale exactly when tied (T5) */
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiiiiiiippff|i", kwlist, &c.vocab_size, &c.d_model,
-                                     &c.d_kv, &c.d_ff, &c.num_layers, &c.num_decoder_layers,
-                                     &c.num_heads, &c.relative_attention_num_buckets,
-                                     &c.relative_attention_max_distance, &c.gated_gelu,
-                                     &c.tie_word_embeddings, &c.layer_norm_epsilon,
-                                     &c.dropout_rate, &c.scale_decoder_outputs))
+    int *sizes[9] = {&c.vocab_size, &c.d_model, &c.d_kv, &c.d_ff, &c.num_layers,
+                     &c.num_decoder_layers, &c.num_heads, &c.relative_attention_num_buckets,
+                     &c.relative_attention_max_distance};
+    for (int i = 0; i < 9; i++)
+        if (gs_arg_int(o[i], kwlist[i], 1, INT32_MAX, sizes[i])) return NULL;
+    int flags[3] = {0, 0, -1}; /* scale_decoder_outputs default: scale exactly when tied (T5) */
+    for (int i = 0; i < 3; i++) {
+        PyObject *f = o[i == 2 ? 13 : 9 + i];
+        if (!f || (i == 2 && f == Py_None)) continue;
+        if ((flags[i] = PyObject_IsTrue(f)) < 0) return NULL;
+    }
+    c.gated_gelu = flags[0], c.tie_word_embeddings = flags[1];
+    c.scale_decoder_outputs = flags[2] < 0 ? c.tie_word_embeddings : flags[2];
+    if (gs_arg_float(o[11], "layer_norm_epsilon", 0.0, FLT_MAX, GS_LO_OPEN, &c.layer_norm_epsilon) ||
+        gs_arg_float(o[12], "dropout_rate", 0.0, 1.0, GS_HI_OPEN, &c.dropout_rate))
         return NULL;
-    if (c.scale_decoder_outputs < 0) c.scale_decoder_outputs = c.tie_word_embeddings;
     gs_t5 *m;
     int st = gs_t5_new(&c, &m);
     if (st) return gs_raise(st);
     PyObject *cap = PyCapsule_New(m, GS_T5_CAPSULE, t5_capsule_free);
-    if (!cap) gs_t5_free(m);
+    if (!cap) {
+        gs_t5_free(m);
+        return NULL;
+    }
+    if (gs_capsule_add_lock(cap)) {
+        Py_DECREF(cap);
+        return NULL;
+    }
     return cap;
 }
 
@@ -116,16 +146,17 @@ static PyObject *py_t5_step(PyObject *self, PyObject *cap)
 static PyObject *py_t5_set_step(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *cap;
-    long step;
-    if (!PyArg_ParseTuple(args, "Ol", &cap, &step)) return NULL;
+    PyObject *cap, *ostep;
+    long long step;
+    if (!PyArg_ParseTuple(args, "OO", &cap, &ostep)) return NULL;
     gs_t5 *m = get_model(cap);
-    if (!m) return NULL;
-    if (step < 0) {
-        PyErr_SetString(PyExc_ValueError, "step must be >= 0");
-        return NULL;
-    }
-    gs_t5_set_step(m, step);
+    if (!m || gs_arg_int64(ostep, "step", 0, LONG_MAX, &step)) return NULL;
+    gs_model_lock *lk = gs_capsule_lock(cap);
+    Py_BEGIN_ALLOW_THREADS
+    gs_lock_write(lk);
+    gs_t5_set_step(m, (long)step);
+    gs_unlock(lk);
+    Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
 
@@ -198,8 +229,11 @@ static PyObject *py_t5_logits(PyObject *self, PyObject *args)
     if (!out) return NULL;
     int st;
     float *po = PyArray_DATA(out);
+    gs_model_lock *lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
+    gs_lock_write(lk);
     st = gs_t5_logits(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, po);
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st) {
         Py_DECREF(out);
@@ -213,20 +247,24 @@ static PyObject *py_t5_forward_backward(PyObject *self, PyObject *args, PyObject
     (void)self;
     static char *kwlist[] = {"model", "input_ids", "attention_mask", "decoder_input_ids", "labels",
                              "dropout", "seed", NULL};
-    PyObject *cap, *oids, *omask, *odec, *olab;
+    PyObject *cap, *oids, *omask, *odec, *olab, *oseed = NULL;
     int dropout = 0;
     unsigned long long seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|pK", kwlist, &cap, &oids, &omask, &odec,
-                                     &olab, &dropout, &seed))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|pO", kwlist, &cap, &oids, &omask, &odec,
+                                     &olab, &dropout, &oseed))
         return NULL;
     gs_t5 *m = get_model(cap);
     batch_args b;
-    if (!m || parse_batch(oids, omask, odec, olab, &b)) return NULL;
+    if (!m || parse_batch(oids, omask, odec, olab, &b) || gs_arg_u64(oseed, "seed", &seed))
+        return NULL;
     float loss = 0.0f;
     int st;
+    gs_model_lock *lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
+    gs_lock_write(lk);
     st = gs_t5_forward_backward(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, dropout,
                                 seed, &loss);
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st) return gs_raise(st);
     return PyFloat_FromDouble(loss);
@@ -238,22 +276,30 @@ static PyObject *py_t5_train_step(PyObject *self, PyObject *args, PyObject *kw)
     static char *kwlist[] = {"model", "input_ids", "attention_mask", "decoder_input_ids", "labels",
                              "lr", "beta1", "beta2", "eps", "weight_decay", "max_grad_norm",
                              "seed", NULL};
-    PyObject *cap, *oids, *omask, *odec, *olab;
-    gs_t5_train_config tc = {0};
-    unsigned long long seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOffffffK", kwlist, &cap, &oids, &omask, &odec,
-                                     &olab, &tc.lr, &tc.beta1, &tc.beta2, &tc.eps,
-                                     &tc.weight_decay, &tc.max_grad_norm, &seed))
+    PyObject *cap, *oids, *omask, *odec, *olab, *olr, *ob1, *ob2, *oeps, *owd, *oclip, *oseed;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOO", kwlist, &cap, &oids, &omask, &odec,
+                                     &olab, &olr, &ob1, &ob2, &oeps, &owd, &oclip, &oseed))
         return NULL;
-    tc.dropout_seed = seed;
     gs_t5 *m = get_model(cap);
     batch_args b;
     if (!m || parse_batch(oids, omask, odec, olab, &b)) return NULL;
+    gs_adamw_config ac;
+    gs_t5_train_config tc = {0};
+    unsigned long long seed = 0;
+    if (gs_parse_adamw(olr, ob1, ob2, oeps, owd, &ac) ||
+        gs_arg_float(oclip, "max_grad_norm", 0.0, INFINITY, GS_ALLOW_INF, &tc.max_grad_norm) ||
+        gs_arg_u64(oseed, "seed", &seed))
+        return NULL;
+    tc.lr = ac.lr, tc.beta1 = ac.beta1, tc.beta2 = ac.beta2, tc.eps = ac.eps;
+    tc.weight_decay = ac.weight_decay, tc.dropout_seed = seed;
     float loss = 0.0f, norm = 0.0f;
     int st;
+    gs_model_lock *lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
+    gs_lock_write(lk);
     st = gs_t5_train_step(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, &tc, &loss,
                           &norm);
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st) return gs_raise(st);
     return Py_BuildValue("dd", (double)loss, (double)norm);
@@ -280,11 +326,13 @@ static gs_t5_cache *get_cache(PyObject *cap, gs_t5 **model)
 static PyObject *py_t5_cache_new(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *cap, *oids, *omask;
+    PyObject *cap, *oids, *omask, *orpi, *osteps;
     int rpi, max_steps;
-    if (!PyArg_ParseTuple(args, "OOOii", &cap, &oids, &omask, &rpi, &max_steps)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOOO", &cap, &oids, &omask, &orpi, &osteps)) return NULL;
     gs_t5 *m = get_model(cap);
-    if (!m) return NULL;
+    if (!m || gs_arg_int(orpi, "rows_per_input", 1, INT32_MAX, &rpi) ||
+        gs_arg_int(osteps, "max_steps", 1, INT32_MAX, &max_steps))
+        return NULL;
     int B = 0, T = 0;
     PyArrayObject *ids = check_ids2d(oids, "input_ids", &B, &T);
     if (!ids) return NULL;
@@ -293,8 +341,11 @@ static PyObject *py_t5_cache_new(PyObject *self, PyObject *args)
     gs_t5_cache *c;
     int st;
     const int32_t *pi = PyArray_DATA(ids), *pm = PyArray_DATA(mask);
+    gs_model_lock *lk = gs_capsule_lock(cap);
     Py_BEGIN_ALLOW_THREADS
+    gs_lock_read(lk);
     st = gs_t5_cache_new(m, pi, pm, B, T, rpi, max_steps, &c);
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st) return gs_raise(st);
     PyObject *cc = PyCapsule_New(c, GS_T5_CACHE_CAPSULE, cache_capsule_free);
@@ -328,8 +379,11 @@ static PyObject *py_t5_decode_step(PyObject *self, PyObject *args)
     int st;
     const int32_t *pt = PyArray_DATA(tok);
     float *po = PyArray_DATA(out);
+    gs_model_lock *lk = gs_capsule_lock(PyCapsule_GetContext(cc)); /* the model's lock */
     Py_BEGIN_ALLOW_THREADS
+    gs_lock_write(lk); /* the cache itself is written: one call at a time */
     st = gs_t5_decode_step(m, c, pt, po);
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st) {
         Py_DECREF(out);
@@ -354,8 +408,11 @@ static PyObject *py_t5_cache_reorder(PyObject *self, PyObject *args)
     }
     int st;
     const int32_t *ps = PyArray_DATA(src);
+    gs_model_lock *lk = gs_capsule_lock(PyCapsule_GetContext(cc));
     Py_BEGIN_ALLOW_THREADS
+    gs_lock_write(lk); /* the cache itself is written: one call at a time */
     st = gs_t5_cache_reorder(c, ps);
+    gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st) return gs_raise(st);
     Py_RETURN_NONE;

@@ -3,6 +3,9 @@
  * the kernel runs. */
 #include "binding.h"
 
+#include <float.h>
+#include <limits.h>
+#include <math.h>
 #include <string.h>
 
 #include "../common.h"
@@ -15,11 +18,14 @@ static PyObject *py_sgemm(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
     static char *kwlist[] = {"a", "b", "trans_a", "trans_b", "alpha", "beta", "out", NULL};
-    PyObject *oa, *ob, *oout = Py_None;
+    PyObject *oa, *ob, *oout = Py_None, *oalpha = NULL, *obeta = NULL;
     int ta = 0, tb = 0;
     float alpha = 1.0f, beta = 0.0f;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|ppffO", kwlist, &oa, &ob, &ta, &tb, &alpha,
-                                     &beta, &oout))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|ppOOO", kwlist, &oa, &ob, &ta, &tb, &oalpha,
+                                     &obeta, &oout))
+        return NULL;
+    if (gs_arg_float(oalpha, "alpha", -FLT_MAX, FLT_MAX, 0, &alpha) ||
+        gs_arg_float(obeta, "beta", -FLT_MAX, FLT_MAX, 0, &beta))
         return NULL;
     PyArrayObject *a = gs_check_array(oa, "a", NPY_FLOAT32, 2, 2);
     if (!a) return NULL;
@@ -54,10 +60,9 @@ static PyObject *py_sgemm(PyObject *self, PyObject *args, PyObject *kw)
                          (Py_ssize_t)N);
             return NULL;
         }
-        if (PyArray_DATA(out) == PyArray_DATA(a) || PyArray_DATA(out) == PyArray_DATA(b)) {
-            PyErr_SetString(PyExc_ValueError, "out must not share memory with a or b");
-            return NULL;
-        }
+        /* Any overlap, not only the same start pointer: the kernel writes out in
+         * blocks while it still reads a and b. */
+        if (gs_no_overlap(a, "a", out, "out") || gs_no_overlap(b, "b", out, "out")) return NULL;
         Py_INCREF(out);
     }
     const float *pa = PyArray_DATA(a), *pb = PyArray_DATA(b);
@@ -119,24 +124,21 @@ static PyArrayObject *check_param(PyObject *o, const char *name, PyArrayObject *
     return p;
 }
 
-static int check_eps(float eps)
+/* eps of the norms: a positive finite float32 (parsed from an optional argument). */
+static int parse_eps(PyObject *o, float *eps)
 {
-    if (!(eps > 0.0f)) {
-        PyErr_Format(PyExc_ValueError, "eps must be > 0, got %g", (double)eps);
-        return -1;
-    }
-    return 0;
+    return gs_arg_float(o, "eps", 0.0, FLT_MAX, GS_LO_OPEN, eps);
 }
 
 static PyObject *py_layernorm(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
     static char *kwlist[] = {"x", "gamma", "beta", "eps", NULL};
-    PyObject *ox, *og, *ob = Py_None;
+    PyObject *ox, *og, *ob = Py_None, *oeps = NULL;
     float eps = 1e-5f;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|Of", kwlist, &ox, &og, &ob, &eps)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|OO", kwlist, &ox, &og, &ob, &oeps)) return NULL;
     PyArrayObject *x = gs_check_array(ox, "x", NPY_FLOAT32, 1, 8);
-    if (!x || check_eps(eps)) return NULL;
+    if (!x || parse_eps(oeps, &eps)) return NULL;
     PyArrayObject *g = check_param(og, "gamma", x), *b = NULL;
     if (!g) return NULL;
     if (ob != Py_None && !(b = check_param(ob, "beta", x))) return NULL;
@@ -205,11 +207,11 @@ static PyObject *py_rmsnorm(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
     static char *kwlist[] = {"x", "weight", "eps", NULL};
-    PyObject *ox, *ow;
+    PyObject *ox, *ow, *oeps = NULL;
     float eps = 1e-6f;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|f", kwlist, &ox, &ow, &eps)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O", kwlist, &ox, &ow, &oeps)) return NULL;
     PyArrayObject *x = gs_check_array(ox, "x", NPY_FLOAT32, 1, 8);
-    if (!x || check_eps(eps)) return NULL;
+    if (!x || parse_eps(oeps, &eps)) return NULL;
     PyArrayObject *w = check_param(ow, "weight", x);
     if (!w) return NULL;
     size_t rows = gs_rows(x);
@@ -406,11 +408,12 @@ static PyObject *py_adamw_step(PyObject *self, PyObject *args, PyObject *kw)
     (void)self;
     static char *kwlist[] = {"params", "grads", "m", "v", "step", "lr", "beta1", "beta2", "eps",
                              "weight_decay", NULL};
-    PyObject *op, *og, *om, *ov;
-    long t;
+    PyObject *op, *og, *om, *ov, *ot, *olr = NULL, *ob1 = NULL, *ob2 = NULL, *oeps = NULL,
+                                      *owd = NULL;
+    long long t;
     gs_adamw_config cfg = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOl|fffff", kwlist, &op, &og, &om, &ov, &t,
-                                     &cfg.lr, &cfg.beta1, &cfg.beta2, &cfg.eps, &cfg.weight_decay))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|OOOOO", kwlist, &op, &og, &om, &ov, &ot, &olr,
+                                     &ob1, &ob2, &oeps, &owd))
         return NULL;
     PyArrayObject *p = gs_check_out_array(op, "params", NPY_FLOAT32, 1, 1);
     if (!p) return NULL;
@@ -420,19 +423,18 @@ static PyObject *py_adamw_step(PyObject *self, PyObject *args, PyObject *kw)
     if (!m || gs_same_shape(p, "params", m, "m")) return NULL;
     PyArrayObject *v = gs_check_out_array(ov, "v", NPY_FLOAT32, 1, 1);
     if (!v || gs_same_shape(p, "params", v, "v")) return NULL;
-    if (t < 1) {
-        PyErr_Format(PyExc_ValueError, "step must be >= 1 (it counts updates from 1), got %ld", t);
+    /* The update reads and writes the four buffers element by element: m and v
+     * as one buffer (or params as its own gradient) would compute garbage. */
+    if (gs_no_overlap(p, "params", g, "grads") || gs_no_overlap(p, "params", m, "m") ||
+        gs_no_overlap(p, "params", v, "v") || gs_no_overlap(m, "m", v, "v") ||
+        gs_no_overlap(g, "grads", m, "m") || gs_no_overlap(g, "grads", v, "v"))
         return NULL;
-    }
-    if (!(cfg.lr >= 0.0f) || !(cfg.beta1 >= 0.0f && cfg.beta1 < 1.0f) ||
-        !(cfg.beta2 >= 0.0f && cfg.beta2 < 1.0f) || !(cfg.eps > 0.0f) || !(cfg.weight_decay >= 0.0f)) {
-        PyErr_SetString(PyExc_ValueError,
-                        "AdamW needs lr >= 0, 0 <= beta1, beta2 < 1, eps > 0, weight_decay >= 0");
+    if (gs_arg_int64(ot, "step", 1, LLONG_MAX, &t) || gs_parse_adamw(olr, ob1, ob2, oeps, owd, &cfg))
         return NULL;
-    }
     size_t n = (size_t)PyArray_SIZE(p);
     Py_BEGIN_ALLOW_THREADS
-    gs_adamw_step(n, PyArray_DATA(p), PyArray_DATA(g), PyArray_DATA(m), PyArray_DATA(v), NULL, &cfg, t);
+    gs_adamw_step(n, PyArray_DATA(p), PyArray_DATA(g), PyArray_DATA(m), PyArray_DATA(v), NULL, &cfg,
+                  (long)(t > LONG_MAX ? LONG_MAX : t));
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -440,11 +442,11 @@ static PyObject *py_adamw_step(PyObject *self, PyObject *args, PyObject *kw)
 static PyObject *py_clip_grad_norm(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *og;
+    PyObject *og, *omax;
     double max_norm;
-    if (!PyArg_ParseTuple(args, "Od", &og, &max_norm)) return NULL;
+    if (!PyArg_ParseTuple(args, "OO", &og, &omax)) return NULL;
     PyArrayObject *g = gs_check_out_array(og, "grads", NPY_FLOAT32, 1, 1);
-    if (!g) return NULL;
+    if (!g || gs_arg_double(omax, "max_norm", 0.0, INFINITY, GS_ALLOW_INF, &max_norm)) return NULL;
     double norm;
     size_t n = (size_t)PyArray_SIZE(g);
     Py_BEGIN_ALLOW_THREADS
@@ -480,7 +482,8 @@ PyMethodDef gs_tensor_methods[] = {
      "adamw_step(params, grads, m, v, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, "
      "weight_decay=0.01): one in-place AdamW update of flat float32 buffers; step counts from 1."},
     {"clip_grad_norm", py_clip_grad_norm, METH_VARARGS,
-     "clip_grad_norm(grads, max_norm) -> norm before clipping; scales grads in place."},
+     "clip_grad_norm(grads, max_norm) -> norm before clipping; scales grads in place. "
+     "max_norm >= 0 (0 or inf: no clipping)."},
     {"gemm_kernel_name", py_gemm_kernel_name, METH_NOARGS,
      "gemm_kernel_name() -> str: the SGEMM micro-kernel chosen for this CPU."},
     {NULL, NULL, 0, NULL}};

@@ -4,8 +4,8 @@
 #include <math.h>
 #include <string.h>
 
-#include "../common.h"
-#include "../tensor/lse.h"
+#include "common.h"
+#include "tensor/lse.h"
 
 struct gs_testdec {
     int V, D, B, K;

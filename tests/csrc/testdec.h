@@ -12,7 +12,7 @@
 #ifndef GENSAR_TESTDEC_H
 #define GENSAR_TESTDEC_H
 
-#include "beam.h"
+#include "decode/beam.h"
 
 typedef struct gs_testdec gs_testdec;
 
