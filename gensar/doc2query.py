@@ -11,6 +11,7 @@ import numpy as np
 
 from .generate import generate
 from .tasks import encode_batch
+from .tokenizer import escape_text
 
 
 class Doc2Query:
@@ -36,9 +37,10 @@ class Doc2Query:
         pairs = ev[(ev["kind"] == "search") & (ev["split"] == "train")][["item", "query"]].drop_duplicates()
         if pairs.empty:
             raise ValueError("the dataset has no training search sessions to learn queries from")
-        texts = dataset.items["text"].to_numpy(dtype=object)[pairs["item"].to_numpy()]
-        targets = [ids + [self.tok.eos_id] for ids in
-                   (e.ids for e in self.tok.backend.encode_batch(pairs["query"].tolist(), add_special_tokens=False))]
+        # user text is escaped so it cannot spell a control token (tokenizer docstring)
+        texts = np.array([escape_text(t) for t in dataset.items["text"]],
+                         dtype=object)[pairs["item"].to_numpy()]
+        targets = [ids + [self.tok.eos_id] for ids in self.tok.encode_texts(pairs["query"].tolist())]
         self.model_ = Seq2Seq(dict(vocab_size=self.tok.vocab_size, d_model=self.d_model, d_kv=self.d_model // 4,
                                    d_ff=4 * self.d_model, num_layers=self.layers,
                                    num_decoder_layers=self.layers, num_heads=4, dropout_rate=0.1),
@@ -61,7 +63,7 @@ class Doc2Query:
         n=1 gives the most likely query). Returns a list of lists of strings."""
         if not hasattr(self, "model_"):
             raise RuntimeError("call fit(dataset) first")
-        texts = list(texts)
+        texts = [escape_text(t) for t in texts]
         out = []
         banned = np.arange(3, self.tok.first_text_id)  # no behaviour or identifier tokens
         for s in range(0, len(texts), batch_size):

@@ -28,9 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._validate import check_float, check_int, check_ks, check_str_list, is_int
+from .evaluate import check_protocols, check_tasks
 from .metrics import DEFAULT_KS
 from .tasks import TASKS, TEMPLATES, TaskBuilder, encode_batch, mix, render
-from .tokenizer import REC_ITEM, SRC_ITEM, IDLayout, Tokenizer
+from .tokenizer import REC_ITEM, SRC_ITEM, IDLayout, Tokenizer, escape_text
 
 DEFAULT_WEIGHTS = {t: 1.0 for t in TASKS}
 
@@ -88,30 +90,117 @@ class GenSARConfig:
     seed: int = 0
 
     def __post_init__(self):
-        self.shared_levels = tuple(self.shared_levels)
-        self.specific_levels = tuple(self.specific_levels)
-        for name in ("rec_id", "search_id"):
-            if getattr(self, name) not in ("semantic", "collaborative"):
-                raise ValueError(f"{name} must be 'semantic' or 'collaborative', got {getattr(self, name)!r}")
+        """Checks every setting (type and range) so a bad one fails here, named,
+        rather than as a silently wrong run or an error deep inside training."""
+        for name in ("shared_levels", "specific_levels"):
+            v = getattr(self, name)
+            if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+                raise TypeError(f"{name} must be a tuple of codebook sizes, got {v!r}")
+            setattr(self, name, tuple(check_int(f"{name}[{i}]", k, minimum=1) for i, k in enumerate(v)))
+        if not self.specific_levels:
+            raise ValueError("specific_levels must hold at least one level (the IDs of the two kinds differ there)")
+        if len(self.shared_levels) + 2 * len(self.specific_levels) > 26:
+            raise ValueError("at most 26 identifier levels in all (shared + 2 x specific): one letter each")
+        from .ids import METHODS
+
+        for name, options in (("id_method", METHODS), ("rec_id", ("semantic", "collaborative")),
+                              ("search_id", ("semantic", "collaborative")),
+                              ("feed_forward_proj", ("relu", "gated-gelu")),
+                              ("schedule", ("constant", "linear", "cosine"))):
+            if getattr(self, name) not in options:
+                raise ValueError(f"{name} must be one of {options}, got {getattr(self, name)!r}")
+        if not isinstance(self.sentence_model, str) or not self.sentence_model:
+            raise TypeError(f"sentence_model must be a model name (str), got {self.sentence_model!r}")
+        minimum = {"id_epochs": 0, "sasrec_epochs": 1, "vocab_size": 100, "max_input_len": 2,
+                   "max_target_len": 2, "n_rec": 0, "n_search": 0, "d_model": 1, "num_layers": 1,
+                   "num_decoder_layers": 1, "num_heads": 1, "d_kv": 1, "d_ff": 1, "epochs": 1,
+                   "batch_size": 1, "examples_per_epoch": 0, "doc2query_epochs": 1,
+                   "pseudo_queries_per_item": 1, "num_beams": 1, "n_negatives": 1, "valid_cases": 0,
+                   "patience": 0, "seed": 0}
+        for name, lo in minimum.items():
+            setattr(self, name, check_int(name, getattr(self, name), minimum=lo))
+        self.lr = check_float("lr", self.lr, minimum=0.0, strict_min=True)
+        self.dropout_rate = check_float("dropout_rate", self.dropout_rate, minimum=0.0)
+        if self.dropout_rate >= 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        self.warmup = check_float("warmup", self.warmup, minimum=0.0, maximum=1.0)
+        self.weight_decay = check_float("weight_decay", self.weight_decay, minimum=0.0)
+        # 0 switches clipping off; NaN or a negative norm would switch it off silently
+        self.max_grad_norm = check_float("max_grad_norm", self.max_grad_norm, minimum=0.0)
+        if not isinstance(self.task_weights, dict):
+            raise TypeError(f"task_weights must be a dict task -> weight, got {type(self.task_weights).__name__}")
         unknown = set(self.task_weights) - set(TASKS)
         if unknown:
-            raise ValueError(f"unknown task(s) in task_weights: {sorted(unknown)}; tasks are {TASKS}")
-        for name in ("epochs", "batch_size", "num_beams", "max_input_len", "max_target_len"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise ValueError(f"unknown task(s) in task_weights: {sorted(unknown, key=str)}; tasks are {TASKS}")
+        self.task_weights = {t: check_float(f"task_weights[{t!r}]", w, minimum=0.0)
+                             for t, w in self.task_weights.items()}
+        if not any(w > 0 for w in self.task_weights.values()):
+            raise ValueError("task_weights gives every task weight 0: nothing to train on")
         valid_metrics = [f"{m}@{k}" for m in ("HR", "NDCG") for k in DEFAULT_KS if f"{m}@{k}" != "NDCG@1"]
         if self.metric not in valid_metrics:
             raise ValueError(f"metric must be one of {valid_metrics}, got {self.metric!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "GenSARConfig":
+        if not isinstance(d, dict):
+            raise TypeError(f"a GenSAR config must be a dict of settings, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown GenSAR setting(s) {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
+
+
+def _check_dataset(dataset) -> None:
+    from .datasets import Dataset
+
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be a gensar.datasets.Dataset (from datasets.load, datasets.from_pandas "
+                        f"or datasets.toy), got {type(dataset).__name__}")
+
+
+def _given_ids(ids, n_items: int, n_shared: int):
+    """fit(ids=...) checked: (semantic, collaborative) int64 arrays (n_items, L).
+
+    Refuses what would silently corrupt the task: non-integer codes (a float
+    would be truncated), negative codes, shapes that do not match the catalogue,
+    a shared prefix that differs, and two items with the same identifier (only
+    one of them could ever be decoded)."""
+    if hasattr(ids, "semantic_ids_"):
+        pair = (ids.semantic_ids_, ids.collaborative_ids_)
+    elif isinstance(ids, (tuple, list)) and len(ids) == 2:
+        pair = ids
+    else:
+        raise TypeError(f"ids must be a fitted gensar.DualIDs or a pair (semantic_ids, collaborative_ids), "
+                        f"got {type(ids).__name__}")
+    out = []
+    for name, a in zip(("semantic", "collaborative"), pair):
+        try:
+            a = np.asarray(a)
+        except ValueError as exc:
+            raise ValueError(f"ids: the {name} IDs are not a rectangular array ({exc})") from None
+        if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+            raise TypeError(f"ids: the {name} IDs must be integer level codes, got dtype {a.dtype} "
+                            f"(floats would be truncated)")
+        if a.ndim != 2 or a.shape[0] != n_items or a.shape[1] <= n_shared:
+            raise ValueError(f"ids: the {name} IDs must have shape (n_items={n_items}, L) with L > "
+                             f"{n_shared} shared levels, got {a.shape}")
+        if a.min() < 0:
+            raise ValueError(f"ids: the {name} IDs hold a negative code ({int(a.min())}); codes are >= 0")
+        a = a.astype(np.int64)
+        _, first, counts = np.unique(a, axis=0, return_index=True, return_counts=True)
+        if (counts > 1).any():
+            row = a[first[np.argmax(counts > 1)]]
+            clash = np.flatnonzero((a == row).all(1))[:2].tolist()
+            raise ValueError(f"ids: {int((counts > 1).sum())} {name} identifier(s) are shared by several items "
+                             f"(e.g. items {clash} both have {row.tolist()}); each item needs its own ID")
+        out.append(a)
+    sem, col = out
+    if sem.shape != col.shape:
+        raise ValueError(f"ids: semantic and collaborative IDs must have the same shape, got {sem.shape} and {col.shape}")
+    if not np.array_equal(sem[:, :n_shared], col[:, :n_shared]):
+        raise ValueError(f"semantic and collaborative IDs must share their first {n_shared} levels")
+    return sem, col
 
 
 class GenSAR:
@@ -130,8 +219,14 @@ class GenSAR:
     def __init__(self, config: GenSARConfig | dict | None = None, **kwargs):
         if isinstance(config, GenSARConfig):
             base = asdict(config)
-        else:
+        elif config is None or isinstance(config, dict):
             base = dict(config or {})
+        else:
+            hint = (" (presets are dicts: GenSAR(**gensar.cli.PRESETS['quick']))"
+                    if isinstance(config, str) else "")
+            raise TypeError(f"config must be a GenSARConfig or a dict of settings, got "
+                            f"{type(config).__name__} {config!r}; pass settings as keywords, "
+                            f"e.g. GenSAR(epochs=3){hint}")
         base.update(kwargs)
         self.config = GenSARConfig.from_dict(base)
 
@@ -148,11 +243,15 @@ class GenSAR:
             directory resumes an interrupted run exactly
         """
         c = self.config
+        _check_dataset(dataset)
+        if not isinstance(progress, (bool, np.bool_)):
+            raise TypeError(f"progress must be True or False, got {progress!r}")
         self.timings_ = {}
         self.dataset_ = dataset
         self.items_ = dataset.items[["item_id", "title"]].reset_index(drop=True)
         self._progress = progress
         sem, col = self._identifiers(dataset, ids, semantic_embeddings, collaborative_embeddings)
+        self._check_target_len(sem.shape[1])
         self.semantic_ids_, self.collaborative_ids_ = sem, col
         t = time.perf_counter()
         texts = (dataset.items["text"].tolist() + dataset.events["query"].unique().tolist()
@@ -186,18 +285,7 @@ class GenSAR:
         c = self.config
         n = dataset.n_items
         if ids is not None:
-            if hasattr(ids, "semantic_ids_"):
-                sem, col = ids.semantic_ids_, ids.collaborative_ids_
-            else:
-                sem, col = ids
-            sem, col = np.asarray(sem, np.int64), np.asarray(col, np.int64)
-            if sem.shape != col.shape or sem.ndim != 2 or sem.shape[0] != n:
-                raise ValueError(f"ids must be two (n_items={n}, L) arrays of the same shape, "
-                                 f"got {sem.shape} and {col.shape}")
-            ls = len(c.shared_levels)
-            if not np.array_equal(sem[:, :ls], col[:, :ls]):
-                raise ValueError(f"semantic and collaborative IDs must share their first {ls} levels")
-            return sem, col
+            return _given_ids(ids, n, len(c.shared_levels))
         from .embeddings import SASRec, SentenceEncoder
         from .ids import DualIDs
 
@@ -299,6 +387,15 @@ class GenSAR:
         codes = self.semantic_ids_ if kind == "semantic" else self.collaborative_ids_
         return self.tokenizer_.id_token_ids(kind, codes, behaviour=REC_ITEM if task == "rec" else SRC_ITEM)
 
+    def _check_target_len(self, id_len: int) -> None:
+        """max_target_len must hold a whole identifier target, or training would
+        silently cut every target short (and decoding could never match)."""
+        need = 1 + int(id_len) + 1  # behaviour token + ID tokens + </s>
+        if self.config.max_target_len < need:
+            raise ValueError(f"max_target_len={self.config.max_target_len} is shorter than an identifier "
+                             f"target: 1 behaviour token + {id_len} ID tokens + </s> = {need}; "
+                             f"set max_target_len >= {need}")
+
     def _decode(self, task, inputs, k, candidates=None, progress=False, batch_size=32):
         """Constrained beam search for input strings -> (items (B, k), scores (B, k))."""
         from .decode import CandidateSets, Trie
@@ -327,20 +424,32 @@ class GenSAR:
                  ks=DEFAULT_KS, max_cases: int | None = None, progress: bool = True) -> pd.DataFrame:
         """HR@k / NDCG@k on a split of the fitted dataset, one row per (task, protocol).
 
-        sampled: target + 99 negatives per case (the trie holds those 100 only);
-        full: every item of the catalogue. The instruction phrasing is template 0.
-        max_cases: evaluate the first N cases of each task only (validation)."""
+        protocols : names from ("sampled", "full") -- sampled: target + n_negatives
+            per case (the trie holds those only); full: every item of the catalogue.
+            Unknown names raise ValueError.
+        tasks : names from ("rec", "search"); None: the tasks the model was trained for
+        ks : positive integer cut-offs of HR@k / NDCG@k
+        max_cases : None evaluates every case; a positive int the first N cases of
+            each task only (validation). 0, negative or non-int values raise.
+        The instruction phrasing is template 0."""
         from .evaluate import generator_row
 
         self._check_fitted()
-        if split not in ("valid", "test"):
+        if not isinstance(split, str) or split not in ("valid", "test"):
             raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
-        tasks = tasks or self._eval_tasks()
+        protocols = check_protocols(protocols)
+        tasks = self._eval_tasks() if tasks is None else check_tasks(tasks)
+        ks = check_ks(ks)
+        if max_cases is not None:
+            max_cases = check_int("max_cases", max_cases, minimum=1)
+        if not hasattr(self, "dataset_"):
+            raise RuntimeError("this model was loaded without its dataset: use "
+                               "GenSAR.load(path, dataset=ds) to evaluate it")
         rows = []
         for task in tasks:
             ex = self.builder_.examples("nrip" if task == "rec" else "nsip", split)
             cand = np.asarray(self.dataset_.candidates(task, split, n_neg=self.config.n_negatives))
-            if max_cases:
+            if max_cases is not None:
                 ex, cand = ex.iloc[:max_cases], cand[:max_cases]
             inputs = render(ex)
             targets = ex["item"].to_numpy()
@@ -365,15 +474,27 @@ class GenSAR:
         """histories: list (one per case) of events, each an item id (a
         recommendation click) or a tuple (kind, item_id, query), oldest first."""
         out = []
-        for h in histories:
+        for n, h in enumerate(histories):
             if h is None:
                 h = []
-            if isinstance(h, (str, bytes)) or not hasattr(h, "__iter__"):
-                raise TypeError("each history must be a list of item ids or (kind, item_id, query) tuples")
-            events = [(e if isinstance(e, tuple) else ("rec", e, "")) for e in h]
-            for kind, _, _ in events:
-                if kind not in ("rec", "search"):
-                    raise ValueError(f"event kind must be 'rec' or 'search', got {kind!r}")
+            if isinstance(h, (str, bytes, dict)) or not hasattr(h, "__iter__"):
+                raise TypeError(f"histories[{n}] must be a list of item ids or (kind, item_id, query) "
+                                f"tuples, got {type(h).__name__} {h!r} (one user: pass [[id, id, ...]])")
+            events = []
+            for j, e in enumerate(h):
+                if isinstance(e, tuple):
+                    if len(e) != 3 or e[0] not in ("rec", "search"):
+                        raise ValueError(f"histories[{n}][{j}] must be an item id or a (kind, item_id, query) "
+                                         f"tuple with kind 'rec' or 'search', got {e!r}")
+                    if not isinstance(e[2], str) or (e[0] == "search" and not e[2].strip()):
+                        raise ValueError(f"histories[{n}][{j}]: the query of a search event must be a "
+                                         f"non-empty string, got {e[2]!r}")
+                    events.append(e)
+                elif isinstance(e, (list, dict, set, float, bool, np.bool_, np.floating)) or e is None:
+                    raise TypeError(f"histories[{n}][{j}] must be an item id or a (kind, item_id, query) "
+                                    f"tuple, got {type(e).__name__} {e!r}")
+                else:
+                    events.append(("rec", e, ""))
             idx = self._item_index([e[1] for e in events]) if events else []
             out.append(self.builder_.render_history([(k, int(i), q) for (k, _, q), i in zip(events, idx)]))
         return out
@@ -395,25 +516,43 @@ class GenSAR:
             log-probability of the generated identifier
         """
         self._check_fitted()
-        hist = self._history_strings(list(histories))
-        inputs = [TEMPLATES["nrip"][0].format(history=h) for h in hist]
-        return self._result_frame(*self._decode("rec", inputs, int(k)))
+        k = check_int("k", k, minimum=1)
+        return self._result_frame(*self._decode("rec", self._rec_inputs(histories), k))
+
+    def _rec_inputs(self, histories) -> list:
+        """Prompt strings of recommend() (validated histories)."""
+        if isinstance(histories, (str, bytes, dict)) or not hasattr(histories, "__iter__"):
+            raise TypeError(f"histories must be a list of histories (each a list of item ids), got "
+                            f"{type(histories).__name__} {histories!r}")
+        histories = list(histories)
+        if not histories:
+            raise ValueError("histories is empty: pass at least one history (a list of item ids, may be empty)")
+        hist = self._history_strings(histories)
+        return [TEMPLATES["nrip"][0].format(history=h) for h in hist]
 
     def search(self, queries, histories=None, k: int = 10) -> pd.DataFrame:
         """Personalised search: items for each query, given the user's history
         (same format as in recommend; None for no history)."""
         self._check_fitted()
-        if isinstance(queries, str):
-            queries = [queries]
-        queries = list(queries)
-        if not all(isinstance(q, str) and q.strip() for q in queries):
-            raise ValueError("queries must be non-empty strings")
-        histories = [None] * len(queries) if histories is None else list(histories)
+        k = check_int("k", k, minimum=1)
+        return self._result_frame(*self._decode("search", self._search_inputs(queries, histories), k))
+
+    def _search_inputs(self, queries, histories=None) -> list:
+        """Prompt strings of search() (validated; query text escaped, see gensar.tokenizer)."""
+        queries = check_str_list("queries", queries)
+        empty = [i for i, q in enumerate(queries) if not q.strip()]
+        if empty:
+            raise ValueError(f"queries must be non-empty strings; queries[{empty[0]}] is {queries[empty[0]]!r}")
+        if histories is None:
+            histories = [None] * len(queries)
+        elif isinstance(histories, (str, bytes, dict)) or not hasattr(histories, "__iter__"):
+            raise TypeError(f"histories must be None or a list with one history per query, got "
+                            f"{type(histories).__name__} {histories!r}")
+        histories = list(histories)
         if len(histories) != len(queries):
             raise ValueError(f"got {len(queries)} queries but {len(histories)} histories")
         hist = self._history_strings(histories)
-        inputs = [TEMPLATES["nsip"][0].format(history=h, query=q) for h, q in zip(hist, queries)]
-        return self._result_frame(*self._decode("search", inputs, int(k)))
+        return [TEMPLATES["nsip"][0].format(history=h, query=escape_text(q)) for h, q in zip(hist, queries)]
 
     # ================================================================== persistence
     def save(self, path) -> None:

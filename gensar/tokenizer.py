@@ -13,21 +13,55 @@ sequence is: ``<rec_item>``, ``<src_query>``, ``<src_item>``.
 Token ids are laid out so that identifier tokens are contiguous:
 0 ``<pad>`` (also the decoder start token, as in T5), 1 ``</s>``, 2 ``<unk>``,
 3..5 the behaviour tokens, then every level's codes, then the text vocabulary.
+
+User text never becomes a control token. Prompts mix control tokens written by
+gensar (identifiers in a history, behaviour tokens) with text from users and
+datasets (queries, titles, item text), and the backend matches control tokens
+as raw substrings. So every piece of user text goes through :func:`escape_text`
+before it is put into a prompt or a text target: it follows each ``<`` with a
+space, so ``</s>``, ``<pad>``, ``<a_12>`` or ``<rec_item>`` typed by a user can
+no longer match. The escape changes no text token, because the pre-tokenizer
+splits ``<`` off as punctuation either way ("<pad>" and "< pad>" both give the
+text tokens "<", "pad", ">").
+
+Lone surrogates (U+D800..U+DFFF, e.g. from text decoded with
+``errors="surrogateescape"``) cannot be encoded as UTF-8, which the backend
+needs; :meth:`Tokenizer.encode` and :meth:`Tokenizer.train` replace each with
+U+FFFD (the Unicode replacement character, which the normaliser then drops), the
+same outcome as decoding such bytes with ``errors="replace"``.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import string
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ._validate import check_int
+
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 REC_ITEM, SRC_QUERY, SRC_ITEM = "<rec_item>", "<src_query>", "<src_item>"
 BEHAVIOURS = (REC_ITEM, SRC_QUERY, SRC_ITEM)
 ID_KINDS = ("semantic", "collaborative")
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def escape_text(text: str) -> str:
+    """User text -> text that cannot contain a control token (see the module
+    docstring): each "<" becomes "< ". Gives the same text tokens as `text`."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__} {text!r}")
+    return text.replace("<", "< ")
+
+
+def _utf8_safe(text: str) -> str:
+    """text with every lone surrogate replaced by U+FFFD (encodable as UTF-8)."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 @dataclass(frozen=True)
@@ -113,9 +147,10 @@ class Tokenizer:
         from tokenizers import Tokenizer as Backend
         from tokenizers import decoders, models, normalizers, pre_tokenizers
 
-        if vocab_size < 100:
-            raise ValueError(f"vocab_size must be >= 100, got {vocab_size}")
-        texts = [t for t in texts if isinstance(t, str) and t]
+        check_int("vocab_size", vocab_size, minimum=100)
+        if isinstance(texts, str) or not hasattr(texts, "__iter__"):
+            raise TypeError(f"texts must be an iterable of strings, got {type(texts).__name__}")
+        texts = [_utf8_safe(t) for t in texts if isinstance(t, str) and t]
         if not texts:
             raise ValueError("train needs at least one non-empty text")
         normalizer = normalizers.BertNormalizer(lowercase=True, clean_text=True,
@@ -182,11 +217,16 @@ class Tokenizer:
         newest interactions and the instruction's end survive truncation."""
         if isinstance(texts, str):
             raise TypeError("encode takes a list of strings, not a single string")
+        if not hasattr(texts, "__iter__"):
+            raise TypeError(f"texts must be a list of strings, got {type(texts).__name__} {texts!r}")
         texts = list(texts)
         if not texts:
             raise ValueError("encode needs at least one text")
-        if max_length < 2:
-            raise ValueError(f"max_length must be >= 2, got {max_length}")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}] must be a string, got {type(t).__name__} {t!r}")
+        max_length = check_int("max_length", max_length, minimum=2)
+        texts = [_utf8_safe(t) for t in texts]
         enc = self.backend.encode_batch(texts, add_special_tokens=False)
         rows = []
         room = max_length - (1 if eos else 0)
@@ -200,6 +240,16 @@ class Tokenizer:
             out[i, :len(r)] = r
             mask[i, :len(r)] = 1
         return out, mask
+
+    def encode_text(self, text: str) -> list:
+        """Token ids (list of int) of one piece of user text, escaped first
+        (:func:`escape_text`) so it holds text tokens (and <unk>) only."""
+        return self.backend.encode(_utf8_safe(escape_text(text)), add_special_tokens=False).ids
+
+    def encode_texts(self, texts) -> list:
+        """:meth:`encode_text` for a list of texts (one batched backend call)."""
+        texts = [_utf8_safe(escape_text(t)) for t in texts]
+        return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids) -> str:
         """Token ids -> text; stops at </s> and drops pad / identifier / behaviour tokens."""
