@@ -31,13 +31,13 @@ def target_ranks(ranked, targets) -> np.ndarray:
     """
     ranked = np.asarray(ranked)
     targets = np.asarray(targets)
-    for name, a in (("ranked", ranked), ("targets", targets)):
-        if a.size and (a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer)):
-            raise TypeError(f"{name} must hold integer item indices, got dtype {a.dtype}")
     if ranked.ndim != 2:
         raise ValueError(f"ranked must be 2-D (cases, list length), got shape {ranked.shape}")
     if targets.shape != (ranked.shape[0],):
         raise ValueError(f"targets must have shape ({ranked.shape[0]},), got {targets.shape}")
+    for name, a in (("ranked", ranked), ("targets", targets)):
+        if a.size and (a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer)):
+            raise TypeError(f"{name} must hold integer item indices, got dtype {a.dtype}")
     hit = ranked == targets[:, None]
     return np.where(hit.any(1), hit.argmax(1), -1).astype(np.int64)
 
