@@ -21,7 +21,9 @@ constrained to real items.
 from __future__ import annotations
 
 import json
+import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -555,38 +557,181 @@ class GenSAR:
         return [TEMPLATES["nsip"][0].format(history=h, query=escape_text(q)) for h, q in zip(hist, queries)]
 
     # ================================================================== persistence
+    # Files of a saved model, relative to its directory; manifest.json lists them all.
+    _FILES = ("config.json", "model.safetensors", "ids.npz", "items.json", "tokenizer/tokenizer.json",
+              "tokenizer/id_layout.json")
+    _FORMAT, _FORMAT_VERSION = "gensar.GenSAR", 1
+
     def save(self, path) -> None:
-        """One directory: config.json, model.safetensors, ids.npz, items.json, tokenizer/."""
+        """One directory: config.json, model.safetensors, ids.npz, items.json,
+        tokenizer/ and manifest.json (size and sha256 of every other file, format
+        name and version).
+
+        Each file is written under a temporary name and renamed into place, and the
+        manifest last, so an interrupted save (or a save over an older model) never
+        leaves a directory that loads as a mix: GenSAR.load checks every file
+        against the manifest and names the first that does not match."""
+        from ._io import atomic_write, atomic_write_text, write_manifest
+
         self._check_fitted()
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         d = Path(path)
+        if d.exists() and not d.is_dir():
+            raise FileExistsError(f"{d} exists and is not a directory; GenSAR.save writes a directory")
         d.mkdir(parents=True, exist_ok=True)
-        (d / "config.json").write_text(json.dumps(asdict(self.config), indent=1))
+        atomic_write_text(d / "config.json", json.dumps(asdict(self.config), indent=1))
         self.seq2seq_.save(d / "model.safetensors")
-        np.savez(d / "ids.npz", semantic=self.semantic_ids_, collaborative=self.collaborative_ids_)
-        self.items_.to_json(d / "items.json", orient="records")
+
+        def write_ids(tmp):
+            with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+                np.savez(f, semantic=self.semantic_ids_, collaborative=self.collaborative_ids_)
+
+        atomic_write(d / "ids.npz", write_ids)
+        atomic_write_text(d / "items.json", json.dumps(_items_doc(self.items_)))
         self.tokenizer_.save(d / "tokenizer")
+        from . import __version__
+
+        write_manifest(d, self._FILES, self._FORMAT, self._FORMAT_VERSION, gensar_version=__version__)
 
     @classmethod
     def load(cls, path, dataset=None) -> "GenSAR":
-        """A saved model; pass the dataset to evaluate() it again."""
+        """A saved model; pass the dataset it was trained on to evaluate() it again.
+
+        Every file is checked against manifest.json (size and sha256) and for
+        consistency with the others (ids rows = items, tokenizer vocabulary = model
+        vocabulary, config = model shape); errors name the file at fault. A
+        directory saved before manifests existed (gensar < 0.2) still loads, with a
+        warning that its files cannot be verified (it was saved before gensar wrote
+        manifests; save it again to add one)."""
+        from ._io import verify_manifest
         from .seq2seq import Seq2Seq
 
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         d = Path(path)
-        for f in ("config.json", "model.safetensors", "ids.npz", "items.json", "tokenizer"):
-            if not (d / f).exists():
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d} is not a directory written by GenSAR.save"
+                                    f"{' (it is a file)' if d.exists() else ''}")
+        for f in cls._FILES:
+            if not (d / f).is_file():
                 raise FileNotFoundError(f"{d / f} is missing; is {d} a directory written by GenSAR.save?")
-        cfg = json.loads((d / "config.json").read_text())
-        self = cls(cfg)
-        ids = np.load(d / "ids.npz")
-        self.semantic_ids_, self.collaborative_ids_ = ids["semantic"], ids["collaborative"]
-        self.items_ = pd.read_json(d / "items.json", orient="records")
+        if verify_manifest(d, cls._FORMAT, cls._FORMAT_VERSION, cls._FILES) is None:
+            warnings.warn(f"{d} has no manifest.json (saved by an older gensar): its files cannot be checked "
+                          f"for corruption or mixing; save it again to add one", stacklevel=2)
+        try:
+            cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
+            self = cls(cfg)
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{d / 'config.json'} is corrupt or invalid: {exc}") from None
+        self.semantic_ids_, self.collaborative_ids_ = _load_ids(d / "ids.npz")
+        self.items_ = _load_items(d / "items.json")
+        n = len(self.items_)
+        try:
+            _given_ids((self.semantic_ids_, self.collaborative_ids_), n, len(self.config.shared_levels))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{d / 'ids.npz'} does not fit {d / 'items.json'} ({n} items): {exc}") from None
         self.tokenizer_ = Tokenizer.load(d / "tokenizer")
         self.seq2seq_ = Seq2Seq.load(d / "model.safetensors")
+        self._check_loaded(d)
+        self.builder_ = TaskBuilder.for_items(self.tokenizer_, self.semantic_ids_, self.collaborative_ids_,
+                                              n_rec=self.config.n_rec, n_search=self.config.n_search,
+                                              rec_id=self.config.rec_id, search_id=self.config.search_id)
         if dataset is not None:
-            self.dataset_ = dataset
-            self.builder_ = self._builder(dataset)
-        else:
-            self.builder_ = TaskBuilder.for_items(self.tokenizer_, self.semantic_ids_, self.collaborative_ids_,
-                                                  n_rec=self.config.n_rec, n_search=self.config.n_search,
-                                                  rec_id=self.config.rec_id, search_id=self.config.search_id)
+            self._attach_dataset(dataset)
         return self
+
+    def _attach_dataset(self, dataset) -> None:
+        """Gives a loaded model its training dataset (for evaluate), refusing one
+        whose catalogue differs: item indices would point at other items."""
+        _check_dataset(dataset)
+        n = len(self.items_)
+        if (dataset.n_items != n or
+                not np.array_equal(dataset.items["item_id"].to_numpy(), self.items_["item_id"].to_numpy())):
+            raise ValueError(f"dataset {dataset.name!r} does not have the catalogue this model was trained on "
+                             f"({dataset.n_items} items vs {n} saved, or other item ids); evaluating on it "
+                             f"would be wrong")
+        self.dataset_ = dataset
+        self.builder_ = self._builder(dataset)
+
+    def _check_loaded(self, d: Path) -> None:
+        """The loaded files agree with each other (a file from another save would not)."""
+        c, m = self.config, self.seq2seq_.config
+        for name in ("d_model", "num_layers", "num_decoder_layers", "num_heads", "d_kv", "d_ff",
+                     "feed_forward_proj"):
+            if getattr(c, name) != getattr(m, name):
+                raise ValueError(f"{d / 'config.json'} says {name}={getattr(c, name)!r} but {d / 'model.safetensors'} "
+                                 f"holds a model with {name}={getattr(m, name)!r}: the files come from different saves")
+        if m.vocab_size != self.tokenizer_.vocab_size:
+            raise ValueError(f"{d / 'tokenizer'} has {self.tokenizer_.vocab_size} tokens but {d / 'model.safetensors'} "
+                             f"was trained with {m.vocab_size}: the files come from different saves")
+        try:
+            self.tokenizer_.id_token_ids("semantic", self.semantic_ids_)
+            self.tokenizer_.id_token_ids("collaborative", self.collaborative_ids_)
+        except ValueError as exc:
+            raise ValueError(f"{d / 'ids.npz'} does not fit the identifier layout of {d / 'tokenizer'}: {exc}") from None
+        try:
+            self._check_target_len(self.semantic_ids_.shape[1])
+        except ValueError as exc:
+            raise ValueError(f"{d / 'config.json'}: {exc}") from None
+
+
+def _items_doc(items: pd.DataFrame) -> dict:
+    """items_ (item_id, title) as JSON that round-trips exactly: ids as JSON
+    numbers or strings (no float or type guessing as in pandas.read_json; ints
+    of any size, e.g. uint64 >= 2**63, stay exact) plus their dtype."""
+    ids = items["item_id"]
+    kind = "uint64" if ids.dtype == np.uint64 else "int64" if pd.api.types.is_integer_dtype(ids) else "str"
+    return {"format": "gensar.items", "item_id_dtype": kind,
+            "item_id": [int(v) for v in ids] if kind != "str" else [str(v) for v in ids],
+            "title": [str(t) for t in items["title"]]}
+
+
+def _load_items(path: Path) -> pd.DataFrame:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is corrupt (not JSON: {exc})") from None
+    try:
+        if isinstance(doc, list):  # written by gensar < 0.2: pandas records
+            ids, titles = [r["item_id"] for r in doc], [r["title"] for r in doc]
+            kind = "int64" if all(is_int(v) for v in ids) else "str"
+        else:
+            if doc.get("format") != "gensar.items":
+                raise ValueError("not a gensar items file")
+            ids, titles, kind = doc["item_id"], doc["title"], doc["item_id_dtype"]
+        if len(ids) != len(titles) or not ids:
+            raise ValueError(f"{len(ids)} ids but {len(titles)} titles")
+        if kind == "str":
+            if not all(isinstance(v, str) for v in ids):
+                raise ValueError("item ids of dtype str must be strings")
+            col = pd.Series(ids, dtype=object)
+        elif kind in ("int64", "uint64"):
+            if not all(is_int(v) for v in ids):
+                raise ValueError(f"item ids of dtype {kind} must be integers")
+            col = pd.Series(np.array(ids, dtype=kind))
+        else:
+            raise ValueError(f"unknown item_id_dtype {kind!r}")
+        if col.duplicated().any():
+            raise ValueError("item ids repeat")
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+        raise ValueError(f"{path} is corrupt or invalid ({type(exc).__name__}: {exc})") from None
+    return pd.DataFrame({"item_id": col, "title": pd.Series([str(t) for t in titles], dtype=object)})
+
+
+def _load_ids(path: Path):
+    """(semantic, collaborative) int64 arrays from ids.npz, errors naming the file."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = {"semantic", "collaborative"} - set(f.files)
+            if missing:
+                raise ValueError(f"it lacks the array(s) {sorted(missing)}")
+            sem, col = f["semantic"], f["collaborative"]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise ValueError(f"{path} is corrupt or not an ids file ({type(exc).__name__}: {exc})") from None
+    for name, a in (("semantic", sem), ("collaborative", col)):
+        if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"{path}: the {name} IDs have dtype {a.dtype}; integer codes expected")
+    return sem.astype(np.int64), col.astype(np.int64)

@@ -439,13 +439,9 @@ class Seq2Seq:
         meta = {"gensar_config": json.dumps(self.config.to_dict()), "format": "np",
                 "gensar_step": str(self.step), "gensar_format_version": str(FORMAT_VERSION),
                 "gensar_sha256": _tensor_digest(tensors)}
-        tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-        try:
-            save_file(tensors, str(tmp), metadata=meta)
-            os.replace(tmp, p)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        from ._io import atomic_write
+
+        atomic_write(p, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
     @classmethod
     def load(cls, path, **kwargs) -> "Seq2Seq":

@@ -260,21 +260,39 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory) -> None:
+        """Writes directory/tokenizer.json (the backend) and id_layout.json, each
+        atomically (temporary name, then rename)."""
+        from ._io import atomic_write, atomic_write_text
+
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        self.backend.save(str(d / "tokenizer.json"))
-        (d / "id_layout.json").write_text(json.dumps(asdict(self.layout)))
+        atomic_write(d / "tokenizer.json", lambda tmp: self.backend.save(str(tmp)))
+        atomic_write_text(d / "id_layout.json", json.dumps(asdict(self.layout)))
 
     @classmethod
     def load(cls, directory) -> "Tokenizer":
+        """A tokenizer saved with :meth:`save`; errors name the file at fault."""
         from tokenizers import Tokenizer as Backend
 
         d = Path(directory)
         for f in ("tokenizer.json", "id_layout.json"):
             if not (d / f).is_file():
                 raise FileNotFoundError(f"{d / f} is missing; was the tokenizer saved with Tokenizer.save?")
-        layout = IDLayout(**{k: tuple(v) for k, v in json.loads((d / "id_layout.json").read_text()).items()})
-        return cls(Backend.from_file(os.fspath(d / "tokenizer.json")), layout)
+        try:
+            raw = json.loads((d / "id_layout.json").read_text(encoding="utf-8"))
+            if not isinstance(raw, dict) or set(raw) != {"shared", "semantic", "collaborative"}:
+                raise ValueError(f"expected keys shared/semantic/collaborative, got {raw!r}"[:200])
+            layout = IDLayout(**{k: tuple(v) for k, v in raw.items()})
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{d / 'id_layout.json'} is corrupt: {exc}") from None
+        try:
+            backend = Backend.from_file(os.fspath(d / "tokenizer.json"))
+        except Exception as exc:  # the tokenizers library raises its own Exception type
+            raise ValueError(f"{d / 'tokenizer.json'} is corrupt or not a tokenizers file: {exc}") from None
+        try:
+            return cls(backend, layout)
+        except ValueError as exc:
+            raise ValueError(f"{d / 'tokenizer.json'} does not match {d / 'id_layout.json'}: {exc}") from None
 
 
 def special_tokens(layout: IDLayout) -> list:
