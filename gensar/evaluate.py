@@ -90,7 +90,7 @@ def evaluate_scorer(ds, score_fn, tasks=("rec", "search"), split="test", protoco
     tasks, protocols, ks = check_tasks(tasks), check_protocols(protocols), check_ks(ks)
     check_int("seed", seed, minimum=0)
     check_int("n_neg", n_neg, minimum=1)
-    who = method or getattr(score_fn, "__qualname__", None) or type(score_fn).__name__
+    who = method or getattr(score_fn, "__name__", None) or type(score_fn).__name__
     rows = []
     for task in tasks:
         _check(task, split, protocols)
