@@ -48,6 +48,17 @@ def _as_id_table(id_sequences, name="id_sequences"):
     return np.ascontiguousarray(a, dtype=np.int32)
 
 
+def _token_path(x, name):
+    """A 1-D int64 copy of a token-id sequence; floats (3.7) and bools are refused,
+    not truncated."""
+    a = np.asarray(x)
+    if a.size and (a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer)):
+        raise TypeError(f"{name} must hold integer token ids, got dtype {a.dtype}")
+    if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
+        return np.full(a.size, -1, np.int64)  # no such token; never wrapped
+    return np.ascontiguousarray(a.astype(np.int64).reshape(-1))
+
+
 def _dup_code(on_duplicate):
     if on_duplicate not in _DUP_POLICIES:
         raise ValueError(f"on_duplicate must be one of {sorted(_DUP_POLICIES)}, got {on_duplicate!r}")
@@ -101,14 +112,14 @@ class Trie:
     def children(self, prefix):
         """Sorted tokens that may follow `prefix` (a sequence of token ids);
         empty if `prefix` is not a prefix of any identifier or is complete."""
-        p = np.ascontiguousarray(np.asarray(prefix, dtype=np.int64).reshape(-1))
+        p = _token_path(prefix, "prefix")
         if p.size and (p.min() < 0 or p.max() > np.iinfo(np.int32).max):
             return np.zeros(0, dtype=np.int32)
         return _core.trie_children(self._handle, p.astype(np.int32))
 
     def lookup(self, seq):
         """Item index whose identifier is `seq` (length L), or -1."""
-        s = np.asarray(seq, dtype=np.int64).reshape(-1)
+        s = _token_path(seq, "seq")
         if s.size != self.depth:
             raise ValueError(f"seq must have {self.depth} tokens (the trie depth), got {s.size}")
         if s.min() < 0 or s.max() > np.iinfo(np.int32).max:

@@ -64,6 +64,8 @@ def _check(task, split, protocols):
 
 def scorer_ranks(ds, task, split, scores, protocol, seed=0, n_neg=99) -> np.ndarray:
     """0-based target ranks from scores (B, n_items) aligned with ds.examples(task, split)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; the protocols are {PROTOCOLS}")
     ex = ds.examples(task, split, max_history=0)
     scores = np.asarray(scores, dtype=np.float64)
     if scores.shape != (len(ex), ds.n_items):

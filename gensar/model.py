@@ -291,6 +291,14 @@ class GenSAR:
         from .embeddings import SASRec, SentenceEncoder
         from .ids import DualIDs
 
+        for name, emb in (("semantic_embeddings", semantic_embeddings),
+                          ("collaborative_embeddings", collaborative_embeddings)):
+            if emb is not None:
+                shape = np.shape(emb)
+                if len(shape) != 2 or shape[0] != n:
+                    raise ValueError(f"{name} must have shape (n_items={n}, dim), one row per item of the "
+                                     f"dataset in dataset.items order, got {shape}")
+
         t = time.perf_counter()
         if semantic_embeddings is None:
             enc = SentenceEncoder(c.sentence_model)

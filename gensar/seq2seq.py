@@ -406,12 +406,23 @@ class Seq2Seq:
         mask = np.ones_like(ids) if attention_mask is None else _ids(attention_mask, "attention_mask")
         if mask.shape != ids.shape:
             raise ValueError(f"attention_mask shape {mask.shape} does not match input_ids shape {ids.shape}")
-        return _core.t5_cache_new(self._model, ids, mask, int(rows_per_input), int(max_steps))
+        from ._validate import check_int
+
+        rows_per_input = check_int("rows_per_input", rows_per_input, minimum=1)
+        max_steps = check_int("max_steps", max_steps, minimum=1)
+        return _core.t5_cache_new(self._model, ids, mask, rows_per_input, max_steps)
 
     @staticmethod
     def decode_step(cache, tokens) -> np.ndarray:
-        """Feeds one token per cache row; returns next-token logits (rows, vocab)."""
-        return _core.t5_decode_step(cache, np.ascontiguousarray(tokens, dtype=np.int32))
+        """Feeds one token per cache row; returns next-token logits (rows, vocab).
+        tokens: integer token ids (rows,); floats and values outside int32 are
+        refused rather than truncated or wrapped."""
+        t = np.asarray(tokens)
+        if t.dtype == np.bool_ or not np.issubdtype(t.dtype, np.integer):
+            raise TypeError(f"tokens must be integer token ids, got dtype {t.dtype}")
+        if t.dtype != np.int32 and t.size and (t.min() < np.iinfo(np.int32).min or t.max() > np.iinfo(np.int32).max):
+            raise ValueError(f"tokens holds {t.max() if t.max() > 0 else t.min()}, outside the int32 range of token ids")
+        return _core.t5_decode_step(cache, np.ascontiguousarray(t, dtype=np.int32))
 
     def beam_search(self, input_ids, attention_mask, trie_or_candidates, num_beams: int = 30,
                     top_k: int | None = None, batch_size: int | None = None):

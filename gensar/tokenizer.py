@@ -252,8 +252,18 @@ class Tokenizer:
         return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids) -> str:
-        """Token ids -> text; stops at </s> and drops pad / identifier / behaviour tokens."""
-        ids = [int(i) for i in ids]
+        """Token ids -> text; stops at </s> and drops pad / identifier / behaviour tokens.
+        ids: integer token ids in [0, vocab_size); anything else raises (a float would
+        otherwise be truncated to another token)."""
+        a = np.asarray(ids)
+        if a.ndim != 1:
+            raise ValueError(f"ids must be a 1-D sequence of token ids, got shape {a.shape}")
+        if a.size and (a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer)):
+            raise TypeError(f"ids must be integer token ids, got dtype {a.dtype}")
+        if a.size and (a.min() < 0 or a.max() >= self.vocab_size):
+            bad = a.min() if a.min() < 0 else a.max()
+            raise ValueError(f"ids holds {bad}, not a token id: ids are in [0, {self.vocab_size})")
+        ids = [int(i) for i in a]
         if self.eos_id in ids:
             ids = ids[:ids.index(self.eos_id)]
         return self.backend.decode([i for i in ids if i >= self.first_text_id or i == self.unk_id])

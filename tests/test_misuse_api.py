@@ -358,3 +358,37 @@ def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):
     assert "is not a directory written by GenSAR.save" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["run", "--threads", "-1"])
+
+
+# ------------------------------------------------------------------ token ids are never truncated or wrapped
+def test_token_ids_refused_not_truncated_or_wrapped(fitted):
+    _, model = fitted
+    t = Trie([[1, 2], [1, 3]])
+    assert t.children([1]).tolist() == [2, 3]
+    assert t.children(np.array([2**32 + 1])).size == 0  # not a prefix, never token 1
+    assert t.children(np.array([2**64 - 1], np.uint64)).size == 0
+    with pytest.raises(TypeError, match="prefix must hold integer token ids"):
+        t.children([1.0])
+    with pytest.raises(TypeError, match="seq must hold integer token ids"):
+        t.lookup([1.7, 2])
+    m = Seq2Seq(dict(vocab_size=20, d_model=8, d_kv=4, d_ff=8, num_layers=1, num_heads=2))
+    cache = m.decode_cache(np.array([[3, 4]]))
+    with pytest.raises(ValueError, match="tokens holds 4294967301, outside the int32 range"):
+        m.decode_step(cache, np.array([2**32 + 5]))
+    with pytest.raises(TypeError, match="tokens must be integer token ids, got dtype float64"):
+        m.decode_step(cache, np.array([3.7]))
+    with pytest.raises(TypeError, match="rows_per_input must be an integer"):
+        m.decode_cache(np.array([[3, 4]]), rows_per_input=2.9)
+    tok = model.tokenizer_
+    with pytest.raises(TypeError, match="ids must be integer token ids"):
+        tok.decode([tok.first_text_id + 0.7])
+    with pytest.raises(ValueError, match="not a token id"):
+        tok.decode([tok.vocab_size])
+    assert tok.decode([]) == ""
+
+
+def test_fit_names_embeddings_of_the_wrong_size(fitted):
+    ds, _ = fitted
+    with pytest.raises(ValueError, match=r"semantic_embeddings must have shape \(n_items=30, dim\)"):
+        gensar.GenSAR(**TINY).fit(ds, semantic_embeddings=np.zeros((29, 8), np.float32),
+                                  collaborative_embeddings=np.zeros((30, 8), np.float32), progress=False)
