@@ -28,6 +28,8 @@ def atomic_write(path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory; cannot write a file there")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: the directory {path.parent} does not exist")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)

@@ -87,6 +87,10 @@ def evaluate_scorer(ds, score_fn, tasks=("rec", "search"), split="test", protoco
     """Metrics of a scorer. score_fn(task, examples DataFrame) -> scores (B, n_items),
     higher is better (-inf excludes an item; NaN raises ValueError naming the
     scorer). Returns one row per (task, protocol)."""
+    from .datasets import Dataset
+
+    if not isinstance(ds, Dataset):
+        raise TypeError(f"ds must be a gensar.datasets.Dataset, got {type(ds).__name__}")
     if not callable(score_fn):
         raise TypeError(f"score_fn must be callable (task, examples) -> scores, got {type(score_fn).__name__}")
     tasks, protocols, ks = check_tasks(tasks), check_protocols(protocols), check_ks(ks)

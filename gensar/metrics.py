@@ -38,6 +38,9 @@ def target_ranks(ranked, targets) -> np.ndarray:
     for name, a in (("ranked", ranked), ("targets", targets)):
         if a.size and (a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer)):
             raise TypeError(f"{name} must hold integer item indices, got dtype {a.dtype}")
+    if targets.size and targets.min() < 0:
+        # -1 pads short ranked lists: a target of -1 would "hit" the padding
+        raise ValueError(f"targets must be item indices >= 0, got {int(targets.min())}")
     hit = ranked == targets[:, None]
     return np.where(hit.any(1), hit.argmax(1), -1).astype(np.int64)
 

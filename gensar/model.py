@@ -248,6 +248,9 @@ class GenSAR:
         _check_dataset(dataset)
         if not isinstance(progress, (bool, np.bool_)):
             raise TypeError(f"progress must be True or False, got {progress!r}")
+        if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
+            raise TypeError(f"checkpoint_dir must be None, a str or an os.PathLike, got "
+                            f"{type(checkpoint_dir).__name__}")
         self.timings_ = {}
         self.dataset_ = dataset
         self.items_ = dataset.items[["item_id", "title"]].reset_index(drop=True)

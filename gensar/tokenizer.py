@@ -78,9 +78,10 @@ class IDLayout:
 
     def __post_init__(self):
         for name in ("shared", "semantic", "collaborative"):
-            sizes = tuple(int(s) for s in getattr(self, name))
-            if any(s < 1 for s in sizes):
-                raise ValueError(f"IDLayout.{name} sizes must be >= 1, got {sizes}")
+            v = getattr(self, name)
+            if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+                raise TypeError(f"IDLayout.{name} must be a tuple of codebook sizes, got {v!r}")
+            sizes = tuple(check_int(f"IDLayout.{name}[{i}]", s, minimum=1) for i, s in enumerate(v))
             object.__setattr__(self, name, sizes)
         if len(self.semantic) != len(self.collaborative):
             raise ValueError("semantic and collaborative IDs must have the same number of levels")
@@ -150,7 +151,11 @@ class Tokenizer:
         check_int("vocab_size", vocab_size, minimum=100)
         if isinstance(texts, str) or not hasattr(texts, "__iter__"):
             raise TypeError(f"texts must be an iterable of strings, got {type(texts).__name__}")
-        texts = [_utf8_safe(t) for t in texts if isinstance(t, str) and t]
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}] must be a string, got {type(t).__name__} {t!r}")
+        texts = [_utf8_safe(t) for t in texts if t]
         if not texts:
             raise ValueError("train needs at least one non-empty text")
         normalizer = normalizers.BertNormalizer(lowercase=True, clean_text=True,

@@ -392,3 +392,26 @@ def test_fit_names_embeddings_of_the_wrong_size(fitted):
     with pytest.raises(ValueError, match=r"semantic_embeddings must have shape \(n_items=30, dim\)"):
         gensar.GenSAR(**TINY).fit(ds, semantic_embeddings=np.zeros((29, 8), np.float32),
                                   collaborative_embeddings=np.zeros((30, 8), np.float32), progress=False)
+
+
+def test_more_arguments_named():
+    from gensar.metrics import target_ranks
+    from gensar.tokenizer import IDLayout
+
+    with pytest.raises(ValueError, match="targets must be item indices >= 0"):
+        target_ranks(np.array([[3, -1]]), np.array([-1]))  # would "hit" the padding
+    with pytest.raises(TypeError, match="ds must be a gensar.datasets.Dataset"):
+        evaluate_scorer("ml-100k", lambda t, ex: None)
+    with pytest.raises(TypeError, match=r"texts\[1\] must be a string"):
+        Tokenizer.train(["a b c", 5], vocab_size=100)
+    with pytest.raises(TypeError, match=r"IDLayout.shared\[0\] must be an integer"):
+        IDLayout(shared=(2.5,))
+    with pytest.raises(TypeError, match="checkpoint_dir must be None"):
+        gensar.GenSAR(**TINY).fit(datasets.toy(n_users=24, n_items=30, events_per_user=8, seed=1),
+                                  ids=unique_ids(30), checkpoint_dir=3, progress=False)
+
+
+def test_save_into_a_missing_directory_names_it(tmp_path):
+    m = Seq2Seq(dict(vocab_size=20, d_model=8, d_kv=4, d_ff=8, num_layers=1, num_heads=2))
+    with pytest.raises(FileNotFoundError, match="the directory .*nowhere does not exist"):
+        m.save(tmp_path / "nowhere" / "m.safetensors")
