@@ -81,9 +81,13 @@ def main():
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--quick", action="store_true", help="every 5th shape only")
     ap.add_argument("--verbose", action="store_true", help="print every shape")
+    ap.add_argument("--isa", choices=gensar.cpu.ISAS, help="force gensar's kernel path (default: the best)")
     args = ap.parse_args()
+    if args.isa:
+        gensar.set_isa(args.isa)
     blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-    print(f"gensar kernel: {ops.gemm_kernel_name()}; numpy BLAS: "
+    print(f"CPU: {gensar.cpu.cpu_model()}; gensar kernel path: {gensar.get_isa()} "
+          f"(SGEMM {ops.gemm_kernel_name()}); numpy BLAS: "
           + ", ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})" for i in blas))
     print()
     print("| threads | shapes | median ratio gensar/numpy | min | max | gensar GFLOP/s (median) | numpy GFLOP/s (median) |")

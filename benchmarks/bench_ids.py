@@ -14,6 +14,15 @@ fit time of gensar (training + assignment + collision resolution).
 
     python benchmarks/bench_ids.py                 # 60k items, 3 epochs, 1 repeat
     python benchmarks/bench_ids.py --items 20000 --epochs 2 --repeats 2
+
+Convergence and code use on real item embeddings (an .npz with arrays
+"semantic" and "collaborative", e.g. the ml-100k embeddings GenSAR.fit builds):
+the old defaults (256 codes per level, 400 steps at a constant lr, no restarts)
+against the current defaults at several step budgets; per budget the final
+loss, whether it converged, per-level codes used / perplexity, collisions and
+the fit time (wall and CPU seconds):
+
+    python benchmarks/bench_ids.py --embeddings /work/notes/ml100k_emb.npz --budgets 250 500 1000 2000
 """
 import argparse
 import os
@@ -134,8 +143,14 @@ def torch_rqvae_class():
 
 # ------------------------------------------------------------------- benchmark
 
+REFERENCE_SIZES = dict(shared_levels=(256, 256), specific_levels=(256, 256))
+
+
 def make_ids(epochs, seed=0):
-    return DualIDs(epochs=epochs, progress=False, seed=seed)
+    """The reference configuration (256 codes per level, constant lr, no
+    restarts): the training loop the PyTorch model below also runs."""
+    return DualIDs(**REFERENCE_SIZES, epochs=epochs, schedule="constant", warmup=0.0,
+                   restart_dead_codes=False, progress=False, seed=seed)
 
 
 def run_gensar(sem, col, epochs):
@@ -186,6 +201,55 @@ def initial_state(sem, col):
     return ids._params.copy(), _core.rqvae_layout(ids._model), ids.input_scale_
 
 
+def _fit_and_describe(label, sem, col, **kw):
+    t0, c0 = time.perf_counter(), time.process_time()
+    ids = DualIDs(progress=False, **kw).fit(sem, col)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    rep = ids.report()
+    print(f"\n### {label}: wall {wall:.1f} s, CPU {cpu:.1f} s")
+    print(rep["summary"], flush=True)
+    lv = rep["levels"]
+    tr = rep["training"] or {}
+    return {"label": label, "steps": tr.get("steps"), "final_loss": tr.get("final_loss"),
+            "change": tr.get("change"), "converged": tr.get("converged"), "wall_s": wall,
+            "cpu_s": cpu, "min_util_pct": float(lv.utilisation_pct.min()),
+            "min_util_raw_pct": float((lv.codes_used_raw / lv.codebook_size).min() * 100),
+            "codes": lv.codebook_size.tolist()[:1],
+            "perplexity": [round(p, 1) for p in lv.perplexity.tolist()],
+            "collisions_before": rep["collisions"], "ids": ids}
+
+
+def convergence(args):
+    """Old defaults against the new ones at several step budgets (see the module doc)."""
+    with np.load(args.embeddings) as f:
+        sem, col = f["semantic"], f["collaborative"]
+    gensar.set_num_threads(args.threads[0])
+    print(f"{args.embeddings}: {sem.shape[0]} items, semantic {sem.shape[1]}-d, collaborative "
+          f"{col.shape[1]}-d; {gensar.get_num_threads()} threads")
+    rows = []
+    if not args.skip_old:
+        rows.append(_fit_and_describe("old defaults (256 codes, 200 epochs = 400 steps, constant lr, "
+                                      "no restarts)", sem, col, **REFERENCE_SIZES, epochs=200,
+                                      schedule="constant", warmup=0.0, restart_dead_codes=False,
+                                      seed=args.seed))
+    for method in args.methods:
+        for steps in args.budgets:
+            r = _fit_and_describe(f"{method}, auto sizes, {steps} steps, warm-up + linear decay, "
+                                  f"restarts", sem, col, method=method, steps=steps, seed=args.seed)
+            rows.append(r)
+            if args.curves:
+                np.save(f"{args.curves}_{method}_{steps}.npy", r["ids"].loss_curve_)
+    print("\n| run | steps | final loss | change last 10% | converged | min utilisation % "
+          "(final / nearest codes) | wall s | CPU s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        fl = "n/a" if r["final_loss"] is None else f"{r['final_loss']:.5f}"
+        ch = "n/a" if r["change"] is None else f"{100 * r['change']:+.2f}%"
+        print(f"| {r['label']} | {r['steps']} | {fl} | {ch} | {r['converged']} | "
+              f"{r['min_util_pct']:.1f} / {r['min_util_raw_pct']:.1f} | {r['wall_s']:.0f} | "
+              f"{r['cpu_s']:.0f} |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=60000)
@@ -193,7 +257,15 @@ def main():
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--embeddings", help="npz with 'semantic' and 'collaborative': convergence mode")
+    ap.add_argument("--budgets", type=int, nargs="+", default=[250, 500, 1000, 2000])
+    ap.add_argument("--methods", nargs="+", default=["joint"])
+    ap.add_argument("--skip-old", action="store_true")
+    ap.add_argument("--curves", help="path prefix: save each run's per-step loss curve (.npy)")
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.embeddings:
+        return convergence(args)
 
     sem, col = make_synthetic_embeddings(args.items, 768, 64, n_clusters=200, seed=0)
     try:

@@ -1,11 +1,14 @@
 """Zero-collision check of DualIDs on a large synthetic clustered catalogue.
 
 Fits identifiers for N synthetic items (768-d semantic, 64-d collaborative,
-reference sizes, `--duplicates` exact copies included) and prints report():
-collision rates before/after resolution, per-level utilisation and
-perplexity, reconstruction errors, and the wall time.
+codebook sizes derived from the catalogue, or the reference's 256 per level
+with --reference-sizes; `--duplicates` exact copies included) and prints
+report(): collision rates before/after resolution, per-level codes used,
+utilisation and perplexity, the training's final loss and convergence,
+reconstruction errors, and the wall time.
 
     python benchmarks/ids_collisions.py --items 100000 --epochs 5
+    python benchmarks/ids_collisions.py --items 100000 --reference-sizes --epochs 5
     python benchmarks/ids_collisions.py --items 100000 --method residual_kmeans
 """
 import argparse
@@ -23,7 +26,8 @@ from gensar.ids import DualIDs, make_synthetic_embeddings  # noqa: E402
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=100_000)
-    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=None, help="default: DualIDs' step budget")
+    ap.add_argument("--reference-sizes", action="store_true", help="256 codes per level")
     ap.add_argument("--duplicates", type=int, default=100)
     ap.add_argument("--method", default="joint")
     ap.add_argument("--threads", type=int, default=0)
@@ -33,15 +37,15 @@ def main():
     sem, col = make_synthetic_embeddings(args.items, 768, 64, n_clusters=200,
                                          duplicates=args.duplicates, seed=args.seed)
     t0 = time.perf_counter()
-    ids = DualIDs(method=args.method, epochs=args.epochs, seed=args.seed).fit(sem, col)
+    sizes = (dict(shared_levels=(256, 256), specific_levels=(256, 256)) if args.reference_sizes
+             else {})
+    ids = DualIDs(method=args.method, epochs=args.epochs, seed=args.seed, **sizes).fit(sem, col)
     wall = time.perf_counter() - t0
     rep = ids.report()
     print(f"method={args.method} items={args.items} duplicates={args.duplicates} "
           f"epochs={args.epochs} threads={gensar.get_num_threads()} fit wall time {wall:.1f} s")
-    for k in ("collision_rate_before", "collision_rate_after", "moved", "spilled", "id_length",
-              "reconstruction"):
-        print(f"{k}: {rep[k]}")
-    print(rep["levels"].to_string(index=False))
+    print(rep["summary"])
+    print(f"reconstruction: {rep['reconstruction']}")
     s, c = ids.semantic_ids_, ids.collaborative_ids_
     print("distinct semantic IDs:", np.unique(s, axis=0).shape[0], "of", len(s),
           "| distinct collaborative IDs:", np.unique(c, axis=0).shape[0], "of", len(c))

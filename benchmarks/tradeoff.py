@@ -1,11 +1,16 @@
 """The search / recommendation trade-off study: GenSAR against baselines.
 
 Every method is evaluated on the same dataset, splits, candidate sets and
-metrics (test split; sampled = target + 99 negatives, full = whole catalogue):
+metrics (test split; protocols of gensar.evaluate: "sampled" = target + 99
+negatives, drawn by popularity for recommendation (the reference's protocol) and
+from BM25 for search; "sampled-uniform" = recommendation with uniform negatives;
+"full" = the whole catalogue):
 
   popularity             both tasks, no personalisation, no query
-  sasrec                 recommendation (SASRec trained in C)
+  sasrec                 recommendation (SASRec trained in C, best epoch on validation)
   bm25                   search (BM25 over item text)
+  bm25_sasrec            search, the two-model system GenSAR replaces: BM25 top-100
+                         re-ranked by the user's SASRec score (mix chosen on validation)
   dense                  search (zero-shot sentence-encoder retrieval)
   tiger                  recommendation only, semantic IDs from a single-embedding RQ-VAE
   gensar                 both tasks: collaborative IDs for rec, semantic IDs for search
@@ -14,17 +19,31 @@ metrics (test split; sampled = target + 99 negatives, full = whole catalogue):
   gensar_semantic_ids    GenSAR with semantic IDs for both tasks (paper ablation)
   gensar_collab_ids      GenSAR with collaborative IDs for both tasks (paper ablation)
 
-Writes benchmarks/results/<dataset>.csv (one row per method, seed, task,
-protocol), <dataset>.md (mean and spread over seeds of HR@10 / NDCG@10, train
-and inference time) and <dataset>.png (search NDCG@10 against recommendation
-NDCG@10, one point per method, one panel per protocol).
+Fairness rules. The GenSAR variants share the training budget per task: examples
+per epoch of each task are the task weight times one anchor (next-item examples
+per epoch), never renormalised over the tasks a variant keeps, so the rec-only
+variant sees exactly the joint model's next-item examples (GenSAR.epoch_plan).
+They share the schedule (epochs, patience) and, per seed, the identifiers. Every
+trained model keeps its best epoch by validation (sampled NDCG@10 on the "valid"
+split); test is only evaluated, never used to choose. Several seeds give mean and
+std; a paired test over test cases (bootstrap and t-test on per-case NDCG@10,
+averaged over seeds) compares GenSAR with the best baseline on each task.
+
+Writes <out>/<dataset>.csv (one row per method, seed, task, protocol), .md (mean
+± std over seeds of HR@10 / NDCG@10, times, the significance table), .png (search
+against recommendation NDCG@10), and <dataset>.raw.ranks/ (per-case ranks, one
+.npz per method and seed, for the paired tests).
 
     python benchmarks/tradeoff.py --dataset ml-100k --seeds 0 1 2
     python benchmarks/tradeoff.py --preset quick --seeds 0 --methods popularity bm25 gensar
 
-Rows are appended to --csv as each method finishes, so a long study can run as
-several processes (one seed each, --threads 1 on a 2-core machine) and be
-combined afterwards:
+Smoke test of the whole pipeline (tiny models, a few minutes; numbers mean nothing):
+
+    python benchmarks/tradeoff.py --preset smoke --seeds 0 1 --out /tmp/smoke --no-progress
+
+Rows are appended to --csv as each method finishes (ranks go to <csv>.ranks/),
+so a long study can run as several processes (one seed each, --threads 1 on a
+2-core machine) and be combined afterwards:
 
     python benchmarks/tradeoff.py --seeds 0 --threads 1 --csv /tmp/s0.csv &
     python benchmarks/tradeoff.py --seeds 1 --threads 1 --csv /tmp/s1.csv &
@@ -34,46 +53,88 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 import gensar
-from gensar.baselines import BM25Search, DenseSearch, Popularity
+from gensar.baselines import BM25SASRecSearch, BM25Search, DenseSearch, Popularity
 from gensar.cli import PRESETS, _load_dataset
 from gensar.evaluate import evaluate_scorer
+from gensar.stats import ndcg_at, paired_test
+from gensar.tasks import REC_TASKS, SEARCH_TASKS, task_subset
 
-REC_TASKS = {"nrip": 1.0, "item2col": 1.0, "col2item": 1.0}
-SEARCH_TASKS = {"nsip": 1.0, "nsqp": 1.0, "adhoc": 1.0, "item2sem": 1.0, "sem2item": 1.0}
+# Variants differ only in which tasks they train and which identifier each task uses;
+# task_subset keeps the reference mixture's weight of every task a variant keeps, so
+# per-task exposure is the same as the joint model's (see the module docstring).
 GENSAR_VARIANTS = {
     "gensar": {},
-    "gensar_rec_only": dict(task_weights=REC_TASKS),
-    "gensar_search_only": dict(task_weights=SEARCH_TASKS),
+    "gensar_rec_only": dict(task_weights=task_subset(REC_TASKS)),
+    "gensar_search_only": dict(task_weights=task_subset(SEARCH_TASKS)),
     "gensar_semantic_ids": dict(rec_id="semantic"),
     "gensar_collab_ids": dict(search_id="collaborative"),
-    "tiger": dict(id_method="single", rec_id="semantic", task_weights={"nrip": 1.0, "item2sem": 1.0, "sem2item": 1.0}),
+    "tiger": dict(id_method="single", rec_id="semantic",
+                  task_weights=task_subset(("nrip", "item2sem", "sem2item"))),
 }
-METHODS = ["popularity", "sasrec", "bm25", "dense", *GENSAR_VARIANTS]
+BASELINES = ["popularity", "sasrec", "bm25", "bm25_sasrec", "dense"]
+METHODS = [*BASELINES, *GENSAR_VARIANTS]
+# What the CSV records of each GenSAR run's training (empty for the baselines).
+TRAINING_COLUMNS = ("examples_per_epoch", "epoch_counts", "epochs_run", "best_epoch", "pseudo_queries")
+# Validation cases per task for checkpoint selection when a preset has none.
+STUDY_VALID_CASES = 300
+
+
+def study_config(preset: dict, overrides: dict) -> dict:
+    """The GenSAR config of the study: preset + overrides, with validation on, so
+    every variant keeps its best epoch by validation (never by test)."""
+    cfg = dict(preset, **overrides)
+    if int(cfg.get("valid_cases", 300)) <= 0:
+        print(f"note: the preset validates on no cases; the study uses valid_cases={STUDY_VALID_CASES} "
+              "so checkpoints are chosen on validation", file=sys.stderr)
+        cfg["valid_cases"] = STUDY_VALID_CASES
+    return cfg
+
+
+def ranks_dir(csv_path) -> Path:
+    p = Path(csv_path)
+    return p.with_name(p.stem + ".ranks")
 
 
 def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance):
-    """All methods for one seed -> list of metric rows (also appended to csv_path)."""
+    """All methods for one seed -> list of metric rows (also appended to csv_path;
+    per-case ranks saved to ranks_dir(csv_path)/<method>.s<seed>.npz)."""
     from gensar.embeddings import SASRec, SentenceEncoder
 
     rows = []
+    rdir = ranks_dir(csv_path)
+    rdir.mkdir(parents=True, exist_ok=True)
 
-    def add(table, method, train_s, infer_s):
-        table = table.assign(method=method, seed=seed, train_s=train_s, infer_s=infer_s, **provenance)
+    def add(table, method, train_s, infer_s, ranks, **extra):
+        extra = {**dict.fromkeys(TRAINING_COLUMNS, ""), **extra}
+        table = table.assign(method=method, seed=seed, train_s=train_s, infer_s=infer_s, **extra, **provenance)
+        # One column order for every method: rows are appended under one header.
+        metrics = [c for c in table.columns if "@" in c]
+        table = table[["method", "task", "protocol", "split", "cases", *metrics, "seed", "train_s", "infer_s",
+                       *TRAINING_COLUMNS, *provenance]]
         rows.extend(table.to_dict("records"))
         new = not Path(csv_path).exists()
         table.to_csv(csv_path, mode="a", header=new, index=False)
+        np.savez(rdir / f"{method}.s{seed}.npz", **{f"{t}|{p}": r for (t, p), r in ranks.items()})
         print(table[["method", "task", "protocol", "HR@10", "NDCG@10"]].to_string(index=False), flush=True)
 
+    def scorer(model_score, method, train_s, tasks=("rec", "search")):
+        t = time.perf_counter()
+        ranks = {}
+        table = evaluate_scorer(ds, model_score, tasks=tasks, ranks_out=ranks)
+        add(table, method, train_s, time.perf_counter() - t, ranks)
+
     cfg = dict(cfg, seed=seed)
-    need_emb = any(m in methods for m in ("dense", "sasrec", *GENSAR_VARIANTS))
+    need_emb = any(m in methods for m in ("dense", "sasrec", "bm25_sasrec", *GENSAR_VARIANTS))
     sem = col = None
     if need_emb:
         t = time.perf_counter()
@@ -92,22 +153,19 @@ def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance):
         t = time.perf_counter()
         if method == "popularity":
             model = Popularity().fit(ds)
-            train_s = time.perf_counter() - t
-            t = time.perf_counter()
-            add(evaluate_scorer(ds, model.score), method, train_s, time.perf_counter() - t)
+            scorer(model.score, method, time.perf_counter() - t)
         elif method == "sasrec":
-            t = time.perf_counter()
-            add(evaluate_scorer(ds, lambda task, ex: sasrec.score(task, ex, ds), tasks=("rec",)),
-                method, sasrec_s, time.perf_counter() - t)
+            scorer(lambda task, ex: sasrec.score(task, ex, ds), method, sasrec_s, tasks=("rec",))
         elif method == "bm25":
             model = BM25Search().fit(ds)
-            train_s = time.perf_counter() - t
-            t = time.perf_counter()
-            add(evaluate_scorer(ds, model.score, tasks=("search",)), method, train_s, time.perf_counter() - t)
+            scorer(model.score, method, time.perf_counter() - t, tasks=("search",))
+        elif method == "bm25_sasrec":
+            model = BM25SASRecSearch(sasrec).fit(ds)
+            print(f"bm25_sasrec: alpha {model.alpha_} chosen on validation {model.valid_curve_}", flush=True)
+            scorer(model.score, method, time.perf_counter() - t + sasrec_s, tasks=("search",))
         elif method == "dense":
             model = DenseSearch(encoder).fit(ds, item_embeddings=sem)
-            t = time.perf_counter()
-            add(evaluate_scorer(ds, model.score, tasks=("search",)), method, sem_s, time.perf_counter() - t)
+            scorer(model.score, method, sem_s, tasks=("search",))
         else:
             variant = dict(cfg, **GENSAR_VARIANTS[method])
             reuse = shared_ids is not None and variant.get("id_method", "joint") == "joint"
@@ -118,8 +176,52 @@ def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance):
             train_s = time.perf_counter() - t + sem_s + sasrec_s + (ids_s if reuse else 0.0)
             t = time.perf_counter()
             table = model.evaluate("test", progress=progress)
-            add(table.drop(columns=["seconds"]), method, train_s, time.perf_counter() - t)
+            st = model.trainer_.state
+            add(table.drop(columns=["seconds"]), method, train_s, time.perf_counter() - t, model.eval_ranks_,
+                examples_per_epoch=sum(model.epoch_counts_.values()),
+                epoch_counts=json.dumps(model.epoch_counts_, sort_keys=True),
+                epochs_run=st.epoch, best_epoch=st.best_epoch,
+                pseudo_queries=getattr(model, "pseudo_query_source_", ""))
     return rows
+
+
+def load_ranks(csv_paths) -> dict:
+    """{(method, seed, task, protocol): ranks} from the ranks directories of csv files."""
+    out = {}
+    for p in csv_paths:
+        d = ranks_dir(p)
+        if not d.is_dir():
+            continue
+        for f in sorted(d.glob("*.s*.npz")):
+            method, seed = f.stem.rsplit(".s", 1)
+            with np.load(f) as z:
+                for key in z.files:
+                    task, protocol = key.split("|")
+                    out[(method, int(seed), task, protocol)] = z[key]
+    return out
+
+
+def significance(summary: pd.DataFrame, ranks: dict, method: str = "gensar", k: int = 10,
+                 n_boot: int = 10_000) -> pd.DataFrame:
+    """Paired tests of `method` against the best baseline (by mean NDCG@k) on each
+    task and protocol, over test cases; each case's NDCG@k is averaged over the
+    seeds both methods have."""
+    rows = []
+    for (task, protocol), s in summary.groupby(["task", "protocol"], sort=False):
+        base = s[s["method"].isin(BASELINES)]
+        if base.empty or method not in set(s["method"]):
+            continue
+        best = base.sort_values("NDCG10_mean", ascending=False)["method"].iloc[0]
+        seeds = sorted({sd for (m, sd, t, p) in ranks if m == method and t == task and p == protocol}
+                       & {sd for (m, sd, t, p) in ranks if m == best and t == task and p == protocol})
+        if not seeds:
+            continue
+        a = np.mean([ndcg_at(ranks[(method, sd, task, protocol)], k) for sd in seeds], 0)
+        b = np.mean([ndcg_at(ranks[(best, sd, task, protocol)], k) for sd in seeds], 0)
+        r = paired_test(a, b, n_boot=n_boot)
+        rows.append({"task": task, "protocol": protocol, "method": method, "baseline": best,
+                     "seeds": len(seeds), **r})
+    return pd.DataFrame(rows)
 
 
 def summarise(df: pd.DataFrame) -> pd.DataFrame:
@@ -130,12 +232,22 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     return out.fillna({"HR10_std": 0.0, "NDCG10_std": 0.0})
 
 
-def write_markdown(summary, path, header):
+def write_markdown(summary, path, header, sig=None):
     lines = [header, "", "| method | task | protocol | seeds | HR@10 | NDCG@10 | train s | inference s |",
              "|---|---|---|---|---|---|---|---|"]
     for r in summary.itertuples():
         lines.append(f"| {r.method} | {r.task} | {r.protocol} | {r.seeds} | {r.HR10_mean:.4f} ± {r.HR10_std:.4f} | "
                      f"{r.NDCG10_mean:.4f} ± {r.NDCG10_std:.4f} | {r.train_s:.0f} | {r.infer_s:.1f} |")
+    if sig is not None and len(sig):
+        lines += ["", "## GenSAR against the best baseline (paired over test cases)", "",
+                  "Per-case NDCG@10 averaged over seeds; difference = GenSAR - baseline; 95% bootstrap "
+                  "interval (10,000 resamples of cases); two-sided p-values.", "",
+                  "| task | protocol | baseline | seeds | cases | GenSAR | baseline | difference [95% CI] "
+                  "| p (bootstrap) | p (paired t) |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in sig.itertuples():
+            lines.append(f"| {r.task} | {r.protocol} | {r.baseline} | {r.seeds} | {r.cases} | {r.mean_a:.4f} | "
+                         f"{r.mean_b:.4f} | {r.diff:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}] | "
+                         f"{r.p_bootstrap:.3g} | {r.p_ttest:.3g} |")
     Path(path).write_text("\n".join(lines) + "\n")
 
 
@@ -166,7 +278,8 @@ def main():
     ap.add_argument("--path", default=None, help="local files for loaders other than ml-100k")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    ap.add_argument("--preset", default="full", choices=sorted(PRESETS))
+    ap.add_argument("--preset", default="full", choices=sorted(PRESETS),
+                    help="GenSAR preset of gensar.cli (smoke: a tiny end-to-end check)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="OpenMP threads (default: all cores)")
@@ -184,7 +297,8 @@ def main():
     name = args.dataset.replace("/", "_")
     t0 = time.perf_counter()
     if args.merge:
-        df = pd.concat([pd.read_csv(p) for p in args.merge], ignore_index=True)
+        df = pd.concat([pd.read_csv(p, comment="#") for p in args.merge], ignore_index=True)
+        rank_sources = args.merge
     else:
         commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent).stdout.strip() or "unknown"
@@ -192,11 +306,13 @@ def main():
                           threads=gensar.get_num_threads())
         csv_path = Path(args.csv or out / f"{name}.raw.csv")
         csv_path.unlink(missing_ok=True)
+        shutil.rmtree(ranks_dir(csv_path), ignore_errors=True)
         ds = _load_dataset(args.dataset, args.path)
-        cfg = dict(PRESETS[args.preset], **json.loads(args.set))
+        cfg = study_config(PRESETS[args.preset], json.loads(args.set))
         for seed in args.seeds:
             run_seed(ds, seed, args.methods, cfg, not args.no_progress, csv_path, provenance)
         df = pd.read_csv(csv_path)
+        rank_sources = [csv_path]
     runs = df.groupby(["command", "commit", "threads"], sort=False)["seed"].unique()
     header = [f"# Trade-off study on {args.dataset}", "",
               f"Test split; mean ± std over seeds {sorted(df['seed'].unique().tolist())}. "
@@ -209,7 +325,8 @@ def main():
         f.write("".join(f"# {line}\n" for line in header.splitlines()[2:] if line))
         df.to_csv(f, index=False)
     summary = summarise(df)
-    write_markdown(summary, out / f"{name}.md", header)
+    sig = significance(summary, load_ranks(rank_sources))
+    write_markdown(summary, out / f"{name}.md", header, sig)
     plot(summary, out / f"{name}.png", args.dataset)
     print((out / f"{name}.md").read_text())
 

@@ -19,6 +19,10 @@ if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
 
 from . import _core  # noqa: E402
 from ._core import get_num_threads, set_num_threads
+from .cpu import cpu_info, get_isa, set_isa
+from . import cpu as _cpu
+
+_cpu._apply_environment()
 from . import schedules
 from .decode import CandidateSets, Trie
 from .seq2seq import Seq2Seq, Seq2SeqConfig
@@ -27,5 +31,5 @@ from .model import GenSAR, GenSARConfig
 
 __version__ = "0.1.0"
 
-__all__ = ["get_num_threads", "set_num_threads", "Seq2Seq", "Seq2SeqConfig", "schedules",
+__all__ = ["get_num_threads", "set_num_threads", "cpu_info", "get_isa", "set_isa", "Seq2Seq", "Seq2SeqConfig", "schedules",
            "Trie", "CandidateSets", "DualIDs", "GenSAR", "GenSARConfig", "__version__"]

@@ -1,8 +1,11 @@
 """Evaluation of any method on the protocol's two rankings.
 
 - "sampled": the reference's protocol. Each case ranks its target among the
-  candidates of ``Dataset.candidates`` (target + 99 negatives: random unseen items
-  for recommendation, BM25 hard negatives for search).
+  candidates of ``Dataset.candidates`` (target + 99 negatives: for recommendation,
+  unseen items drawn by training popularity; for search, BM25 hard negatives).
+- "sampled-uniform": recommendation only: the 99 unseen negatives are drawn
+  uniformly (gensar's "sampled" protocol before it followed the reference; easier).
+  Search has no such variant; its rows are left out.
 - "full": the target is ranked among every item of the catalogue (stricter).
 
 A method is either a *scorer* (scores for every item, e.g. popularity, BM25,
@@ -20,7 +23,23 @@ import pandas as pd
 from ._validate import check_int, check_ks
 from .metrics import DEFAULT_KS, metrics_from_ranks, ranks_from_scores, target_ranks
 
-PROTOCOLS = ("sampled", "full")
+PROTOCOLS = ("sampled", "sampled-uniform", "full")
+# How each sampled protocol draws recommendation negatives (Dataset.candidates).
+REC_SAMPLER = {"sampled": "popularity", "sampled-uniform": "uniform"}
+
+
+def applies(task: str, protocol: str) -> bool:
+    """Whether a protocol exists for a task ("sampled-uniform" is recommendation only)."""
+    return not (task == "search" and protocol == "sampled-uniform")
+
+
+def candidates(ds, task: str, split: str, protocol: str, n_neg: int = 99):
+    """The candidate sets (n_cases, 1 + n_neg) of a sampled protocol; None for "full"."""
+    if protocol == "full":
+        return None
+    return ds.candidates(task, split, n_neg=n_neg, sampler=REC_SAMPLER[protocol])
+
+
 TASKS = ("rec", "search")
 
 
@@ -64,8 +83,9 @@ def _check(task, split, protocols):
 
 def scorer_ranks(ds, task, split, scores, protocol, seed=0, n_neg=99) -> np.ndarray:
     """0-based target ranks from scores (B, n_items) aligned with ds.examples(task, split)."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; the protocols are {PROTOCOLS}")
+    _check(task, split, (protocol,))
+    if not applies(task, protocol):
+        raise ValueError(f"protocol {protocol!r} does not apply to task {task!r}")
     ex = ds.examples(task, split, max_history=0)
     scores = np.asarray(scores, dtype=np.float64)
     if scores.shape != (len(ex), ds.n_items):
@@ -74,7 +94,7 @@ def scorer_ranks(ds, task, split, scores, protocol, seed=0, n_neg=99) -> np.ndar
     perm = np.random.default_rng([seed, 7]).permutation(ds.n_items)
     if protocol == "full":
         return ranks_from_scores(scores[:, perm], np.argsort(perm)[ex["target"].to_numpy()])
-    cand = ds.candidates(task, split, n_neg=n_neg)
+    cand = candidates(ds, task, split, protocol, n_neg)
     sub = np.take_along_axis(scores, cand, 1)
     order = np.argsort(perm[cand], axis=1)  # random but fixed order of each case's candidates
     sub = np.take_along_axis(sub, order, 1)
@@ -83,10 +103,12 @@ def scorer_ranks(ds, task, split, scores, protocol, seed=0, n_neg=99) -> np.ndar
 
 
 def evaluate_scorer(ds, score_fn, tasks=("rec", "search"), split="test", protocols=PROTOCOLS,
-                    ks=DEFAULT_KS, method="", seed=0, n_neg=99) -> pd.DataFrame:
+                    ks=DEFAULT_KS, method="", seed=0, n_neg=99, ranks_out=None) -> pd.DataFrame:
     """Metrics of a scorer. score_fn(task, examples DataFrame) -> scores (B, n_items),
     higher is better (-inf excludes an item; NaN raises ValueError naming the
-    scorer). Returns one row per (task, protocol)."""
+    scorer). Returns one row per (task, protocol) that applies to the task.
+    ranks_out: optional dict that receives the per-case ranks, keyed (task, protocol)
+    (rows aligned with ds.examples(task, split); for paired significance tests)."""
     from .datasets import Dataset
 
     if not isinstance(ds, Dataset):
@@ -103,7 +125,11 @@ def evaluate_scorer(ds, score_fn, tasks=("rec", "search"), split="test", protoco
         ex = ds.examples(task, split)
         scores = _scorer_output(score_fn(task, ex), who, task, (len(ex), ds.n_items))
         for protocol in protocols:
+            if not applies(task, protocol):
+                continue
             ranks = scorer_ranks(ds, task, split, scores, protocol, seed, n_neg)
+            if ranks_out is not None:
+                ranks_out[(task, protocol)] = ranks
             rows.append({"method": method, "task": task, "protocol": protocol, "split": split,
                          "cases": len(ranks), **metrics_from_ranks(ranks, ks)})
     return pd.DataFrame(rows)

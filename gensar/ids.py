@@ -73,12 +73,31 @@ from . import _core
 __all__ = ["DualIDs", "kmeans", "make_synthetic_embeddings"]
 
 METHODS = ("joint", "residual_kmeans", "single", "random")
+SCHEDULES = ("linear", "cosine", "constant")
 
-# Default epochs: the reference trains ~500 epochs on 60k items with a GPU. On a
-# CPU one epoch of the reference-size joint RQ-VAE over 60k items takes about
-# 25 s on one core (benchmarks/bench_ids.py), so the default is 50 epochs
-# (~20 minutes for 60k items on one core); set epochs=500 for the reference budget.
-DEFAULT_EPOCHS = 50
+
+def _is_auto(k):
+    return isinstance(k, str) and k == "auto"
+
+
+def _as_levels(v):
+    """Level sizes as a tuple (lists accepted; anything else is checked at fit)."""
+    return tuple(v) if isinstance(v, (list, tuple)) else v
+
+# Training length in optimiser steps (the reference: ~31k steps of batch 1024,
+# i.e. 500 epochs of 60k items, 10% warm-up then linear decay). DEFAULT_STEPS is
+# where the loss of the default joint RQ-VAE plateaus on ml-100k under the same
+# schedule (benchmarks/bench_ids.py --convergence); epochs=... overrides it.
+DEFAULT_STEPS = 1500
+DEFAULT_WARMUP = 0.1
+# report(): the training has converged when the mean loss of its last 10% of
+# steps is less than 1% below that of the 10% before
+CONVERGED_CHANGE = 0.01
+
+# Codebook sizes derived from the catalogue ("auto" levels, see auto_codebook_size).
+AUTO_HEADROOM = 16     # product of the codebook sizes of one ID >= 16 x n_items
+AUTO_MIN_CODES = 4
+AUTO_MAX_CODES = 256   # the reference's size (60k items)
 
 
 def _as_float_matrix(x, name, allow_none=False):
@@ -100,14 +119,66 @@ def _as_float_matrix(x, name, allow_none=False):
         raise ValueError(f"{name} must be 2-dimensional (items, features), got shape {x.shape}")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {x.shape})")
-    x = np.ascontiguousarray(x, dtype=np.float32)
     finite = np.isfinite(x).all(axis=1)
     if not finite.all():
         bad = np.flatnonzero(~finite)
         raise ValueError(
             f"{name} contains NaN or infinite values in {bad.size} rows (first: row {bad[0]}); "
             f"clean or drop those items first")
-    return x
+    if x.dtype.itemsize > 4 and np.abs(x).max() > _FLOAT32_MAX:
+        raise ValueError(
+            f"{name} holds values up to {np.abs(x).max():.3g}, beyond float32 range "
+            f"({_FLOAT32_MAX:.3g}); standardise it first (e.g. divide by its scale)")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# squared distances between rows whose squared norm is below this stay finite in
+# float32 (|a - b|^2 <= 2|a|^2 + 2|b|^2); csrc/quant/kmeans.c uses the same bound
+_SQNORM_LIMIT = _FLOAT32_MAX / 8
+
+
+def _is_int(v):
+    """A Python or NumPy integer that is not a bool (True is not a count)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_sqnorms(x, name, hint="standardise it first (e.g. divide by its scale)"):
+    """ValueError if squared distances between rows of x (float32) would overflow."""
+    sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    i = int(sq.argmax())
+    if not sq[i] <= _SQNORM_LIMIT:
+        raise ValueError(
+            f"{name} has rows with squared L2 norm up to {sq[i]:.3g} (row {i}); squared "
+            f"distances would overflow float32 (limit {_SQNORM_LIMIT:.3g}); {hint}")
+
+
+def auto_codebook_size(n_items, n_levels, fixed=(), headroom=AUTO_HEADROOM,
+                       min_codes=AUTO_MIN_CODES, max_codes=AUTO_MAX_CODES):
+    """Codes per level for a catalogue of n_items, when n_levels levels of one ID
+    are left to choose and the other levels of that ID have the sizes `fixed`.
+
+    K = the smallest power of two with K ** n_levels >= headroom * n_items /
+    prod(fixed), clipped to [min_codes, max_codes]. Why: a code is useful only
+    if items land on it, so K should be as small as uniqueness allows (a level
+    of 256 codes over 1.3k items leaves most codes unused), while the product of
+    the sizes must leave room well above n_items: collisions are resolved
+    inside a prefix group (items sharing all but the last one or two tokens),
+    which can hold at most K_last (or K_(L-1) x K_last) items, and real
+    catalogues fill prefixes unevenly (with headroom 4 a 700-item clustered
+    catalogue already overflowed a prefix group). headroom 16 gives K ** L
+    between 16 and 16 x 2 ** L times the catalogue: ml-100k (1,349 items, 4
+    levels) gets 16 codes per level, 100 items 8, 60k items 32; the cap 256 is
+    the reference's size.
+    """
+    if not _is_int(n_items) or n_items < 1:
+        raise ValueError(f"n_items must be a positive integer, got {n_items!r}")
+    if not _is_int(n_levels) or n_levels < 1:
+        raise ValueError(f"n_levels must be a positive integer, got {n_levels!r}")
+    need = headroom * n_items / max(1, math.prod(fixed))
+    per_level = need ** (1.0 / n_levels) if need > 1 else 1.0
+    k = 1 << max(0, math.ceil(math.log2(per_level) - 1e-9))
+    return int(min(max_codes, max(min_codes, k)))
 
 
 def kmeans(x, k, n_init=1, max_iter=300, tol=1e-4, seed=0, init=None):
@@ -120,17 +191,23 @@ def kmeans(x, k, n_init=1, max_iter=300, tol=1e-4, seed=0, init=None):
     squared distances of the points to their centroid).
     """
     x = _as_float_matrix(x, "x")
-    if not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    for name, v in (("k", k), ("n_init", n_init), ("max_iter", max_iter), ("seed", seed)):
+        if not _is_int(v):
+            raise TypeError(f"{name} must be an integer, got {type(v).__name__} {v!r}")
+        if v < (0 if name == "seed" else 1):
+            raise ValueError(f"{name} must be a {'non-negative' if name == 'seed' else 'positive'} "
+                             f"integer, got {v!r}")
     if k > x.shape[0]:
         raise ValueError(f"k = {k} clusters need at least {k} points, got {x.shape[0]}")
-    for name, v in (("n_init", n_init), ("max_iter", max_iter)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if not (isinstance(tol, (int, float, np.floating, np.integer)) and not isinstance(tol, bool)
+            and math.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    _check_sqnorms(x, "x")
     if init is not None:
         init = _as_float_matrix(init, "init")
         if init.shape != (k, x.shape[1]):
             raise ValueError(f"init must have shape ({k}, {x.shape[1]}), got {init.shape}")
+        _check_sqnorms(init, "init")
     C, labels, inertia = _core.kmeans(x, int(k), int(n_init), int(max_iter), float(tol), int(seed),
                                       init)
     return C, labels.astype(np.int64), inertia
@@ -152,52 +229,81 @@ class DualIDs:
 
     Parameters (defaults = the reference settings unless noted)
     ----------
-    shared_levels : codebook sizes of the shared levels (256, 256)
-    specific_levels : codebook sizes of the semantic- and collaborative-specific
-        levels (256, 256)
+    shared_levels : codebook sizes of the shared levels; each entry an int or
+        "auto" (default ("auto", "auto")): "auto" sizes come from the catalogue
+        at fit time (auto_codebook_size: the smallest power of two whose
+        product over the ID's levels is >= 16 x n_items, between 4 and 256; the
+        reference's 256 suits 60k items, not 1k)
+    specific_levels : the same for the semantic- and collaborative-specific
+        levels (default ("auto", "auto"))
     method : "joint" | "residual_kmeans" | "single" | "random" (see module doc)
     latent_dim : h, latent width per embedding (32)
     hidden : encoder hidden widths (512, 256, 128, 64); decoders mirror them
     beta : commitment weight (0.25)
-    epochs : training epochs (default 50 on CPU, reference ~500)
-    batch_size : 1024; lr 1e-3; weight_decay 1e-5 (AdamW)
+    steps : optimiser steps of the RQ-VAE (joint, single); default DEFAULT_STEPS,
+        where the loss plateaus on ml-100k (the reference: ~31k steps on 60k items)
+    epochs : None (default: train for `steps`) or a number of passes over the
+        catalogue (then steps = epochs x batches per epoch)
+    warmup : fraction of the steps with a linear learning-rate warm-up from 0
+        (0.1, the reference's 50 of 500 epochs)
+    schedule : "linear" (reference: decay to 0 after the warm-up) | "cosine" |
+        "constant"
+    batch_size : 1024; lr 1e-3 (peak); weight_decay 1e-5 (AdamW)
+    restart_dead_codes : True: every `restart_window` steps, codes that no
+        training row used during the window move to random residuals of the
+        current batch (with fresh AdamW moments); not in the reference, which
+        relies on 60k items to keep 256 codes busy
+    restart_window : steps per usage window (None: one epoch, so that every
+        item was seen once)
+    restart_until : fraction of the steps after which restarts stop, so the
+        last moved codes still get trained (0.9)
     kmeans_iters : Lloyd iterations of the codebook k-means initialisation (and
         of residual_kmeans)
     sinkhorn_epsilon, sinkhorn_iters : 0.003, 50 (collision resolution)
     overflow : "error" | "extra_level" (see module doc)
-    adapt_codebooks : shrink codebooks larger than the catalogue (or first
-        batch) with a warning instead of raising
+    adapt_codebooks : shrink explicit codebooks larger than the catalogue (or
+        first batch) with a warning instead of raising ("auto" sizes always fit)
     scale_inputs : divide each embedding matrix by one scalar, its mean row L2
-        norm at fit time (not in the reference, whose semantic embeddings are
-        unit-norm already). It puts both reconstruction terms on the same
+        norm at fit time (computed in float64, so data of any finite scale is
+        accepted; not in the reference, whose semantic embeddings are unit-norm
+        already). It puts both reconstruction terms on the same
         footing whatever the units of the collaborative embedding; without it an
         embedding with large values (e.g. norm ~10) makes the straight-through
         encoder outrun the codebooks and the quantisation loss diverge. The
         geometry of each embedding is unchanged; reported reconstruction errors
         are in the original units. False gives the reference exactly.
-    seed : every random choice (weights, batches, k-means) derives from it
-    progress : show a tqdm progress bar over epochs
+    seed : every random choice (weights, batches, k-means, restarts) derives from it
+    progress : show a tqdm progress bar over steps
 
     Fitted attributes: semantic_ids_, collaborative_ids_ (N, L) int64,
-    history_ (per-epoch mean losses), shared_levels_, specific_levels_ (after
-    adaptation).
+    history_ (per-epoch mean losses, learning rate and restarted codes),
+    loss_curve_ (per-step losses), shared_levels_, specific_levels_ (the sizes
+    used), restarts_ (codes restarted per level).
     """
 
-    def __init__(self, shared_levels=(256, 256), specific_levels=(256, 256), method="joint",
-                 latent_dim=32, hidden=(512, 256, 128, 64), beta=0.25, epochs=DEFAULT_EPOCHS,
-                 batch_size=1024, lr=1e-3, weight_decay=1e-5, kmeans_iters=50,
+    def __init__(self, shared_levels=("auto", "auto"), specific_levels=("auto", "auto"),
+                 method="joint", latent_dim=32, hidden=(512, 256, 128, 64), beta=0.25,
+                 steps=DEFAULT_STEPS, epochs=None, warmup=DEFAULT_WARMUP, schedule="linear",
+                 batch_size=1024, lr=1e-3, weight_decay=1e-5, restart_dead_codes=True,
+                 restart_window=None, restart_until=0.9, kmeans_iters=50,
                  sinkhorn_epsilon=0.003, sinkhorn_iters=50, overflow="error",
                  adapt_codebooks=True, scale_inputs=True, seed=0, progress=True):
-        self.shared_levels = tuple(shared_levels)
-        self.specific_levels = tuple(specific_levels)
+        self.shared_levels = _as_levels(shared_levels)
+        self.specific_levels = _as_levels(specific_levels)
         self.method = method
         self.latent_dim = latent_dim
-        self.hidden = tuple(hidden)
+        self.hidden = tuple(hidden) if isinstance(hidden, (list, tuple)) else hidden
         self.beta = beta
+        self.steps = steps
         self.epochs = epochs
+        self.warmup = warmup
+        self.schedule = schedule
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
+        self.restart_dead_codes = restart_dead_codes
+        self.restart_window = restart_window
+        self.restart_until = restart_until
         self.kmeans_iters = kmeans_iters
         self.sinkhorn_epsilon = sinkhorn_epsilon
         self.sinkhorn_iters = sinkhorn_iters
@@ -213,18 +319,53 @@ class DualIDs:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.overflow not in ("error", "extra_level"):
             raise ValueError(f"overflow must be 'error' or 'extra_level', got {self.overflow!r}")
-        levels = self.shared_levels + self.specific_levels
-        if not levels:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        for name in ("shared_levels", "specific_levels"):
+            v = getattr(self, name)
+            if not isinstance(v, tuple):
+                raise TypeError(f"{name} must be a tuple of codebook sizes (ints or 'auto'), got {v!r}")
+            for k in v:
+                if _is_auto(k):
+                    continue
+                if not _is_int(k):
+                    raise TypeError(f"{name} entries must be positive integers or 'auto', got {k!r}")
+                if k < 1:
+                    raise ValueError(f"{name}: codebook sizes must be positive integers, got {v}")
+        if not self.shared_levels + self.specific_levels:
             raise ValueError("at least one level is needed (shared_levels or specific_levels)")
-        for k in levels:
-            if not isinstance(k, (int, np.integer)) or k < 1:
-                raise ValueError(f"codebook sizes must be positive integers, got {levels}")
         if len(self.shared_levels) > 8 or len(self.specific_levels) > 8:
             raise ValueError("at most 8 shared and 8 specific levels are supported")
-        for name in ("epochs", "batch_size", "latent_dim", "kmeans_iters"):
+        if not isinstance(self.hidden, tuple) or not all(_is_int(w) and w >= 1 for w in self.hidden):
+            raise ValueError(f"hidden must be a tuple of positive layer widths, got {self.hidden!r}")
+        if len(self.hidden) > 8:
+            raise ValueError(f"hidden: at most 8 layers are supported, got {len(self.hidden)}")
+        ints = {"steps": 0, "batch_size": 1, "latent_dim": 1, "kmeans_iters": 1,
+                "sinkhorn_iters": 0, "seed": 0}
+        if self.epochs is not None:
+            ints["epochs"] = 0
+        if self.restart_window is not None:
+            ints["restart_window"] = 1
+        for name, lo in ints.items():
             v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v < (0 if name == "epochs" else 1):
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            if not _is_int(v):
+                raise TypeError(f"{name} must be an integer, got {type(v).__name__} {v!r}")
+            if v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        # (name, lowest allowed, lowest excluded, highest allowed)
+        for name, lo, open_lo, hi in (("lr", 0.0, True, None), ("weight_decay", 0.0, False, None),
+                                      ("beta", 0.0, False, None),
+                                      ("sinkhorn_epsilon", 0.0, True, None),
+                                      ("warmup", 0.0, False, 1.0), ("restart_until", 0.0, False, 1.0)):
+            v = getattr(self, name)
+            ok = (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                  and math.isfinite(v) and (v > lo if open_lo else v >= lo) and (hi is None or v <= hi))
+            if not ok:
+                rng_txt = (f"> {lo}" if open_lo else f">= {lo}") + (f" and <= {hi}" if hi is not None else "")
+                raise ValueError(f"{name} must be a finite number {rng_txt}, got {v!r}")
+        for name in ("restart_dead_codes", "adapt_codebooks", "scale_inputs", "progress"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
     def _check_inputs(self, semantic_emb, collaborative_emb, fitted=False):
         needs_col = self.method != "single"
@@ -247,14 +388,24 @@ class DualIDs:
 
     def _scaled(self, xs, xc):
         a, b = self.input_scale_
-        xs = xs if a == 1.0 else np.ascontiguousarray(xs * np.float32(a))
-        xc = xc if (xc is None or b == 1.0) else np.ascontiguousarray(xc * np.float32(b))
+        # in float64: a tiny scale times a huge value must not underflow/overflow midway
+        xs = xs if a == 1.0 else np.ascontiguousarray(xs * np.float64(a), dtype=np.float32)
+        xc = xc if (xc is None or b == 1.0) else np.ascontiguousarray(xc * np.float64(b),
+                                                                     dtype=np.float32)
         return xs, xc
 
     def _adapt_levels(self, n):
-        """Codebooks cannot be larger than the items that initialise them."""
+        """Codebook sizes for n items: "auto" entries from the catalogue, explicit
+        ones checked (they cannot be larger than the items that initialise them)."""
         limit = n if self.method in ("residual_kmeans", "random") else min(self.batch_size, n)
         shared, specific = list(self.shared_levels), list(self.specific_levels)
+        # levels of one ID: shared + specific (the single method merges them)
+        id_levels = shared + specific
+        n_auto = sum(_is_auto(k) for k in id_levels)
+        if n_auto:
+            k_auto = min(limit, auto_codebook_size(n, n_auto, [k for k in id_levels if not _is_auto(k)]))
+            shared = [k_auto if _is_auto(k) else k for k in shared]
+            specific = [k_auto if _is_auto(k) else k for k in specific]
         too_big = [k for k in shared + specific if k > limit]
         if too_big:
             msg = (f"{n} items (first batch {limit}) are fewer than the codes of a level "
@@ -470,12 +621,21 @@ class DualIDs:
         self.dims_ = (xs.shape[1], xc.shape[1] if xc is not None else 0)
         self.input_scale_ = (1.0, 1.0)
         if self.scale_inputs:
-            norm = lambda x: float(np.linalg.norm(x, axis=1).mean()) if x is not None else 1.0  # noqa: E731
+            # float64: rows of huge but finite float32 values (e.g. 1e20) keep a finite norm
+            norm = lambda x: (float(np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64)).mean())  # noqa: E731
+                              if x is not None else 1.0)
             self.input_scale_ = tuple(1.0 / v if v > 0 else 1.0 for v in (norm(xs), norm(xc)))
         xs, xc = self._scaled(xs, xc)
+        hint = ("standardise it first (e.g. divide by its scale)"
+                + ("" if self.scale_inputs else " or use scale_inputs=True"))
+        _check_sqnorms(xs, "semantic_emb", hint)
+        if xc is not None:
+            _check_sqnorms(xc, "collaborative_emb", hint)
         self.shared_levels_, self.specific_levels_ = self._adapt_levels(n)
         self.dims_q_ = self._rq_dims()
         self.history_ = []
+        self.loss_curve_ = np.zeros((0, 5))
+        self.restarts_ = []
         rng = np.random.default_rng(self.seed)
         if self.method in ("joint", "single"):
             self._fit_rqvae(xs, xc, rng)
@@ -503,6 +663,24 @@ class DualIDs:
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
+    def _lr_at(self, step, total):
+        """Learning rate of optimiser step `step` (0-based) of `total`: linear
+        warm-up over the first round(warmup x total) steps up to lr, then the
+        `schedule` decay towards 0, reached just after the last step (so that no
+        step is wasted at lr 0)."""
+        warm = int(round(self.warmup * total))
+        if step < warm:
+            return self.lr * (step + 1) / warm
+        if self.schedule == "constant":
+            return self.lr
+        p = (step - warm + 1) / (total - warm + 1)  # in (0, 1)
+        frac = 1.0 - p if self.schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * p))
+        return self.lr * frac
+
+    def _total_steps(self, n):
+        per_epoch = -(-n // min(self.batch_size, n))
+        return per_epoch * self.epochs if self.epochs is not None else int(self.steps)
+
     def _fit_rqvae(self, xs, xc, rng):
         from tqdm.auto import tqdm
 
@@ -516,24 +694,47 @@ class DualIDs:
         first = np.sort(rng.permutation(n)[:bs])
         _core.rqvae_init_codebooks(self._model, xs[first], None if xc is None else xc[first],
                                    int(self.kmeans_iters), int(self.seed))
-        bar = tqdm(range(self.epochs), desc=f"RQ-VAE ({self.method})", unit="epoch",
+        per_epoch = -(-n // bs)
+        total = self._total_steps(n)
+        window = self.restart_window or per_epoch
+        restart_stop = int(self.restart_until * total)
+        n_levels = self._n_levels()
+        self.restarts_ = [0] * n_levels
+        curve = np.zeros((total, 5))  # step lr, total, recon_s, recon_c, quantisation
+        bar = tqdm(total=total, desc=f"RQ-VAE ({self.method})", unit="step",
                    disable=not self.progress, leave=False)
-        for _ in bar:
+        step = 0
+        while step < total:
             t0 = time.perf_counter()
             perm = rng.permutation(n)
-            sums = np.zeros(4)
+            sums, rows, restarted = np.zeros(4), 0, [0] * n_levels
             for s in range(0, n, bs):
+                if step >= total:
+                    break
                 idx = perm[s:s + bs]
+                lr = self._lr_at(step, total)
                 losses = _core.rqvae_train_step(self._model, xs[idx],
                                                 None if xc is None else xc[idx],
-                                                float(self.lr), float(self.weight_decay))
+                                                float(lr), float(self.weight_decay))
+                curve[step] = (lr, *losses)
                 sums += np.array(losses) * len(idx)
-            mean = sums / n
+                rows += len(idx)
+                step += 1
+                if self.restart_dead_codes and step % window == 0 and step <= restart_stop:
+                    moved = _core.rqvae_restart_dead_codes(
+                        self._model, (int(self.seed) * 1_000_003 + step) % 2 ** 64)
+                    restarted = [a + b for a, b in zip(restarted, moved)]
+                    self.restarts_ = [a + b for a, b in zip(self.restarts_, moved)]
+            mean = sums / rows
             entry = dict(zip(("loss", "recon_semantic", "recon_collaborative", "quantisation"),
                              mean.tolist()))
-            entry["seconds"] = time.perf_counter() - t0
+            entry.update(step=step, lr=float(curve[step - 1, 0]), restarted=restarted,
+                         seconds=time.perf_counter() - t0)
             self.history_.append(entry)
+            bar.update(-(-rows // bs))
             bar.set_postfix(loss=f"{mean[0]:.4g}")
+        bar.close()
+        self.loss_curve_ = curve
 
     def _bind_buffers(self):
         self._params, self._grads, self._adam_m, self._adam_v = _core.rqvae_buffers(self._model)
@@ -568,6 +769,9 @@ class DualIDs:
         self._check_fitted()
         xs, xc = self._check_inputs(semantic_emb, collaborative_emb, fitted=True)
         xs, xc = self._scaled(xs, xc)
+        _check_sqnorms(xs, "semantic_emb")
+        if xc is not None:
+            _check_sqnorms(xc, "collaborative_emb")
         rng = np.random.default_rng([self.seed, len(xs)])
         codes, _, resid, _ = self._assign(xs, xc, rng)
         if not resolve:
@@ -580,18 +784,45 @@ class DualIDs:
         return ids[0], ids[1]
 
     # ------------------------------------------------------------------- report
+    def training_summary(self):
+        """How the RQ-VAE training ended (joint and single methods; None otherwise):
+        steps, final_loss (mean total loss over the last 10% of the steps),
+        change (relative fall of that mean from the previous 10% of the steps),
+        converged (change < CONVERGED_CHANGE: the loss has reached a plateau),
+        restarts (dead codes restarted per level over the whole fit)."""
+        self._check_fitted()
+        curve = getattr(self, "loss_curve_", np.zeros((0, 5)))
+        if self.method not in ("joint", "single"):
+            return None
+        out = {"steps": int(curve.shape[0]), "final_loss": None, "change": None,
+               "converged": None, "restarts": list(getattr(self, "restarts_", []))}
+        if curve.shape[0] >= 20:
+            w = curve.shape[0] // 10
+            last, prev = curve[-w:, 1].mean(), curve[-2 * w:-w, 1].mean()
+            change = float((prev - last) / max(abs(last), 1e-30))
+            out.update(final_loss=float(last), change=change,
+                       converged=bool(change < CONVERGED_CHANGE))
+        elif curve.shape[0]:
+            out["final_loss"] = float(curve[:, 1].mean())
+        return out
+
     def report(self):
         """Quality of the fitted identifiers, as a dict:
 
         - "collision_rate_before" / "collision_rate_after": {"semantic", "collaborative"}
           fraction (N - distinct IDs) / N of the nearest-code IDs and of the final IDs;
-        - "levels": pandas DataFrame, one row per (ID kind, level): codebook size,
-          utilisation (fraction of codes used) and perplexity (exp of the entropy of
-          code usage; equals the codebook size when usage is uniform);
+          "collisions": the same as counts of items sharing their ID with another item;
+        - "levels": pandas DataFrame, one row per (ID kind, level): codebook_size,
+          codes_used and utilisation (fraction of codes used; utilisation_pct in
+          %) by the final IDs, codes_used_raw (by the nearest codes, before
+          collision resolution) and perplexity (exp of the entropy of code usage;
+          equals the codebook size when usage is uniform);
+        - "training": training_summary() (final loss, converged, restarts);
         - "reconstruction": {"semantic", "collaborative"} -> {"mse" (mean squared error
           per element), "relative" (sum ||xhat - x||^2 / sum ||x||^2)} (empty for random);
         - "n_items", "method", "id_length", "fit_seconds", "moved" (items whose last
-          token was changed by collision resolution).
+          token was changed by collision resolution), "spilled";
+        - "summary": all of the above as readable text.
         """
         import pandas as pd
 
@@ -605,26 +836,37 @@ class DualIDs:
             for j in range(ids[t].shape[1]):
                 k = sizes[lv[j]] if j < len(lv) else int(ids[t][:, j].max()) + 1
                 perp, util = _perplexity(ids[t][:, j], k)
+                raw = (int(np.unique(self._raw_codes[:, lv[j]]).size) if j < len(lv)
+                       else None)
                 rows.append({"id": kind, "level": j,
                              "part": ("shared" if j < len(self.shared_levels_) else
                                       "specific" if j < len(lv) else "disambiguation"),
-                             "codebook_size": k, "utilisation": util, "perplexity": perp})
+                             "codebook_size": k, "codes_used": int(np.unique(ids[t][:, j]).size),
+                             "utilisation": util, "utilisation_pct": 100.0 * util,
+                             "codes_used_raw": raw, "perplexity": perp})
         before = {}
         for t, kind in enumerate(kinds):
             lv = self._kind_levels(min(t, len(self.dims_q_) - 1))
             before[kind] = _collision_rate(self._raw_codes[:, lv])
-        return {
+        n = int(self.semantic_ids_.shape[0])
+        rep = {
             "method": self.method,
-            "n_items": int(self.semantic_ids_.shape[0]),
+            "n_items": n,
             "id_length": {k: int(i.shape[1]) for k, i in zip(kinds, ids)},
             "collision_rate_before": before,
             "collision_rate_after": {k: _collision_rate(i) for k, i in zip(kinds, ids)},
+            "collisions": {k: {"before": int(round(before[k] * n)),
+                               "after": int(round(_collision_rate(i) * n))}
+                           for k, i in zip(kinds, ids)},
             "moved": {k: int(s["moved"]) for k, s in zip(kinds, self._resolve_stats)},
             "spilled": {k: int(s.get("spilled", 0)) for k, s in zip(kinds, self._resolve_stats)},
             "levels": pd.DataFrame(rows),
+            "training": self.training_summary(),
             "reconstruction": self._recon,
             "fit_seconds": self.fit_seconds_,
         }
+        rep["summary"] = _summary_text(rep)
+        return rep
 
     def _check_fitted(self):
         if not hasattr(self, "semantic_ids_"):
@@ -632,8 +874,10 @@ class DualIDs:
 
     # ---------------------------------------------------------------- save/load
     _PARAMS = ("shared_levels", "specific_levels", "method", "latent_dim", "hidden", "beta",
-               "epochs", "batch_size", "lr", "weight_decay", "kmeans_iters", "sinkhorn_epsilon",
-               "sinkhorn_iters", "overflow", "adapt_codebooks", "scale_inputs", "seed", "progress")
+               "steps", "epochs", "warmup", "schedule", "batch_size", "lr", "weight_decay",
+               "restart_dead_codes", "restart_window", "restart_until", "kmeans_iters",
+               "sinkhorn_epsilon", "sinkhorn_iters", "overflow", "adapt_codebooks", "scale_inputs",
+               "seed", "progress")
 
     def save(self, path):
         """Writes the fitted state to one .npz file (arrays + a JSON header; no pickle)."""
@@ -645,9 +889,11 @@ class DualIDs:
                   "specific_levels_": list(self.specific_levels_),
                   "extra_level": list(self._extra_level_), "recon": self._recon,
                   "resolve_stats": self._resolve_stats, "history": self.history_,
+                  "restarts": list(getattr(self, "restarts_", [])),
                   "fit_seconds": self.fit_seconds_}
         arrays = {"semantic_ids": self.semantic_ids_, "collaborative_ids": self.collaborative_ids_,
-                  "raw_codes": self._raw_codes}
+                  "raw_codes": self._raw_codes,
+                  "loss_curve": getattr(self, "loss_curve_", np.zeros((0, 5)))}
         if self.method in ("joint", "single"):
             arrays.update(params=self._params, adam_m=self._adam_m, adam_v=self._adam_v,
                           step=np.array(_core.rqvae_step_count(self._model)))
@@ -703,6 +949,8 @@ class DualIDs:
             self._recon = header["recon"]
             self._resolve_stats = header["resolve_stats"]
             self.history_ = header["history"]
+            self.restarts_ = header.get("restarts", [])
+            self.loss_curve_ = f["loss_curve"] if "loss_curve" in f else np.zeros((0, 5))
             self.fit_seconds_ = header["fit_seconds"]
             self.semantic_ids_ = f["semantic_ids"]
             self.collaborative_ids_ = f["collaborative_ids"]
@@ -732,8 +980,35 @@ class DualIDs:
         return self
 
     def __repr__(self):
+        length = f"epochs={self.epochs}" if self.epochs is not None else f"steps={self.steps}"
         return (f"DualIDs(method={self.method!r}, shared_levels={self.shared_levels}, "
-                f"specific_levels={self.specific_levels}, epochs={self.epochs})")
+                f"specific_levels={self.specific_levels}, {length})")
+
+
+def _summary_text(rep):
+    """report() as readable text: one line per level of each ID kind."""
+    lines = [f"DualIDs ({rep['method']}), {rep['n_items']} items, fit {rep['fit_seconds']:.1f} s"]
+    tr = rep["training"]
+    if tr is not None:
+        conv = ("n/a (fewer than 20 steps)" if tr["converged"] is None else
+                f"{'yes' if tr['converged'] else 'NO'} (last 10% of steps vs the 10% before: "
+                f"{100 * tr['change']:+.2f}%)")
+        fl = "n/a" if tr["final_loss"] is None else f"{tr['final_loss']:.5g}"
+        lines.append(f"training: {tr['steps']} steps, final loss {fl}, converged {conv}, "
+                     f"dead codes restarted per level {tr['restarts']}")
+    for kind in ("semantic", "collaborative"):
+        c = rep["collisions"][kind]
+        lines.append(f"{kind} IDs ({rep['id_length'][kind]} tokens): colliding items before "
+                     f"resolution {c['before']} ({100 * rep['collision_rate_before'][kind]:.1f}%), "
+                     f"after {c['after']}; moved {rep['moved'][kind]}, spilled {rep['spilled'][kind]}")
+        lv = rep["levels"][rep["levels"].id == kind]
+        for r in lv.itertuples():
+            raw = "" if r.codes_used_raw is None or r.codes_used_raw != r.codes_used_raw else \
+                f" (nearest codes: {int(r.codes_used_raw)})"
+            lines.append(f"  level {r.level} {r.part:<8} codes {r.codebook_size:>4}  used "
+                         f"{r.codes_used:>4}{raw}  utilisation {r.utilisation_pct:5.1f}%  "
+                         f"perplexity {r.perplexity:7.2f}")
+    return "\n".join(lines)
 
 
 def make_synthetic_embeddings(n_items, semantic_dim=768, collaborative_dim=64, n_clusters=100,

@@ -13,8 +13,9 @@
 Pipeline of ``fit`` (GENSAR.md sections 1-4): semantic item embeddings from a
 sentence encoder, collaborative item embeddings from SASRec, dual identifiers
 from the joint RQ-VAE, a tokenizer trained on the dataset's text, pseudo-queries
-from a doc2query model, then the encoder-decoder trained on the task mixture
-with validation every epoch and early stopping. Recommendation decodes
+(the dataset's own query text, or a doc2query model trained until its held-out
+loss stops falling), then the encoder-decoder trained on the reference's task
+mixture with validation every epoch and early stopping. Recommendation decodes
 collaborative IDs, search decodes semantic IDs, both with beam search
 constrained to real items.
 """
@@ -32,11 +33,13 @@ import pandas as pd
 
 from ._validate import check_float, check_int, check_ks, check_str_list, is_int
 from .evaluate import check_protocols, check_tasks
-from .metrics import DEFAULT_KS
-from .tasks import TASKS, TEMPLATES, TaskBuilder, encode_batch, mix, render
+from .metrics import DEFAULT_KS, target_ranks
+from .tasks import (REFERENCE_MIXTURE, TASKS, TEMPLATES, TaskBuilder, encode_batch, epoch_counts,
+                    epoch_mixture, render)
 from .tokenizer import REC_ITEM, SRC_ITEM, IDLayout, Tokenizer, escape_text
 
-DEFAULT_WEIGHTS = {t: 1.0 for t in TASKS}
+# Examples of each task per next-item example: the reference's mixture (tasks.py).
+DEFAULT_WEIGHTS = dict(REFERENCE_MIXTURE)
 
 
 @dataclass
@@ -57,10 +60,17 @@ class GenSARConfig:
     sasrec_epochs: int = 30
     # text
     vocab_size: int = 3000
-    max_input_len: int = 128
+    # Input tokens; 0: fitted to the longest training input (longest phrasing), so no
+    # input is cut (the fitted length is `input_len_`, saved with the model).
+    max_input_len: int = 0
     max_target_len: int = 24
-    n_rec: int = 5
-    n_search: int = 5
+    # History: the last n_rec recommendation events and n_search search sessions.
+    # The reference's 5 + 5 suited Amazon's short histories; ml-100k training
+    # examples have a median of 41 earlier recommendation events and 28 searches
+    # (benchmarks/history_lengths.py), so 20 + 10 (about 250 input tokens) keeps far
+    # more of it (SASRec sees the last 50 events).
+    n_rec: int = 20
+    n_search: int = 10
     # sequence model (section 3)
     d_model: int = 128
     num_layers: int = 4
@@ -78,10 +88,22 @@ class GenSARConfig:
     warmup: float = 0.01
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
+    # Examples of each task per next-item example (default: the reference's mixture,
+    # ~90% next-item, ~10% personalised search, ~0.1% each for the others). The budget
+    # is per task and anchored on next-item recommendation, never renormalised over the
+    # tasks present, so a variant without some tasks sees the others exactly as often.
     task_weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    examples_per_epoch: int = 0          # 0: every example of the mixture once per epoch
-    # pseudo-queries (ad-hoc search task)
-    doc2query_epochs: int = 3
+    examples_per_epoch: int = 0          # next-item examples per epoch (the anchor); 0: every
+                                         # next-item training example once per epoch
+    # pseudo-queries (ad-hoc search task): "dataset" uses the dataset's own query text
+    # (semi-synthetic data: each item's synthetic_query; real logs: its most frequent
+    # training queries), "doc2query" trains a doc2query model until its held-out loss
+    # stops falling (at most doc2query_epochs, patience doc2query_patience), "auto" is
+    # "dataset" for semi-synthetic data and "doc2query" otherwise. The source used is
+    # `pseudo_query_source_`, saved with the model.
+    pseudo_query_source: str = "auto"
+    doc2query_epochs: int = 50
+    doc2query_patience: int = 3
     pseudo_queries_per_item: int = 1
     # validation / inference (section 4)
     num_beams: int = 30
@@ -108,19 +130,22 @@ class GenSARConfig:
         for name, options in (("id_method", METHODS), ("rec_id", ("semantic", "collaborative")),
                               ("search_id", ("semantic", "collaborative")),
                               ("feed_forward_proj", ("relu", "gated-gelu")),
-                              ("schedule", ("constant", "linear", "cosine"))):
+                              ("schedule", ("constant", "linear", "cosine")),
+                              ("pseudo_query_source", ("auto", "dataset", "doc2query"))):
             if getattr(self, name) not in options:
                 raise ValueError(f"{name} must be one of {options}, got {getattr(self, name)!r}")
         if not isinstance(self.sentence_model, str) or not self.sentence_model:
             raise TypeError(f"sentence_model must be a model name (str), got {self.sentence_model!r}")
-        minimum = {"id_epochs": 0, "sasrec_epochs": 1, "vocab_size": 100, "max_input_len": 2,
-                   "max_target_len": 2, "n_rec": 0, "n_search": 0, "d_model": 1, "num_layers": 1,
+        minimum = {"id_epochs": 0, "sasrec_epochs": 1, "vocab_size": 100, "max_input_len": 0,
+                   "max_target_len": 2, "n_rec": 0, "n_search": 0, "doc2query_patience": 0, "d_model": 1, "num_layers": 1,
                    "num_decoder_layers": 1, "num_heads": 1, "d_kv": 1, "d_ff": 1, "epochs": 1,
                    "batch_size": 1, "examples_per_epoch": 0, "doc2query_epochs": 1,
                    "pseudo_queries_per_item": 1, "num_beams": 1, "n_negatives": 1, "valid_cases": 0,
                    "patience": 0, "seed": 0}
         for name, lo in minimum.items():
             setattr(self, name, check_int(name, getattr(self, name), minimum=lo))
+        if self.max_input_len == 1:
+            raise ValueError("max_input_len must be 0 (fit to the data) or >= 2, got 1")
         self.lr = check_float("lr", self.lr, minimum=0.0, strict_min=True)
         self.dropout_rate = check_float("dropout_rate", self.dropout_rate, minimum=0.0)
         if self.dropout_rate >= 1.0:
@@ -215,7 +240,10 @@ class GenSAR:
     catalogue: item_id, title), ``history_`` (per-epoch log: loss, lr, seconds,
     validation metrics), ``loss_curve_`` (DataFrame step, loss), ``timings_``
     (seconds per stage), ``ids_`` (the fitted DualIDs, whose report() shows
-    collisions, codebook use and reconstruction error).
+    collisions, codebook use and reconstruction error), ``epoch_counts_`` (examples
+    per epoch of each task), ``input_len_`` (input tokens), ``pseudo_query_source_``
+    and ``pseudo_query_quality_`` (when the ad-hoc task is trained), ``eval_ranks_``
+    (per-case ranks of the last evaluate()).
     """
 
     def __init__(self, config: GenSARConfig | dict | None = None, **kwargs):
@@ -333,34 +361,85 @@ class GenSAR:
 
     # ------------------------------------------------------------------ doc2query
     def _pseudo_queries(self, dataset) -> list:
-        """Trains a small doc2query Seq2Seq (item text -> query) on the training
-        search sessions and samples `pseudo_queries_per_item` queries per item."""
-        from .doc2query import Doc2Query
+        """Pseudo-queries per item for the ad-hoc search task, from the source the
+        config asks for (see GenSARConfig.pseudo_query_source). Sets
+        ``pseudo_query_source_`` ("dataset" or "doc2query") and
+        ``pseudo_query_quality_`` (gensar.doc2query.pseudo_query_quality against the
+        items' real queries; for doc2query also on its held-out items)."""
+        from .doc2query import Doc2Query, dataset_queries, is_semi_synthetic, pseudo_query_quality
 
         c = self.config
+        source = c.pseudo_query_source
+        if source == "auto":
+            source = "dataset" if is_semi_synthetic(dataset) else "doc2query"
+        self.pseudo_query_source_ = source
+        if source == "dataset":
+            pseudo = dataset_queries(dataset, n=c.pseudo_queries_per_item)
+            self.pseudo_query_quality_ = {"all searched": pseudo_query_quality(dataset, pseudo)}
+            return pseudo
         self.doc2query_ = Doc2Query(self.tokenizer_, d_model=c.d_model, epochs=c.doc2query_epochs,
-                                    seed=c.seed, progress=self._progress).fit(dataset)
-        return self.doc2query_.generate(dataset.items["text"].tolist(), n=c.pseudo_queries_per_item)
+                                    patience=c.doc2query_patience, seed=c.seed,
+                                    progress=self._progress).fit(dataset)
+        pseudo = self.doc2query_.generate(dataset.items["text"].tolist(), n=c.pseudo_queries_per_item)
+        self.pseudo_query_quality_ = {"all searched": pseudo_query_quality(dataset, pseudo),
+                                      "held out": pseudo_query_quality(dataset, pseudo,
+                                                                       self.doc2query_.valid_items_),
+                                      "doc2query_best_epoch": self.doc2query_.best_epoch_,
+                                      "doc2query_valid_loss": self.doc2query_.valid_loss_}
+        return pseudo
 
-    # ------------------------------------------------------------------ training
+    def _fit_input_len(self, parts) -> int:
+        """The longest training input in tokens (+ </s>): each task's examples rendered
+        with its longest phrasing (the phrasings differ only by fixed words)."""
+        longest = 2
+        for task, ex in parts.items():
+            if len(ex) == 0:
+                continue
+            probe = ex.iloc[:1]
+            k = int(np.argmax([len(self.tokenizer_.backend.encode(render(probe, template=j)[0],
+                                                                   add_special_tokens=False).ids)
+                               for j in range(len(TEMPLATES[task]))]))
+            enc = self.tokenizer_.backend.encode_batch(render(ex, template=k), add_special_tokens=False)
+            # + 1 for </s>, + 2 for words that split differently at a placeholder's edges
+            longest = max(longest, max(len(e.ids) for e in enc) + 3)
+        return longest
+
+    def _input_len(self) -> int:
+        """max_input_len, or the length fitted to the data when it is 0."""
+        if self.config.max_input_len:
+            return int(self.config.max_input_len)
+        return int(getattr(self, "input_len_", 128))
+
+    def epoch_plan(self, dataset) -> dict:
+        """Examples per epoch of each task (task -> int) on `dataset`: the config's
+        task_weights times the anchor, examples_per_epoch or, if 0, the dataset's
+        number of next-item training examples (whether or not this model trains
+        next-item recommendation, so every variant gets the same per-task budget)."""
+        c = self.config
+        anchor = int(c.examples_per_epoch)
+        if anchor == 0:
+            ev = dataset.events
+            anchor = int(((ev["kind"] == "rec") & (ev["split"] == "train")).sum())
+        if anchor < 1:
+            raise ValueError("the dataset has no next-item training examples; set examples_per_epoch")
+        return epoch_counts({t: float(c.task_weights.get(t, 0.0)) for t in TASKS}, anchor)
+
     def _train(self, dataset, pseudo, checkpoint_dir):
         from .training import Trainer
 
         c = self.config
-        weights = {t: float(c.task_weights.get(t, 0.0)) for t in TASKS}
+        self.epoch_counts_ = self.epoch_plan(dataset)
         parts = {t: self.builder_.examples(t, "train", pseudo_queries=pseudo)
-                 for t, w in weights.items() if w > 0}
+                 for t, n in self.epoch_counts_.items() if n > 0}
+        self.input_len_ = int(c.max_input_len) or self._fit_input_len(parts)
         self.seq2seq_ = self._new_seq2seq(self.tokenizer_.vocab_size, c.seed)
 
         def make_epoch(epoch):
-            rng = np.random.default_rng([c.seed, 11, epoch])
-            ep = mix(parts, weights, rng)
-            if c.examples_per_epoch:
-                ep = ep.iloc[:c.examples_per_epoch]
-            inputs = render(ep, rng)
+            ep = epoch_mixture(parts, self.epoch_counts_, c.seed, epoch)
+            inputs = render(ep, np.random.default_rng([c.seed, 12, epoch]))
             targets = ep["target"].tolist()
             return [encode_batch(self.tokenizer_, inputs[i:i + c.batch_size], targets[i:i + c.batch_size],
-                                 c.max_input_len, c.max_target_len)
+                                 self.input_len_, c.max_target_len)
                     for i in range(0, len(inputs), c.batch_size)]
 
         tasks = self._eval_tasks()
@@ -426,26 +505,31 @@ class GenSAR:
         for s in tqdm(range(0, len(inputs), batch_size), disable=not progress, leave=False,
                       desc=f"decode {task}"):
             e = min(len(inputs), s + batch_size)
-            ids, mask = self.tokenizer_.encode(inputs[s:e], c.max_input_len)
+            ids, mask = self.tokenizer_.encode(inputs[s:e], self._input_len())
             tgt = target if candidates is None else CandidateSets(table, candidates[s:e])
             kk = k if candidates is None else min(k, candidates.shape[1])
             it, sc = self.seq2seq_.beam_search(ids, mask, tgt, num_beams=max(beams, kk), top_k=kk)
             items[s:e, :kk], scores[s:e, :kk] = it, sc
         return items, scores
 
-    def evaluate(self, split: str = "test", protocols=("sampled", "full"), tasks=None,
+    def evaluate(self, split: str = "test", protocols=("sampled", "sampled-uniform", "full"), tasks=None,
                  ks=DEFAULT_KS, max_cases: int | None = None, progress: bool = True) -> pd.DataFrame:
         """HR@k / NDCG@k on a split of the fitted dataset, one row per (task, protocol).
 
-        protocols : names from ("sampled", "full") -- sampled: target + n_negatives
-            per case (the trie holds those only); full: every item of the catalogue.
-            Unknown names raise ValueError.
+        protocols : names from ("sampled", "sampled-uniform", "full") -- sampled:
+            target + n_negatives per case (the trie holds those only; recommendation
+            negatives drawn by popularity, search negatives from BM25);
+            sampled-uniform: recommendation only, uniform negatives; full: every item
+            of the catalogue (see gensar.evaluate). Unknown names raise ValueError.
         tasks : names from ("rec", "search"); None: the tasks the model was trained for
         ks : positive integer cut-offs of HR@k / NDCG@k
         max_cases : None evaluates every case; a positive int the first N cases of
             each task only (validation). 0, negative or non-int values raise.
-        The instruction phrasing is template 0."""
-        from .evaluate import generator_row
+        The instruction phrasing is template 0. The per-case 0-based target ranks
+        (-1: not in the top max(ks)) are kept in ``eval_ranks_[(task, protocol)]``
+        for paired significance tests."""
+        from .evaluate import _check, applies, generator_row
+        from .evaluate import candidates as protocol_candidates
 
         self._check_fitted()
         if not isinstance(split, str) or split not in ("valid", "test"):
@@ -459,20 +543,26 @@ class GenSAR:
             raise RuntimeError("this model was loaded without its dataset: use "
                                "GenSAR.load(path, dataset=ds) to evaluate it")
         rows = []
+        self.eval_ranks_ = {}
         for task in tasks:
+            _check(task, split, protocols)
             ex = self.builder_.examples("nrip" if task == "rec" else "nsip", split)
-            cand = np.asarray(self.dataset_.candidates(task, split, n_neg=self.config.n_negatives))
             if max_cases is not None:
-                ex, cand = ex.iloc[:max_cases], cand[:max_cases]
+                ex = ex.iloc[:max_cases]
             inputs = render(ex)
             targets = ex["item"].to_numpy()
             for protocol in protocols:
+                if not applies(task, protocol):
+                    continue
+                cand = protocol_candidates(self.dataset_, task, split, protocol, self.config.n_negatives)
+                if cand is not None:
+                    cand = np.asarray(cand)[:len(ex)]
                 t = time.perf_counter()
-                items, _ = self._decode(task, inputs, max(ks), candidates=cand if protocol == "sampled" else None,
-                                        progress=progress)
+                items, _ = self._decode(task, inputs, max(ks), candidates=cand, progress=progress)
                 row = generator_row(items, targets, task, protocol, split, ks, method="GenSAR")
                 row["seconds"] = time.perf_counter() - t
                 rows.append(row)
+                self.eval_ranks_[(task, protocol)] = target_ranks(items, targets)
         return pd.DataFrame(rows)
 
     def _item_index(self, item_ids) -> np.ndarray:
@@ -569,14 +659,16 @@ class GenSAR:
 
     # ================================================================== persistence
     # Files of a saved model, relative to its directory; manifest.json lists them all.
-    _FILES = ("config.json", "model.safetensors", "ids.npz", "items.json", "tokenizer/tokenizer.json",
-              "tokenizer/id_layout.json")
+    _FILES = ("config.json", "fit_info.json", "model.safetensors", "ids.npz", "items.json",
+              "tokenizer/tokenizer.json", "tokenizer/id_layout.json")
+    _OPTIONAL_IN_OLD_SAVES = ("fit_info.json",)  # saves without a manifest may predate it
     _FORMAT, _FORMAT_VERSION = "gensar.GenSAR", 1
 
     def save(self, path) -> None:
         """One directory: config.json, model.safetensors, ids.npz, items.json,
-        tokenizer/ and manifest.json (size and sha256 of every other file, format
-        name and version).
+        tokenizer/, fit_info.json (what fit() resolved: input length, pseudo-query
+        source and quality, examples per epoch of each task) and manifest.json (size
+        and sha256 of every other file, format name and version).
 
         Each file is written under a temporary name and renamed into place, and the
         manifest last, so an interrupted save (or a save over an older model) never
@@ -592,6 +684,11 @@ class GenSAR:
             raise FileExistsError(f"{d} exists and is not a directory; GenSAR.save writes a directory")
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_text(d / "config.json", json.dumps(asdict(self.config), indent=1))
+        info = {"input_len": self._input_len(),
+                "pseudo_query_source": getattr(self, "pseudo_query_source_", None),
+                "pseudo_query_quality": getattr(self, "pseudo_query_quality_", None),
+                "epoch_counts": getattr(self, "epoch_counts_", None)}
+        atomic_write_text(d / "fit_info.json", json.dumps(info, indent=1, default=float))
         self.seq2seq_.save(d / "model.safetensors")
 
         def write_ids(tmp):
@@ -612,9 +709,9 @@ class GenSAR:
         Every file is checked against manifest.json (size and sha256) and for
         consistency with the others (ids rows = items, tokenizer vocabulary = model
         vocabulary, config = model shape); errors name the file at fault. A
-        directory saved before manifests existed (gensar < 0.2) still loads, with a
-        warning that its files cannot be verified (it was saved before gensar wrote
-        manifests; save it again to add one)."""
+        directory without manifest.json (saved before gensar wrote manifests) still
+        loads, with a warning that its files cannot be verified; save it again to
+        add one."""
         from ._io import verify_manifest
         from .seq2seq import Seq2Seq
 
@@ -625,7 +722,7 @@ class GenSAR:
             raise FileNotFoundError(f"{d} is not a directory written by GenSAR.save"
                                     f"{' (it is a file)' if d.exists() else ''}")
         for f in cls._FILES:
-            if not (d / f).is_file():
+            if not (d / f).is_file() and not (f in cls._OPTIONAL_IN_OLD_SAVES and not (d / "manifest.json").exists()):
                 raise FileNotFoundError(f"{d / f} is missing; is {d} a directory written by GenSAR.save?")
         if verify_manifest(d, cls._FORMAT, cls._FORMAT_VERSION, cls._FILES) is None:
             warnings.warn(f"{d} has no manifest.json (saved by an older gensar): its files cannot be checked "
@@ -643,6 +740,17 @@ class GenSAR:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{d / 'ids.npz'} does not fit {d / 'items.json'} ({n} items): {exc}") from None
         self.tokenizer_ = Tokenizer.load(d / "tokenizer")
+        if (d / "fit_info.json").is_file():  # absent in models saved before it existed
+            try:
+                info = json.loads((d / "fit_info.json").read_text(encoding="utf-8"))
+                self.input_len_ = check_int("input_len", info["input_len"], minimum=2)
+            except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{d / 'fit_info.json'} is corrupt or invalid ({type(exc).__name__}: {exc})") from None
+            if info.get("pseudo_query_source"):
+                self.pseudo_query_source_ = info["pseudo_query_source"]
+                self.pseudo_query_quality_ = info.get("pseudo_query_quality")
+            if info.get("epoch_counts"):
+                self.epoch_counts_ = info["epoch_counts"]
         self.seq2seq_ = Seq2Seq.load(d / "model.safetensors")
         self._check_loaded(d)
         self.builder_ = TaskBuilder.for_items(self.tokenizer_, self.semantic_ids_, self.collaborative_ids_,

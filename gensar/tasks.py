@@ -19,8 +19,9 @@ col2item      <rec_item> + collaborative ID [Index2Item] item title
 The history is the user's time-ordered mix of recommendation clicks, written
 ``<rec_item>`` + collaborative ID, and search sessions, written ``<src_query>``
 query ``<src_item>`` + semantic ID, separated by "; " (the last `n_rec`
-recommendation items and last `n_search` search clicks, as in the reference:
-5 and 5). Each task has ten instruction phrasings written for this project;
+recommendation items and last `n_search` search clicks; the reference kept 5
+and 5, GenSAR's default is 20 and 10, see GenSARConfig). The mixture of an
+epoch follows the reference by default (REFERENCE_MIXTURE, epoch_counts). Each task has ten instruction phrasings written for this project;
 training draws one at random per example, evaluation uses phrasing 0 unless
 told otherwise.
 """
@@ -29,7 +30,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .tokenizer import REC_ITEM, SRC_ITEM, SRC_QUERY, Tokenizer, escape_text
+from .tokenizer import HISTORY_SEPARATOR, REC_ITEM, SRC_ITEM, SRC_QUERY, Tokenizer, escape_text
+
+NO_HISTORY = "(no history yet)"
 
 TASKS = ("nrip", "nsip", "nsqp", "adhoc", "item2sem", "item2col", "sem2item", "col2item")
 
@@ -194,19 +197,19 @@ class TaskBuilder:
         """Event rows of the dataset (oldest first) -> the history string."""
         rows = np.asarray(history_rows, dtype=np.int64)
         keep = rows[self._latest(self._kind_is_rec[rows])]
-        return "; ".join(self._event_text[keep]) if len(keep) else "(no history yet)"
+        return HISTORY_SEPARATOR.join(self._event_text[keep]) if len(keep) else NO_HISTORY
 
     def render_history(self, events) -> str:
         """[(kind, item index, query), ...] oldest first -> the history string."""
         if not events:
-            return "(no history yet)"
+            return NO_HISTORY
         is_rec = np.array([k == "rec" for k, _, _ in events])
         parts = []
         for p in self._latest(is_rec):
             kind, item, query = events[p]
             parts.append(self.rec_text[item] if kind == "rec"
                          else f"{SRC_QUERY} {escape_text(query)} {self.src_text[item]}")
-        return "; ".join(parts)
+        return HISTORY_SEPARATOR.join(parts)
 
     def target_tokens(self, task: str, item: int) -> list:
         kind, behaviour = self.target_id[task]
@@ -284,10 +287,88 @@ def render(examples: pd.DataFrame, rng: np.random.Generator | None = None, templ
     return out
 
 
+# The reference's epoch (GENSAR.md section 3, Amazon): every next-item example (~930k),
+# 100k personalised-search, 1k query-generation, 1k doc2query and 2k + 2k alignment
+# examples (Item2Index, Index2Item over both ID kinds: 1k per task here). Written as
+# examples of each task per next-item recommendation example: about 90% next-item
+# recommendation, 10% personalised search, 0.1% each for the rest.
+REFERENCE_MIXTURE = {"nrip": 1.0, "nsip": 100 / 930, "nsqp": 1 / 930, "adhoc": 1 / 930,
+                     "item2sem": 1 / 930, "item2col": 1 / 930, "sem2item": 1 / 930, "col2item": 1 / 930}
+# The tasks of each side, for single-task variants (ablations, the trade-off study).
+REC_TASKS = ("nrip", "item2col", "col2item")
+SEARCH_TASKS = ("nsip", "nsqp", "adhoc", "item2sem", "sem2item")
+
+
+def task_subset(tasks, weights: dict | None = None) -> dict:
+    """The weights of `tasks` only (default weights: REFERENCE_MIXTURE), the others 0.
+    With :func:`epoch_counts` a variant trained on a subset sees exactly the same
+    examples per epoch of each task it keeps as the model trained on all of them."""
+    weights = REFERENCE_MIXTURE if weights is None else weights
+    bad = [t for t in tasks if t not in TASKS]
+    if bad:
+        raise ValueError(f"unknown task(s) {bad}; tasks are {TASKS}")
+    return {t: (float(weights.get(t, 0.0)) if t in tasks else 0.0) for t in TASKS}
+
+
+def epoch_counts(weights: dict, anchor: int) -> dict:
+    """Examples per epoch of each task: round(weight * anchor), at least 1 for a task
+    with weight > 0, 0 for weight 0 or a missing task.
+
+    weights : task -> examples of the task per next-item example (see REFERENCE_MIXTURE)
+    anchor : next-item examples per epoch (the budget is defined per task, anchored on
+        next-item recommendation, and never renormalised over the tasks present: a
+        variant that drops tasks keeps the same exposure to the tasks it has)
+    """
+    if isinstance(anchor, bool) or not isinstance(anchor, (int, np.integer)) or anchor < 1:
+        raise ValueError(f"anchor must be an int >= 1, got {anchor!r}")
+    out = {}
+    for task, w in (weights or {}).items():
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r} in weights; tasks are {TASKS}")
+        w = float(w)
+        if not np.isfinite(w) or w < 0:
+            raise ValueError(f"task weight must be a finite number >= 0, got {w} for {task}")
+        out[task] = max(1, int(round(w * anchor))) if w > 0 else 0
+    return out
+
+
+def _stream_rows(n_rows: int, take: int, seed: int, task: str, epoch: int) -> np.ndarray:
+    """Rows [epoch * take, (epoch + 1) * take) of an endless stream of seeded
+    permutations of range(n_rows): every example of a task is seen once before any
+    is seen twice, and epoch e depends only on (seed, task, e), so a resumed run and
+    every variant that trains the task see the very same rows."""
+    start, stop = epoch * take, (epoch + 1) * take
+    tid = TASKS.index(task)
+    pieces = [np.random.default_rng([seed, 13, tid, c]).permutation(n_rows)
+              for c in range(start // n_rows, (stop - 1) // n_rows + 1)]
+    stream = np.concatenate(pieces)
+    off = (start // n_rows) * n_rows
+    return stream[start - off: stop - off]
+
+
+def epoch_mixture(parts: dict, counts: dict, seed: int, epoch: int) -> pd.DataFrame:
+    """One epoch: counts[t] examples of each task t from parts[t] (see
+    :func:`_stream_rows`), shuffled together with default_rng([seed, 11, epoch])."""
+    chunks = []
+    for task in TASKS:
+        n = int(counts.get(task, 0))
+        if n <= 0:
+            continue
+        if task not in parts or len(parts[task]) == 0:
+            raise ValueError(f"task {task!r} has {n} examples per epoch but no examples to draw from")
+        chunks.append(parts[task].iloc[_stream_rows(len(parts[task]), n, int(seed), task, int(epoch))])
+    if not chunks:
+        raise ValueError("every task has weight 0 or no examples: nothing to train on")
+    out = pd.concat(chunks, ignore_index=True)
+    rng = np.random.default_rng([int(seed), 11, int(epoch)])
+    return out.iloc[rng.permutation(len(out))].reset_index(drop=True)
+
+
 def mix(parts: dict, weights: dict | None, rng: np.random.Generator) -> pd.DataFrame:
-    """One epoch's mixture: task t contributes weight_t * len(parts[t]) examples
-    (sampled without replacement up to its size, with replacement beyond),
-    shuffled together. Missing weights count as 1; weight 0 drops a task."""
+    """One epoch's mixture sized by each task's own data: task t contributes
+    weight_t * len(parts[t]) examples (sampled without replacement up to its size,
+    with replacement beyond), shuffled together. Missing weights count as 1; weight 0
+    drops a task. (GenSAR trains with :func:`epoch_mixture`, whose budget is per task.)"""
     weights = weights or {}
     chunks = []
     for task, df in parts.items():

@@ -46,6 +46,14 @@ from ._validate import check_int
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 REC_ITEM, SRC_QUERY, SRC_ITEM = "<rec_item>", "<src_query>", "<src_item>"
 BEHAVIOURS = (REC_ITEM, SRC_QUERY, SRC_ITEM)
+# What separates the events of a history (GENSAR.md section 3: "; " as in the reference).
+HISTORY_SEPARATOR = "; "
+# Characters every vocabulary holds even when the training texts lack them: the history
+# separator and the other ASCII punctuation the task inputs are written with. Without
+# this ";" (absent from item texts, queries and instructions) became <unk>. The BERT
+# pre-tokenizer always splits punctuation off as a word of its own, so these need no
+# "##" continuation form, and they are added on top of the word budget.
+ALWAYS_CHARS = frozenset(string.punctuation)
 ID_KINDS = ("semantic", "collaborative")
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -138,7 +146,9 @@ class Tokenizer:
         """Builds a lower-cased WordPiece vocabulary from an iterable of strings
         (item texts, queries, instructions): every character seen (as a word start
         and as a "##" continuation) plus the most frequent whole words, up to about
-        `vocab_size` text tokens. Words outside it split into known pieces.
+        `vocab_size` text tokens, plus every ASCII punctuation mark not seen
+        (``ALWAYS_CHARS``: the history separator ";" must survive). Words outside it
+        split into known pieces.
 
         The vocabulary is counted here rather than by the `tokenizers` trainer,
         whose choices among equally frequent merges vary from run to run; this
@@ -165,6 +175,7 @@ class Tokenizer:
         chars = sorted({c for w in counts for c in w})
         pieces = chars + ["##" + c for c in chars]
         room = max(0, vocab_size - len(pieces))
+        pieces += sorted(ALWAYS_CHARS - set(chars))
         words = [w for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
                  if n >= min_frequency and len(w) > 1][:room]
         vocab = {}

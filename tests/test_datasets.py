@@ -207,11 +207,12 @@ def test_max_history_and_history_tuples():
     assert kind in ("rec", "search") and isinstance(item, int) and isinstance(query, str)
 
 
-def test_rec_candidates():
+@pytest.mark.parametrize("sampler", ["popularity", "uniform"])
+def test_rec_candidates(sampler):
     ds = small_ds()
     for split in ("valid", "test"):
         ex = ds.examples("rec", split)
-        cand = ds.candidates("rec", split, n_neg=5)
+        cand = ds.candidates("rec", split, n_neg=5, sampler=sampler)
         assert cand.shape == (len(ex), 6) and cand.dtype == np.int64
         assert np.array_equal(cand[:, 0], ex["target"].to_numpy())
         seen = ds.events.groupby("user")["item"].apply(set)
@@ -219,6 +220,85 @@ def test_rec_candidates():
             assert len(set(row)) == 6
             assert not set(row[1:]) & seen[u]
             assert ((row >= 0) & (row < ds.n_items)).all()
+
+
+def popularity_world(n_users=300, n_items=120, per_user=8, seed=0):
+    """Zipf-like item popularity: item i is chosen with weight 1 / (i + 1)."""
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, n_items + 1)
+    rows = []
+    for u in range(n_users):
+        its = rng.choice(n_items, size=per_user, replace=False, p=p / p.sum())
+        rows += [(u, int(i), t) for t, i in enumerate(its)]
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    items = pd.DataFrame({"item_id": range(n_items), "title": [f"t{i}" for i in range(n_items)]})
+    return from_pandas(inter, items, min_user_events=1, min_item_events=1)
+
+
+def test_popularity_sampler_follows_training_popularity():
+    """One negative per case: its law is exactly popularity restricted to the items the
+    user never saw, so observed counts over many seeds pass a chi-square test against
+    the expected counts; the uniform sampler fails it, and its counts do not follow
+    popularity."""
+    stats = pytest.importorskip("scipy.stats")
+    ds = popularity_world()
+    w = ds.item_popularity()
+    train = ds.events[ds.events["split"] == "train"]
+    assert np.array_equal(w, np.bincount(train["item"], minlength=ds.n_items))
+    ex = ds.examples("rec", "test")
+    seen = np.zeros((ds.n_users, ds.n_items), bool)
+    seen[ds.events["user"], ds.events["item"]] = True
+    free_w = np.where(seen[ex["user"]], 0.0, w[None, :])
+    seeds = range(40)
+    expected = len(seeds) * (free_w / free_w.sum(1, keepdims=True)).sum(0)
+    observed = {s: np.zeros(ds.n_items) for s in ("popularity", "uniform")}
+    for sampler in observed:
+        for seed in seeds:
+            cand = ds.candidates("rec", "test", n_neg=1, seed=seed, sampler=sampler)
+            assert not seen[ex["user"], cand[:, 1]].any()  # never a seen item (nor the target)
+            np.add.at(observed[sampler], cand[:, 1], 1)
+    assert observed["popularity"][w == 0].sum() == 0
+    keep = expected > 5  # chi-square needs enough expected counts per cell: pool the rest
+    rest = ~keep & (expected > 0)
+
+    def cells(counts):
+        return np.r_[counts[keep], counts[rest].sum()] if rest.any() else counts[keep]
+
+    assert keep.sum() > 50
+    assert stats.chisquare(cells(observed["popularity"]), cells(expected)).pvalue > 1e-3
+    assert stats.chisquare(cells(observed["uniform"]), cells(expected)).pvalue < 1e-6
+    assert np.corrcoef(observed["popularity"], expected)[0, 1] > 0.98
+    assert np.corrcoef(observed["popularity"], w)[0, 1] > 0.6
+    assert np.corrcoef(observed["uniform"], w)[0, 1] < 0
+
+
+def test_popularity_sampler_many_negatives_and_fallback():
+    ds = popularity_world()
+    w = ds.item_popularity()
+    ex = ds.examples("rec", "test")
+    seen = ds.events.groupby("user")["item"].apply(set)
+    cand = ds.candidates("rec", "test", n_neg=20)
+    for u, row in zip(ex["user"], cand):
+        assert len(set(row)) == 21 and not set(row[1:]) & seen[u]
+    # Popular items are negatives far more often than rare ones, even without
+    # replacement (the uniform sampler does the opposite: popular items are seen more).
+    counts = np.bincount(cand[:, 1:].ravel(), minlength=ds.n_items)
+    uni = np.bincount(ds.candidates("rec", "test", n_neg=20, sampler="uniform")[:, 1:].ravel(),
+                      minlength=ds.n_items)
+    top, bottom = np.argsort(-w)[:10], np.argsort(-w)[-30:]
+    assert counts[top].mean() > 4 * counts[bottom].mean()
+    assert uni[top].mean() < uni[bottom].mean()
+    # Weights concentrated on one user's seen items force the exact fallback path,
+    # which must still exclude the seen items and complete with weight-0 items.
+    code = 2  # test split
+    u0 = ex.iloc[:1]
+    mine = np.array(sorted(seen[int(u0["user"].iloc[0])]))
+    skew = np.zeros(ds.n_items)
+    skew[mine] = 1e9
+    free = np.setdiff1d(np.arange(ds.n_items), mine)
+    skew[free[:3]] = 1.0  # only 3 unseen items have positive weight
+    row = ds._rec_negatives(u0, 10, 0, code, skew)[0]
+    assert set(free[:3]) <= set(row[1:]) and not set(row[1:]) & set(mine) and len(set(row)) == 11
 
 
 def test_rec_candidates_when_user_saw_most_items():
@@ -652,6 +732,8 @@ def test_bad_arguments():
         ds.candidates("rec", "dev")
     with pytest.raises(ValueError, match="n_neg"):
         ds.candidates("rec", "test", n_neg=0)
+    with pytest.raises(ValueError, match="sampler"):
+        ds.candidates("rec", "test", sampler="bm25")
     with pytest.raises(ValueError, match="max_history"):
         ds.examples("rec", "test", max_history=-1)
     with pytest.raises(ValueError, match="lower n_neg"):

@@ -38,12 +38,35 @@ def test_baselines_run_on_both_protocols(ds):
     pop = Popularity().fit(ds)
     table = evaluate_scorer(ds, pop.score, method="popularity")
     assert set(zip(table["task"], table["protocol"])) == {
-        ("rec", "sampled"), ("rec", "full"), ("search", "sampled"), ("search", "full")}
+        ("rec", "sampled"), ("rec", "sampled-uniform"), ("rec", "full"), ("search", "sampled"),
+        ("search", "full")}
+    # Popularity is hard to beat with uniform negatives, weak against popular ones.
+    rec = table[table["task"] == "rec"].set_index("protocol")
+    assert rec.loc["sampled-uniform", "NDCG@10"] > rec.loc["sampled", "NDCG@10"]
     bm25 = BM25Search().fit(ds)
     with pytest.raises(ValueError, match="search queries only"):
         bm25.score("rec", ds.examples("rec", "test"))
     with pytest.raises(RuntimeError, match="fit"):
         Popularity().score("rec", ds.examples("rec", "test"))
+
+
+def test_protocols_use_their_own_candidates_and_report_ranks(ds):
+    ex = ds.examples("rec", "test")
+    pop_cand = ds.candidates("rec", "test")
+    uni_cand = ds.candidates("rec", "test", sampler="uniform")
+    assert np.array_equal(pop_cand, ds.candidates("rec", "test", sampler="popularity"))
+    assert not np.array_equal(pop_cand, uni_cand)
+    s = np.zeros((len(ex), ds.n_items))
+    s[np.arange(len(ex))[:, None], uni_cand[:, 1:]] = 1.0  # the uniform negatives beat the target
+    s[np.arange(len(ex)), ex["target"].to_numpy()] = 0.5  # which beats every other item
+    ranks = {}
+    evaluate_scorer(ds, lambda task, e: s, tasks=("rec",), protocols=("sampled", "sampled-uniform"),
+                    ranks_out=ranks)
+    assert (ranks[("rec", "sampled-uniform")] == 99).all()
+    shared = np.array([len(set(a[1:]) & set(b[1:])) for a, b in zip(pop_cand, uni_cand)])
+    assert np.array_equal(ranks[("rec", "sampled")], shared)
+    with pytest.raises(ValueError, match="does not apply"):
+        scorer_ranks(ds, "search", "test", np.zeros((1, ds.n_items)), "sampled-uniform")
 
 
 def test_generator_row_and_bad_input(ds):

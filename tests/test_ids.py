@@ -7,7 +7,7 @@ import pytest
 
 import gensar
 from gensar import _core
-from gensar.ids import DualIDs, kmeans, make_synthetic_embeddings
+from gensar.ids import DualIDs, auto_codebook_size, kmeans, make_synthetic_embeddings
 
 
 # ----------------------------------------------------------------------------- k-means
@@ -642,7 +642,295 @@ def test_bad_parameters():
 @pytest.mark.slow
 def test_zero_collisions_100k_reference_sizes():
     sem, col = make_synthetic_embeddings(100_000, 768, 64, n_clusters=200, duplicates=100, seed=0)
-    ids = DualIDs(epochs=2, progress=False).fit(sem, col)
+    # explicit reference sizes: the default sizes now follow the catalogue
+    ids = DualIDs(shared_levels=(256, 256), specific_levels=(256, 256), epochs=2,
+                  progress=False).fit(sem, col)
     rep = ids.report()
     assert rep["collision_rate_after"] == {"semantic": 0.0, "collaborative": 0.0}
     assert unique_rows(ids.semantic_ids_) and unique_rows(ids.collaborative_ids_)
+
+
+# ------------------------------------------- codebook sizes, restarts, schedule
+
+
+def hierarchical_clusters(n, k, seed, dims=(24, 12)):
+    """A clustered catalogue where k codes per level is the right answer:
+    every item draws 4 cluster labels a, b, c, e in [0, k); its semantic
+    embedding is a sum of Gaussian centres for (a, b, c) at scales 4, 1.5, 0.5,
+    its collaborative embedding one for (a, b, e) (the two agree on the coarse
+    structure, like text and co-clicks), plus tiny noise. The shared levels
+    then have a and b to find, each specific level c or e."""
+    rng = np.random.default_rng(seed)
+    a, b, c, e = rng.integers(0, k, (4, n))
+    out = []
+    for d, last in zip(dims, (c, e)):
+        A, B, C = (rng.normal(size=(k, d)) * s for s in (4.0, 1.5, 0.5))
+        out.append((A[a] + B[b] + C[last] + 0.05 * rng.normal(size=(n, d))).astype(np.float32))
+    return out
+
+
+SMALL_NET = dict(hidden=(32,), latent_dim=6, batch_size=256, progress=False)
+
+
+@pytest.mark.parametrize("n, levels, fixed", [(1349, 4, ()), (60_000, 4, ()), (100, 4, ()),
+                                              (5, 4, ()), (10 ** 12, 4, ()), (1349, 2, (16, 16)),
+                                              (4096, 4, ()), (4097, 4, ())])
+def test_auto_codebook_size_rule(n, levels, fixed):
+    k = auto_codebook_size(n, levels, fixed)
+    assert 4 <= k <= 256 and k & (k - 1) == 0  # a power of two within floor and cap
+    need = 16 * n / math.prod(fixed)
+    if 4 < k < 256:  # the smallest power of two leaving 16x headroom
+        assert k ** levels >= need and (k // 2) ** levels < need
+    elif k == 4:
+        assert 4 ** levels >= need or levels == 0
+    else:
+        assert 128 ** levels < need
+
+
+def test_auto_codebook_size_examples_and_bad_input():
+    assert auto_codebook_size(1349, 4) == 16  # ml-100k: 16 codes (65,536 IDs for 1,349 items)
+    assert auto_codebook_size(200, 4) == 8
+    assert auto_codebook_size(60_000, 4) == 32
+    assert auto_codebook_size(10 ** 6, 2) == 256  # the cap
+    with pytest.raises(ValueError, match="n_items"):
+        auto_codebook_size(0, 4)
+    with pytest.raises(ValueError, match="n_levels"):
+        auto_codebook_size(10, True)
+
+
+def test_default_sizes_follow_the_catalogue():
+    s, c = make_synthetic_embeddings(700, 16, 6, n_clusters=10, seed=0)
+    ids = DualIDs(**SMALL_NET, steps=5).fit(s, c)
+    k = auto_codebook_size(700, 4)
+    assert ids.shared_levels_ == (k, k) and ids.specific_levels_ == (k, k)
+    # explicit and auto entries mix: auto levels share the remaining budget
+    ids = DualIDs(**SMALL_NET, steps=5, shared_levels=(64, "auto"),
+                  specific_levels=["auto", "auto"]).fit(s, c)
+    k = auto_codebook_size(700, 3, (64,))
+    assert ids.shared_levels_ == (64, k) and ids.specific_levels_ == (k, k)
+    # a catalogue smaller than the floor: auto sizes shrink silently (no warning)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny = DualIDs(**SMALL_NET, steps=2).fit(s[:3], c[:3])
+    assert max(tiny.shared_levels_ + tiny.specific_levels_) <= 3
+    assert unique_rows(tiny.semantic_ids_)
+
+
+@pytest.mark.parametrize("method", ["joint", "residual_kmeans"])
+def test_codes_used_on_clustered_fixture(method):
+    """8 clusters per level, 8 codes per level: >= 90% of the codes of every level
+    are used by the nearest codes (before collision resolution). (8 ** 3 cluster
+    paths for 500 noisy items leave some IDs to the disambiguation token.)"""
+    s, c = hierarchical_clusters(500, 8, seed=0)
+    ids = DualIDs(**SMALL_NET, method=method, steps=150, shared_levels=(8, 8),
+                  specific_levels=(8, 8), overflow="extra_level").fit(s, c)
+    rep = ids.report()
+    lv = rep["levels"].query("part != 'disambiguation'")
+    assert len(lv) == 8
+    assert (lv.codes_used_raw / lv.codebook_size >= 0.9).all(), lv
+    assert (lv.utilisation >= 0.9).all()
+    assert rep["collision_rate_after"] == {"semantic": 0.0, "collaborative": 0.0}
+    assert unique_rows(ids.semantic_ids_) and unique_rows(ids.collaborative_ids_)
+
+
+@pytest.mark.parametrize("method", ["joint", "residual_kmeans", "single"])
+def test_default_sizes_give_zero_collisions_and_use_codes(method):
+    """Default ("auto") sizes on a clustered catalogue with exact duplicates: every
+    item gets a unique ID of 4 tokens, and >= 90% of every level's codes are used."""
+    s, c = make_synthetic_embeddings(1349, 32, 12, n_clusters=40, duplicates=20, seed=3)
+    ids = DualIDs(**SMALL_NET, method=method, steps=150).fit(s, c)
+    rep = ids.report()
+    assert ids.semantic_ids_.shape == (1349, 4) and ids.collaborative_ids_.shape == (1349, 4)
+    assert unique_rows(ids.semantic_ids_) and unique_rows(ids.collaborative_ids_)
+    assert rep["collision_rate_after"] == {"semantic": 0.0, "collaborative": 0.0}
+    assert rep["collisions"]["semantic"]["before"] >= 20  # the duplicates at least
+    assert (rep["levels"].utilisation >= 0.9).all()
+
+
+def test_dead_code_restarts_fire_and_keep_codes_used():
+    """64 codes per level on 1,200 items: without restarts a fifth of the first
+    level's codes end unused; with them, codes are restarted and >= 90% are used."""
+    s, c = hierarchical_clusters(1200, 8, seed=0)
+    kw = dict(SMALL_NET, steps=150, shared_levels=(64, 64), specific_levels=(64, 64))
+    off = DualIDs(**kw, restart_dead_codes=False).fit(s, c).report()
+    on_ids = DualIDs(**kw).fit(s, c)
+    on = on_ids.report()
+    assert off["training"]["restarts"] == [0] * 6
+    assert sum(on["training"]["restarts"]) > 0 and on["training"]["restarts"][0] > 0
+    assert sum(h["restarted"][0] for h in on_ids.history_) == on["training"]["restarts"][0]
+    raw = lambda rep: (rep["levels"].codes_used_raw / rep["levels"].codebook_size)  # noqa: E731
+    assert raw(off).min() < 0.85
+    assert raw(on).min() >= 0.9
+    assert on["collision_rate_after"] == {"semantic": 0.0, "collaborative": 0.0}
+
+
+def test_restart_moves_dead_codes_onto_batch_residuals(rng):
+    """C level: codes pushed far away are dead after one batch; a restart puts
+    each onto the residual (entering its level) of a distinct row of that batch,
+    with zeroed AdamW moments, and resets the usage counters."""
+    in_dims, h = (10, 6), 3
+    x = [rng.normal(size=(40, d)).astype(np.float32) for d in in_dims]
+    m = _core.rqvae_new(in_dims, (8,), h, (6,), (5,), 0.25, 40, 0)
+    _core.rqvae_init_codebooks(m, *x, 10, 0)
+    params, _, am, av = _core.rqvae_buffers(m)
+    layout = {n: (o, s) for n, o, s in _core.rqvae_layout(m)}
+    o0, (k0, w0) = layout["codebook.0"]
+    book0 = params[o0:o0 + k0 * w0].reshape(k0, w0)
+    book0[[1, 4]] = 1e3  # two dead codes at level 0
+    am[o0:o0 + k0 * w0] = 1.0
+    av[o0:o0 + k0 * w0] = 1.0
+    with pytest.raises(ValueError, match="training step first"):
+        _core.rqvae_restart_dead_codes(m, 0)
+    _core.rqvae_forward_backward(m, *x)
+    usage = _core.rqvae_code_usage(m)
+    assert usage.shape == (6 + 5 + 5,) and usage[:6].sum() == 40 and usage[1] == usage[4] == 0
+    z = _core.rqvae_latent(m, *x)
+    cb = params[layout["codebook.0"][0]:].copy()
+    _, _, (r0,) = _core.rq_encode(z, cb, (h, h), (6,), (5,), levels=[0])
+    restarted = _core.rqvae_restart_dead_codes(m, 7)
+    assert restarted[0] == 2
+    for c in (1, 4):
+        assert np.abs(r0 - book0[c]).max(1).min() == 0  # exactly some row's residual
+    assert not np.array_equal(book0[1], book0[4])  # distinct rows
+    np.testing.assert_array_equal(am[o0 + w0:o0 + 2 * w0], 0)
+    assert am[o0] == 1.0  # live codes keep their moments
+    assert _core.rqvae_code_usage(m).sum() == 0
+
+
+def test_schedule_warmup_then_linear_decay():
+    ids = DualIDs(lr=2e-3, warmup=0.1, steps=200)
+    lrs = np.array([ids._lr_at(t, 200) for t in range(200)])
+    assert lrs.min() > 0 and lrs.max() == pytest.approx(2e-3)
+    assert int(lrs.argmax()) == 19  # the end of 20 warm-up steps
+    np.testing.assert_allclose(np.diff(lrs[:20]), 2e-3 / 20)  # linear rise
+    np.testing.assert_allclose(np.diff(lrs[20:]), -2e-3 / 181)  # linear fall towards 0
+    assert lrs[-1] < 0.01 * lrs.max()
+    cos = np.array([DualIDs(schedule="cosine", steps=200)._lr_at(t, 200) for t in range(200)])
+    assert (np.diff(cos[20:]) < 0).all() and cos[-1] < 1e-3 * 1e-3
+    const = [DualIDs(schedule="constant", warmup=0.0)._lr_at(t, 200) for t in range(200)]
+    assert const == [1e-3] * 200
+
+
+def test_fit_follows_schedule_and_step_budget():
+    s, c = make_synthetic_embeddings(700, 16, 6, n_clusters=10, seed=0)
+    ids = DualIDs(**SMALL_NET, steps=37).fit(s, c)
+    assert ids.loss_curve_.shape == (37, 5) and _core.rqvae_step_count(ids._model) == 37
+    np.testing.assert_allclose(ids.loss_curve_[:, 0], [ids._lr_at(t, 37) for t in range(37)],
+                               rtol=1e-12)
+    assert ids.history_[-1]["step"] == 37 and len(ids.history_) == 13  # 3 batches per epoch
+    # epochs override the step budget: 2 epochs of 3 batches
+    ids = DualIDs(**SMALL_NET, epochs=2).fit(s, c)
+    assert ids.loss_curve_.shape[0] == 6 and len(ids.history_) == 2
+
+
+def test_report_shows_codes_collisions_and_convergence():
+    s, c = make_synthetic_embeddings(700, 16, 6, n_clusters=10, seed=0)
+    ids = DualIDs(**SMALL_NET, steps=120).fit(s, c)
+    rep = ids.report()
+    lv = rep["levels"]
+    assert {"codebook_size", "codes_used", "codes_used_raw", "utilisation", "utilisation_pct",
+            "perplexity"} <= set(lv.columns)
+    for t, kind in enumerate(("semantic", "collaborative")):
+        i = (ids.semantic_ids_, ids.collaborative_ids_)[t]
+        got = lv[lv.id == kind]
+        assert got.codes_used.tolist() == [np.unique(i[:, j]).size for j in range(i.shape[1])]
+        assert rep["collisions"][kind]["after"] == 0
+        n_coll = rep["collisions"][kind]["before"]
+        assert n_coll == round(rep["collision_rate_before"][kind] * 700)
+    tr = rep["training"]
+    curve = ids.loss_curve_[:, 1]
+    assert tr["steps"] == 120 and tr["final_loss"] == pytest.approx(curve[-12:].mean())
+    assert tr["change"] == pytest.approx((curve[-24:-12].mean() - curve[-12:].mean())
+                                         / curve[-12:].mean())
+    assert tr["converged"] == (tr["change"] < 0.01)
+    text = rep["summary"]
+    assert "converged" in text and "perplexity" in text and "colliding items" in text
+    assert DualIDs(method="residual_kmeans", progress=False).fit(s, c).report()["training"] is None
+
+
+# ------------------------------------------------------- misuse (issue 15)
+
+
+@pytest.mark.parametrize("method", ["joint", "residual_kmeans"])
+def test_huge_finite_values_do_not_crash(method):
+    """x = normal * 1e20 used to segfault in k-means. With scale_inputs (default)
+    the data are rescaled in float64 and fit works; without, a clear ValueError."""
+    x = (np.random.default_rng(0).normal(size=(300, 8)) * 1e20).astype(np.float32)
+    kw = dict(SMALL_NET, method=method, steps=20)
+    ids = DualIDs(**kw).fit(x, x)
+    assert unique_rows(ids.semantic_ids_) and unique_rows(ids.collaborative_ids_)
+    with pytest.raises(ValueError, match="semantic_emb.*standardise"):
+        DualIDs(**kw, scale_inputs=False).fit(x, x)
+
+
+def test_kmeans_refuses_overflowing_data_and_always_labels():
+    x = (np.random.default_rng(0).normal(size=(50, 8)) * 1e20).astype(np.float32)
+    with pytest.raises(ValueError, match="x has rows with squared L2 norm.*standardise"):
+        kmeans(x, 3)
+    with pytest.raises(ValueError, match="squared norm.*standardise"):
+        _core.kmeans(x, 3)  # the C core checks too
+    with pytest.raises(ValueError, match="beyond float32 range"):
+        kmeans(x.astype(np.float64) * 1e20, 3)
+    # just inside the limit: every label is a real cluster index
+    y = (x / 1e20 * 1e17).astype(np.float32)
+    C, labels, inertia = kmeans(y, 3, n_init=3)
+    assert labels.min() >= 0 and labels.max() < 3 and np.isfinite(inertia) and np.isfinite(C).all()
+
+
+@pytest.mark.parametrize("kw, exc, msg", [
+    (dict(k=True), TypeError, "k must be an integer"),
+    (dict(k=2.0), TypeError, "k must be an integer"),
+    (dict(k=2, n_init=True), TypeError, "n_init"),
+    (dict(k=2, max_iter=False), TypeError, "max_iter"),
+    (dict(k=2, tol=float("nan")), ValueError, "tol"),
+    (dict(k=2, seed=-1), ValueError, "seed"),
+])
+def test_kmeans_rejects_bools_and_bad_numbers(kw, exc, msg):
+    x = np.random.default_rng(0).normal(size=(10, 2)).astype(np.float32)
+    with pytest.raises(exc, match=msg):
+        kmeans(x, **kw)
+
+
+def test_core_rejects_bool_sizes():
+    x = np.zeros((4, 2), np.float32)
+    with pytest.raises(TypeError, match="k must be an integer"):
+        _core.kmeans(x, True)
+    with pytest.raises(TypeError, match="shared_levels"):
+        _core.rq_fit_kmeans(x, (1, 1), (True,), (2,))
+
+
+@pytest.mark.parametrize("kw, exc, msg", [
+    (dict(lr=-1), ValueError, "lr must be a finite number > 0"),
+    (dict(lr=0.0), ValueError, "lr must"),
+    (dict(lr=float("inf")), ValueError, "lr must"),
+    (dict(weight_decay=-1e-3), ValueError, "weight_decay"),
+    (dict(beta=float("nan")), ValueError, "beta"),
+    (dict(warmup=1.5), ValueError, "warmup"),
+    (dict(schedule="step"), ValueError, "schedule"),
+    (dict(steps=-3), ValueError, "steps"),
+    (dict(steps=True), TypeError, "steps"),
+    (dict(epochs=2.5), TypeError, "epochs"),
+    (dict(batch_size=0), ValueError, "batch_size"),
+    (dict(shared_levels=(True, 4)), TypeError, "shared_levels"),
+    (dict(specific_levels=("big",)), TypeError, "specific_levels"),
+    (dict(hidden=(8, 0)), ValueError, "hidden"),
+    (dict(sinkhorn_epsilon=0), ValueError, "sinkhorn_epsilon"),
+    (dict(restart_window=0), ValueError, "restart_window"),
+    (dict(progress="yes"), TypeError, "progress"),
+])
+def test_bad_parameters_name_the_argument(kw, exc, msg):
+    s, c = make_synthetic_embeddings(64, 6, 3, seed=0)
+    with pytest.raises(exc, match=msg):
+        DualIDs(**{**SMALL_NET, **kw}).fit(s, c)
+
+
+def test_core_train_step_refuses_bad_learning_rate(rng):
+    m = _core.rqvae_new((3, 2), (4,), 2, (2,), (2,), 0.25, 8, 0)
+    x0, x1 = rng.normal(size=(8, 3)).astype(np.float32), rng.normal(size=(8, 2)).astype(np.float32)
+    _core.rqvae_init_codebooks(m, x0, x1, 5, 0)
+    with pytest.raises(ValueError, match="learning rate"):
+        _core.rqvae_train_step(m, x0, x1, -1.0, 1e-5)
+    with pytest.raises(ValueError, match="weight decay"):
+        _core.rqvae_train_step(m, x0, x1, 1e-3, float("nan"))

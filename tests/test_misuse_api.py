@@ -76,7 +76,7 @@ def test_metric_cutoffs_named_ks():
 # ------------------------------------------------------------------ 2. evaluate arguments
 def test_evaluate_checks_protocols_tasks_ks_and_max_cases(fitted):
     _, model = fitted
-    with pytest.raises(ValueError, match=r"unknown protocol\(s\) \['sampeld'\]; the protocols are \('sampled', 'full'\)"):
+    with pytest.raises(ValueError, match=r"unknown protocol\(s\) \['sampeld'\]; the protocols are \('sampled', "):
         model.evaluate(protocols=("sampeld",), progress=False)
     with pytest.raises(ValueError, match="unknown task"):
         model.evaluate(tasks=("recommend",), progress=False)
@@ -281,7 +281,9 @@ def test_generate_and_trie_misuse():
     (dict(epochs=-1), ValueError, "epochs must be >= 1, got -1"),
     (dict(epochs=2.5), TypeError, "epochs must be an integer"),
     (dict(batch_size=True), TypeError, "batch_size must be an integer"),
-    (dict(max_input_len=1), ValueError, "max_input_len must be >= 2"),
+    (dict(max_input_len=1), ValueError, r"max_input_len must be 0 \(fit to the data\) or >= 2"),
+    (dict(max_input_len=-1), ValueError, "max_input_len must be >= 0"),
+    (dict(pseudo_query_source="web"), ValueError, "pseudo_query_source must be one of"),
     (dict(vocab_size=50), ValueError, "vocab_size must be >= 100"),
     (dict(dropout_rate=1.0), ValueError, r"dropout_rate must be in \[0, 1\)"),
     (dict(weight_decay=float("inf")), ValueError, "weight_decay must be finite"),

@@ -311,6 +311,10 @@ def test_directory_without_manifest_loads_with_a_warning(fitted, copy):
     (copy / "items.json").write_text(model.items_.to_json(orient="records"))
     with pytest.warns(UserWarning):
         assert GenSAR.load(copy).items_["item_id"].tolist() == model.items_["item_id"].tolist()
+    # and so does a save from before fit_info.json existed
+    (copy / "fit_info.json").unlink()
+    with pytest.warns(UserWarning, match="no manifest.json"):
+        GenSAR.load(copy)
 
 
 def test_seq2seq_file_without_checksum_loads_with_a_warning(fitted, tmp_path):

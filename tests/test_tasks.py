@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from gensar import datasets
-from gensar.tasks import TASKS, TEMPLATES, TaskBuilder, encode_batch, mix, render
+from gensar.tasks import (REC_TASKS, REFERENCE_MIXTURE, SEARCH_TASKS, TASKS, TEMPLATES, TaskBuilder,
+                          encode_batch, epoch_counts, epoch_mixture, mix, render, task_subset)
 from gensar.tokenizer import IDLayout, Tokenizer
 
 
@@ -112,3 +113,75 @@ def test_render_history_matches_dataset_rendering_and_ablation_kinds(world):
     assert lean.render_history([("rec", 0, "")]).startswith("<rec_item>")
     with pytest.raises(RuntimeError, match="no dataset"):
         lean.examples("nrip", "train")
+
+
+def test_rendered_inputs_have_no_unknown_tokens_and_keep_separators(world):
+    ds, tok, sem, col = world
+    tb = TaskBuilder(ds, tok, sem, col, n_rec=3, n_search=2)
+    for task in ("nrip", "nsip"):
+        ex = tb.examples(task, "test")
+        inputs = render(ex)
+        for text, h in zip(inputs, ds.examples("rec" if task == "nrip" else "search", "test")["history"]):
+            enc = tok.backend.encode(text, add_special_tokens=False)
+            assert tok.unk_id not in enc.ids
+            n_events = len(tb._latest(tb._kind_is_rec[np.asarray(h, dtype=np.int64)]))
+            assert enc.tokens.count(";") == max(0, n_events - 1)
+
+
+def test_reference_mixture_shares():
+    counts = epoch_counts(REFERENCE_MIXTURE, 930_000)
+    total = sum(counts.values())
+    assert 0.88 < counts["nrip"] / total < 0.91
+    assert 0.09 < counts["nsip"] / total < 0.11
+    for t in ("nsqp", "adhoc", "item2sem", "item2col", "sem2item", "col2item"):
+        assert counts[t] / total < 0.01
+    assert set(REC_TASKS) | set(SEARCH_TASKS) == set(TASKS) and not set(REC_TASKS) & set(SEARCH_TASKS)
+    assert epoch_counts({"nrip": 1.0, "nsqp": 1e-9}, 10) == {"nrip": 10, "nsqp": 1}  # a kept task appears
+    with pytest.raises(ValueError, match="anchor"):
+        epoch_counts(REFERENCE_MIXTURE, 0)
+    with pytest.raises(ValueError, match=">= 0"):
+        epoch_counts({"nrip": -1.0}, 10)
+    with pytest.raises(ValueError, match="unknown task"):
+        task_subset(["nrip", "nope"])
+
+
+def test_equal_per_task_exposure_across_variants(world):
+    """The joint model and the single-side variants see, epoch after epoch, the same
+    number of examples of every task they share, and the very same examples."""
+    ds, tok, sem, col = world
+    tb = TaskBuilder(ds, tok, sem, col)
+    pq = [["a query"] for _ in range(ds.n_items)]
+    parts = {t: tb.examples(t, "train", pseudo_queries=pq) for t in TASKS}
+    weights = {"joint": dict(REFERENCE_MIXTURE), "rec": task_subset(REC_TASKS),
+               "search": task_subset(SEARCH_TASKS)}
+    anchor = 50
+    for epoch in range(3):
+        eps = {v: epoch_mixture(parts, epoch_counts(w, anchor), seed=4, epoch=epoch) for v, w in weights.items()}
+        per_task = {v: e["task"].value_counts().to_dict() for v, e in eps.items()}
+        for v, tasks in (("rec", REC_TASKS), ("search", SEARCH_TASKS)):
+            assert set(per_task[v]) == set(tasks)
+            for t in tasks:
+                assert per_task[v][t] == per_task["joint"][t] == epoch_counts(weights["joint"], anchor)[t]
+                same = sorted(map(str, eps[v].loc[eps[v]["task"] == t, "fields"]))
+                assert same == sorted(map(str, eps["joint"].loc[eps["joint"]["task"] == t, "fields"]))
+    assert per_task["joint"]["nrip"] == anchor
+
+
+def test_epoch_stream_sees_every_example_before_repeating(world):
+    from gensar.tasks import _stream_rows
+
+    n, take = 10, 4
+    rows = np.concatenate([_stream_rows(n, take, 0, "nrip", e) for e in range(5)])
+    assert sorted(rows[:10]) == list(range(10)) and sorted(rows[10:20]) == list(range(10))
+    assert not np.array_equal(rows[:10], rows[10:20])  # a fresh order each pass
+    assert np.array_equal(_stream_rows(n, 25, 0, "nrip", 0)[:20], rows[:20])
+    ds, tok, sem, col = world
+    tb = TaskBuilder(ds, tok, sem, col)
+    parts = {"nrip": tb.examples("nrip", "train")}
+    take = len(parts["nrip"]) // 3 + 1
+    a = epoch_mixture(parts, {"nrip": take}, seed=0, epoch=1)
+    assert a.equals(epoch_mixture(parts, {"nrip": take}, seed=0, epoch=1))  # resumable: depends on epoch only
+    with pytest.raises(ValueError, match="no examples"):
+        epoch_mixture(parts, {"nsip": 3}, seed=0, epoch=0)
+    with pytest.raises(ValueError, match="nothing to train"):
+        epoch_mixture(parts, {"nrip": 0}, seed=0, epoch=0)

@@ -58,3 +58,17 @@ def test_tokenizer_bad_input(tok, tmp_path):
         Tokenizer.load(tmp_path / "nothing")
     with pytest.raises(ValueError, match="same number of levels"):
         IDLayout((2,), (2, 2), (2,))
+
+
+def test_history_separator_survives_tokenisation():
+    """";" is in no training text here, yet it must tokenise to itself, not <unk>."""
+    from gensar.tokenizer import HISTORY_SEPARATOR
+
+    assert ";" not in "".join(TEXTS)
+    t = Tokenizer.train(TEXTS, IDLayout((2,), (2,), (2,)), vocab_size=120, min_frequency=1)
+    text = HISTORY_SEPARATOR.join(["<rec_item><a_1><b_0>", "<src_query> four rooms <src_item><a_0><c_1>",
+                                   "(no history yet)"])
+    enc = t.backend.encode(text, add_special_tokens=False)
+    assert t.unk_id not in enc.ids
+    assert enc.tokens.count(";") == 2
+    assert t.decode(t.encode([text], 64, eos=False)[0][0]).count(";") == 2

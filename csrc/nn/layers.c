@@ -87,33 +87,24 @@ static inline uint32_t drop_threshold(float p)
 }
 
 /* f[0..n) = multipliers (0 or scale) of elements base .. base+n-1 of a stream. */
-static void drop_factors(uint32_t k, uint32_t thr, float scale, uint64_t base, int n, float *f)
+GS_INLINE void drop_factors(uint32_t k, uint32_t thr, float scale, uint64_t base, int n, float *f)
 {
     const uint32_t b = (uint32_t)base;
     for (int j = 0; j < n; j++) f[j] = elem_hash(k, b + (uint32_t)j) >= thr ? scale : 0.0f;
 }
 
-/* y[i] = x[i] * (kept ? s : 0) for i in [i0, i1); the AVX2 build vectorises the hash. */
-static inline __attribute__((always_inline)) void dropout_span(size_t i0, size_t i1, uint32_t k,
-                                                               uint32_t thr, float s,
-                                                               const float *x, float *y)
+/* y[i] = x[i] * (kept ? s : 0) for i in [i0, i1); the vector paths vectorise the hash. */
+GS_INLINE void dropout_span_body(size_t i0, size_t i1, uint32_t k, uint32_t thr, float s, const float *x,
+                                 float *y)
 {
     for (size_t i = i0; i < i1; i++) {
         float f = elem_hash(k, (uint32_t)i) >= thr ? s : 0.0f;
         y[i] = x[i] * f;
     }
 }
-__attribute__((target("avx2"))) static void dropout_span_avx2(size_t i0, size_t i1, uint32_t k,
-                                                             uint32_t thr, float s, const float *x,
-                                                             float *y)
-{
-    dropout_span(i0, i1, k, thr, s, x, y);
-}
-static void dropout_span_generic(size_t i0, size_t i1, uint32_t k, uint32_t thr, float s,
-                                 const float *x, float *y)
-{
-    dropout_span(i0, i1, k, thr, s, x, y);
-}
+GS_MULTIVERSION(dropout_span,
+                (size_t i0, size_t i1, uint32_t k, uint32_t thr, float s, const float *x, float *y),
+                (i0, i1, k, thr, s, x, y))
 
 float gs_dropout_factor(float p, uint64_t seed, uint64_t stream, uint64_t i)
 {
@@ -131,20 +122,13 @@ void gs_dropout(size_t n, float p, uint64_t seed, uint64_t stream, const float *
     const uint32_t k = key32(stream_key(seed, stream));
     const uint32_t thr = drop_threshold(p);
     const float s = 1.0f / (1.0f - (p >= 1.0f ? 0.999999f : p));
-    static int use_avx2 = -1;
-    if (use_avx2 < 0) {
-        __builtin_cpu_init();
-        use_avx2 = __builtin_cpu_supports("avx2");
-    }
+    const dropout_span_fn span = dropout_span_pick();
     /* chunks of 4096 elements (the same split for any thread count) */
     const size_t nchunks = (n + 4095) / 4096;
 #pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (n > 65536)
     for (size_t c = 0; c < nchunks; c++) {
         size_t i0 = c * 4096, i1 = i0 + 4096 < n ? i0 + 4096 : n;
-        if (use_avx2)
-            dropout_span_avx2(i0, i1, k, thr, s, x, y);
-        else
-            dropout_span_generic(i0, i1, k, thr, s, x, y);
+        span(i0, i1, k, thr, s, x, y);
     }
 }
 
@@ -204,12 +188,21 @@ small_mm_body(int M, int N16, int K, const float *A, size_t a_rs, size_t a_ks, c
     }
 }
 
-__attribute__((target("avx2,fma"))) static void small_mm_avx2(int M, int N16, int K, const float *A,
-                                                             size_t a_rs, size_t a_ks, const float *B,
-                                                             int ldb, float *C, int ldc)
+#ifdef GS_HAVE_AVX2_PATH
+GS_TARGET_AVX2 static void small_mm_avx2(int M, int N16, int K, const float *A, size_t a_rs, size_t a_ks,
+                                         const float *B, int ldb, float *C, int ldc)
 {
     small_mm_body(M, N16, K, A, a_rs, a_ks, B, ldb, C, ldc);
 }
+#endif
+
+#ifdef GS_HAVE_AVX512_PATH
+GS_TARGET_AVX512 static void small_mm_avx512(int M, int N16, int K, const float *A, size_t a_rs,
+                                             size_t a_ks, const float *B, int ldb, float *C, int ldc)
+{
+    small_mm_body(M, N16, K, A, a_rs, a_ks, B, ldb, C, ldc);
+}
+#endif
 
 static void small_mm_generic(int M, int N16, int K, const float *A, size_t a_rs, size_t a_ks,
                              const float *B, int ldb, float *C, int ldc)
@@ -220,14 +213,17 @@ static void small_mm_generic(int M, int N16, int K, const float *A, size_t a_rs,
 typedef void (*small_mm_fn)(int, int, int, const float *, size_t, size_t, const float *, int,
                             float *, int);
 
-/* AVX2+FMA when the CPU has it (checked once; a benign race sets the same value). */
 static small_mm_fn pick_small_mm(void)
 {
-    static small_mm_fn fn = NULL;
-    if (!fn) {
-        fn = gs_cpu_has_avx2_fma() ? small_mm_avx2 : small_mm_generic;
+    switch (gs_isa()) {
+#ifdef GS_HAVE_AVX512_PATH
+    case GS_ISA_AVX512: return small_mm_avx512;
+#endif
+#ifdef GS_HAVE_AVX2_PATH
+    case GS_ISA_AVX2: return small_mm_avx2;
+#endif
+    default: return small_mm_generic;
     }
-    return fn;
 }
 
 static inline int round16(int n) { return (n + 15) & ~15; }
@@ -280,6 +276,71 @@ static size_t bwd_scratch(const gs_attention_args *a)
            (size_t)a->Tk * D16 + Tm * D16 + Tk16;
 }
 
+/* One query row of the forward pass, on keys [0, n) of Tk (later keys are
+ * causally hidden): s (Tk16 scratch) holds q.k on entry; p (Tk) gets the
+ * probabilities (zero past n and on masked keys); s gets dropout(p), the
+ * operand of P @ V. Branch-free passes, compiled per path. */
+GS_INLINE void attn_fwd_row_body(int n, int Tk, float *s, float *p, const float *bias, const int32_t *km,
+                                 float scale, int use_drop, uint32_t key, uint32_t thr, float keep_scale,
+                                 uint64_t base, float *f)
+{
+    if (bias)
+        for (int j = 0; j < n; j++) s[j] = scale * s[j] + bias[j];
+    else
+        for (int j = 0; j < n; j++) s[j] = scale * s[j];
+    if (km)
+        for (int j = 0; j < n; j++) s[j] = km[j] ? s[j] : -INFINITY;
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+    if (mx == -INFINITY) { /* every key masked: no mass, zero output */
+        memset(p, 0, sizeof(float) * Tk);
+        memset(s, 0, sizeof(float) * Tk);
+        return;
+    }
+    const float inv = 1.0f / gs_exp_shifted(n, s, mx, p);
+    for (int j = 0; j < n; j++) p[j] *= inv;
+    for (int j = n; j < Tk; j++) p[j] = 0.0f, s[j] = 0.0f;
+    if (use_drop) {
+        drop_factors(key, thr, keep_scale, base, n, f);
+        for (int j = 0; j < n; j++) s[j] = p[j] * f[j];
+    } else {
+        memcpy(s, p, sizeof(float) * n);
+    }
+}
+GS_MULTIVERSION(attn_fwd_row,
+                (int n, int Tk, float *s, float *p, const float *bias, const int32_t *km, float scale,
+                 int use_drop, uint32_t key, uint32_t thr, float keep_scale, uint64_t base, float *f),
+                (n, Tk, s, p, bias, km, scale, use_drop, key, thr, keep_scale, base, f))
+
+/* One query row of the backward pass on keys [0, n): through dropout dP *= f and
+ * Pd = P * f; then dS = P * (dP - sum_j P dP) into ds (Tk, zero past n) and
+ * scale * dS into dp (S = scale * q.k: dq and dk carry the scale). */
+GS_INLINE void attn_bwd_row_body(int n, int Tk, const float *p, float *dp, float *pd, float *ds, float scale,
+                                 int use_drop, uint32_t key, uint32_t thr, float keep_scale, uint64_t base,
+                                 float *f)
+{
+    if (use_drop) {
+        drop_factors(key, thr, keep_scale, base, n, f);
+        for (int j = 0; j < n; j++) dp[j] *= f[j], pd[j] = p[j] * f[j];
+    } else {
+        memcpy(pd, p, sizeof(float) * n);
+    }
+    float pdp = 0.0f;
+#pragma omp simd reduction(+ : pdp)
+    for (int j = 0; j < n; j++) pdp += p[j] * dp[j];
+    for (int j = 0; j < n; j++) {
+        float dsj = p[j] * (dp[j] - pdp);
+        ds[j] = dsj;
+        dp[j] = scale * dsj;
+    }
+    for (int j = n; j < Tk; j++) ds[j] = 0.0f, dp[j] = 0.0f, pd[j] = 0.0f;
+}
+GS_MULTIVERSION(attn_bwd_row,
+                (int n, int Tk, const float *p, float *dp, float *pd, float *ds, float scale, int use_drop,
+                 uint32_t key, uint32_t thr, float keep_scale, uint64_t base, float *f),
+                (n, Tk, p, dp, pd, ds, scale, use_drop, key, thr, keep_scale, base, f))
+
 int gs_attention_forward(const gs_attention_args *a, const float *q, const float *k,
                          const float *v, float *probs, float *out)
 {
@@ -293,6 +354,7 @@ int gs_attention_forward(const gs_attention_args *a, const float *q, const float
     const size_t vstride = a->kv_batch_stride ? a->kv_batch_stride : (size_t)Tk * a->ldv;
     const int nt = attn_threads(a);
     const small_mm_fn small_mm = pick_small_mm();
+    const attn_fwd_row_fn fwd_row = attn_fwd_row_pick();
     const size_t per = fwd_scratch(a);
     float *scratch = gs_alloc(sizeof(float) * per * nt);
     if (!scratch) return gs_fail(GS_ENOMEM, "out of memory for attention scratch");
@@ -316,33 +378,9 @@ int gs_attention_forward(const gs_attention_args *a, const float *q, const float
             pack_transposed(Tk, dh, kb, a->ldk, KT, Tk16);
             small_mm(Tq, Tk16, dh, qb, a->ldq, 1, KT, Tk16, S, Tk16);
             for (int i = 0; i < Tq; i++) {
-                float *s = S + (size_t)i * Tk16;
-                float *p = probs + ((size_t)bh * Tq + i) * Tk;
                 const float *bias = a->pos_bias ? a->pos_bias + ((size_t)h * Tq + i) * Tk : NULL;
-                const int jmax = last_key(a, i);
-                float mx = -INFINITY;
-                for (int j = 0; j <= jmax; j++) {
-                    if (km && !km[j]) {
-                        s[j] = -INFINITY;
-                        continue;
-                    }
-                    s[j] = a->scale * s[j] + (bias ? bias[j] : 0.0f);
-                    mx = s[j] > mx ? s[j] : mx;
-                }
-                if (mx == -INFINITY) { /* every key masked: no mass, zero output */
-                    memset(p, 0, sizeof(float) * Tk);
-                    memset(s, 0, sizeof(float) * Tk);
-                    continue;
-                }
-                const float inv = 1.0f / gs_exp_shifted(jmax + 1, s, mx, p);
-                for (int j = 0; j <= jmax; j++) p[j] *= inv;
-                for (int j = jmax + 1; j < Tk; j++) p[j] = 0.0f, s[j] = 0.0f;
-                if (use_drop) {
-                    drop_factors(key, thr, keep_scale, ((uint64_t)bh * Tq + i) * Tk, jmax + 1, f);
-                    for (int j = 0; j <= jmax; j++) s[j] = p[j] * f[j];
-                } else {
-                    memcpy(s, p, sizeof(float) * (jmax + 1));
-                }
+                fwd_row(last_key(a, i) + 1, Tk, S + (size_t)i * Tk16, probs + ((size_t)bh * Tq + i) * Tk,
+                        bias, km, a->scale, use_drop, key, thr, keep_scale, ((uint64_t)bh * Tq + i) * Tk, f);
             }
             // out_bh (Tq,dh) = dropout(P) (Tq,Tk) @ v_bh (Tk,D16)
             pack_rows(Tk, dh, vb, a->ldv, Vp, D16);
@@ -371,6 +409,7 @@ int gs_attention_backward(const gs_attention_args *a, const float *q, const floa
                        "(kv_batch_stride 0, kv_group <= 1)");
     const int nt = attn_threads(a);
     const small_mm_fn small_mm = pick_small_mm();
+    const attn_bwd_row_fn bwd_row = attn_bwd_row_pick();
     const size_t per = bwd_scratch(a);
     float *scratch = gs_alloc(sizeof(float) * per * nt);
     if (!scratch) return gs_fail(GS_ENOMEM, "out of memory for attention scratch");
@@ -395,28 +434,10 @@ int gs_attention_backward(const gs_attention_args *a, const float *q, const floa
             // dP (Tq,Tk16) = dout_bh (Tq,dh) @ v_bh^T (dh,Tk16)
             pack_transposed(Tk, dh, vb, a->ldv, VT, Tk16);
             small_mm(Tq, Tk16, dh, dob, a->ldo, 1, VT, Tk16, dP, Tk16);
-            for (int i = 0; i < Tq; i++) {
-                const float *p = probs + ((size_t)bh * Tq + i) * Tk;
-                float *dp = dP + (size_t)i * Tk16, *pd = Pd + (size_t)i * Tk16;
-                float *ds = dscores + ((size_t)bh * Tq + i) * Tk;
-                const int jmax = last_key(a, i);
-                if (use_drop)
-                    drop_factors(key, thr, keep_scale, ((uint64_t)bh * Tq + i) * Tk, jmax + 1, f);
-                // through dropout: dP *= f, Pd = P * f; then dS = P * (dP - sum_j P dP)
-                float pdp = 0.0f;
-                for (int j = 0; j <= jmax; j++) {
-                    float fj = use_drop ? f[j] : 1.0f;
-                    dp[j] *= fj;
-                    pd[j] = p[j] * fj;
-                    pdp += p[j] * dp[j];
-                }
-                for (int j = 0; j <= jmax; j++) {
-                    float dsj = p[j] * (dp[j] - pdp);
-                    ds[j] = dsj;
-                    dp[j] = a->scale * dsj; /* S = scale * q.k: dq, dk carry the scale */
-                }
-                for (int j = jmax + 1; j < Tk; j++) ds[j] = 0.0f, dp[j] = 0.0f, pd[j] = 0.0f;
-            }
+            for (int i = 0; i < Tq; i++)
+                bwd_row(last_key(a, i) + 1, Tk, probs + ((size_t)bh * Tq + i) * Tk, dP + (size_t)i * Tk16,
+                        Pd + (size_t)i * Tk16, dscores + ((size_t)bh * Tq + i) * Tk, a->scale, use_drop, key,
+                        thr, keep_scale, ((uint64_t)bh * Tq + i) * Tk, f);
             // dv_bh (Tk,dh) = Pd^T (Tk,Tq) @ dout_bh (Tq,D16)
             pack_rows(Tq, dh, dob, a->ldo, dOp, D16);
             small_mm(Tk, D16, Tq, Pd, 1, Tk16, dOp, D16, R, D16);
@@ -506,15 +527,14 @@ void gs_relative_bias_backward(int H, int Tq, int Tk, int q0, int bidirectional,
 
 /* ------------------------------------------------------------ cross-entropy */
 
-/* log(sum_j exp(x_j)) of one row, stable. */
-static float row_logsumexp(const float *x, int V, float *mx_out)
+/* log(sum_j exp(x_j)) of one row, stable; the exponentials are the vector
+ * kernel's (no libm call per element). */
+static float row_logsumexp(const float *x, int V)
 {
     float mx = -INFINITY;
     for (int j = 0; j < V; j++) mx = x[j] > mx ? x[j] : mx;
-    float s = 0.0f;
-    for (int j = 0; j < V; j++) s += expf(x[j] - mx);
-    *mx_out = mx;
-    return mx + logf(s);
+    if (!(mx > -INFINITY && mx < INFINITY)) return mx; /* NaN or +-inf: the loss says so */
+    return mx + logf(gs_exp_shifted(V, x, mx, NULL));
 }
 
 int gs_cross_entropy_forward(size_t N, int V, const float *logits, const int32_t *targets,
@@ -532,8 +552,7 @@ int gs_cross_entropy_forward(size_t N, int V, const float *logits, const int32_t
             continue;
         }
         const float *x = logits + n * V;
-        float mx;
-        row_loss[n] = row_logsumexp(x, V, &mx) - x[targets[n]];
+        row_loss[n] = row_logsumexp(x, V) - x[targets[n]];
     }
     double s = 0.0;
     size_t c = 0;
@@ -557,9 +576,9 @@ void gs_cross_entropy_backward(size_t N, int V, const float *logits, const int32
             memset(dx, 0, sizeof(float) * V);
             continue;
         }
-        float mx;
-        float lse = row_logsumexp(x, V, &mx);
-        for (int j = 0; j < V; j++) dx[j] = scale * expf(x[j] - lse);
+        float lse = row_logsumexp(x, V);
+        gs_exp_shifted(V, x, lse, dx); /* softmax: x - lse <= 0 */
+        for (int j = 0; j < V; j++) dx[j] *= scale;
         dx[targets[n]] -= scale;
     }
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../common.h"
+#include "../tensor/cpu.h"
 
 PyObject *gs_raise(int status)
 {
@@ -131,7 +132,44 @@ static PyObject *py_get_num_threads(PyObject *self, PyObject *noargs)
     return PyLong_FromLong(gs_num_threads());
 }
 
+static PyObject *py_set_isa(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    if (!PyUnicode_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "isa must be a str ('scalar', 'avx2' or 'avx512'), got %s",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (!name) return NULL;
+    int isa = gs_isa_from_name(name);
+    if (isa < 0) {
+        PyErr_Format(PyExc_ValueError, "isa must be 'scalar', 'avx2' or 'avx512', got %R", arg);
+        return NULL;
+    }
+    int status = gs_set_isa(isa);
+    if (status) return gs_raise(status);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_get_isa(PyObject *self, PyObject *noargs)
+{
+    (void)self, (void)noargs;
+    return PyUnicode_FromString(gs_isa_name(gs_isa()));
+}
+
+static PyObject *py_best_isa(PyObject *self, PyObject *noargs)
+{
+    (void)self, (void)noargs;
+    return PyUnicode_FromString(gs_isa_name(gs_isa_best()));
+}
+
 static PyMethodDef module_methods[] = {
+    {"set_isa", py_set_isa, METH_O,
+     "set_isa(name): the kernel path every C kernel uses from now on: 'scalar', 'avx2' or 'avx512' "
+     "(no higher than best_isa())."},
+    {"get_isa", py_get_isa, METH_NOARGS, "get_isa() -> str: the kernel path in use."},
+    {"best_isa", py_best_isa, METH_NOARGS, "best_isa() -> str: the best kernel path this CPU supports."},
     {"set_num_threads", py_set_num_threads, METH_O,
      "set_num_threads(n): threads used by every C kernel; 0 restores the OpenMP default "
      "(OMP_NUM_THREADS)."},

@@ -4,6 +4,7 @@
  * the capsule alive). Compute runs with the GIL released. */
 #include "binding.h"
 
+#include <float.h>
 #include <string.h>
 
 #include "../common.h"
@@ -12,6 +13,25 @@
 #include "../quant/rqvae.h"
 
 #define RQVAE_CAPSULE "gensar.RQVAE"
+
+/* A Python int (not a bool, not a float) in [lo, hi] -> *out; otherwise a
+ * TypeError / ValueError naming the argument. */
+static int parse_count(PyObject *obj, const char *name, long lo, long hi, int *out)
+{
+    if (PyBool_Check(obj) || !PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an integer, got %s", name, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    int overflow = 0;
+    long v = PyLong_AsLongAndOverflow(obj, &overflow);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (overflow || v < lo || v > hi) {
+        PyErr_Format(PyExc_ValueError, "%s must be between %ld and %ld, got %S", name, lo, hi, obj);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
 
 /* tuple/list of ints -> out[0..*n), at most max entries */
 static int parse_ints(PyObject *obj, const char *name, int *out, int *n, int max)
@@ -28,7 +48,13 @@ static int parse_ints(PyObject *obj, const char *name, int *out, int *n, int max
         return -1;
     }
     for (Py_ssize_t i = 0; i < len; i++) {
-        long v = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if (PyBool_Check(item)) { /* True is not a size */
+            PyErr_Format(PyExc_TypeError, "%s[%zd] must be an integer, got bool", name, i);
+            Py_DECREF(seq);
+            return -1;
+        }
+        long v = PyLong_AsLong(item);
         if (v == -1 && PyErr_Occurred()) {
             Py_DECREF(seq);
             return -1;
@@ -65,18 +91,27 @@ static PyObject *py_kmeans(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
     static char *kwlist[] = {"x", "k", "n_init", "max_iter", "tol", "seed", "init", NULL};
-    PyObject *ox, *oinit = Py_None;
+    PyObject *ox, *ok, *oinit = Py_None, *on_init = NULL, *omax_iter = NULL;
     int k, n_init = 1, max_iter = 300;
     double tol = 1e-4;
     unsigned long long seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "Oi|iidKO", kwlist, &ox, &k, &n_init, &max_iter,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|OOdKO", kwlist, &ox, &ok, &on_init, &omax_iter,
                                      &tol, &seed, &oinit))
         return NULL;
+    if (parse_count(ok, "k", 1, 1L << 30, &k) < 0) return NULL;
+    if (on_init && parse_count(on_init, "n_init", 1, 1L << 30, &n_init) < 0) return NULL;
+    if (omax_iter && parse_count(omax_iter, "max_iter", 1, 1L << 30, &max_iter) < 0) return NULL;
+    if (!(tol >= 0.0 && tol <= DBL_MAX)) { /* also refuses NaN and inf */
+        PyObject *t = PyFloat_FromDouble(tol);
+        if (t) PyErr_Format(PyExc_ValueError, "tol must be a finite number >= 0, got %R", t);
+        Py_XDECREF(t);
+        return NULL;
+    }
     PyArrayObject *x = gs_check_array(ox, "x", NPY_FLOAT32, 2, 2);
     if (!x) return NULL;
     size_t N = gs_rows(x);
     int d = gs_last_dim(x);
-    if (k < 1 || (size_t)k > N) {
+    if ((size_t)k > N) {
         PyErr_Format(PyExc_ValueError, "k must be between 1 and the number of points (%zu), got %d",
                      N, k);
         return NULL;
@@ -602,6 +637,46 @@ static PyObject *py_rqvae_reconstruct(PyObject *self, PyObject *args)
     return Py_BuildValue("NN", codes, err);
 }
 
+static PyObject *py_rqvae_code_usage(PyObject *self, PyObject *cap)
+{
+    (void)self;
+    gs_rqvae *m = get_model(cap);
+    if (!m) return NULL;
+    npy_intp n[1] = {(npy_intp)gs_rqvae_code_usage(m, NULL)};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, n, NPY_INT64);
+    if (!out) return NULL;
+    gs_rqvae_code_usage(m, PyArray_DATA(out));
+    return (PyObject *)out;
+}
+
+static PyObject *py_rqvae_restart_dead_codes(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *cap;
+    unsigned long long seed = 0;
+    if (!PyArg_ParseTuple(args, "O|K", &cap, &seed)) return NULL;
+    gs_rqvae *m = get_model(cap);
+    if (!m) return NULL;
+    gs_rq_level lv[GS_RQ_MAX_TOTAL];
+    int nL, restarted[GS_RQ_MAX_TOTAL], st;
+    gs_rq_levels(gs_rqvae_rq(m), lv, &nL, NULL);
+    Py_BEGIN_ALLOW_THREADS
+    st = gs_rqvae_restart_dead_codes(m, (uint64_t)seed, restarted);
+    Py_END_ALLOW_THREADS
+    if (st != GS_OK) return gs_raise(st);
+    PyObject *out = PyList_New(nL);
+    if (!out) return NULL;
+    for (int l = 0; l < nL; l++) {
+        PyObject *v = PyLong_FromLong(restarted[l]);
+        if (!v) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, l, v);
+    }
+    return out;
+}
+
 PyMethodDef gs_quant_methods[] = {
     {"kmeans", (PyCFunction)(void (*)(void))py_kmeans, METH_VARARGS | METH_KEYWORDS,
      "kmeans(x, k, n_init=1, max_iter=300, tol=1e-4, seed=0, init=None) -> (centroids (k,d), labels (N,) "
@@ -640,4 +715,10 @@ PyMethodDef gs_quant_methods[] = {
      "rqvae_train_step(model, x0, x1=None, lr=1e-3, weight_decay=1e-5) -> losses"},
     {"rqvae_reconstruct", py_rqvae_reconstruct, METH_VARARGS,
      "rqvae_reconstruct(model, x0, x1=None) -> (codes (N,nL) int32, squared error (N,T))"},
+    {"rqvae_code_usage", py_rqvae_code_usage, METH_O,
+     "rqvae_code_usage(model) -> int64 (total codes,): training rows assigned to each code since "
+     "the last restart check (levels in code order)"},
+    {"rqvae_restart_dead_codes", py_rqvae_restart_dead_codes, METH_VARARGS,
+     "rqvae_restart_dead_codes(model, seed=0) -> [codes restarted per level]: unused codes move to "
+     "random residuals of the last batch; usage counters reset"},
     {NULL, NULL, 0, NULL}};

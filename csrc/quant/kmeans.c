@@ -212,6 +212,36 @@ static int repair_empty(size_t N, int d, const float *x, int k, int32_t *labels,
     return repaired;
 }
 
+int gs_check_points(size_t N, int d, const float *x, const char *what)
+{
+    /* ||a - b||^2 <= 2 ||a||^2 + 2 ||b||^2: rows whose squared norm stays
+     * below FLT_MAX / 8 keep every squared distance between them (and to
+     * their means) finite in float. */
+    const double limit = (double)FLT_MAX / 8.0;
+    size_t bad_row = SIZE_MAX, big_row = SIZE_MAX;
+    double big = 0.0;
+    for (size_t i = 0; i < N && bad_row == SIZE_MAX; i++) {
+        const float *r = x + i * d;
+        double s = 0.0;
+        for (int j = 0; j < d; j++) {
+            if (!isfinite(r[j])) {
+                bad_row = i;
+                break;
+            }
+            s += (double)r[j] * r[j];
+        }
+        if (s > big) big = s, big_row = i;
+    }
+    if (bad_row != SIZE_MAX)
+        return gs_fail(GS_EINVAL, "%s: row %zu contains NaN or infinite values", what, bad_row);
+    if (big > limit)
+        return gs_fail(GS_EINVAL,
+                       "%s: row %zu has squared norm %.3g, too large for float squared distances "
+                       "(limit %.3g); standardise the data first (e.g. divide by its scale)",
+                       what, big_row, big, limit);
+    return GS_OK;
+}
+
 static double exact_inertia(size_t N, int d, const float *x, const float *C, const int32_t *labels,
                             float *per_point, double *partial)
 {
@@ -240,7 +270,11 @@ int gs_kmeans(size_t N, int d, const float *x, int k, int n_init, int max_iter, 
                        N, k);
     if (n_init < 1) return gs_fail(GS_EINVAL, "k-means: n_init must be >= 1, got %d", n_init);
     if (max_iter < 1) return gs_fail(GS_EINVAL, "k-means: max_iter must be >= 1, got %d", max_iter);
-    if (!(tol >= 0.0)) return gs_fail(GS_EINVAL, "k-means: tol must be >= 0");
+    if (!(tol >= 0.0) || !isfinite(tol))
+        return gs_fail(GS_EINVAL, "k-means: tol must be a finite number >= 0");
+    int st0 = gs_check_points(N, d, x, "k-means: x");
+    if (st0 != GS_OK) return st0;
+    if (init && (st0 = gs_check_points((size_t)k, d, init, "k-means: init")) != GS_OK) return st0;
 
     size_t nchunks = (N + SUM_CHUNK - 1) / SUM_CHUNK;
     float *C = gs_alloc(sizeof(float) * (size_t)k * d);
@@ -294,7 +328,11 @@ int gs_kmeans(size_t N, int d, const float *x, int k, int n_init, int max_iter, 
         /* final labels for the final centroids, exact inertia */
         if ((status = gs_nearest_centroid(N, d, x, k, C, lab, dist2)) != GS_OK) goto done;
         double in = exact_inertia(N, d, x, C, lab, dist2, partial);
-        if (in < best) {
+        if (!isfinite(in)) { /* cannot happen after gs_check_points; never return garbage */
+            status = gs_fail(GS_ERUNTIME, "k-means: the inertia is not finite (%g)", in);
+            goto done;
+        }
+        if (run == 0 || in < best) { /* the first run always writes its result */
             best = in;
             memcpy(centroids, C, sizeof(float) * (size_t)k * d);
             if (labels) memcpy(labels, lab, sizeof(int32_t) * N);

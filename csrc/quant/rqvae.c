@@ -35,6 +35,13 @@ struct gs_rqvae {
     float *lvl_in[GS_RQ_MAX_TOTAL];
     int32_t *codes;
     float *arena;
+    /* dead-code restarts: usage[level offset + code] counts the training rows
+     * assigned to each code since the last restart check; last_B is the size
+     * of the last forward batch, whose level inputs lvl_in still hold */
+    int64_t *usage;
+    size_t usage_off[GS_RQ_MAX_TOTAL];
+    size_t n_codes;
+    int last_B;
 };
 
 size_t gs_rqvae_num_params(const gs_rqvae *m) { return m->n_params; }
@@ -51,6 +58,7 @@ void gs_rqvae_free(gs_rqvae *m)
     if (!m) return;
     gs_free(m->params), gs_free(m->grads), gs_free(m->adam_m), gs_free(m->adam_v);
     gs_free(m->arena);
+    gs_free(m->usage);
     gs_free(m);
 }
 
@@ -148,7 +156,10 @@ int gs_rqvae_create(const gs_rqvae_config *cfg, int max_batch, uint64_t seed, gs
     for (int l = 0; l < m->nL; l++) act += B * m->lv[l].width;
     act += B * m->nL; /* codes (int32, same size as float) */
     m->arena = gs_alloc(sizeof(float) * act);
-    if (!m->params || !m->grads || !m->adam_m || !m->adam_v || !m->arena) {
+    m->n_codes = 0;
+    for (int l = 0; l < m->nL; l++) m->usage_off[l] = m->n_codes, m->n_codes += (size_t)m->lv[l].k;
+    m->usage = gs_calloc(sizeof(int64_t) * m->n_codes);
+    if (!m->params || !m->grads || !m->adam_m || !m->adam_v || !m->arena || !m->usage) {
         gs_rqvae_free(m);
         return gs_fail(GS_ENOMEM, "RQ-VAE: out of memory (%zu parameters, batch %d)", off, max_batch);
     }
@@ -259,6 +270,7 @@ static int forward_batch(gs_rqvae *m, size_t B, const float *x0, const float *x1
     encode_batch(m, B, x0, x1);
     int st = gs_rq_encode(&m->rq, m->params + m->cb_off, B, m->z, m->codes, m->zq, m->lvl_in);
     if (st != GS_OK) return st;
+    m->last_B = (int)B; /* lvl_in now holds these B rows (dead-code restarts read them) */
     for (int t = 0; t < m->T; t++) {
         for (size_t b = 0; b < B; b++)
             memcpy(m->zq_t[t] + b * m->h, m->zq + b * m->D + t * m->h, sizeof(float) * m->h);
@@ -294,6 +306,8 @@ int gs_rqvae_forward_backward(gs_rqvae *m, int Bi, const float *x0, const float 
     int st = check_batch(m, B, x1);
     if (st != GS_OK) return st;
     if ((st = forward_batch(m, B, x0, x1)) != GS_OK) return st;
+    for (size_t b = 0; b < B; b++)
+        for (int l = 0; l < m->nL; l++) m->usage[m->usage_off[l] + m->codes[b * m->nL + l]]++;
     memset(m->grads, 0, sizeof(float) * m->n_params);
     const float *xs[2] = {x0, x1};
     losses[0] = losses[1] = losses[2] = losses[3] = 0.0;
@@ -358,6 +372,12 @@ int gs_rqvae_forward_backward(gs_rqvae *m, int Bi, const float *x0, const float 
 int gs_rqvae_train_step(gs_rqvae *m, int B, const float *x0, const float *x1, float lr,
                         float weight_decay, double losses[4])
 {
+    if (!(lr > 0.0f) || !isfinite(lr))
+        return gs_fail(GS_EINVAL, "RQ-VAE: the learning rate must be a finite number > 0, got %g",
+                       (double)lr);
+    if (!(weight_decay >= 0.0f) || !isfinite(weight_decay))
+        return gs_fail(GS_EINVAL, "RQ-VAE: weight decay must be a finite number >= 0, got %g",
+                       (double)weight_decay);
     int st = gs_rqvae_forward_backward(m, B, x0, x1, losses);
     if (st != GS_OK) return st;
     if (!isfinite(losses[0]))
@@ -394,5 +414,49 @@ int gs_rqvae_reconstruct(gs_rqvae *m, size_t N, const float *x0, const float *x1
                 }
             }
     }
+    return GS_OK;
+}
+
+size_t gs_rqvae_code_usage(const gs_rqvae *m, int64_t *out)
+{
+    if (out) memcpy(out, m->usage, sizeof(int64_t) * m->n_codes);
+    return m->n_codes;
+}
+
+int gs_rqvae_restart_dead_codes(gs_rqvae *m, uint64_t seed, int *restarted)
+{
+    if (m->last_B < 1)
+        return gs_fail(GS_EINVAL, "RQ-VAE: dead-code restarts need a training step first");
+    size_t B = (size_t)m->last_B;
+    size_t *rows = gs_alloc(sizeof(size_t) * B);
+    if (!rows) return gs_fail(GS_ENOMEM, "RQ-VAE: out of memory for dead-code restarts");
+    gs_rng rng;
+    gs_rng_seed(&rng, seed);
+    for (int l = 0; l < m->nL; l++) {
+        const gs_rq_level *L = &m->lv[l];
+        float *C = m->params + m->cb_off + L->cb_offset;
+        float *am = m->adam_m + m->cb_off + L->cb_offset, *av = m->adam_v + m->cb_off + L->cb_offset;
+        const int64_t *u = m->usage + m->usage_off[l];
+        for (size_t i = 0; i < B; i++) rows[i] = i;
+        size_t taken = 0;
+        int count = 0;
+        for (int c = 0; c < L->k && taken < B; c++) {
+            if (u[c] > 0) continue;
+            /* a distinct random row of the last batch (partial Fisher-Yates) */
+            size_t j = taken + (size_t)gs_rng_below(&rng, B - taken);
+            size_t r = rows[j];
+            rows[j] = rows[taken], rows[taken] = r;
+            taken++;
+            size_t w = (size_t)L->width;
+            memcpy(C + (size_t)c * w, m->lvl_in[l] + r * w, sizeof(float) * w);
+            /* fresh AdamW moments: the old ones belong to the dead position */
+            memset(am + (size_t)c * w, 0, sizeof(float) * w);
+            memset(av + (size_t)c * w, 0, sizeof(float) * w);
+            count++;
+        }
+        if (restarted) restarted[l] = count;
+    }
+    memset(m->usage, 0, sizeof(int64_t) * m->n_codes);
+    gs_free(rows);
     return GS_OK;
 }

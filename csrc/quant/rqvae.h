@@ -74,8 +74,8 @@ int gs_rqvae_init_codebooks(gs_rqvae *m, int B, const float *x0, const float *x1
 int gs_rqvae_forward_backward(gs_rqvae *m, int B, const float *x0, const float *x1,
                               double losses[4]);
 
-/* forward_backward, then one AdamW update (lr, weight_decay; betas 0.9/0.999,
- * eps 1e-8). */
+/* forward_backward, then one AdamW update (lr > 0, weight_decay >= 0, both
+ * finite, else GS_EINVAL; betas 0.9/0.999, eps 1e-8). */
 int gs_rqvae_train_step(gs_rqvae *m, int B, const float *x0, const float *x1, float lr,
                         float weight_decay, double losses[4]);
 
@@ -84,5 +84,18 @@ int gs_rqvae_train_step(gs_rqvae *m, int B, const float *x0, const float *x1, fl
  * each tower (NULL to skip). */
 int gs_rqvae_reconstruct(gs_rqvae *m, size_t N, const float *x0, const float *x1, int32_t *codes,
                          float *sq_err);
+
+/* Codes assigned during training since the last restart check: out (sum of
+ * the levels' codebook sizes, levels in code order) int64, if not NULL.
+ * Returns that total number of codes. */
+size_t gs_rqvae_code_usage(const gs_rqvae *m, int64_t *out);
+
+/* Dead-code restarts (the usual VQ remedy for codebook collapse): every code
+ * no training row was assigned to since the previous call (or creation) is
+ * moved onto the residual entering its level of a distinct random row of the
+ * last forward batch (the last training batch when called after a step), with its AdamW moments zeroed; then every usage counter
+ * is reset. At most B codes per level move per call (B = last batch size).
+ * restarted (nL) or NULL: codes moved per level. Needs one training step first. */
+int gs_rqvae_restart_dead_codes(gs_rqvae *m, uint64_t seed, int *restarted);
 
 #endif

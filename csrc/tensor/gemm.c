@@ -1,18 +1,21 @@
 /* Blocked SGEMM in the BLIS style: op(B) is packed into KC x NR column panels,
  * op(A) into MR x KC row panels, and a register-blocked MR x NR micro-kernel
  * multiplies one pair of panels. Packing absorbs every transpose form, so the
- * micro-kernel sees a single layout. The AVX2+FMA micro-kernel is compiled with
- * a target attribute and chosen at run time, so one build runs on any x86-64. */
+ * micro-kernel sees a single layout. Three micro-kernels: portable C (6 x 16),
+ * AVX2+FMA (6 x 16) and AVX-512 (12 x 32); the vector ones are compiled with
+ * target attributes and chosen per call by gs_isa(), so one build runs on any
+ * x86-64. The panel shapes follow the kernel. */
+#define _POSIX_C_SOURCE 200809L /* pthread keys under -std=c11 */
 #include "gemm.h"
 
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../common.h"
 #include "simd.h"
 
-#define MR 6
-#define NR GS_SGEMM_NR
-#define MC 120  /* rows of A packed per block: MC x KC floats stay in L2 */
+#define MC 120  /* rows of A packed per block: MC x KC floats stay in L2 (a multiple of every MR) */
 #define KC 256  /* depth of one packed slab: a 16 KB B panel stays in L1 */
 #define NC 3072 /* columns of B packed per slab: KC x NC floats stay in L3 */
 
@@ -28,7 +31,24 @@ static int slab_depth(int K)
 typedef void (*micro_kernel_fn)(int kc, const float *a, const float *b, float *c, int ldc,
                                 float alpha, float beta, const float *bias, int mr, int nr);
 
-/* Writes alpha * acc + beta * C for the mr x nr corner that lies inside C. */
+/* A micro-kernel and the shape of the tile it computes: `rows` rows of A (packed
+ * as (kc, rows) panels) times `cols` columns of B (packed as (kc, cols) panels). */
+/* The same product reading A unpacked: a = &A[row][p0], row stride lda. */
+typedef void (*direct_kernel_fn)(int kc, const float *a, int lda, const float *b, float *c, int ldc,
+                                 float alpha, float beta, const float *bias, int mr, int nr);
+
+typedef struct {
+    micro_kernel_fn fn;
+    direct_kernel_fn direct; /* NULL: A is always packed */
+    int rows, cols;          /* the tile: rows of A (MR), columns of B (NR) */
+    const char *name;
+} gemm_kernel;
+
+#define MR 6  /* the portable and AVX2 kernels' tile */
+#define NR 16
+
+/* Writes alpha * acc + beta * C for the mr x nr corner that lies inside C;
+ * acc is (MR, NR) of the 6 x 16 kernels. */
 static void store_tile(const float *acc, float *c, int ldc, float alpha, float beta, const float *bias,
                        int mr, int nr)
 {
@@ -64,7 +84,7 @@ static void micro_kernel_generic(int kc, const float *restrict a, const float *r
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-__attribute__((target("avx2,fma"))) static void
+GS_TARGET_AVX2 static void
 micro_kernel_avx2(int kc, const float *restrict a, const float *restrict b, float *c, int ldc,
                   float alpha, float beta, const float *bias, int mr, int nr)
 {
@@ -118,85 +138,243 @@ micro_kernel_avx2(int kc, const float *restrict a, const float *restrict b, floa
 }
 #endif
 
-static micro_kernel_fn chosen_kernel = NULL;
-static const char *chosen_name = "generic";
 
-static micro_kernel_fn select_kernel(void)
+#ifdef GS_HAVE_AVX512_PATH
+/* 12 x 32: 24 accumulators + 2 B vectors + the broadcast A value in 32 zmm
+ * registers; each A element feeds two FMAs. Edges are written with masks.
+ * A is read as a[i * a_rs + p * a_ks]: a packed panel (a_rs 1, a_ks 12) or, for
+ * a non-transposed A, the matrix itself (a_rs lda, a_ks 1), which skips packing
+ * A: the rows stream from L1/L2 and the broadcasts need no contiguous panel. */
+#define K512_ROW(i)                                                                                \
+    do {                                                                                           \
+        __m512 ai = _mm512_set1_ps(a[(i) * a_rs]);                                                 \
+        c##i##a = _mm512_fmadd_ps(ai, b0, c##i##a);                                                \
+        c##i##b = _mm512_fmadd_ps(ai, b1, c##i##b);                                                \
+    } while (0)
+
+GS_TARGET_AVX512 static inline __attribute__((always_inline)) void
+tile_avx512(int kc, const float *restrict a, size_t a_rs, size_t a_ks, const float *restrict b, float *c,
+            int ldc, float alpha, float beta, const float *bias, int mr, int nr)
 {
-    if (chosen_kernel) return chosen_kernel;
-    micro_kernel_fn k = micro_kernel_generic;
-    const char *name = "generic";
-#ifdef GS_HAVE_AVX2_PATH
-    if (gs_cpu_has_avx2_fma()) {
-        k = micro_kernel_avx2;
-        name = "avx2-fma";
+    __m512 c0a = _mm512_setzero_ps(), c0b = _mm512_setzero_ps(), c1a = _mm512_setzero_ps(),
+           c1b = _mm512_setzero_ps(), c2a = _mm512_setzero_ps(), c2b = _mm512_setzero_ps(),
+           c3a = _mm512_setzero_ps(), c3b = _mm512_setzero_ps(), c4a = _mm512_setzero_ps(),
+           c4b = _mm512_setzero_ps(), c5a = _mm512_setzero_ps(), c5b = _mm512_setzero_ps(),
+           c6a = _mm512_setzero_ps(), c6b = _mm512_setzero_ps(), c7a = _mm512_setzero_ps(),
+           c7b = _mm512_setzero_ps(), c8a = _mm512_setzero_ps(), c8b = _mm512_setzero_ps(),
+           c9a = _mm512_setzero_ps(), c9b = _mm512_setzero_ps(), c10a = _mm512_setzero_ps(),
+           c10b = _mm512_setzero_ps(), c11a = _mm512_setzero_ps(), c11b = _mm512_setzero_ps();
+#pragma GCC unroll 2
+    for (int p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+        K512_ROW(0); K512_ROW(1); K512_ROW(2); K512_ROW(3); K512_ROW(4); K512_ROW(5);
+        K512_ROW(6); K512_ROW(7); K512_ROW(8); K512_ROW(9); K512_ROW(10); K512_ROW(11);
+        a += a_ks;
+        b += 32;
     }
+    const __m512 rows[24] = {c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b,
+                             c6a, c6b, c7a, c7b, c8a, c8b, c9a, c9b, c10a, c10b, c11a, c11b};
+    const __mmask16 m0 = nr >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1u);
+    const __mmask16 m1 = nr >= 32 ? (__mmask16)0xFFFF : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1u);
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    __m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
+    if (bias) bias0 = _mm512_maskz_loadu_ps(m0, bias), bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+    for (int i = 0; i < mr; i++) {
+        float *ci = c + (size_t)i * ldc;
+        __m512 r0 = _mm512_fmadd_ps(va, rows[2 * i], bias0), r1 = _mm512_fmadd_ps(va, rows[2 * i + 1], bias1);
+        if (beta != 0.0f) {
+            r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, ci), r0);
+            r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, ci + 16), r1);
+        }
+        _mm512_mask_storeu_ps(ci, m0, r0);
+        _mm512_mask_storeu_ps(ci + 16, m1, r1);
+    }
+}
+#undef K512_ROW
+
+// a: packed (kc, 12), b: packed (kc, 32) -> c tile (mr, nr)
+GS_TARGET_AVX512 static void micro_kernel_avx512(int kc, const float *restrict a, const float *restrict b,
+                                                 float *c, int ldc, float alpha, float beta,
+                                                 const float *bias, int mr, int nr)
+{
+    tile_avx512(kc, a, 1, 12, b, c, ldc, alpha, beta, bias, mr, nr);
+}
+
+// a: rows of A itself (mr, kc) with row stride lda, b: packed (kc, 32) -> c tile (mr, nr).
+// A partial panel (mr < 12) is copied to a zero-padded panel first: no read past A.
+GS_TARGET_AVX512 static void direct_kernel_avx512(int kc, const float *restrict a, int lda,
+                                                  const float *restrict b, float *c, int ldc, float alpha,
+                                                  float beta, const float *bias, int mr, int nr)
+{
+    if (mr == 12) {
+        tile_avx512(kc, a, (size_t)lda, 1, b, c, ldc, alpha, beta, bias, mr, nr);
+        return;
+    }
+    float panel[12 * 384] __attribute__((aligned(64))); /* kc <= slab depth <= 384 */
+    for (int p = 0; p < kc; p++)
+        for (int i = 0; i < 12; i++) panel[p * 12 + i] = i < mr ? a[(size_t)i * lda + p] : 0.0f;
+    tile_avx512(kc, panel, 1, 12, b, c, ldc, alpha, beta, bias, mr, nr);
+}
 #endif
-    chosen_name = name;
-    chosen_kernel = k; /* idempotent race: every thread stores the same value */
-    return k;
+
+static gemm_kernel kernel_for(int isa)
+{
+    switch (isa) {
+#ifdef GS_HAVE_AVX512_PATH
+    case GS_ISA_AVX512: return (gemm_kernel){micro_kernel_avx512, direct_kernel_avx512, 12, 32, "avx512"};
+#endif
+#ifdef GS_HAVE_AVX2_PATH
+    case GS_ISA_AVX2: return (gemm_kernel){micro_kernel_avx2, NULL, MR, NR, "avx2"};
+#endif
+    default: return (gemm_kernel){micro_kernel_generic, NULL, MR, NR, "scalar"};
+    }
 }
 
-const char *gs_sgemm_kernel_name(void)
-{
-    select_kernel();
-    return chosen_name;
-}
+static gemm_kernel select_kernel(void) { return kernel_for(gs_isa()); }
 
-/* Packs op(A)[i0:i0+mc, p0:p0+kc] into MR-row panels, (kc, MR) each, zero-padded. */
-static void pack_a(int trans_a, const float *A, int lda, int i0, int mc, int p0, int kc, float *dst)
+const char *gs_sgemm_kernel_name(void) { return select_kernel().name; }
+
+/* Packs op(A)[i0:i0+mc, p0:p0+kc] into mr_k-row panels, (kc, mr_k) each, zero-padded.
+ * Inlined with a constant mr_k (pack_a below), so the copies unroll and vectorise. */
+static inline __attribute__((always_inline)) void pack_a_body(const int mr_k, int trans_a, const float *A,
+                                                              int lda, int i0, int mc, int p0, int kc,
+                                                              float *dst)
 {
-    int mc_pad = (mc + MR - 1) / MR * MR;
+    int mc_pad = (mc + mr_k - 1) / mr_k * mr_k;
     if (!trans_a) {
-        for (int ir = 0; ir < mc_pad; ir += MR) {
+        for (int ir = 0; ir < mc_pad; ir += mr_k) {
             float *d = dst + (size_t)ir * kc;
-            for (int i = 0; i < MR; i++) {
+            for (int i = 0; i < mr_k; i++) {
                 if (ir + i < mc) {
                     const float *src = A + (size_t)(i0 + ir + i) * lda + p0;
-                    for (int p = 0; p < kc; p++) d[p * MR + i] = src[p];
+                    for (int p = 0; p < kc; p++) d[(size_t)p * mr_k + i] = src[p];
                 } else {
-                    for (int p = 0; p < kc; p++) d[p * MR + i] = 0.0f;
+                    for (int p = 0; p < kc; p++) d[(size_t)p * mr_k + i] = 0.0f;
                 }
             }
         }
     } else {
-        /* A is stored (K, M): read each row of A once, contiguously, and scatter it
-         * into the panels (strided reads of MR floats per row would waste most of
-         * every cache line). */
+        /* A is stored (K, M): read each row of A once, contiguously, and copy it
+         * into the panels (strided reads of mr_k floats per row would waste most
+         * of every cache line). */
         for (int p = 0; p < kc; p++) {
             const float *src = A + (size_t)(p0 + p) * lda + i0;
-            for (int ir = 0; ir < mc_pad; ir += MR) {
-                float *d = dst + (size_t)ir * kc + (size_t)p * MR;
-                int mr = mc - ir < MR ? mc - ir : MR;
+            int ir = 0;
+            for (; ir + mr_k <= mc; ir += mr_k) {
+                float *d = dst + (size_t)ir * kc + (size_t)p * mr_k;
+                for (int i = 0; i < mr_k; i++) d[i] = src[ir + i];
+            }
+            if (ir < mc) {
+                float *d = dst + (size_t)ir * kc + (size_t)p * mr_k;
                 int i = 0;
-                for (; i < mr; i++) d[i] = src[ir + i];
-                for (; i < MR; i++) d[i] = 0.0f;
+                for (; i < mc - ir; i++) d[i] = src[ir + i];
+                for (; i < mr_k; i++) d[i] = 0.0f;
             }
         }
     }
 }
 
-/* Packs op(B)[p0:p0+kc, j0 + jr : j0 + jr + NR] into one (kc, NR) panel, zero-padded. */
-static void pack_b_panel(int trans_b, const float *B, int ldb, int p0, int kc, int j, int nr,
-                         float *d)
+static void pack_a(int mr_k, int trans_a, const float *A, int lda, int i0, int mc, int p0, int kc,
+                   float *dst)
+{
+    if (mr_k == 12)
+        pack_a_body(12, trans_a, A, lda, i0, mc, p0, kc, dst);
+    else
+        pack_a_body(MR, trans_a, A, lda, i0, mc, p0, kc, dst);
+}
+
+/* Packs op(B)[p0:p0+kc, j : j + nr] into one (kc, nr_k) panel, zero-padded; inlined
+ * with a constant nr_k (pack_b_panel below). */
+static inline __attribute__((always_inline)) void pack_b_body(const int nr_k, int trans_b, const float *B,
+                                                              int ldb, int p0, int kc, int j, int nr,
+                                                              float *d)
 {
     if (!trans_b) {
         for (int p = 0; p < kc; p++) {
             const float *src = B + (size_t)(p0 + p) * ldb + j;
-            int jj = 0;
-            for (; jj < nr; jj++) d[p * NR + jj] = src[jj];
-            for (; jj < NR; jj++) d[p * NR + jj] = 0.0f;
+            float *dp = d + (size_t)p * nr_k;
+            if (nr == nr_k) {
+                for (int jj = 0; jj < nr_k; jj++) dp[jj] = src[jj];
+            } else {
+                int jj = 0;
+                for (; jj < nr; jj++) dp[jj] = src[jj];
+                for (; jj < nr_k; jj++) dp[jj] = 0.0f;
+            }
         }
     } else {
-        for (int jj = 0; jj < NR; jj++) {
+        for (int jj = 0; jj < nr_k; jj++) {
             if (jj < nr) {
                 const float *src = B + (size_t)(j + jj) * ldb + p0;
-                for (int p = 0; p < kc; p++) d[p * NR + jj] = src[p];
+                for (int p = 0; p < kc; p++) d[(size_t)p * nr_k + jj] = src[p];
             } else {
-                for (int p = 0; p < kc; p++) d[p * NR + jj] = 0.0f;
+                for (int p = 0; p < kc; p++) d[(size_t)p * nr_k + jj] = 0.0f;
             }
         }
     }
+}
+
+static void pack_b_panel(int nr_k, int trans_b, const float *B, int ldb, int p0, int kc, int j, int nr,
+                         float *d)
+{
+    if (nr_k == 32)
+        pack_b_body(32, trans_b, B, ldb, p0, kc, j, nr, d);
+    else
+        pack_b_body(NR, trans_b, B, ldb, p0, kc, j, nr, d);
+}
+
+/* Packing buffers, kept per calling thread between calls: a fresh allocation of
+ * a few MB is a fresh mmap whose pages the kernel zeroes on first touch, which
+ * cost more than the packing itself. Two slots (A and B panels), grown on
+ * demand, freed when the thread exits; requests above SCRATCH_KEEP_MAX bytes are
+ * not kept. */
+#define SCRATCH_KEEP_MAX ((size_t)64 << 20)
+typedef struct {
+    float *buf[2];
+    size_t cap[2];
+} scratch_t;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_key_ok = 0;
+
+static void scratch_release(void *p)
+{
+    scratch_t *s = p;
+    gs_free(s->buf[0]);
+    gs_free(s->buf[1]);
+    free(s);
+}
+
+static void scratch_init(void) { scratch_key_ok = pthread_key_create(&scratch_key, scratch_release) == 0; }
+
+/* A buffer of >= bytes for slot 0 or 1 of this thread, or NULL (out of memory).
+ * *owned is set when the caller must gs_free it (not kept). */
+static float *scratch_get(int slot, size_t bytes, int *owned)
+{
+    *owned = 0;
+    pthread_once(&scratch_once, scratch_init);
+    scratch_t *s = scratch_key_ok ? pthread_getspecific(scratch_key) : NULL;
+    if (scratch_key_ok && !s) {
+        s = calloc(1, sizeof *s);
+        if (s && pthread_setspecific(scratch_key, s) != 0) {
+            free(s);
+            s = NULL;
+        }
+    }
+    if (!s || bytes > SCRATCH_KEEP_MAX) {
+        *owned = 1;
+        return gs_alloc(bytes);
+    }
+    if (s->cap[slot] < bytes) {
+        gs_free(s->buf[slot]);
+        s->buf[slot] = gs_alloc(bytes);
+        s->cap[slot] = s->buf[slot] ? bytes : 0;
+    }
+    return s->buf[slot];
+}
+
+static void scratch_put(float *p, int owned)
+{
+    if (owned) gs_free(p);
 }
 
 static void scale_c(int M, int N, float beta, float *C, int ldc)
@@ -211,11 +389,13 @@ static void scale_c(int M, int N, float beta, float *C, int ldc)
 }
 
 /* C[:, j0 : j0+nc] (+)= alpha * packed A slab (M rows) @ packed B panels (kc deep),
- * (+ bias[j0 + j] on every row when bias is given), as tiles of (one row block) x (four NR panels): enough tiles for both threads even
- * when M is a single block. Call inside a parallel region (work-shared loop). */
-static inline void multiply_tiles(micro_kernel_fn kernel, int kc, const float *apack, int mc_step,
-                           int n_mblocks, int M, const float *bpanels, int n_panels, int nc, int j0,
-                           float alpha, float beta, const float *bias, float *C, int ldc)
+ * (+ bias[j0 + j] on every row when bias is given), as tiles of (one row block) x
+ * (four panels): enough tiles for both threads even when M is a single block.
+ * Call inside a parallel region (work-shared loop). */
+static inline void multiply_tiles(gemm_kernel k, int kc, const float *apack, const float *a_direct, int lda,
+                                  int mc_step, int n_mblocks, int M, const float *bpanels, int n_panels,
+                                  int nc, int j0, float alpha, float beta, const float *bias, float *C,
+                                  int ldc)
 {
     const int panels_per_tile = 4;
     int n_ngroups = (n_panels + panels_per_tile - 1) / panels_per_tile;
@@ -226,25 +406,29 @@ static inline void multiply_tiles(micro_kernel_fn kernel, int kc, const float *a
             int jp_end = (ng + 1) * panels_per_tile;
             if (jp_end > n_panels) jp_end = n_panels;
             for (int jp = ng * panels_per_tile; jp < jp_end; jp++) {
-                int j = jp * NR, nr = nc - j < NR ? nc - j : NR;
-                const float *bp = bpanels + (size_t)jp * NR * kc;
-                for (int ir = 0; ir < mc; ir += MR) {
-                    int mr = mc - ir < MR ? mc - ir : MR;
-                    kernel(kc, apack + (size_t)(i0 + ir) * kc, bp, C + (size_t)(i0 + ir) * ldc + j0 + j,
-                           ldc, alpha, beta, bias ? bias + j0 + j : NULL, mr, nr);
+                int j = jp * k.cols, nr = nc - j < k.cols ? nc - j : k.cols;
+                const float *bp = bpanels + (size_t)jp * k.cols * kc;
+                for (int ir = 0; ir < mc; ir += k.rows) {
+                    int mr = mc - ir < k.rows ? mc - ir : k.rows;
+                    float *ct = C + (size_t)(i0 + ir) * ldc + j0 + j;
+                    const float *bt = bias ? bias + j0 + j : NULL;
+                    if (a_direct)
+                        k.direct(kc, a_direct + (size_t)(i0 + ir) * lda, lda, bp, ct, ldc, alpha, beta, bt, mr, nr);
+                    else
+                        k.fn(kc, apack + (size_t)(i0 + ir) * kc, bp, ct, ldc, alpha, beta, bt, mr, nr);
                 }
             }
         }
     }
 }
 
-/* Equal row blocks of at most MC rows (a multiple of MR), so that no thread is
+/* Equal row blocks of at most MC rows (a multiple of mr_k), so that no thread is
  * left with a thin last block while the other works. */
-static void row_blocks(int M, int *mc_step, int *n_mblocks)
+static void row_blocks(int M, int mr_k, int *mc_step, int *n_mblocks)
 {
     int n = (M + MC - 1) / MC;
     int step = (M + n - 1) / n;
-    step = (step + MR - 1) / MR * MR;
+    step = (step + mr_k - 1) / mr_k * mr_k;
     *mc_step = step;
     *n_mblocks = (M + step - 1) / step;
 }
@@ -261,23 +445,26 @@ static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
                 for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] += bias[j];
         return;
     }
-    micro_kernel_fn kernel = select_kernel();
+    const gemm_kernel k = select_kernel();
     int nthreads = gs_num_threads();
     /* Small products are faster on one thread than with a fork/join. */
     if ((double)M * N * K < 64.0 * 64.0 * 64.0) nthreads = 1;
 
     int nc_max = N < NC ? N : NC;
     int kc_max = slab_depth(K);
-    size_t b_panels_max = (size_t)(nc_max + NR - 1) / NR;
-    size_t m_pad = ((size_t)M + MR - 1) / MR * MR;
-    float *bpack = gs_alloc(sizeof(float) * b_panels_max * NR * kc_max);
+    size_t b_panels_max = (size_t)(nc_max + k.cols - 1) / k.cols;
+    size_t m_pad = ((size_t)M + k.rows - 1) / k.rows * k.rows;
+    int b_owned, a_owned = 0;
+    float *bpack = scratch_get(1, sizeof(float) * b_panels_max * k.cols * kc_max, &b_owned);
     /* The whole M x KC slab of A is packed once per depth step and reused for every
-     * column slab; rows are padded to a multiple of MR. */
-    float *apack = gs_alloc(sizeof(float) * m_pad * kc_max);
-    if (!bpack || !apack) {
+     * column slab; rows are padded to a multiple of MR. A kernel that reads a
+     * non-transposed A directly needs no packed A. */
+    const int direct = !trans_a && k.direct != NULL;
+    float *apack = direct ? NULL : scratch_get(0, sizeof(float) * m_pad * kc_max, &a_owned);
+    if (!bpack || (!direct && !apack)) {
         /* Out of memory for the packing buffers: fall back to an unpacked loop. */
-        gs_free(bpack);
-        gs_free(apack);
+        scratch_put(bpack, b_owned);
+        if (!direct) scratch_put(apack, a_owned);
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) {
                 double s = 0.0;
@@ -293,30 +480,32 @@ static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
     }
 
     int mc_step, n_mblocks;
-    row_blocks(M, &mc_step, &n_mblocks);
+    row_blocks(M, k.rows, &mc_step, &n_mblocks);
 #pragma omp parallel num_threads(nthreads)
     for (int p0 = 0; p0 < K; p0 += kc_max) {
         int kc = K - p0 < kc_max ? K - p0 : kc_max;
         float beta_step = p0 == 0 ? beta : 1.0f;
+        if (!direct) {
 #pragma omp for schedule(static)
-        for (int mb = 0; mb < n_mblocks; mb++) {
-            int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
-            pack_a(trans_a, A, lda, i0, mc, p0, kc, apack + (size_t)i0 * kc);
+            for (int mb = 0; mb < n_mblocks; mb++) {
+                int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
+                pack_a(k.rows, trans_a, A, lda, i0, mc, p0, kc, apack + (size_t)i0 * kc);
+            }
         }
         for (int j0 = 0; j0 < N; j0 += NC) {
             int nc = N - j0 < NC ? N - j0 : NC;
-            int n_panels = (nc + NR - 1) / NR;
+            int n_panels = (nc + k.cols - 1) / k.cols;
 #pragma omp for schedule(static)
             for (int jp = 0; jp < n_panels; jp++) {
-                int j = j0 + jp * NR, nr = N - j < NR ? N - j : NR;
-                pack_b_panel(trans_b, B, ldb, p0, kc, j, nr, bpack + (size_t)jp * NR * kc);
+                int j = j0 + jp * k.cols, nr = N - j < k.cols ? N - j : k.cols;
+                pack_b_panel(k.cols, trans_b, B, ldb, p0, kc, j, nr, bpack + (size_t)jp * k.cols * kc);
             }
-            multiply_tiles(kernel, kc, apack, mc_step, n_mblocks, M, bpack, n_panels, nc, j0, alpha,
-                           beta_step, p0 == 0 ? bias : NULL, C, ldc);
+            multiply_tiles(k, kc, apack, direct ? A + p0 : NULL, lda, mc_step, n_mblocks, M, bpack, n_panels,
+                           nc, j0, alpha, beta_step, p0 == 0 ? bias : NULL, C, ldc);
         }
     }
-    gs_free(bpack);
-    gs_free(apack);
+    scratch_put(bpack, b_owned);
+    if (!direct) scratch_put(apack, a_owned);
 }
 
 void gs_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
@@ -333,18 +522,21 @@ void gs_sgemm_bias(int trans_a, int trans_b, int M, int N, int K, const float *A
 
 int gs_packed_b_new(int trans_b, int K, int N, const float *B, int ldb, gs_packed_b *out)
 {
-    const size_t n_panels = ((size_t)N + NR - 1) / NR;
-    out->K = K, out->N = N;
-    out->data = gs_alloc(sizeof(float) * (size_t)K * n_panels * NR);
+    /* The kernel of this moment is recorded: gs_sgemm_packed_b uses it even if
+     * the path changes later, since the panels are shaped for it. */
+    const gemm_kernel k = select_kernel();
+    const size_t n_panels = ((size_t)N + k.cols - 1) / k.cols;
+    out->K = K, out->N = N, out->isa = gs_isa();
+    out->data = gs_alloc(sizeof(float) * (size_t)K * n_panels * k.cols);
     if (!out->data) return gs_fail(GS_ENOMEM, "out of memory packing a %d x %d matrix", K, N);
     const int kc_max = slab_depth(K); /* the slabs gs_sgemm_packed_b walks */
     for (int p0 = 0; p0 < K; p0 += kc_max) {
         int kc = K - p0 < kc_max ? K - p0 : kc_max;
-        float *slab = out->data + (size_t)p0 * n_panels * NR;
+        float *slab = out->data + (size_t)p0 * n_panels * k.cols;
 #pragma omp parallel for schedule(static) num_threads(gs_num_threads())
         for (size_t jp = 0; jp < n_panels; jp++) {
-            int j = (int)jp * NR, nr = N - j < NR ? N - j : NR;
-            pack_b_panel(trans_b, B, ldb, p0, kc, j, nr, slab + jp * NR * kc);
+            int j = (int)jp * k.cols, nr = N - j < k.cols ? N - j : k.cols;
+            pack_b_panel(k.cols, trans_b, B, ldb, p0, kc, j, nr, slab + jp * k.cols * kc);
         }
     }
     return GS_OK;
@@ -361,28 +553,35 @@ int gs_sgemm_packed_b(int M, int nc, const float *A, int lda, const gs_packed_b 
 {
     if (M <= 0 || nc <= 0) return GS_OK;
     const int K = pb->K;
-    const size_t n_panels_all = ((size_t)pb->N + NR - 1) / NR;
-    micro_kernel_fn kernel = select_kernel();
+    const gemm_kernel k = kernel_for(pb->isa); /* the panels are shaped for it */
+    if (j0 % k.cols != 0)
+        return gs_fail(GS_EINVAL, "packed SGEMM: column offset %d is not a multiple of the panel width %d",
+                       j0, k.cols);
+    const size_t n_panels_all = ((size_t)pb->N + k.cols - 1) / k.cols;
     int nthreads = gs_num_threads();
     if ((double)M * nc * K < 64.0 * 64.0 * 64.0) nthreads = 1;
     int mc_step, n_mblocks;
-    row_blocks(M, &mc_step, &n_mblocks);
-    size_t m_pad = ((size_t)M + MR - 1) / MR * MR;
+    row_blocks(M, k.rows, &mc_step, &n_mblocks);
+    size_t m_pad = ((size_t)M + k.rows - 1) / k.rows * k.rows;
     const int kc_max = slab_depth(K);
-    float *apack = gs_alloc(sizeof(float) * m_pad * kc_max);
-    if (!apack) return gs_fail(GS_ENOMEM, "out of memory packing %d rows", M);
+    int a_owned = 0;
+    const int direct = k.direct != NULL;
+    float *apack = direct ? NULL : scratch_get(0, sizeof(float) * m_pad * kc_max, &a_owned);
+    if (!direct && !apack) return gs_fail(GS_ENOMEM, "out of memory packing %d rows", M);
 #pragma omp parallel num_threads(nthreads)
     for (int p0 = 0; p0 < K; p0 += kc_max) {
         int kc = K - p0 < kc_max ? K - p0 : kc_max;
+        if (!direct) {
 #pragma omp for schedule(static)
-        for (int mb = 0; mb < n_mblocks; mb++) {
-            int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
-            pack_a(0, A, lda, i0, mc, p0, kc, apack + (size_t)i0 * kc);
+            for (int mb = 0; mb < n_mblocks; mb++) {
+                int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
+                pack_a(k.rows, 0, A, lda, i0, mc, p0, kc, apack + (size_t)i0 * kc);
+            }
         }
-        const float *panels = pb->data + (size_t)p0 * n_panels_all * NR + (size_t)(j0 / NR) * NR * kc;
-        multiply_tiles(kernel, kc, apack, mc_step, n_mblocks, M, panels, (nc + NR - 1) / NR, nc,
-                       0, 1.0f, p0 == 0 ? 0.0f : 1.0f, NULL, C, ldc);
+        const float *panels = pb->data + (size_t)p0 * n_panels_all * k.cols + (size_t)(j0 / k.cols) * k.cols * kc;
+        multiply_tiles(k, kc, apack, direct ? A + p0 : NULL, lda, mc_step, n_mblocks, M, panels,
+                       (nc + k.cols - 1) / k.cols, nc, 0, 1.0f, p0 == 0 ? 0.0f : 1.0f, NULL, C, ldc);
     }
-    gs_free(apack);
+    if (!direct) scratch_put(apack, a_owned);
     return GS_OK;
 }

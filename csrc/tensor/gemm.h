@@ -24,7 +24,8 @@ void gs_sgemm_bias(int trans_a, int trans_b, int M, int N, int K, const float *A
  * over every decoding step): the packing gs_sgemm redoes on each call. */
 typedef struct {
     int K, N;
-    float *data; /* slabs of depth <= KC, each a row of (kc, 16) column panels */
+    int isa;     /* the kernel path it was packed for (cpu.h): panel width 16 or 32 */
+    float *data; /* slabs of depth <= KC, each a row of (kc, NR) column panels */
 } gs_packed_b;
 
 /* Packs op(B) (K, N) (trans_b as in gs_sgemm). Returns GS_OK or GS_ENOMEM;
@@ -33,13 +34,14 @@ int gs_packed_b_new(int trans_b, int K, int N, const float *B, int ldb, gs_packe
 void gs_packed_b_free(gs_packed_b *pb);
 
 /* C (M, nc) = A (M, K) @ op(B)[:, j0 : j0 + nc] with op(B) packed: columns j0..j0+nc-1
- * of the packed matrix, j0 a multiple of GS_SGEMM_NR. Same kernel and summation
- * order as gs_sgemm, so the results are bit-identical to it. GS_OK or GS_ENOMEM. */
-#define GS_SGEMM_NR 16
+ * of the packed matrix, j0 a multiple of GS_SGEMM_NR_MAX (any panel width divides it).
+ * Same kernel and summation order as gs_sgemm on the path it was packed for, so
+ * the results are bit-identical to it. GS_OK, GS_EINVAL (j0) or GS_ENOMEM. */
+#define GS_SGEMM_NR_MAX 32
 int gs_sgemm_packed_b(int M, int nc, const float *A, int lda, const gs_packed_b *pb, int j0, float *C,
                       int ldc);
 
-/* Which micro-kernel runs on this CPU: "avx2-fma" or "generic". */
+/* The micro-kernel gs_sgemm uses now: "avx512", "avx2" or "scalar" (cpu.h). */
 const char *gs_sgemm_kernel_name(void);
 
 #endif

@@ -27,7 +27,7 @@ static lse_part part_generic(const float *x, int n)
 }
 
 #ifdef GS_HAVE_AVX2_PATH
-__attribute__((target("avx2,fma"))) static lse_part part_avx2(const float *x, int n)
+GS_TARGET_AVX2 static lse_part part_avx2(const float *x, int n)
 {
     int i = 0;
     __m256 vmax = _mm256_set1_ps(-INFINITY), vnan = _mm256_setzero_ps();
@@ -62,24 +62,45 @@ __attribute__((target("avx2,fma"))) static lse_part part_avx2(const float *x, in
 }
 #endif
 
+#ifdef GS_HAVE_AVX512_PATH
+GS_TARGET_AVX512 static lse_part part_avx512(const float *x, int n)
+{
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    __mmask16 nan = 0;
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
+        __m512 v = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, x + i);
+        vmax = _mm512_max_ps(vmax, v);
+        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    }
+    lse_part p = {_mm512_reduce_max_ps(vmax), nan != 0, 0.0};
+    if (p.nan || !isfinite(p.max)) return p;
+    /* sum of exp(x - m) in double lanes (see part_avx2); padding lanes add 0 */
+    const __m512 vm = _mm512_set1_ps(p.max);
+    __m512d acc_lo = _mm512_setzero_pd(), acc_hi = _mm512_setzero_pd();
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        __m512 e = _mm512_maskz_mov_ps(m, gs_exp_nonpositive_avx512(_mm512_sub_ps(v, vm)));
+        acc_lo = _mm512_add_pd(acc_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        acc_hi = _mm512_add_pd(acc_hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+    }
+    p.sum = _mm512_reduce_add_pd(_mm512_add_pd(acc_lo, acc_hi));
+    return p;
+}
+#endif
+
 typedef lse_part (*part_fn)(const float *, int);
-static part_fn chosen = NULL;
-static const char *chosen_name = "generic";
 
 static part_fn select_part(void)
 {
-    if (chosen) return chosen;
-    part_fn f = part_generic;
-    const char *name = "generic";
-#ifdef GS_HAVE_AVX2_PATH
-    if (gs_cpu_has_avx2_fma()) {
-        f = part_avx2;
-        name = "avx2-fma";
-    }
+#ifdef GS_HAVE_AVX512_PATH
+    if (gs_isa() == GS_ISA_AVX512) return part_avx512;
 #endif
-    chosen_name = name;
-    chosen = f; /* idempotent race: every thread stores the same value */
-    return f;
+#ifdef GS_HAVE_AVX2_PATH
+    if (gs_isa() >= GS_ISA_AVX2) return part_avx2;
+#endif
+    return part_generic;
 }
 
 /* Combines parts in the given order: log sum over all of them. */
@@ -153,8 +174,4 @@ int gs_linear_log_sum_exp(size_t n, const float *A, const gs_packed_b *W, double
     return GS_OK;
 }
 
-const char *gs_log_sum_exp_kernel_name(void)
-{
-    select_part();
-    return chosen_name;
-}
+const char *gs_log_sum_exp_kernel_name(void) { return gs_isa_name(gs_isa()); }

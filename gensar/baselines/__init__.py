@@ -6,5 +6,6 @@ float array (n_examples, n_items), higher is better.
 from .bm25 import BM25Search
 from .dense import DenseSearch
 from .popularity import Popularity
+from .rerank import BM25SASRecSearch
 
-__all__ = ["BM25Search", "DenseSearch", "Popularity"]
+__all__ = ["BM25SASRecSearch", "BM25Search", "DenseSearch", "Popularity"]

@@ -47,8 +47,18 @@ Candidate sets (the reference's sampled protocol)
 ``candidates(task, split)`` returns int64 (n_examples, 1 + n_neg), target in
 column 0, rows aligned with ``examples(task, split)``:
 
-- ``"rec"``: n_neg items drawn uniformly without replacement from the items the
-  user never interacted with (any kind, any split), ``default_rng([seed, 2, split])``;
+- ``"rec"``, ``sampler="popularity"`` (the default, as the reference): n_neg items
+  the user never interacted with (any kind, any split), drawn without replacement
+  with probability proportional to the item's popularity: its number of events
+  (both kinds) in the ``"train"`` split. Drawing is successive: each next negative
+  is drawn among the items not yet drawn, proportionally to popularity.
+  ``default_rng([seed, 3, split])``. Items with no training event have weight 0;
+  only a user who has seen all but fewer than n_neg items of positive weight gets
+  such items, uniformly, to complete the set.
+- ``"rec"``, ``sampler="uniform"``: n_neg items drawn uniformly without replacement
+  from the items the user never interacted with, ``default_rng([seed, 2, split])``
+  (gensar's protocol before the popularity sampler; easier, not comparable with the
+  reference's numbers);
 - ``"search"``: the n_neg best BM25 items for the query over ``items.text``,
   excluding the target; equal scores are ordered by a seeded random priority.
 
@@ -67,6 +77,7 @@ import pandas as pd
 from ._text import category_query, tokenize
 
 TASKS = ("rec", "search")
+REC_SAMPLERS = ("popularity", "uniform")
 SPLITS = ("train", "valid", "test")
 _SPLIT_CODE = {s: i for i, s in enumerate(SPLITS)}
 # Session key of semi-synthetic searches; the NUL byte keeps it apart from user keys.
@@ -567,24 +578,32 @@ class Dataset:
                         ev["query"].to_numpy()[idx]))
 
     # -- candidates
-    def candidates(self, task: str, split: str, n_neg: int = 99, seed: int | None = None) -> np.ndarray:
+    def candidates(self, task: str, split: str, n_neg: int = 99, seed: int | None = None,
+                   sampler: str = "popularity") -> np.ndarray:
         """Sampled candidate sets: int64 array (n_examples, 1 + n_neg), target in column 0.
 
         Rows align with ``examples(task, split)``. Columns 1.. are negatives (rec:
-        uniform among items the user never interacted with; search: BM25 hard
-        negatives for the query, best first). Callers that feed the set to a model
-        whose output depends on order should shuffle it. ``seed`` defaults to
-        ``self.seed``; results are cached per (task, split, n_neg, seed).
+        items the user never interacted with, drawn by ``sampler``: "popularity"
+        (default, the reference's protocol) or "uniform"; search: BM25 hard negatives
+        for the query, best first; ``sampler`` does not apply). Callers that feed the
+        set to a model whose output depends on order should shuffle it. ``seed``
+        defaults to ``self.seed``; results are cached per (task, split, n_neg, seed,
+        sampler).
         """
         self._check_task_split(task, split)
         if isinstance(n_neg, bool) or not isinstance(n_neg, (int, np.integer)) or n_neg < 1:
             raise ValueError(f"n_neg must be an int >= 1, got {n_neg!r}")
+        if sampler not in REC_SAMPLERS:
+            raise ValueError(f"sampler must be one of {REC_SAMPLERS}, got {sampler!r}")
         seed = self.seed if seed is None else int(seed)
-        key = (task, split, int(n_neg), seed)
+        if task == "search":
+            sampler = "bm25"
+        key = (task, split, int(n_neg), seed, sampler)
         if key not in self._cand_cache:
             ex = self.examples(task, split, max_history=0)
             if task == "rec":
-                out = self._rec_negatives(ex, int(n_neg), seed, _SPLIT_CODE[split])
+                weights = self.item_popularity() if sampler == "popularity" else None
+                out = self._rec_negatives(ex, int(n_neg), seed, _SPLIT_CODE[split], weights)
             else:
                 from ._bm25 import BM25Ranker, hard_negatives
                 if self._ranker is None:
@@ -595,7 +614,17 @@ class Dataset:
             self._cand_cache[key] = out
         return self._cand_cache[key]
 
-    def _rec_negatives(self, ex: pd.DataFrame, n_neg: int, seed: int, split_code: int) -> np.ndarray:
+    def item_popularity(self) -> np.ndarray:
+        """float64 (n_items,): events of each item (both kinds) in the "train" split,
+        the weights of the popularity negative sampler."""
+        train = self._split_code == _SPLIT_CODE["train"]
+        return np.bincount(self.events["item"].to_numpy(np.int64)[train],
+                           minlength=self.n_items).astype(np.float64)
+
+    def _rec_negatives(self, ex: pd.DataFrame, n_neg: int, seed: int, split_code: int,
+                       weights: np.ndarray | None = None) -> np.ndarray:
+        """Negatives for rec examples: uniform (weights None) or proportional to
+        ``weights`` (n_items,), without replacement, never an item the user saw."""
         n_items = np.int64(self.n_items)
         seen = np.unique(self._user * n_items + self.events["item"].to_numpy(np.int64))
         seen_per_user = np.bincount(seen // n_items, minlength=self.n_users)
@@ -607,7 +636,19 @@ class Dataset:
                 f"user {_show(self.users[u])} interacted with all but {int(free.min())} items, "
                 f"fewer than n_neg={n_neg}; lower n_neg"
             )
-        rng = np.random.default_rng([seed, 2, split_code])
+        if weights is None:
+            rng = np.random.default_rng([seed, 2, split_code])
+            draw_items = lambda shape: rng.integers(0, n_items, size=shape)  # noqa: E731
+        else:
+            rng = np.random.default_rng([seed, 3, split_code])
+            cdf = np.cumsum(weights)
+            total = cdf[-1]
+            if total <= 0:
+                raise ValueError("no item has a training event: popularity weights are all 0; "
+                                 "use sampler='uniform'")
+            # Inverse-CDF draws; side="right" never returns an item of weight 0.
+            draw_items = lambda shape: np.minimum(  # noqa: E731
+                np.searchsorted(cdf, rng.random(shape) * total, side="right"), n_items - 1)
         out = np.empty((len(users), n_neg + 1), dtype=np.int64)
         out[:, 0] = ex["target"].to_numpy(np.int64)
         todo = np.arange(len(users))
@@ -616,8 +657,10 @@ class Dataset:
             if len(todo) == 0:
                 break
             # Rejection sampling in one batch: draw more than needed, drop seen items and
-            # repeats within a row, keep the first n_neg survivors in draw order.
-            draw = rng.integers(0, n_items, size=(len(todo), width))
+            # repeats within a row, keep the first n_neg survivors in draw order. Keeping
+            # the first new unseen items of i.i.d. draws is exactly successive sampling
+            # without replacement, for uniform and for popularity weights alike.
+            draw = draw_items((len(todo), width))
             ok = ~np.isin(users[todo, None] * n_items + draw, seen)
             order = np.argsort(draw, axis=1, kind="stable")
             sd = np.take_along_axis(draw, order, axis=1)
@@ -631,10 +674,21 @@ class Dataset:
             out[todo[filled], 1:] = draw[filled][sel].reshape(-1, n_neg)
             todo = todo[~filled]
             width *= 4
-        for r in todo:  # users who saw most of the catalogue: sample the complement directly
+        for r in todo:  # users who saw most of the (popular) catalogue: sample the complement directly
             mine = seen[(seen >= users[r] * n_items) & (seen < (users[r] + 1) * n_items)] - users[r] * n_items
             pool = np.setdiff1d(np.arange(n_items), mine)
-            out[r, 1:] = rng.choice(pool, size=n_neg, replace=False)
+            if weights is None:
+                out[r, 1:] = rng.choice(pool, size=n_neg, replace=False)
+                continue
+            w = weights[pool]
+            pos, zero = pool[w > 0], pool[w <= 0]
+            k = min(n_neg, len(pos))
+            # Exponential race: the k smallest Exp(1)/w are a successive weighted sample.
+            race = rng.exponential(size=len(pos)) / w[w > 0]
+            picked = pos[np.argsort(race, kind="stable")[:k]]
+            if k < n_neg:
+                picked = np.concatenate([picked, rng.choice(zero, size=n_neg - k, replace=False)])
+            out[r, 1:] = picked
         return out
 
     # -- statistics

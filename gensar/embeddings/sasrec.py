@@ -281,7 +281,8 @@ class SASRec:
         """HR@k and NDCG@k (dict, plus "cases") of next-item recommendation on the
         leave-one-out ``split`` ("valid" or "test") of dataset (default: the fitted one).
         protocol "full" ranks the target among all items, excluding nothing; "sampled" among
-        the dataset's 100 candidates (target + 99 items the user never interacted with)."""
+        the dataset's 100 candidates (target + 99 items the user never interacted with, drawn
+        by popularity; "sampled-uniform": drawn uniformly; see gensar.evaluate)."""
         self._check_fitted()
         dataset = self.dataset_ if dataset is None else dataset
         if getattr(dataset, "n_items", None) != self.n_items_:

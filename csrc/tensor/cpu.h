@@ -1,0 +1,28 @@
+/* Which instruction-set path the kernels run. One build runs on any x86-64: the
+ * hot kernels exist in a portable (scalar) version, an AVX2+FMA version and an
+ * AVX-512 version, and every call picks the one gs_isa() names. The default is
+ * the best the CPU (and the OS, for the AVX-512 register state) supports;
+ * gs_set_isa() forces a lower path, for tests that compare the paths and for
+ * users who set GENSAR_ISA (read by the Python package at import). */
+#ifndef GENSAR_CPU_H
+#define GENSAR_CPU_H
+
+enum {
+    GS_ISA_SCALAR = 0, /* portable C, compiled for the build's baseline */
+    GS_ISA_AVX2 = 1,   /* AVX2 + FMA (Haswell, Zen 1 and later) */
+    GS_ISA_AVX512 = 2  /* AVX-512 F/DQ/BW/VL (Skylake-X, Ice Lake, Sapphire Rapids, Zen 4/5) */
+};
+
+/* The path the kernels use now. Cheap (a load): kernels call it on every call. */
+int gs_isa(void);
+/* The best path this CPU supports. */
+int gs_isa_best(void);
+/* Uses `isa` from now on (every thread). GS_OK, or GS_EINVAL with a message if
+ * the CPU does not support it or the value is not a path. */
+int gs_set_isa(int isa);
+/* "scalar", "avx2", "avx512"; NULL for other values. */
+const char *gs_isa_name(int isa);
+/* Inverse of gs_isa_name; -1 for an unknown name. */
+int gs_isa_from_name(const char *name);
+
+#endif

@@ -1,0 +1,65 @@
+"""benchmarks/tradeoff.py: the study's fairness rules and its significance table."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gensar import datasets
+from gensar.model import GenSAR
+from gensar.tasks import REC_TASKS, SEARCH_TASKS
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "tradeoff.py"
+
+
+@pytest.fixture(scope="module")
+def tradeoff():
+    spec = importlib.util.spec_from_file_location("tradeoff", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_variants_share_per_task_exposure_and_validate(tradeoff):
+    ds = datasets.toy(n_users=20, n_items=30, seed=0)
+    cfg = tradeoff.study_config(tradeoff.PRESETS["smoke"], {})
+    assert cfg["valid_cases"] > 0
+    assert tradeoff.study_config({"valid_cases": 0}, {})["valid_cases"] == tradeoff.STUDY_VALID_CASES
+    plans = {m: GenSAR(**dict(cfg, **v)).epoch_plan(ds) for m, v in tradeoff.GENSAR_VARIANTS.items()}
+    for m, plan in plans.items():
+        for task, n in plan.items():
+            assert n in (0, plans["gensar"][task]), (m, task)  # a task is dropped or kept as in the joint model
+    assert {t for t, n in plans["gensar_rec_only"].items() if n} == set(REC_TASKS)
+    assert {t for t, n in plans["gensar_search_only"].items() if n} == set(SEARCH_TASKS)
+
+
+def test_significance_compares_gensar_with_the_best_baseline(tradeoff):
+    rng = np.random.default_rng(0)
+    n = 300
+    ranks = {}
+    for seed in (0, 1):
+        ranks[("gensar", seed, "rec", "sampled")] = rng.integers(0, 3, n)    # good
+        ranks[("sasrec", seed, "rec", "sampled")] = rng.integers(0, 30, n)   # worse
+        ranks[("popularity", seed, "rec", "sampled")] = rng.integers(20, 99, n)
+    summary = pd.DataFrame([
+        {"method": "gensar", "task": "rec", "protocol": "sampled", "NDCG10_mean": 0.7},
+        {"method": "sasrec", "task": "rec", "protocol": "sampled", "NDCG10_mean": 0.2},
+        {"method": "popularity", "task": "rec", "protocol": "sampled", "NDCG10_mean": 0.01},
+        {"method": "gensar_rec_only", "task": "rec", "protocol": "sampled", "NDCG10_mean": 0.9},
+    ])
+    sig = tradeoff.significance(summary, ranks, n_boot=1000)
+    assert len(sig) == 1
+    row = sig.iloc[0]
+    assert row["baseline"] == "sasrec" and row["seeds"] == 2 and row["cases"] == n  # never a GenSAR variant
+    assert row["diff"] > 0 and row["p_ttest"] < 1e-6 and row["p_bootstrap"] < 0.01
+
+
+def test_ranks_round_trip(tradeoff, tmp_path):
+    csv = tmp_path / "s0.csv"
+    d = tradeoff.ranks_dir(csv)
+    d.mkdir()
+    np.savez(d / "bm25_sasrec.s3.npz", **{"search|full": np.array([0, 5, -1])})
+    got = tradeoff.load_ranks([csv])
+    assert list(got) == [("bm25_sasrec", 3, "search", "full")]
+    assert got[("bm25_sasrec", 3, "search", "full")].tolist() == [0, 5, -1]
