@@ -381,3 +381,30 @@ def test_dual_ids_file_errors_name_the_file(tmp_path):
 
 def test_verify_manifest_none_without_manifest(tmp_path):
     assert verify_manifest(tmp_path, "x", 1, []) is None
+
+
+# ------------------------------------------------------------------ training checkpoints
+def test_checkpoint_holds_weights_and_trainer_state_in_one_file(tmp_path):
+    """The trainer state travels in the checkpoint's metadata: a crash between two
+    writes can no longer pair new weights with an old state."""
+    from safetensors import safe_open
+
+    from gensar.training import Trainer
+
+    m = Seq2Seq(dict(vocab_size=20, d_model=8, d_kv=4, d_ff=8, num_layers=1, num_heads=2))
+    rng = np.random.default_rng(0)
+    batch = {"input_ids": rng.integers(3, 20, (4, 5)), "labels": rng.integers(3, 20, (4, 3))}
+    t = Trainer(m, lambda e: [batch, batch], epochs=2, checkpoint_dir=tmp_path, progress=False)
+    t.fit()
+    with safe_open(str(tmp_path / "last" / "model.safetensors"), framework="np") as f:
+        state = json.loads(f.metadata()["trainer_state"])
+    assert state["epoch"] == 2 and state["step"] == 4
+    (tmp_path / "last" / "trainer.json").write_text('{"epoch": 0}')  # stale: ignored
+    m2 = Seq2Seq(dict(vocab_size=20, d_model=8, d_kv=4, d_ff=8, num_layers=1, num_heads=2))
+    t2 = Trainer(m2, lambda e: [batch, batch], epochs=2, checkpoint_dir=tmp_path, progress=False)
+    assert t2.resume() and t2.state.epoch == 2 and t2.state.step == 4
+    np.testing.assert_array_equal(m2.params, m.params)
+    p = tmp_path / "last" / "model.safetensors"
+    p.write_bytes(p.read_bytes()[:40])
+    with pytest.raises(ValueError, match=r"checkpoint .*model.safetensors is unreadable"):
+        t2.resume()
