@@ -539,6 +539,9 @@ class GenSAR:
         ks = check_ks(ks)
         if max_cases is not None:
             max_cases = check_int("max_cases", max_cases, minimum=1)
+        if not any(applies(t, p) for t in tasks for p in protocols):
+            raise ValueError(f"no protocol of {protocols} applies to the task(s) {tasks} "
+                             f"('sampled-uniform' is recommendation only): nothing to evaluate")
         if not hasattr(self, "dataset_"):
             raise RuntimeError("this model was loaded without its dataset: use "
                                "GenSAR.load(path, dataset=ds) to evaluate it")

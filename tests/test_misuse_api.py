@@ -90,6 +90,8 @@ def test_evaluate_checks_protocols_tasks_ks_and_max_cases(fitted):
         model.evaluate(protocols=("sampled",), ks=(0,), progress=False)
     with pytest.raises(ValueError, match="split"):
         model.evaluate("train", progress=False)
+    with pytest.raises(ValueError, match="no protocol of .* applies"):
+        model.evaluate(protocols="sampled-uniform", tasks="search", progress=False)
 
 
 def test_evaluate_max_cases_none_means_all_and_n_means_n(fitted):
