@@ -14,7 +14,8 @@ What is measured
   timed call (counted).
 - Trie construction time for 1M items.
 Both libraries use the same thread count (--threads). The machine may be shared:
-only ratios measured in the same run are meaningful.
+only ratios measured in the same run are meaningful. Every result line ends with
+the CPU model and gensar's kernel path (--isa forces one).
 
     python benchmarks/bench_beam.py                 # default model, vocab 33126
     python benchmarks/bench_beam.py --vocab 5600    # vocabulary of gensar's own tokenizer
@@ -124,9 +125,14 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--trie-items", type=int, default=1_000_000)
+    ap.add_argument("--isa", choices=gensar.cpu.ISAS, help="force gensar's kernel path (default: the best)")
     args = ap.parse_args()
 
+    if args.isa:
+        gensar.set_isa(args.isa)
     gensar.set_num_threads(args.threads)
+    tag = f"[{gensar.cpu.cpu_model()}, {gensar.get_isa()}]"
+    print(f"CPU: {gensar.cpu.cpu_model()}; gensar kernel path: {gensar.get_isa()}")
     rng = np.random.default_rng(0)
     model = Seq2Seq({"vocab_size": args.vocab, "dropout_rate": 0.0}, seed=0)
     print(f"model: {model}")
@@ -183,6 +189,7 @@ def main():
                 ratio = statistics.median(ours) / statistics.median(theirs)
                 line += (f"   HF generate {statistics.median(theirs):7.3f} q/s   ratio {ratio:6.1f}x"
                          f"   (same top-1 {top1:.2f}, top-{args.beams} overlap {overlap:.2f})")
+            line += f"   {tag}"
             print(line, flush=True)
             rows.append(line)
 
@@ -192,7 +199,7 @@ def main():
     msg = f"trie build, {args.trie_items} items x {L} tokens: median {statistics.median(times):.2f} s"
     if t_dict is not None:
         msg += f" (Python dict trie of {args.trie_items // 10} items: {t_dict:.2f} s)"
-    print(msg)
+    print(f"{msg}   {tag}")
 
 
 if __name__ == "__main__":

@@ -6,15 +6,19 @@ model (all-MiniLM-L6-v2 by default), same texts, same thread counts, in one run.
 The texts are ~2000 synthetic movie/product-like titles (a fixed seed). Each engine and thread
 count is run `repeats` times, alternating engines, and the median texts/s is reported with
 the ratio gensar / sentence-transformers. The machine is shared: read ratios, not absolutes.
+Every result line names the CPU model and gensar's kernel path (--isa forces one).
 """
 import argparse
+import os
 import statistics
+import sys
 import time
 
 import numpy as np
 
-import gensar
-from gensar.embeddings import SentenceEncoder
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # the checkout
+import gensar  # noqa: E402
+from gensar.embeddings import SentenceEncoder  # noqa: E402
 
 ADJ = ["Dark", "Last", "Little", "Great", "Lost", "Silent", "Wild", "Red", "Secret", "Golden",
        "Broken", "American", "Eternal", "Hidden", "Crimson", "Midnight", "Final", "Blue"]
@@ -45,7 +49,13 @@ def main():
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--isa", choices=gensar.cpu.ISAS, help="force gensar's kernel path (default: the best)")
     args = ap.parse_args()
+    if args.isa:
+        gensar.set_isa(args.isa)
+    tag = f"[{gensar.cpu.cpu_model()}, {gensar.get_isa()}]"
+    print(f"CPU: {gensar.cpu.cpu_model()}; gensar kernel path: {gensar.get_isa()}")
     texts = make_titles(args.n)
     enc = SentenceEncoder(args.model, allow_fallback=False)
     n_tok = sum(len(t) for t in enc.tokenize(texts))
@@ -76,7 +86,7 @@ def main():
     run_gensar(2)  # warm-up (page in the weights, start the thread pool)
     if st:
         run_st(2)
-    for threads in (1, 2):
+    for threads in args.threads:
         g_times, s_times = [], []
         for _ in range(args.repeats):
             dt, vg = run_gensar(threads)
@@ -91,7 +101,7 @@ def main():
             cos = float((vg * vs).sum(1).mean())
             line += (f" | sentence-transformers {s:8.1f} texts/s | ratio gensar/st {g / s:5.2f}"
                      f" | mean cosine {cos:.7f}")
-        print(line + f"  (median of {args.repeats})", flush=True)
+        print(line + f"  (median of {args.repeats})  {tag}", flush=True)
     gensar.set_num_threads(0)
 
 

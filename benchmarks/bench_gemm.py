@@ -16,7 +16,9 @@ machine moves both sides alike.
 """
 import argparse
 import itertools
+import os
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -27,8 +29,9 @@ except ImportError:  # the comparison is unfair without it
     raise SystemExit("bench_gemm needs threadpoolctl to give numpy the same threads: "
                      "pip install threadpoolctl")
 
-import gensar
-from gensar import ops
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # the checkout
+import gensar  # noqa: E402
+from gensar import ops  # noqa: E402
 
 M_VALUES = (64, 256, 1024, 4096, 8192)
 KN_VALUES = ((64, 64), (128, 128), (128, 512), (512, 128), (512, 512), (128, 2048), (2048, 128))
@@ -90,19 +93,20 @@ def main():
           f"(SGEMM {ops.gemm_kernel_name()}); numpy BLAS: "
           + ", ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})" for i in blas))
     print()
-    print("| threads | shapes | median ratio gensar/numpy | min | max | gensar GFLOP/s (median) | numpy GFLOP/s (median) |")
-    print("|---|---|---|---|---|---|---|")
+    where = f"{gensar.cpu.cpu_model()} | {gensar.get_isa()}"
+    print("| threads | shapes | median ratio gensar/numpy | min | max | gensar GFLOP/s (median) | numpy GFLOP/s (median) | CPU | kernel path |")
+    print("|---|---|---|---|---|---|---|---|---|")
     details = []
     for th in args.threads:
         rows = run(th, args.quick)
         ratios = [g / n for *_, g, n in rows]
         print(f"| {th} | {len(rows)} | {statistics.median(ratios):.2f} | {min(ratios):.2f} | "
               f"{max(ratios):.2f} | {statistics.median(r[4] for r in rows):.1f} | "
-              f"{statistics.median(r[5] for r in rows):.1f} |", flush=True)
+              f"{statistics.median(r[5] for r in rows):.1f} | {where} |", flush=True)
         details.append((th, rows))
     if args.verbose:
         for th, rows in details:
-            print(f"\nthreads={th}\n| M | K | N | form | gensar GFLOP/s | numpy GFLOP/s | ratio |\n|---|---|---|---|---|---|---|")
+            print(f"\nthreads={th}, {where}\n| M | K | N | form | gensar GFLOP/s | numpy GFLOP/s | ratio |\n|---|---|---|---|---|---|---|")
             for M, K, N, form, g, n in rows:
                 print(f"| {M} | {K} | {N} | {form} | {g:.1f} | {n:.1f} | {g / n:.2f} |")
 

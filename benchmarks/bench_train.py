@@ -9,10 +9,19 @@ over rounds is reported.
 
     python benchmarks/bench_train.py                  # default GenSAR config
     python benchmarks/bench_train.py --steps 5 --rounds 3 --threads 1 2
+    python benchmarks/bench_train.py --preset quick   # the quick preset's model
+    python benchmarks/bench_train.py --isa avx2       # force gensar's kernel path
 
 Prints, per thread count: target tokens/s and examples/s of each engine, the
 C/PyTorch ratio, and the peak memory (max RSS of the child, and for gensar its
-activation workspace).
+activation workspace). Every row names the CPU model and the kernel path the
+gensar child ran on (GENSAR_ISA is set in that child when --isa is given).
+
+``--preset quick`` sets the model of ``gensar run --preset quick`` (gensar/cli.py):
+vocab 5,600 (issue 14's figure; today's tokenizer gives about 2,300 tokens on ml-100k,
+which bench_loop.py prints: --vocab 2300 to match it), batch 64, input 80
+tokens, target 6, d_model 128, 2+2 layers, 4 heads, d_ff 512, ReLU; other options
+given on the command line still override it.
 """
 from __future__ import annotations
 
@@ -26,6 +35,17 @@ import sys
 import time
 
 import numpy as np
+
+# The children get the environment this script started with: importing gensar (the
+# parent does, to name the CPU and path) sets GOMP_SPINCOUNT, which must not leak into
+# the PyTorch child.
+BASE_ENV = dict(os.environ)
+
+# Model sizes: the script's defaults and the GenSAR presets' models.
+DEFAULTS = dict(batch=128, t_in=96, t_dec=6, vocab=2000, d_model=128, layers=4, heads=4, d_ff=512,
+                ffn="relu")
+PRESETS = {"quick": dict(batch=64, t_in=80, t_dec=6, vocab=5600, d_model=128, layers=2, heads=4,
+                         d_ff=512, ffn="relu")}
 
 
 def make_batch(B, T_in, T_dec, V, seed=0):
@@ -66,6 +86,8 @@ def worker(a):
                 times.append(time.perf_counter() - t)
         extra["workspace_mb"] = gensar._core.t5_workspace_bytes(m._model) / 2**20
         extra["params"] = m.num_params
+        extra["isa"] = gensar.get_isa()
+        extra["cpu"] = gensar.cpu.cpu_model()
     else:
         import torch
         import transformers
@@ -87,6 +109,7 @@ def worker(a):
             if i >= a.warmup:
                 times.append(time.perf_counter() - t)
         extra["params"] = sum(p.numel() for p in m.parameters())
+        extra["isa"] = f"torch {torch.__version__}"
     step = statistics.median(times)
     print(json.dumps(dict(step_s=step, loss=float(loss),
                           max_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -99,7 +122,9 @@ def run_child(a, engine, threads):
     for k in ("batch", "t_in", "t_dec", "vocab", "d_model", "layers", "heads", "d_ff", "ffn",
               "steps", "warmup"):
         cmd += [f"--{k.replace('_', '-')}", str(getattr(a, k))]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    env = dict(BASE_ENV, OMP_NUM_THREADS=str(threads))
+    if a.isa and engine == "gensar":
+        env["GENSAR_ISA"] = a.isa
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f"{engine} worker failed:\n{out.stderr[-3000:]}")
@@ -108,15 +133,19 @@ def run_child(a, engine, threads):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--t-in", type=int, default=96)
-    p.add_argument("--t-dec", type=int, default=6)
-    p.add_argument("--vocab", type=int, default=2000)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--d-ff", type=int, default=512)
-    p.add_argument("--ffn", default="relu", choices=["relu", "gated-gelu"])
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="model sizes of a GenSAR preset (options given explicitly win)")
+    p.add_argument("--batch", type=int, default=None, help="default 128")
+    p.add_argument("--t-in", type=int, default=None, help="default 96")
+    p.add_argument("--t-dec", type=int, default=None, help="default 6")
+    p.add_argument("--vocab", type=int, default=None, help="default 2000")
+    p.add_argument("--d-model", type=int, default=None, help="default 128")
+    p.add_argument("--layers", type=int, default=None, help="encoder and decoder layers, default 4")
+    p.add_argument("--heads", type=int, default=None, help="default 4")
+    p.add_argument("--d-ff", type=int, default=None, help="default 512")
+    p.add_argument("--ffn", default=None, choices=["relu", "gated-gelu"], help="default relu")
+    p.add_argument("--isa", choices=("scalar", "avx2", "avx512"), default=None,
+                   help="force gensar's kernel path (GENSAR_ISA in the gensar child)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
@@ -126,6 +155,10 @@ def main():
     p.add_argument("--engine", default="gensar", help=argparse.SUPPRESS)
     p.add_argument("--worker-threads", type=int, default=1, help=argparse.SUPPRESS)
     a = p.parse_args()
+    sizes = dict(DEFAULTS, **PRESETS.get(a.preset, {}))
+    for k, v in sizes.items():  # explicit options win over the preset and the defaults
+        if getattr(a, k) is None:
+            setattr(a, k, v)
     if a.worker:
         return worker(a)
     try:
@@ -135,16 +168,23 @@ def main():
     except ImportError:
         have_torch = False
     engines = ["gensar"] + (["torch"] if have_torch else [])
-    print(f"config: batch {a.batch}, input {a.t_in}, target {a.t_dec} tokens, vocab {a.vocab}, "
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    import gensar
+
+    if a.isa:
+        gensar.set_isa(a.isa)
+    print(f"CPU: {gensar.cpu.cpu_model()}; gensar kernel path: {gensar.get_isa()}")
+    print(f"config{' (preset ' + a.preset + ')' if a.preset else ''}: batch {a.batch}, input {a.t_in}, target {a.t_dec} tokens, vocab {a.vocab}, "
           f"d_model {a.d_model}, {a.layers}+{a.layers} layers, {a.heads} heads, d_ff {a.d_ff}, "
           f"ffn {a.ffn}; {a.steps} timed steps after {a.warmup} warm-up, {a.rounds} rounds")
     if not have_torch:
-        print("torch/transformers not importable: PyTorch comparison skipped")
+        print("PyTorch comparison skipped (--no-torch, or torch/transformers not importable)")
     for threads in a.threads:
         res = {e: [] for e in engines}
         for r in range(a.rounds):
             for e in (engines if r % 2 == 0 else engines[::-1]):  # alternate the order
                 res[e].append(run_child(a, e, threads))
+        cpu = gensar.cpu.cpu_model()
         print(f"\nthreads = {threads}")
         step = {}
         for e in engines:
@@ -157,9 +197,11 @@ def main():
             print(f"  {e:7s} step {step[e] * 1000:8.1f} ms  {tok:9.0f} target tokens/s  "
                   f"{a.batch / step[e]:7.1f} examples/s  peak RSS {rss:.0f} MB{extra}  "
                   f"(params {res[e][0]['params']}, rounds: "
-                  + ", ".join(f"{x['step_s'] * 1000:.0f}" for x in res[e]) + " ms)")
+                  + ", ".join(f"{x['step_s'] * 1000:.0f}" for x in res[e]) + " ms)"
+                  f"  [{res[e][0].get('cpu', cpu)}, {res[e][0]['isa']}]")
         if have_torch:
-            print(f"  ratio gensar/torch throughput: {step['torch'] / step['gensar']:.2f}x")
+            print(f"  ratio gensar/torch throughput: {step['torch'] / step['gensar']:.2f}x  "
+                  f"[{cpu}, gensar {res['gensar'][0]['isa']}, {res['torch'][0]['isa']}]")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ def main():
     wall = time.perf_counter() - t0
     rep = ids.report()
     print(f"method={args.method} items={args.items} duplicates={args.duplicates} "
-          f"epochs={args.epochs} threads={gensar.get_num_threads()} fit wall time {wall:.1f} s")
+          f"epochs={args.epochs} threads={gensar.get_num_threads()} fit wall time {wall:.1f} s "
+          f"[{gensar.cpu.describe()}]")
     print(rep["summary"])
     print(f"reconstruction: {rep['reconstruction']}")
     s, c = ids.semantic_ids_, ids.collaborative_ids_

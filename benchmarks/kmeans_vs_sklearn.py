@@ -20,6 +20,7 @@ def blobs(n=3000, d=10, centers=25, spread=0.6):
     return (c[rng.integers(0, centers, n)] + spread * rng.normal(size=(n, d))).astype(np.float32)
 cases = {"blobs 3000x10 k=25": (blobs(), 25), "uniform 2500x6 k=25": (rng.random((2500, 6)).astype(np.float32), 25),
          "gaussian 20000x32 k=256": (rng.normal(size=(20000, 32)).astype(np.float32), 256)}
+print(f"CPU and kernel path: {gensar.cpu.describe()}")
 print("| data | gensar inertia | sklearn inertia | ratio |")
 print("|---|---|---|---|")
 for name, (x, k) in cases.items():
