@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -83,9 +84,16 @@ def run(args):
 def train(args):
     import gensar
 
-    cfg = json.loads(open(args.config).read()) if args.config else {}
-    ds = _load_dataset(args.dataset, args.path, cfg.get("seed", 0))
-    model = gensar.GenSAR(cfg).fit(ds, checkpoint_dir=args.checkpoints)
+    cfg = {}
+    if args.config:
+        try:
+            with open(args.config, encoding="utf-8") as f:
+                cfg = json.load(f)
+        except ValueError as exc:
+            raise ValueError(f"{args.config} is not valid JSON: {exc}") from None
+    model = gensar.GenSAR(cfg)  # checks the settings before the dataset is loaded
+    ds = _load_dataset(args.dataset, args.path, model.config.seed)
+    model.fit(ds, checkpoint_dir=args.checkpoints)
     model.save(args.out)
     print(f"saved to {args.out}")
     return 0
@@ -94,9 +102,9 @@ def train(args):
 def evaluate(args):
     import gensar
 
-    cfg = json.loads(open(f"{args.model}/config.json").read())
-    ds = _load_dataset(args.dataset, args.path, cfg.get("seed", 0))
-    model = gensar.GenSAR.load(args.model, dataset=ds)
+    model = gensar.GenSAR.load(args.model)  # verifies every file before the dataset is loaded
+    ds = _load_dataset(args.dataset, args.path, model.config.seed)
+    model._attach_dataset(ds)
     _print_table(model.evaluate(args.split))
     return 0
 
@@ -164,7 +172,18 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=0)
     p.set_defaults(func=demo)
     args = parser.parse_args(argv)
-    return args.func(args)
+    for name in ("threads", "epochs"):
+        if getattr(args, name, 0) < 0:
+            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, KeyError, OSError) as exc:
+        # A user error (bad setting, missing or corrupt file): the message names
+        # the argument or file; a traceback would only hide it (GENSAR_TRACEBACK=1 shows it).
+        if os.environ.get("GENSAR_TRACEBACK"):
+            raise
+        print(f"gensar {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

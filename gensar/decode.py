@@ -28,7 +28,14 @@ __all__ = ["Trie", "CandidateSets", "beam_search"]
 
 
 def _as_id_table(id_sequences, name="id_sequences"):
-    a = np.asarray(id_sequences)
+    try:
+        a = np.asarray(id_sequences)
+    except ValueError:  # NumPy refuses ragged nested lists
+        raise ValueError(f"{name} must be a rectangular (n_items, id_length) table: its rows differ "
+                         f"in length (every identifier needs the same number of tokens)") from None
+    if a.dtype == object:
+        raise ValueError(f"{name} must be a rectangular (n_items, id_length) table of integers; got "
+                         f"rows of different lengths or non-numbers")
     if a.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_items, id_length), got shape {a.shape}")
     if a.shape[0] == 0 or a.shape[1] == 0:

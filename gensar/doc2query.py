@@ -22,6 +22,7 @@ import pandas as pd
 
 from .generate import generate
 from .tasks import encode_batch
+from .tokenizer import escape_text
 
 SOURCES = ("auto", "dataset", "doc2query")
 
@@ -186,10 +187,10 @@ class Doc2Query:
             n_valid = 0
         self.valid_items_ = np.sort(rng.choice(items, size=n_valid, replace=False)) if n_valid else items[:0]
         is_valid = np.isin(pairs["item"].to_numpy(), self.valid_items_)
-        texts_all = dataset.items["text"].to_numpy(dtype=object)[pairs["item"].to_numpy()]
-        targets_all = [ids + [self.tok.eos_id] for ids in
-                       (e.ids for e in self.tok.backend.encode_batch(pairs["query"].tolist(),
-                                                                      add_special_tokens=False))]
+        # user text is escaped so it cannot spell a control token (tokenizer docstring)
+        texts_all = np.array([escape_text(t) for t in dataset.items["text"]],
+                             dtype=object)[pairs["item"].to_numpy()]
+        targets_all = [ids + [self.tok.eos_id] for ids in self.tok.encode_texts(pairs["query"].tolist())]
         tr = np.flatnonzero(~is_valid)
         texts = [texts_all[j] for j in tr]
         targets = [targets_all[j] for j in tr]
@@ -227,7 +228,7 @@ class Doc2Query:
             raise RuntimeError("call fit(dataset) first")
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n must be an int >= 1, got {n!r}")
-        texts = list(texts)
+        texts = [escape_text(t) for t in texts]  # user text: never control tokens
         out = []
         banned = np.arange(3, self.tok.first_text_id)  # no behaviour or identifier tokens
         for s in range(0, len(texts), batch_size):

@@ -12,12 +12,15 @@ A method is either a *scorer* (scores for every item, e.g. popularity, BM25,
 SASRec, dense retrieval) or a *generator* (a ranked list per case, e.g. GenSAR's
 constrained beam search). Score ties are broken by a seeded random order of the
 items, so a constant scorer lands at random-guess level rather than at rank 0.
+A scorer that returns NaN is an error (ValueError naming the scorer, the task
+and the first bad case), never a silent rank: see :mod:`gensar.metrics`.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from ._validate import check_int, check_ks
 from .metrics import DEFAULT_KS, metrics_from_ranks, ranks_from_scores, target_ranks
 
 PROTOCOLS = ("sampled", "sampled-uniform", "full")
@@ -37,14 +40,45 @@ def candidates(ds, task: str, split: str, protocol: str, n_neg: int = 99):
     return ds.candidates(task, split, n_neg=n_neg, sampler=REC_SAMPLER[protocol])
 
 
+TASKS = ("rec", "search")
+
+
+def check_protocols(protocols) -> tuple:
+    """protocols as a tuple of known protocol names ("sampled" alone is allowed)."""
+    if isinstance(protocols, str):
+        protocols = (protocols,)
+    if not hasattr(protocols, "__iter__"):
+        raise TypeError(f"protocols must be a sequence of names from {PROTOCOLS}, got {protocols!r}")
+    protocols = tuple(protocols)
+    if not protocols:
+        raise ValueError(f"protocols is empty; choose from {PROTOCOLS}")
+    bad = [p for p in protocols if not isinstance(p, str) or p not in PROTOCOLS]
+    if bad:
+        raise ValueError(f"unknown protocol(s) {bad}; the protocols are {PROTOCOLS}")
+    return protocols
+
+
+def check_tasks(tasks) -> tuple:
+    """tasks as a tuple of task names ("rec" alone is allowed)."""
+    if isinstance(tasks, str):
+        tasks = (tasks,)
+    if not hasattr(tasks, "__iter__"):
+        raise TypeError(f"tasks must be a sequence of names from {TASKS}, got {tasks!r}")
+    tasks = tuple(tasks)
+    bad = [t for t in tasks if not isinstance(t, str) or t not in TASKS]
+    if bad:
+        raise ValueError(f"unknown task(s) {bad}; the tasks are {TASKS}")
+    if not tasks:
+        raise ValueError(f"tasks is empty; choose from {TASKS}")
+    return tasks
+
+
 def _check(task, split, protocols):
-    if task not in ("rec", "search"):
+    if task not in TASKS:
         raise ValueError(f"task must be 'rec' or 'search', got {task!r}")
     if split not in ("valid", "test"):
         raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
-    bad = set(protocols) - set(PROTOCOLS)
-    if bad:
-        raise ValueError(f"unknown protocol(s) {sorted(bad)}; expected {PROTOCOLS}")
+    check_protocols(protocols)
 
 
 def scorer_ranks(ds, task, split, scores, protocol, seed=0, n_neg=99) -> np.ndarray:
@@ -71,14 +105,25 @@ def scorer_ranks(ds, task, split, scores, protocol, seed=0, n_neg=99) -> np.ndar
 def evaluate_scorer(ds, score_fn, tasks=("rec", "search"), split="test", protocols=PROTOCOLS,
                     ks=DEFAULT_KS, method="", seed=0, n_neg=99, ranks_out=None) -> pd.DataFrame:
     """Metrics of a scorer. score_fn(task, examples DataFrame) -> scores (B, n_items),
-    higher is better. Returns one row per (task, protocol) that applies to the task.
+    higher is better (-inf excludes an item; NaN raises ValueError naming the
+    scorer). Returns one row per (task, protocol) that applies to the task.
     ranks_out: optional dict that receives the per-case ranks, keyed (task, protocol)
     (rows aligned with ds.examples(task, split); for paired significance tests)."""
+    from .datasets import Dataset
+
+    if not isinstance(ds, Dataset):
+        raise TypeError(f"ds must be a gensar.datasets.Dataset, got {type(ds).__name__}")
+    if not callable(score_fn):
+        raise TypeError(f"score_fn must be callable (task, examples) -> scores, got {type(score_fn).__name__}")
+    tasks, protocols, ks = check_tasks(tasks), check_protocols(protocols), check_ks(ks)
+    check_int("seed", seed, minimum=0)
+    check_int("n_neg", n_neg, minimum=1)
+    who = method or getattr(score_fn, "__name__", None) or type(score_fn).__name__
     rows = []
     for task in tasks:
         _check(task, split, protocols)
         ex = ds.examples(task, split)
-        scores = score_fn(task, ex)
+        scores = _scorer_output(score_fn(task, ex), who, task, (len(ex), ds.n_items))
         for protocol in protocols:
             if not applies(task, protocol):
                 continue
@@ -88,6 +133,24 @@ def evaluate_scorer(ds, score_fn, tasks=("rec", "search"), split="test", protoco
             rows.append({"method": method, "task": task, "protocol": protocol, "split": split,
                          "cases": len(ranks), **metrics_from_ranks(ranks, ks)})
     return pd.DataFrame(rows)
+
+
+def _scorer_output(scores, who, task, shape) -> np.ndarray:
+    """The scores a scorer returned, checked: real numbers of the right shape, no NaN."""
+    try:
+        a = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"scorer {who!r} returned {type(scores).__name__} for task {task!r}, "
+                        f"not a numeric array of shape {shape}: {exc}") from None
+    if a.shape != shape:
+        raise ValueError(f"scorer {who!r} returned scores of shape {a.shape} for task {task!r}; "
+                         f"expected {shape} (cases, n_items)")
+    nan_rows = np.flatnonzero(np.isnan(a).any(1))
+    if len(nan_rows):
+        raise ValueError(f"scorer {who!r} returned NaN scores for task {task!r} in {len(nan_rows)} of "
+                         f"{len(a)} case(s) (first: case {int(nan_rows[0])}); NaN cannot be ranked "
+                         f"(use -inf to exclude an item)")
+    return a
 
 
 def generator_row(ranked, targets, task, protocol, split, ks=DEFAULT_KS, method="") -> dict:

@@ -19,12 +19,26 @@ def generate(model, input_ids, attention_mask, max_new_tokens: int = 16, eos_id:
     returns : list of B * num_return token-id lists (without the final </s>),
         input-major: sequences of input b are rows b*num_return ... b*num_return+num_return-1
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if num_return < 1:
-        raise ValueError(f"num_return must be >= 1, got {num_return}")
-    if do_sample and not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    from ._validate import check_float, check_int
+
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=1)
+    num_return = check_int("num_return", num_return, minimum=1)
+    eos_id = check_int("eos_id", eos_id, minimum=0)
+    top_k = check_int("top_k", top_k, minimum=0)
+    seed = check_int("seed", seed, minimum=0)
+    if do_sample:
+        check_float("temperature", temperature, minimum=0.0, strict_min=True)
+    vocab = model.config.vocab_size
+    if banned_ids is not None:
+        banned = np.asarray(banned_ids)
+        if banned.size and (banned.dtype == np.bool_ or not np.issubdtype(banned.dtype, np.integer)):
+            raise TypeError(f"banned_ids must be integer token ids, got dtype {banned.dtype}")
+        if banned.ndim > 1:
+            raise ValueError(f"banned_ids must be a 1-D list of token ids, got shape {banned.shape}")
+        if banned.size and (banned.min() < 0 or banned.max() >= vocab):
+            bad = int(banned.min()) if banned.min() < 0 else int(banned.max())
+            raise ValueError(f"banned_ids holds {bad}, not a token id of this model: ids are in [0, {vocab})")
+        banned_ids = banned.astype(np.int64)
     rng = np.random.default_rng(seed)
     cache = model.decode_cache(input_ids, attention_mask, rows_per_input=num_return,
                                max_steps=max_new_tokens)

@@ -899,15 +899,45 @@ class DualIDs:
                           step=np.array(_core.rqvae_step_count(self._model)))
         else:
             arrays["codebooks"] = self._codebooks
-        np.savez(path, header=np.array(json.dumps(header)), **arrays)
+        from ._io import atomic_write
+
+        path = str(path)
+        if not path.endswith(".npz"):  # what np.savez(path) did: keep the name users expect
+            path += ".npz"
+
+        def write(tmp):
+            with open(tmp, "wb") as f:  # written whole under a temporary name, then renamed
+                np.savez(f, header=np.array(json.dumps(header)), **arrays)
+
+        atomic_write(path, write)
 
     @classmethod
     def load(cls, path):
-        """Reads a file written by save(); transform() then works without refitting."""
+        """Reads a file written by save(); transform() then works without refitting.
+        A missing, truncated or corrupt file (the zip's CRC-32 checks every array)
+        raises an error naming it."""
+        import zipfile
+        from pathlib import Path
+
+        if Path(path).is_dir():
+            raise IsADirectoryError(f"{path} is a directory, not a DualIDs file (.npz)")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path} does not exist (expected a .npz file written by DualIDs.save)")
+        try:
+            return cls._load(path)
+        except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            if isinstance(exc, ValueError) and str(exc).startswith(str(path)):
+                raise
+            raise ValueError(f"{path} is corrupt or not a DualIDs file ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def _load(cls, path):
         with np.load(path, allow_pickle=False) as f:
             header = json.loads(str(f["header"]))
             if header.get("format") != "gensar.DualIDs":
                 raise ValueError(f"{path} is not a gensar.DualIDs file")
+            if header.get("version", 1) > 1:
+                raise ValueError(f"{path} has format version {header.get('version')}; this gensar reads version 1")
             p = header["params"]
             self = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()})
             self.dims_ = tuple(header["dims"])
@@ -925,6 +955,12 @@ class DualIDs:
             self.semantic_ids_ = f["semantic_ids"]
             self.collaborative_ids_ = f["collaborative_ids"]
             self._raw_codes = f["raw_codes"]
+            for name in ("semantic_ids_", "collaborative_ids_"):
+                a = getattr(self, name)
+                if a.ndim != 2 or not np.issubdtype(a.dtype, np.integer) or (a.size and a.min() < 0):
+                    raise ValueError(f"{path}: {name} must be a 2-D array of codes >= 0, got {a.dtype} {a.shape}")
+            if self.semantic_ids_.shape[0] != self.collaborative_ids_.shape[0]:
+                raise ValueError(f"{path}: semantic_ids_ and collaborative_ids_ have different numbers of items")
             if self.method in ("joint", "single"):
                 in_dims = (self.dims_[0],) if self.method == "single" else self.dims_
                 n = self.semantic_ids_.shape[0]

@@ -22,17 +22,21 @@ constrained to real items.
 from __future__ import annotations
 
 import json
+import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ._validate import check_float, check_int, check_ks, check_str_list, is_int
+from .evaluate import check_protocols, check_tasks
 from .metrics import DEFAULT_KS, target_ranks
 from .tasks import (REFERENCE_MIXTURE, TASKS, TEMPLATES, TaskBuilder, encode_batch, epoch_counts,
                     epoch_mixture, render)
-from .tokenizer import REC_ITEM, SRC_ITEM, IDLayout, Tokenizer
+from .tokenizer import REC_ITEM, SRC_ITEM, IDLayout, Tokenizer, escape_text
 
 # Examples of each task per next-item example: the reference's mixture (tasks.py).
 DEFAULT_WEIGHTS = dict(REFERENCE_MIXTURE)
@@ -110,45 +114,120 @@ class GenSARConfig:
     seed: int = 0
 
     def __post_init__(self):
-        self.shared_levels = tuple(self.shared_levels)
-        self.specific_levels = tuple(self.specific_levels)
-        for name in ("rec_id", "search_id"):
-            if getattr(self, name) not in ("semantic", "collaborative"):
-                raise ValueError(f"{name} must be 'semantic' or 'collaborative', got {getattr(self, name)!r}")
+        """Checks every setting (type and range) so a bad one fails here, named,
+        rather than as a silently wrong run or an error deep inside training."""
+        for name in ("shared_levels", "specific_levels"):
+            v = getattr(self, name)
+            if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+                raise TypeError(f"{name} must be a tuple of codebook sizes, got {v!r}")
+            setattr(self, name, tuple(check_int(f"{name}[{i}]", k, minimum=1) for i, k in enumerate(v)))
+        if not self.specific_levels:
+            raise ValueError("specific_levels must hold at least one level (the IDs of the two kinds differ there)")
+        if len(self.shared_levels) + 2 * len(self.specific_levels) > 26:
+            raise ValueError("at most 26 identifier levels in all (shared + 2 x specific): one letter each")
+        from .ids import METHODS
+
+        for name, options in (("id_method", METHODS), ("rec_id", ("semantic", "collaborative")),
+                              ("search_id", ("semantic", "collaborative")),
+                              ("feed_forward_proj", ("relu", "gated-gelu")),
+                              ("schedule", ("constant", "linear", "cosine")),
+                              ("pseudo_query_source", ("auto", "dataset", "doc2query"))):
+            if getattr(self, name) not in options:
+                raise ValueError(f"{name} must be one of {options}, got {getattr(self, name)!r}")
+        if not isinstance(self.sentence_model, str) or not self.sentence_model:
+            raise TypeError(f"sentence_model must be a model name (str), got {self.sentence_model!r}")
+        minimum = {"id_epochs": 0, "sasrec_epochs": 1, "vocab_size": 100, "max_input_len": 0,
+                   "max_target_len": 2, "n_rec": 0, "n_search": 0, "doc2query_patience": 0, "d_model": 1, "num_layers": 1,
+                   "num_decoder_layers": 1, "num_heads": 1, "d_kv": 1, "d_ff": 1, "epochs": 1,
+                   "batch_size": 1, "examples_per_epoch": 0, "doc2query_epochs": 1,
+                   "pseudo_queries_per_item": 1, "num_beams": 1, "n_negatives": 1, "valid_cases": 0,
+                   "patience": 0, "seed": 0}
+        for name, lo in minimum.items():
+            setattr(self, name, check_int(name, getattr(self, name), minimum=lo))
+        if self.max_input_len == 1:
+            raise ValueError("max_input_len must be 0 (fit to the data) or >= 2, got 1")
+        self.lr = check_float("lr", self.lr, minimum=0.0, strict_min=True)
+        self.dropout_rate = check_float("dropout_rate", self.dropout_rate, minimum=0.0)
+        if self.dropout_rate >= 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        self.warmup = check_float("warmup", self.warmup, minimum=0.0, maximum=1.0)
+        self.weight_decay = check_float("weight_decay", self.weight_decay, minimum=0.0)
+        # 0 switches clipping off; NaN or a negative norm would switch it off silently
+        self.max_grad_norm = check_float("max_grad_norm", self.max_grad_norm, minimum=0.0)
         if not isinstance(self.task_weights, dict):
             raise TypeError(f"task_weights must be a dict task -> weight, got {type(self.task_weights).__name__}")
         unknown = set(self.task_weights) - set(TASKS)
         if unknown:
-            raise ValueError(f"unknown task(s) in task_weights: {sorted(unknown)}; tasks are {TASKS}")
-        epoch_counts(self.task_weights, 1)  # validates the weights
-        if not any(float(w) > 0 for w in self.task_weights.values()):
+            raise ValueError(f"unknown task(s) in task_weights: {sorted(unknown, key=str)}; tasks are {TASKS}")
+        self.task_weights = {t: check_float(f"task_weights[{t!r}]", w, minimum=0.0)
+                             for t, w in self.task_weights.items()}
+        if not any(w > 0 for w in self.task_weights.values()):
             raise ValueError("task_weights gives every task weight 0: nothing to train on")
-        if isinstance(self.examples_per_epoch, bool) or int(self.examples_per_epoch) < 0:
-            raise ValueError(f"examples_per_epoch must be an int >= 0, got {self.examples_per_epoch!r}")
-        for name in ("epochs", "batch_size", "num_beams", "max_target_len"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if int(self.max_input_len) < 0 or int(self.max_input_len) == 1:
-            raise ValueError(f"max_input_len must be 0 (fit to the data) or >= 2, got {self.max_input_len}")
-        for name in ("n_rec", "n_search", "doc2query_patience"):
-            if isinstance(getattr(self, name), bool) or int(getattr(self, name)) < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {getattr(self, name)!r}")
-        if self.pseudo_query_source not in ("auto", "dataset", "doc2query"):
-            raise ValueError(f"pseudo_query_source must be 'auto', 'dataset' or 'doc2query', "
-                             f"got {self.pseudo_query_source!r}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
         valid_metrics = [f"{m}@{k}" for m in ("HR", "NDCG") for k in DEFAULT_KS if f"{m}@{k}" != "NDCG@1"]
         if self.metric not in valid_metrics:
             raise ValueError(f"metric must be one of {valid_metrics}, got {self.metric!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "GenSARConfig":
+        if not isinstance(d, dict):
+            raise TypeError(f"a GenSAR config must be a dict of settings, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown GenSAR setting(s) {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
+
+
+def _check_dataset(dataset) -> None:
+    from .datasets import Dataset
+
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be a gensar.datasets.Dataset (from datasets.load, datasets.from_pandas "
+                        f"or datasets.toy), got {type(dataset).__name__}")
+
+
+def _given_ids(ids, n_items: int, n_shared: int):
+    """fit(ids=...) checked: (semantic, collaborative) int64 arrays (n_items, L).
+
+    Refuses what would silently corrupt the task: non-integer codes (a float
+    would be truncated), negative codes, shapes that do not match the catalogue,
+    a shared prefix that differs, and two items with the same identifier (only
+    one of them could ever be decoded)."""
+    if hasattr(ids, "semantic_ids_"):
+        pair = (ids.semantic_ids_, ids.collaborative_ids_)
+    elif isinstance(ids, (tuple, list)) and len(ids) == 2:
+        pair = ids
+    else:
+        raise TypeError(f"ids must be a fitted gensar.DualIDs or a pair (semantic_ids, collaborative_ids), "
+                        f"got {type(ids).__name__}")
+    out = []
+    for name, a in zip(("semantic", "collaborative"), pair):
+        try:
+            a = np.asarray(a)
+        except ValueError as exc:
+            raise ValueError(f"ids: the {name} IDs are not a rectangular array ({exc})") from None
+        if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+            raise TypeError(f"ids: the {name} IDs must be integer level codes, got dtype {a.dtype} "
+                            f"(floats would be truncated)")
+        if a.ndim != 2 or a.shape[0] != n_items or a.shape[1] <= n_shared:
+            raise ValueError(f"ids: the {name} IDs must have shape (n_items={n_items}, L) with L > "
+                             f"{n_shared} shared levels, got {a.shape}")
+        if a.min() < 0:
+            raise ValueError(f"ids: the {name} IDs hold a negative code ({int(a.min())}); codes are >= 0")
+        a = a.astype(np.int64)
+        _, first, counts = np.unique(a, axis=0, return_index=True, return_counts=True)
+        if (counts > 1).any():
+            row = a[first[np.argmax(counts > 1)]]
+            clash = np.flatnonzero((a == row).all(1))[:2].tolist()
+            raise ValueError(f"ids: {int((counts > 1).sum())} {name} identifier(s) are shared by several items "
+                             f"(e.g. items {clash} both have {row.tolist()}); each item needs its own ID")
+        out.append(a)
+    sem, col = out
+    if sem.shape != col.shape:
+        raise ValueError(f"ids: semantic and collaborative IDs must have the same shape, got {sem.shape} and {col.shape}")
+    if not np.array_equal(sem[:, :n_shared], col[:, :n_shared]):
+        raise ValueError(f"semantic and collaborative IDs must share their first {n_shared} levels")
+    return sem, col
 
 
 class GenSAR:
@@ -170,8 +249,14 @@ class GenSAR:
     def __init__(self, config: GenSARConfig | dict | None = None, **kwargs):
         if isinstance(config, GenSARConfig):
             base = asdict(config)
-        else:
+        elif config is None or isinstance(config, dict):
             base = dict(config or {})
+        else:
+            hint = (" (presets are dicts: GenSAR(**gensar.cli.PRESETS['quick']))"
+                    if isinstance(config, str) else "")
+            raise TypeError(f"config must be a GenSARConfig or a dict of settings, got "
+                            f"{type(config).__name__} {config!r}; pass settings as keywords, "
+                            f"e.g. GenSAR(epochs=3){hint}")
         base.update(kwargs)
         self.config = GenSARConfig.from_dict(base)
 
@@ -188,11 +273,18 @@ class GenSAR:
             directory resumes an interrupted run exactly
         """
         c = self.config
+        _check_dataset(dataset)
+        if not isinstance(progress, (bool, np.bool_)):
+            raise TypeError(f"progress must be True or False, got {progress!r}")
+        if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
+            raise TypeError(f"checkpoint_dir must be None, a str or an os.PathLike, got "
+                            f"{type(checkpoint_dir).__name__}")
         self.timings_ = {}
         self.dataset_ = dataset
         self.items_ = dataset.items[["item_id", "title"]].reset_index(drop=True)
         self._progress = progress
         sem, col = self._identifiers(dataset, ids, semantic_embeddings, collaborative_embeddings)
+        self._check_target_len(sem.shape[1])
         self.semantic_ids_, self.collaborative_ids_ = sem, col
         t = time.perf_counter()
         texts = (dataset.items["text"].tolist() + dataset.events["query"].unique().tolist()
@@ -226,20 +318,17 @@ class GenSAR:
         c = self.config
         n = dataset.n_items
         if ids is not None:
-            if hasattr(ids, "semantic_ids_"):
-                sem, col = ids.semantic_ids_, ids.collaborative_ids_
-            else:
-                sem, col = ids
-            sem, col = np.asarray(sem, np.int64), np.asarray(col, np.int64)
-            if sem.shape != col.shape or sem.ndim != 2 or sem.shape[0] != n:
-                raise ValueError(f"ids must be two (n_items={n}, L) arrays of the same shape, "
-                                 f"got {sem.shape} and {col.shape}")
-            ls = len(c.shared_levels)
-            if not np.array_equal(sem[:, :ls], col[:, :ls]):
-                raise ValueError(f"semantic and collaborative IDs must share their first {ls} levels")
-            return sem, col
+            return _given_ids(ids, n, len(c.shared_levels))
         from .embeddings import SASRec, SentenceEncoder
         from .ids import DualIDs
+
+        for name, emb in (("semantic_embeddings", semantic_embeddings),
+                          ("collaborative_embeddings", collaborative_embeddings)):
+            if emb is not None:
+                shape = np.shape(emb)
+                if len(shape) != 2 or shape[0] != n:
+                    raise ValueError(f"{name} must have shape (n_items={n}, dim), one row per item of the "
+                                     f"dataset in dataset.items order, got {shape}")
 
         t = time.perf_counter()
         if semantic_embeddings is None:
@@ -390,6 +479,15 @@ class GenSAR:
         codes = self.semantic_ids_ if kind == "semantic" else self.collaborative_ids_
         return self.tokenizer_.id_token_ids(kind, codes, behaviour=REC_ITEM if task == "rec" else SRC_ITEM)
 
+    def _check_target_len(self, id_len: int) -> None:
+        """max_target_len must hold a whole identifier target, or training would
+        silently cut every target short (and decoding could never match)."""
+        need = 1 + int(id_len) + 1  # behaviour token + ID tokens + </s>
+        if self.config.max_target_len < need:
+            raise ValueError(f"max_target_len={self.config.max_target_len} is shorter than an identifier "
+                             f"target: 1 behaviour token + {id_len} ID tokens + </s> = {need}; "
+                             f"set max_target_len >= {need}")
+
     def _decode(self, task, inputs, k, candidates=None, progress=False, batch_size=32):
         """Constrained beam search for input strings -> (items (B, k), scores (B, k))."""
         from .decode import CandidateSets, Trie
@@ -418,26 +516,41 @@ class GenSAR:
                  ks=DEFAULT_KS, max_cases: int | None = None, progress: bool = True) -> pd.DataFrame:
         """HR@k / NDCG@k on a split of the fitted dataset, one row per (task, protocol).
 
-        sampled: target + 99 negatives per case (the trie holds those 100 only;
-        recommendation negatives drawn by popularity, search negatives from BM25);
-        sampled-uniform: recommendation only, uniform negatives; full: every item
-        of the catalogue (see gensar.evaluate). The instruction phrasing is template 0.
-        max_cases: evaluate the first N cases of each task only (validation).
-        The per-case 0-based target ranks (-1: not in the top max(ks)) are kept in
-        ``eval_ranks_[(task, protocol)]`` for paired significance tests."""
+        protocols : names from ("sampled", "sampled-uniform", "full") -- sampled:
+            target + n_negatives per case (the trie holds those only; recommendation
+            negatives drawn by popularity, search negatives from BM25);
+            sampled-uniform: recommendation only, uniform negatives; full: every item
+            of the catalogue (see gensar.evaluate). Unknown names raise ValueError.
+        tasks : names from ("rec", "search"); None: the tasks the model was trained for
+        ks : positive integer cut-offs of HR@k / NDCG@k
+        max_cases : None evaluates every case; a positive int the first N cases of
+            each task only (validation). 0, negative or non-int values raise.
+        The instruction phrasing is template 0. The per-case 0-based target ranks
+        (-1: not in the top max(ks)) are kept in ``eval_ranks_[(task, protocol)]``
+        for paired significance tests."""
         from .evaluate import _check, applies, generator_row
         from .evaluate import candidates as protocol_candidates
 
         self._check_fitted()
-        if split not in ("valid", "test"):
+        if not isinstance(split, str) or split not in ("valid", "test"):
             raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
-        tasks = tasks or self._eval_tasks()
+        protocols = check_protocols(protocols)
+        tasks = self._eval_tasks() if tasks is None else check_tasks(tasks)
+        ks = check_ks(ks)
+        if max_cases is not None:
+            max_cases = check_int("max_cases", max_cases, minimum=1)
+        if not any(applies(t, p) for t in tasks for p in protocols):
+            raise ValueError(f"no protocol of {protocols} applies to the task(s) {tasks} "
+                             f"('sampled-uniform' is recommendation only): nothing to evaluate")
+        if not hasattr(self, "dataset_"):
+            raise RuntimeError("this model was loaded without its dataset: use "
+                               "GenSAR.load(path, dataset=ds) to evaluate it")
         rows = []
         self.eval_ranks_ = {}
         for task in tasks:
             _check(task, split, protocols)
             ex = self.builder_.examples("nrip" if task == "rec" else "nsip", split)
-            if max_cases:
+            if max_cases is not None:
                 ex = ex.iloc[:max_cases]
             inputs = render(ex)
             targets = ex["item"].to_numpy()
@@ -467,15 +580,27 @@ class GenSAR:
         """histories: list (one per case) of events, each an item id (a
         recommendation click) or a tuple (kind, item_id, query), oldest first."""
         out = []
-        for h in histories:
+        for n, h in enumerate(histories):
             if h is None:
                 h = []
-            if isinstance(h, (str, bytes)) or not hasattr(h, "__iter__"):
-                raise TypeError("each history must be a list of item ids or (kind, item_id, query) tuples")
-            events = [(e if isinstance(e, tuple) else ("rec", e, "")) for e in h]
-            for kind, _, _ in events:
-                if kind not in ("rec", "search"):
-                    raise ValueError(f"event kind must be 'rec' or 'search', got {kind!r}")
+            if isinstance(h, (str, bytes, dict)) or not hasattr(h, "__iter__"):
+                raise TypeError(f"histories[{n}] must be a list of item ids or (kind, item_id, query) "
+                                f"tuples, got {type(h).__name__} {h!r} (one user: pass [[id, id, ...]])")
+            events = []
+            for j, e in enumerate(h):
+                if isinstance(e, tuple):
+                    if len(e) != 3 or e[0] not in ("rec", "search"):
+                        raise ValueError(f"histories[{n}][{j}] must be an item id or a (kind, item_id, query) "
+                                         f"tuple with kind 'rec' or 'search', got {e!r}")
+                    if not isinstance(e[2], str) or (e[0] == "search" and not e[2].strip()):
+                        raise ValueError(f"histories[{n}][{j}]: the query of a search event must be a "
+                                         f"non-empty string, got {e[2]!r}")
+                    events.append(e)
+                elif isinstance(e, (list, dict, set, float, bool, np.bool_, np.floating)) or e is None:
+                    raise TypeError(f"histories[{n}][{j}] must be an item id or a (kind, item_id, query) "
+                                    f"tuple, got {type(e).__name__} {e!r}")
+                else:
+                    events.append(("rec", e, ""))
             idx = self._item_index([e[1] for e in events]) if events else []
             out.append(self.builder_.render_history([(k, int(i), q) for (k, _, q), i in zip(events, idx)]))
         return out
@@ -497,74 +622,238 @@ class GenSAR:
             log-probability of the generated identifier
         """
         self._check_fitted()
-        hist = self._history_strings(list(histories))
-        inputs = [TEMPLATES["nrip"][0].format(history=h) for h in hist]
-        return self._result_frame(*self._decode("rec", inputs, int(k)))
+        k = check_int("k", k, minimum=1)
+        return self._result_frame(*self._decode("rec", self._rec_inputs(histories), k))
+
+    def _rec_inputs(self, histories) -> list:
+        """Prompt strings of recommend() (validated histories)."""
+        if isinstance(histories, (str, bytes, dict)) or not hasattr(histories, "__iter__"):
+            raise TypeError(f"histories must be a list of histories (each a list of item ids), got "
+                            f"{type(histories).__name__} {histories!r}")
+        histories = list(histories)
+        if not histories:
+            raise ValueError("histories is empty: pass at least one history (a list of item ids, may be empty)")
+        hist = self._history_strings(histories)
+        return [TEMPLATES["nrip"][0].format(history=h) for h in hist]
 
     def search(self, queries, histories=None, k: int = 10) -> pd.DataFrame:
         """Personalised search: items for each query, given the user's history
         (same format as in recommend; None for no history)."""
         self._check_fitted()
-        if isinstance(queries, str):
-            queries = [queries]
-        queries = list(queries)
-        if not all(isinstance(q, str) and q.strip() for q in queries):
-            raise ValueError("queries must be non-empty strings")
-        histories = [None] * len(queries) if histories is None else list(histories)
+        k = check_int("k", k, minimum=1)
+        return self._result_frame(*self._decode("search", self._search_inputs(queries, histories), k))
+
+    def _search_inputs(self, queries, histories=None) -> list:
+        """Prompt strings of search() (validated; query text escaped, see gensar.tokenizer)."""
+        queries = check_str_list("queries", queries)
+        empty = [i for i, q in enumerate(queries) if not q.strip()]
+        if empty:
+            raise ValueError(f"queries must be non-empty strings; queries[{empty[0]}] is {queries[empty[0]]!r}")
+        if histories is None:
+            histories = [None] * len(queries)
+        elif isinstance(histories, (str, bytes, dict)) or not hasattr(histories, "__iter__"):
+            raise TypeError(f"histories must be None or a list with one history per query, got "
+                            f"{type(histories).__name__} {histories!r}")
+        histories = list(histories)
         if len(histories) != len(queries):
             raise ValueError(f"got {len(queries)} queries but {len(histories)} histories")
         hist = self._history_strings(histories)
-        inputs = [TEMPLATES["nsip"][0].format(history=h, query=q) for h, q in zip(hist, queries)]
-        return self._result_frame(*self._decode("search", inputs, int(k)))
+        return [TEMPLATES["nsip"][0].format(history=h, query=escape_text(q)) for h, q in zip(hist, queries)]
 
     # ================================================================== persistence
+    # Files of a saved model, relative to its directory; manifest.json lists them all.
+    _FILES = ("config.json", "fit_info.json", "model.safetensors", "ids.npz", "items.json",
+              "tokenizer/tokenizer.json", "tokenizer/id_layout.json")
+    _OPTIONAL_IN_OLD_SAVES = ("fit_info.json",)  # saves without a manifest may predate it
+    _FORMAT, _FORMAT_VERSION = "gensar.GenSAR", 1
+
     def save(self, path) -> None:
-        """One directory: config.json, model.safetensors, ids.npz, items.json, tokenizer/,
-        fit_info.json (what fit() resolved: input length, pseudo-query source and
-        quality, examples per epoch of each task)."""
+        """One directory: config.json, model.safetensors, ids.npz, items.json,
+        tokenizer/, fit_info.json (what fit() resolved: input length, pseudo-query
+        source and quality, examples per epoch of each task) and manifest.json (size
+        and sha256 of every other file, format name and version).
+
+        Each file is written under a temporary name and renamed into place, and the
+        manifest last, so an interrupted save (or a save over an older model) never
+        leaves a directory that loads as a mix: GenSAR.load checks every file
+        against the manifest and names the first that does not match."""
+        from ._io import atomic_write, atomic_write_text, write_manifest
+
         self._check_fitted()
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         d = Path(path)
+        if d.exists() and not d.is_dir():
+            raise FileExistsError(f"{d} exists and is not a directory; GenSAR.save writes a directory")
         d.mkdir(parents=True, exist_ok=True)
-        (d / "config.json").write_text(json.dumps(asdict(self.config), indent=1))
+        atomic_write_text(d / "config.json", json.dumps(asdict(self.config), indent=1))
         info = {"input_len": self._input_len(),
                 "pseudo_query_source": getattr(self, "pseudo_query_source_", None),
                 "pseudo_query_quality": getattr(self, "pseudo_query_quality_", None),
                 "epoch_counts": getattr(self, "epoch_counts_", None)}
-        (d / "fit_info.json").write_text(json.dumps(info, indent=1, default=float))
+        atomic_write_text(d / "fit_info.json", json.dumps(info, indent=1, default=float))
         self.seq2seq_.save(d / "model.safetensors")
-        np.savez(d / "ids.npz", semantic=self.semantic_ids_, collaborative=self.collaborative_ids_)
-        self.items_.to_json(d / "items.json", orient="records")
+
+        def write_ids(tmp):
+            with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+                np.savez(f, semantic=self.semantic_ids_, collaborative=self.collaborative_ids_)
+
+        atomic_write(d / "ids.npz", write_ids)
+        atomic_write_text(d / "items.json", json.dumps(_items_doc(self.items_)))
         self.tokenizer_.save(d / "tokenizer")
+        from . import __version__
+
+        write_manifest(d, self._FILES, self._FORMAT, self._FORMAT_VERSION, gensar_version=__version__)
 
     @classmethod
     def load(cls, path, dataset=None) -> "GenSAR":
-        """A saved model; pass the dataset to evaluate() it again."""
+        """A saved model; pass the dataset it was trained on to evaluate() it again.
+
+        Every file is checked against manifest.json (size and sha256) and for
+        consistency with the others (ids rows = items, tokenizer vocabulary = model
+        vocabulary, config = model shape); errors name the file at fault. A
+        directory without manifest.json (saved before gensar wrote manifests) still
+        loads, with a warning that its files cannot be verified; save it again to
+        add one."""
+        from ._io import verify_manifest
         from .seq2seq import Seq2Seq
 
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         d = Path(path)
-        for f in ("config.json", "model.safetensors", "ids.npz", "items.json", "tokenizer"):
-            if not (d / f).exists():
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d} is not a directory written by GenSAR.save"
+                                    f"{' (it is a file)' if d.exists() else ''}")
+        for f in cls._FILES:
+            if not (d / f).is_file() and not (f in cls._OPTIONAL_IN_OLD_SAVES and not (d / "manifest.json").exists()):
                 raise FileNotFoundError(f"{d / f} is missing; is {d} a directory written by GenSAR.save?")
-        cfg = json.loads((d / "config.json").read_text())
-        self = cls(cfg)
-        ids = np.load(d / "ids.npz")
-        self.semantic_ids_, self.collaborative_ids_ = ids["semantic"], ids["collaborative"]
-        self.items_ = pd.read_json(d / "items.json", orient="records")
+        if verify_manifest(d, cls._FORMAT, cls._FORMAT_VERSION, cls._FILES) is None:
+            warnings.warn(f"{d} has no manifest.json (saved by an older gensar): its files cannot be checked "
+                          f"for corruption or mixing; save it again to add one", stacklevel=2)
+        try:
+            cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
+            self = cls(cfg)
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{d / 'config.json'} is corrupt or invalid: {exc}") from None
+        self.semantic_ids_, self.collaborative_ids_ = _load_ids(d / "ids.npz")
+        self.items_ = _load_items(d / "items.json")
+        n = len(self.items_)
+        try:
+            _given_ids((self.semantic_ids_, self.collaborative_ids_), n, len(self.config.shared_levels))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{d / 'ids.npz'} does not fit {d / 'items.json'} ({n} items): {exc}") from None
         self.tokenizer_ = Tokenizer.load(d / "tokenizer")
         if (d / "fit_info.json").is_file():  # absent in models saved before it existed
-            info = json.loads((d / "fit_info.json").read_text())
-            self.input_len_ = int(info["input_len"])
+            try:
+                info = json.loads((d / "fit_info.json").read_text(encoding="utf-8"))
+                self.input_len_ = check_int("input_len", info["input_len"], minimum=2)
+            except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{d / 'fit_info.json'} is corrupt or invalid ({type(exc).__name__}: {exc})") from None
             if info.get("pseudo_query_source"):
                 self.pseudo_query_source_ = info["pseudo_query_source"]
                 self.pseudo_query_quality_ = info.get("pseudo_query_quality")
             if info.get("epoch_counts"):
                 self.epoch_counts_ = info["epoch_counts"]
         self.seq2seq_ = Seq2Seq.load(d / "model.safetensors")
+        self._check_loaded(d)
+        self.builder_ = TaskBuilder.for_items(self.tokenizer_, self.semantic_ids_, self.collaborative_ids_,
+                                              n_rec=self.config.n_rec, n_search=self.config.n_search,
+                                              rec_id=self.config.rec_id, search_id=self.config.search_id)
         if dataset is not None:
-            self.dataset_ = dataset
-            self.builder_ = self._builder(dataset)
-        else:
-            self.builder_ = TaskBuilder.for_items(self.tokenizer_, self.semantic_ids_, self.collaborative_ids_,
-                                                  n_rec=self.config.n_rec, n_search=self.config.n_search,
-                                                  rec_id=self.config.rec_id, search_id=self.config.search_id)
+            self._attach_dataset(dataset)
         return self
+
+    def _attach_dataset(self, dataset) -> None:
+        """Gives a loaded model its training dataset (for evaluate), refusing one
+        whose catalogue differs: item indices would point at other items."""
+        _check_dataset(dataset)
+        n = len(self.items_)
+        if (dataset.n_items != n or
+                not np.array_equal(dataset.items["item_id"].to_numpy(), self.items_["item_id"].to_numpy())):
+            raise ValueError(f"dataset {dataset.name!r} does not have the catalogue this model was trained on "
+                             f"({dataset.n_items} items vs {n} saved, or other item ids); evaluating on it "
+                             f"would be wrong")
+        self.dataset_ = dataset
+        self.builder_ = self._builder(dataset)
+
+    def _check_loaded(self, d: Path) -> None:
+        """The loaded files agree with each other (a file from another save would not)."""
+        c, m = self.config, self.seq2seq_.config
+        for name in ("d_model", "num_layers", "num_decoder_layers", "num_heads", "d_kv", "d_ff",
+                     "feed_forward_proj"):
+            if getattr(c, name) != getattr(m, name):
+                raise ValueError(f"{d / 'config.json'} says {name}={getattr(c, name)!r} but {d / 'model.safetensors'} "
+                                 f"holds a model with {name}={getattr(m, name)!r}: the files come from different saves")
+        if m.vocab_size != self.tokenizer_.vocab_size:
+            raise ValueError(f"{d / 'tokenizer'} has {self.tokenizer_.vocab_size} tokens but {d / 'model.safetensors'} "
+                             f"was trained with {m.vocab_size}: the files come from different saves")
+        try:
+            self.tokenizer_.id_token_ids("semantic", self.semantic_ids_)
+            self.tokenizer_.id_token_ids("collaborative", self.collaborative_ids_)
+        except ValueError as exc:
+            raise ValueError(f"{d / 'ids.npz'} does not fit the identifier layout of {d / 'tokenizer'}: {exc}") from None
+        try:
+            self._check_target_len(self.semantic_ids_.shape[1])
+        except ValueError as exc:
+            raise ValueError(f"{d / 'config.json'}: {exc}") from None
+
+
+def _items_doc(items: pd.DataFrame) -> dict:
+    """items_ (item_id, title) as JSON that round-trips exactly: ids as JSON
+    numbers or strings (no float or type guessing as in pandas.read_json; ints
+    of any size, e.g. uint64 >= 2**63, stay exact) plus their dtype."""
+    ids = items["item_id"]
+    kind = "uint64" if ids.dtype == np.uint64 else "int64" if pd.api.types.is_integer_dtype(ids) else "str"
+    return {"format": "gensar.items", "item_id_dtype": kind,
+            "item_id": [int(v) for v in ids] if kind != "str" else [str(v) for v in ids],
+            "title": [str(t) for t in items["title"]]}
+
+
+def _load_items(path: Path) -> pd.DataFrame:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is corrupt (not JSON: {exc})") from None
+    try:
+        if isinstance(doc, list):  # written by gensar < 0.2: pandas records
+            ids, titles = [r["item_id"] for r in doc], [r["title"] for r in doc]
+            kind = "int64" if all(is_int(v) for v in ids) else "str"
+        else:
+            if doc.get("format") != "gensar.items":
+                raise ValueError("not a gensar items file")
+            ids, titles, kind = doc["item_id"], doc["title"], doc["item_id_dtype"]
+        if len(ids) != len(titles) or not ids:
+            raise ValueError(f"{len(ids)} ids but {len(titles)} titles")
+        if kind == "str":
+            if not all(isinstance(v, str) for v in ids):
+                raise ValueError("item ids of dtype str must be strings")
+            col = pd.Series(ids, dtype=object)
+        elif kind in ("int64", "uint64"):
+            if not all(is_int(v) for v in ids):
+                raise ValueError(f"item ids of dtype {kind} must be integers")
+            col = pd.Series(np.array(ids, dtype=kind))
+        else:
+            raise ValueError(f"unknown item_id_dtype {kind!r}")
+        if col.duplicated().any():
+            raise ValueError("item ids repeat")
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+        raise ValueError(f"{path} is corrupt or invalid ({type(exc).__name__}: {exc})") from None
+    return pd.DataFrame({"item_id": col, "title": pd.Series([str(t) for t in titles], dtype=object)})
+
+
+def _load_ids(path: Path):
+    """(semantic, collaborative) int64 arrays from ids.npz, errors naming the file."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = {"semantic", "collaborative"} - set(f.files)
+            if missing:
+                raise ValueError(f"it lacks the array(s) {sorted(missing)}")
+            sem, col = f["semantic"], f["collaborative"]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise ValueError(f"{path} is corrupt or not an ids file ({type(exc).__name__}: {exc})") from None
+    for name, a in (("semantic", sem), ("collaborative", col)):
+        if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"{path}: the {name} IDs have dtype {a.dtype}; integer codes expected")
+    return sem.astype(np.int64), col.astype(np.int64)

@@ -29,9 +29,13 @@ between calls.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
+import os
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -41,6 +45,33 @@ from . import _core
 __all__ = ["Seq2Seq", "Seq2SeqConfig", "shift_right"]
 
 IGNORE_INDEX = -100
+# Version of the safetensors layout Seq2Seq.save writes. 2 added the checksum of
+# the tensors in the metadata; version-1 files (no checksum) load with a warning.
+FORMAT_VERSION = 2
+
+
+def _tensor_digest(tensors: Mapping[str, np.ndarray]) -> str:
+    """sha256 over every tensor (name, dtype, shape, little-endian bytes) in name
+    order: detects bytes changed anywhere in a file's data region."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def _check_model_file(path) -> Path:
+    """path as a Path to an existing regular file, else an error naming it."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"{p} is a directory, not a Seq2Seq file (.safetensors); a model saved "
+                                f"with GenSAR.save loads with gensar.GenSAR.load({str(p)!r})")
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} does not exist (expected a .safetensors file written by Seq2Seq.save)")
+    return p
 
 
 @dataclass
@@ -196,6 +227,21 @@ class Seq2Seq:
                  weight_decay: float = 0.01, max_grad_norm: float = 1.0,
                  schedule: Callable[[int], float] | None = None, seed: int = 0, init: bool = True):
         self.config = Seq2SeqConfig.from_dict(config).resolved()
+        from ._validate import check_int
+
+        # Settings that would silently wreck training are refused before anything is
+        # built: lr=inf or NaN turns every weight to NaN, max_grad_norm=NaN switches
+        # clipping off (0 disables it on purpose).
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.lr = _real(lr, "lr", 0.0)
+        self.betas = (_real(betas[0], "betas[0]", 0.0, 1.0), _real(betas[1], "betas[1]", 0.0, 1.0))
+        self.eps = _real(eps, "eps", 0.0, lo_open=True)
+        self.weight_decay = _real(weight_decay, "weight_decay", 0.0)
+        self.max_grad_norm = _real(max_grad_norm, "max_grad_norm", 0.0, allow_inf=True)
+        check_int("seed", seed, minimum=0)
+        if schedule is not None and not callable(schedule):
+            raise TypeError(f"schedule must be a callable step -> lr or None, got {type(schedule).__name__}")
         c = self.config
         self._model = _core.t5_new(
             vocab_size=c.vocab_size, d_model=c.d_model, d_kv=c.d_kv, d_ff=c.d_ff,
@@ -208,14 +254,6 @@ class Seq2Seq:
         self.params, self.grads, self.adam_m, self.adam_v = _core.t5_buffers(self._model)
         self._tensors = {name: (off, tuple(shape), bool(decay))
                          for name, off, shape, decay in _core.t5_tensors(self._model)}
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        # Checked here, not only at the first train_step, so a bad setting fails early.
-        self.lr = _real(lr, "lr", 0.0)
-        self.betas = (_real(betas[0], "betas[0]", 0.0, 1.0), _real(betas[1], "betas[1]", 0.0, 1.0))
-        self.eps = _real(eps, "eps", 0.0, lo_open=True)
-        self.weight_decay = _real(weight_decay, "weight_decay", 0.0)
-        self.max_grad_norm = _real(max_grad_norm, "max_grad_norm", 0.0, allow_inf=True)
         self.schedule = schedule
         self.seed = int(seed)
         self.last_grad_norm = float("nan")
@@ -395,8 +433,16 @@ class Seq2Seq:
                                           self._get(batch, "attention_mask", False),
                                           self._get(batch, "decoder_input_ids", False),
                                           self._get(batch, "labels"))
+        source = "the lr argument" if lr is not None else "the schedule" if self.schedule else "lr"
         if lr is None:
             lr = self.schedule(self.step) if self.schedule is not None else self.lr
+        try:
+            lr = float(lr)
+        except (TypeError, ValueError):
+            raise TypeError(f"the learning rate from {source} must be a number, got {lr!r}") from None
+        if not (math.isfinite(lr) and lr >= 0):
+            raise ValueError(f"the learning rate from {source} is {lr} at step {self.step}; "
+                             f"it must be finite and >= 0")
         loss, norm = _core.t5_train_step(
             self._model, ids, mask, dec, lab, lr=float(lr), beta1=self.betas[0],
             beta2=self.betas[1], eps=self.eps, weight_decay=self.weight_decay,
@@ -441,31 +487,82 @@ class Seq2Seq:
 
     # ------------------------------------------------------------ save / load
     def save(self, path) -> None:
-        """Writes the parameters (HF names) to a safetensors file, the config in its metadata."""
+        """Writes the parameters (HF names) to a safetensors file, the config, the
+        step, the format version and a sha256 of the tensors in its metadata.
+
+        The file is written under a temporary name in the same directory and then
+        renamed over ``path`` (os.replace), so an interrupted save leaves the old
+        file or none, never half a file."""
         from safetensors.numpy import save_file
 
+        p = Path(path)
+        if p.is_dir():
+            raise IsADirectoryError(f"{p} is a directory; Seq2Seq.save writes one file (e.g. {p / 'model.safetensors'})")
+        tensors = {k: np.ascontiguousarray(v) for k, v in self.named_params().items()}
         meta = {"gensar_config": json.dumps(self.config.to_dict()), "format": "np",
-                "gensar_step": str(self.step)}
-        save_file({k: np.ascontiguousarray(v) for k, v in self.named_params().items()},
-                  str(path), metadata=meta)
+                "gensar_step": str(self.step), "gensar_format_version": str(FORMAT_VERSION),
+                "gensar_sha256": _tensor_digest(tensors)}
+        from ._io import atomic_write
+
+        atomic_write(p, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
     @classmethod
     def load(cls, path, **kwargs) -> "Seq2Seq":
         """A model from a file written by ``save``; kwargs go to the constructor
-        (optimizer settings)."""
-        from safetensors import safe_open
-        from safetensors.numpy import load_file
+        (optimizer settings).
 
-        with safe_open(str(path), framework="np") as f:
-            meta = f.metadata() or {}
+        Raises, naming the file (and tensor), when the file is missing, is a
+        directory, is not a safetensors file, has a broken config, holds tensors
+        that are not float32 or not finite, or whose bytes no longer match the
+        checksum saved with them. Files of format version 1 (no checksum) load
+        with a warning."""
+        from safetensors import safe_open
+
+        p = _check_model_file(path)
+        try:
+            with safe_open(str(p), framework="np") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:  # safetensors raises its own error types for bad headers
+            raise ValueError(f"{p} is not a readable safetensors file (truncated or corrupt?): {exc}") from None
         if "gensar_config" not in meta:
-            raise ValueError(f"{path} has no gensar_config metadata: not written by Seq2Seq.save "
+            raise ValueError(f"{p} has no gensar_config metadata: not written by Seq2Seq.save "
                              "(for a HF checkpoint use Seq2Seq.from_hf_t5)")
-        model = cls(json.loads(meta["gensar_config"]), init=False, **kwargs)
-        model._assign(load_file(str(path)), strict=True)
+        try:
+            cfg = json.loads(meta["gensar_config"])
+        except ValueError as exc:
+            raise ValueError(f"{p}: the gensar_config metadata is not valid JSON ({exc})") from None
+        version = meta.get("gensar_format_version", "1")
+        if version not in ("1", str(FORMAT_VERSION)):
+            raise ValueError(f"{p} has format version {version!r}; this gensar reads versions 1 to "
+                             f"{FORMAT_VERSION} (upgrade gensar)")
+        for k, t in tensors.items():
+            if t.dtype != np.float32:
+                raise ValueError(f"{p}: tensor {k!r} has dtype {t.dtype}; Seq2Seq files hold float32 tensors")
+            if not np.isfinite(t).all():
+                raise ValueError(f"{p}: tensor {k!r} holds {int((~np.isfinite(t)).sum())} NaN/inf value(s); "
+                                 "the file is corrupt")
+        if "gensar_sha256" in meta:
+            if _tensor_digest(tensors) != meta["gensar_sha256"]:
+                raise ValueError(f"{p}: the tensor data does not match the checksum saved with it; "
+                                 "the file was changed or corrupted after saving")
+        else:
+            warnings.warn(f"{p} was saved before gensar stored checksums (format version 1): its "
+                          "integrity cannot be verified; save it again to add one", stacklevel=2)
+        try:
+            model = cls(cfg, init=False, **kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{p}: the saved gensar_config is invalid: {exc}") from None
+        try:
+            model._assign(tensors, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"{p}: {exc}") from None
         return model
 
     def _assign(self, tensors: Mapping[str, Any], strict: bool) -> None:
+        """Copies named tensors into the parameters; everything is checked (names,
+        shapes, finite values) before the first write, so a bad tensor leaves the
+        parameters as they were."""
         views = self.named_params()
         aliases = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}
         if self.config.tie_word_embeddings:
@@ -477,6 +574,7 @@ class Seq2Seq:
         missing = [k for k in views if k not in tensors]
         if missing:
             raise ValueError(f"{len(missing)} tensors are missing, e.g. {missing[:3]}")
+        arrays = {}
         for k, view in views.items():
             t = tensors[k]
             if hasattr(t, "detach"):  # a torch tensor
@@ -484,7 +582,11 @@ class Seq2Seq:
             a = np.asarray(t, dtype=np.float32)
             if a.shape != view.shape:
                 raise ValueError(f"{k} has shape {a.shape}, this model expects {view.shape}")
-            view[...] = a
+            if not np.isfinite(a).all():
+                raise ValueError(f"{k} holds NaN or infinite values")
+            arrays[k] = a
+        for k, view in views.items():
+            view[...] = arrays[k]
 
     # -------------------------------------------------------------- HF layout
     @classmethod

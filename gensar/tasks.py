@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .tokenizer import HISTORY_SEPARATOR, REC_ITEM, SRC_ITEM, SRC_QUERY, Tokenizer
+from .tokenizer import HISTORY_SEPARATOR, REC_ITEM, SRC_ITEM, SRC_QUERY, Tokenizer, escape_text
 
 NO_HISTORY = "(no history yet)"
 
@@ -173,7 +173,8 @@ class TaskBuilder:
             ev = dataset.events
             self._kind_is_rec = (ev["kind"].to_numpy() == "rec")
             items = ev["item"].to_numpy()
-            queries = ev["query"].to_numpy(dtype=object)
+            # user text is escaped so it cannot spell a control token (tokenizer docstring)
+            queries = np.array([escape_text(q) for q in ev["query"]], dtype=object)
             src = SRC_QUERY + " " + queries + " " + self.src_text[items]
             self._event_text = np.where(self._kind_is_rec, self.rec_text[items], src)
 
@@ -206,7 +207,8 @@ class TaskBuilder:
         parts = []
         for p in self._latest(is_rec):
             kind, item, query = events[p]
-            parts.append(self.rec_text[item] if kind == "rec" else f"{SRC_QUERY} {query} {self.src_text[item]}")
+            parts.append(self.rec_text[item] if kind == "rec"
+                         else f"{SRC_QUERY} {escape_text(query)} {self.src_text[item]}")
         return HISTORY_SEPARATOR.join(parts)
 
     def target_tokens(self, task: str, item: int) -> list:
@@ -214,7 +216,7 @@ class TaskBuilder:
         return [self.tok.behaviour_ids[behaviour], *self.id_tokens[kind][item].tolist(), self.tok.eos_id]
 
     def text_target_tokens(self, text: str, behaviour: str | None = None) -> list:
-        ids = self.tok.backend.encode(text, add_special_tokens=False).ids
+        ids = self.tok.encode_text(text)  # user text: escaped, text tokens only
         head = [self.tok.behaviour_ids[behaviour]] if behaviour else []
         return head + ids + [self.tok.eos_id]
 
@@ -242,7 +244,7 @@ class TaskBuilder:
                 tgt = [self.target_tokens(task, t) for t in targets]
                 items = targets
             elif task == "nsip":
-                fields = [{"history": h, "query": q} for h, q in zip(hist, ex["query"])]
+                fields = [{"history": h, "query": escape_text(q)} for h, q in zip(hist, ex["query"])]
                 tgt = [self.target_tokens(task, t) for t in targets]
                 items = targets
             else:
@@ -259,11 +261,11 @@ class TaskBuilder:
             if pseudo_queries is None or len(pseudo_queries) != n:
                 raise ValueError(f"adhoc needs pseudo_queries: one list of queries per item ({n})")
             rows = [(q, i) for i in range(n) for q in pseudo_queries[i] if q]
-            fields = [{"query": q} for q, _ in rows]
+            fields = [{"query": escape_text(q)} for q, _ in rows]
             items = np.array([i for _, i in rows], dtype=np.int64)
             tgt = [self.target_tokens(task, i) for i in items]
         elif task in ("item2sem", "item2col"):
-            fields = [{"item": t} for t in texts]
+            fields = [{"item": escape_text(t)} for t in texts]
             items = np.arange(n)
             tgt = [self.target_tokens(task, i) for i in items]
         else:

@@ -13,16 +13,35 @@ sequence is: ``<rec_item>``, ``<src_query>``, ``<src_item>``.
 Token ids are laid out so that identifier tokens are contiguous:
 0 ``<pad>`` (also the decoder start token, as in T5), 1 ``</s>``, 2 ``<unk>``,
 3..5 the behaviour tokens, then every level's codes, then the text vocabulary.
+
+User text never becomes a control token. Prompts mix control tokens written by
+gensar (identifiers in a history, behaviour tokens) with text from users and
+datasets (queries, titles, item text), and the backend matches control tokens
+as raw substrings. So every piece of user text goes through :func:`escape_text`
+before it is put into a prompt or a text target: it follows each ``<`` with a
+space, so ``</s>``, ``<pad>``, ``<a_12>`` or ``<rec_item>`` typed by a user can
+no longer match. The escape changes no text token, because the pre-tokenizer
+splits ``<`` off as punctuation either way ("<pad>" and "< pad>" both give the
+text tokens "<", "pad", ">").
+
+Lone surrogates (U+D800..U+DFFF, e.g. from text decoded with
+``errors="surrogateescape"``) cannot be encoded as UTF-8, which the backend
+needs; :meth:`Tokenizer.encode` and :meth:`Tokenizer.train` replace each with
+U+FFFD (the Unicode replacement character, which the normaliser then drops), the
+same outcome as decoding such bytes with ``errors="replace"``.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import string
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ._validate import check_int
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 REC_ITEM, SRC_QUERY, SRC_ITEM = "<rec_item>", "<src_query>", "<src_item>"
@@ -36,6 +55,21 @@ HISTORY_SEPARATOR = "; "
 # "##" continuation form, and they are added on top of the word budget.
 ALWAYS_CHARS = frozenset(string.punctuation)
 ID_KINDS = ("semantic", "collaborative")
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def escape_text(text: str) -> str:
+    """User text -> text that cannot contain a control token (see the module
+    docstring): each "<" becomes "< ". Gives the same text tokens as `text`."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__} {text!r}")
+    return text.replace("<", "< ")
+
+
+def _utf8_safe(text: str) -> str:
+    """text with every lone surrogate replaced by U+FFFD (encodable as UTF-8)."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 @dataclass(frozen=True)
@@ -52,9 +86,10 @@ class IDLayout:
 
     def __post_init__(self):
         for name in ("shared", "semantic", "collaborative"):
-            sizes = tuple(int(s) for s in getattr(self, name))
-            if any(s < 1 for s in sizes):
-                raise ValueError(f"IDLayout.{name} sizes must be >= 1, got {sizes}")
+            v = getattr(self, name)
+            if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+                raise TypeError(f"IDLayout.{name} must be a tuple of codebook sizes, got {v!r}")
+            sizes = tuple(check_int(f"IDLayout.{name}[{i}]", s, minimum=1) for i, s in enumerate(v))
             object.__setattr__(self, name, sizes)
         if len(self.semantic) != len(self.collaborative):
             raise ValueError("semantic and collaborative IDs must have the same number of levels")
@@ -123,9 +158,14 @@ class Tokenizer:
         from tokenizers import Tokenizer as Backend
         from tokenizers import decoders, models, normalizers, pre_tokenizers
 
-        if vocab_size < 100:
-            raise ValueError(f"vocab_size must be >= 100, got {vocab_size}")
-        texts = [t for t in texts if isinstance(t, str) and t]
+        check_int("vocab_size", vocab_size, minimum=100)
+        if isinstance(texts, str) or not hasattr(texts, "__iter__"):
+            raise TypeError(f"texts must be an iterable of strings, got {type(texts).__name__}")
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}] must be a string, got {type(t).__name__} {t!r}")
+        texts = [_utf8_safe(t) for t in texts if t]
         if not texts:
             raise ValueError("train needs at least one non-empty text")
         normalizer = normalizers.BertNormalizer(lowercase=True, clean_text=True,
@@ -193,11 +233,16 @@ class Tokenizer:
         newest interactions and the instruction's end survive truncation."""
         if isinstance(texts, str):
             raise TypeError("encode takes a list of strings, not a single string")
+        if not hasattr(texts, "__iter__"):
+            raise TypeError(f"texts must be a list of strings, got {type(texts).__name__} {texts!r}")
         texts = list(texts)
         if not texts:
             raise ValueError("encode needs at least one text")
-        if max_length < 2:
-            raise ValueError(f"max_length must be >= 2, got {max_length}")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}] must be a string, got {type(t).__name__} {t!r}")
+        max_length = check_int("max_length", max_length, minimum=2)
+        texts = [_utf8_safe(t) for t in texts]
         enc = self.backend.encode_batch(texts, add_special_tokens=False)
         rows = []
         room = max_length - (1 if eos else 0)
@@ -212,30 +257,68 @@ class Tokenizer:
             mask[i, :len(r)] = 1
         return out, mask
 
+    def encode_text(self, text: str) -> list:
+        """Token ids (list of int) of one piece of user text, escaped first
+        (:func:`escape_text`) so it holds text tokens (and <unk>) only."""
+        return self.backend.encode(_utf8_safe(escape_text(text)), add_special_tokens=False).ids
+
+    def encode_texts(self, texts) -> list:
+        """:meth:`encode_text` for a list of texts (one batched backend call)."""
+        texts = [_utf8_safe(escape_text(t)) for t in texts]
+        return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+
     def decode(self, ids) -> str:
-        """Token ids -> text; stops at </s> and drops pad / identifier / behaviour tokens."""
-        ids = [int(i) for i in ids]
+        """Token ids -> text; stops at </s> and drops pad / identifier / behaviour tokens.
+        ids: integer token ids in [0, vocab_size); anything else raises (a float would
+        otherwise be truncated to another token)."""
+        a = np.asarray(ids)
+        if a.ndim != 1:
+            raise ValueError(f"ids must be a 1-D sequence of token ids, got shape {a.shape}")
+        if a.size and (a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer)):
+            raise TypeError(f"ids must be integer token ids, got dtype {a.dtype}")
+        if a.size and (a.min() < 0 or a.max() >= self.vocab_size):
+            bad = a.min() if a.min() < 0 else a.max()
+            raise ValueError(f"ids holds {bad}, not a token id: ids are in [0, {self.vocab_size})")
+        ids = [int(i) for i in a]
         if self.eos_id in ids:
             ids = ids[:ids.index(self.eos_id)]
         return self.backend.decode([i for i in ids if i >= self.first_text_id or i == self.unk_id])
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory) -> None:
+        """Writes directory/tokenizer.json (the backend) and id_layout.json, each
+        atomically (temporary name, then rename)."""
+        from ._io import atomic_write, atomic_write_text
+
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        self.backend.save(str(d / "tokenizer.json"))
-        (d / "id_layout.json").write_text(json.dumps(asdict(self.layout)))
+        atomic_write(d / "tokenizer.json", lambda tmp: self.backend.save(str(tmp)))
+        atomic_write_text(d / "id_layout.json", json.dumps(asdict(self.layout)))
 
     @classmethod
     def load(cls, directory) -> "Tokenizer":
+        """A tokenizer saved with :meth:`save`; errors name the file at fault."""
         from tokenizers import Tokenizer as Backend
 
         d = Path(directory)
         for f in ("tokenizer.json", "id_layout.json"):
             if not (d / f).is_file():
                 raise FileNotFoundError(f"{d / f} is missing; was the tokenizer saved with Tokenizer.save?")
-        layout = IDLayout(**{k: tuple(v) for k, v in json.loads((d / "id_layout.json").read_text()).items()})
-        return cls(Backend.from_file(os.fspath(d / "tokenizer.json")), layout)
+        try:
+            raw = json.loads((d / "id_layout.json").read_text(encoding="utf-8"))
+            if not isinstance(raw, dict) or set(raw) != {"shared", "semantic", "collaborative"}:
+                raise ValueError(f"expected keys shared/semantic/collaborative, got {raw!r}"[:200])
+            layout = IDLayout(**{k: tuple(v) for k, v in raw.items()})
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{d / 'id_layout.json'} is corrupt: {exc}") from None
+        try:
+            backend = Backend.from_file(os.fspath(d / "tokenizer.json"))
+        except Exception as exc:  # the tokenizers library raises its own Exception type
+            raise ValueError(f"{d / 'tokenizer.json'} is corrupt or not a tokenizers file: {exc}") from None
+        try:
+            return cls(backend, layout)
+        except ValueError as exc:
+            raise ValueError(f"{d / 'tokenizer.json'} does not match {d / 'id_layout.json'}: {exc}") from None
 
 
 def special_tokens(layout: IDLayout) -> list:

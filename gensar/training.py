@@ -87,29 +87,56 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, which: str, with_state: bool) -> None:
+        """Writes checkpoint_dir/which/model.safetensors: the model's state_dict and,
+        with with_state, the trainer's state in the file's metadata. One file renamed
+        into place (temporary name + os.replace), so weights and trainer state can
+        never come from two different saves. trainer.json repeats the state for
+        people reading the directory; resume() trusts the metadata."""
         if self.checkpoint_dir is None:
             if which == "best":
                 self.best_state_ = {k: v.copy() for k, v in self.model.state_dict().items()}
             return
         from safetensors.numpy import save_file
 
+        from ._io import atomic_write, atomic_write_text
+
         d = self.checkpoint_dir / which
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / "model.safetensors.tmp"
-        save_file({k: np.ascontiguousarray(v) for k, v in self.model.state_dict().items()}, str(tmp))
-        tmp.replace(d / "model.safetensors")  # atomic: an interrupted save never corrupts
+        tensors = {k: np.ascontiguousarray(v) for k, v in self.model.state_dict().items()}
+        meta = {"trainer_state": json.dumps(self.state.__dict__)} if with_state else None
+        atomic_write(d / "model.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata=meta))
         if with_state:
-            (d / "trainer.json").write_text(json.dumps(self.state.__dict__))
+            atomic_write_text(d / "trainer.json", meta["trainer_state"])
 
     def resume(self) -> bool:
-        """Loads checkpoint_dir/last if present; returns whether it did."""
-        if self.checkpoint_dir is None or not (self.checkpoint_dir / "last" / "trainer.json").is_file():
+        """Loads checkpoint_dir/last if present; returns whether it did. A checkpoint
+        that cannot be read raises ValueError naming the file."""
+        if self.checkpoint_dir is None:
             return False
-        from safetensors.numpy import load_file
-
         d = self.checkpoint_dir / "last"
-        self.model.load_state_dict(load_file(str(d / "model.safetensors")))
-        self.state = TrainerState(**json.loads((d / "trainer.json").read_text()))
+        path = d / "model.safetensors"
+        if not path.is_file():
+            return False
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="np") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:  # safetensors raises its own error types
+            raise ValueError(f"checkpoint {path} is unreadable (truncated or corrupt?): {exc}") from None
+        if "trainer_state" in meta:
+            raw = meta["trainer_state"]
+        elif (d / "trainer.json").is_file():  # checkpoints written before the state moved into the file
+            raw = (d / "trainer.json").read_text()
+        else:
+            return False
+        try:
+            state = TrainerState(**json.loads(raw))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"checkpoint {d}: the trainer state is corrupt ({exc})") from None
+        self.model.load_state_dict(tensors)
+        self.state = state
         return True
 
     def load_best(self) -> None:

@@ -224,7 +224,7 @@ def test_training_settings_are_refused_with_their_name():
     model = Seq2Seq(SMALL)
     before = model.params.copy()
     batch = dict(input_ids=np.ones((2, 3), np.int32), labels=np.ones((2, 2), np.int32))
-    with pytest.raises(ValueError, match="lr must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="learning rate from the lr argument is nan"):
         model.train_step(batch, lr=float("nan"))
     model.max_grad_norm = float("nan")  # set behind the constructor's back: the core refuses it
     with pytest.raises(ValueError, match="max_grad_norm must be a number >= 0"):

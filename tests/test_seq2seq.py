@@ -437,7 +437,7 @@ def test_bad_inputs_raise_clear_errors():
         m.train_step([ids, mask, lab])
     with pytest.raises(ValueError, match="does not match"):
         m.train_step(dict(input_ids=ids, attention_mask=mask, labels=lab, decoder_input_ids=dec[:, :2]))
-    with pytest.raises(ValueError, match="lr must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="learning rate from the lr argument"):
         m.train_step(dict(input_ids=ids, attention_mask=mask, labels=lab), lr=-1.0)
     with pytest.raises(ValueError, match="vocab_size"):
         Seq2Seq(dict(d_model=8))

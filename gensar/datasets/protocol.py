@@ -117,9 +117,30 @@ def _id_kind(s: pd.Series) -> str:
     return "bad"
 
 
-def _normalise_ids(s: pd.Series, kind: str) -> pd.Series:
-    """int ids as int64 (also from nullable Int64), str ids as Python-object str."""
-    return s.astype(np.int64) if kind == "int" else s.astype(object)
+def _normalise_ids(s: pd.Series, kind: str, int_dtype=np.int64) -> pd.Series:
+    """int ids as int_dtype (int64, or uint64 for ids >= 2**63; also from nullable
+    Int64/UInt64), str ids as Python-object str."""
+    return s.astype(int_dtype) if kind == "int" else s.astype(object)
+
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _int_id_dtype(columns: list) -> type:
+    """The exact dtype for one role's integer ids (items, or users) over all the
+    columns [(what, Series)] that hold them: int64, or uint64 when some id exceeds
+    2**63 - 1 (int64 would wrap it negative). uint64 cannot hold negative ids, so
+    a role that mixes both is refused with the columns named."""
+    big = [what for what, s in columns if len(s) and pd.api.types.is_unsigned_integer_dtype(s)
+           and int(s.max()) > _INT64_MAX]
+    if not big:
+        return np.int64
+    neg = [what for what, s in columns if len(s) and pd.api.types.is_signed_integer_dtype(s)
+           and int(s.min()) < 0]
+    if neg:
+        raise ValueError(f"{big[0]} holds ids >= 2**63 while {neg[0]} holds negative ids: no integer type "
+                         f"holds both exactly; convert the ids to str")
+    return np.uint64
 
 
 def _check_ids(s: pd.Series, what: str) -> str:
@@ -238,7 +259,8 @@ def from_pandas(
             raise ValueError(
                 "give either real `searches` or `search_share` (semi-synthetic search), not both"
             )
-        if not (isinstance(search_share, (int, float)) and 0.0 <= float(search_share) <= 1.0):
+        if isinstance(search_share, bool) or not (isinstance(search_share, (int, float, np.integer, np.floating))
+                                                  and 0.0 <= float(search_share) <= 1.0):
             raise ValueError(f"search_share must be a number in [0, 1], got {search_share!r}")
 
     hint = (
@@ -250,14 +272,29 @@ def from_pandas(
     if searches is not None:
         _require_columns(searches, [user_col, item_col, time_col, query_col], "searches", hint)
 
+    if len(items) == 0:
+        raise ValueError(f"items is empty (0 rows): it needs one row per item, with columns "
+                         f"{item_col!r} and {title_col!r}")
+    if len(interactions) == 0 and (searches is None or len(searches) == 0):
+        raise ValueError(f"interactions is empty (0 rows){'' if searches is None else ' and so is searches'}: "
+                         f"there are no events to build a dataset from")
+
     # ---- items table
     item_kind = _check_ids(items[item_col], f"items[{item_col!r}]")
+    # one exact integer dtype per role, over every column holding such ids
+    item_cols = [(f"items[{item_col!r}]", items[item_col]), (f"interactions[{item_col!r}]", interactions[item_col])]
+    user_cols = [(f"interactions[{user_col!r}]", interactions[user_col])]
+    if searches is not None:
+        item_cols.append((f"searches[{item_col!r}]", searches[item_col]))
+        user_cols.append((f"searches[{user_col!r}]", searches[user_col]))
+    item_dtype = _int_id_dtype(item_cols)
+    user_dtype = _int_id_dtype(user_cols)
     if items[item_col].duplicated().any():
         dup = items.loc[items[item_col].duplicated(), item_col].iloc[0]
         raise ValueError(f"items[{item_col!r}] must be unique; {_show(dup)} appears more than once")
     it = items.copy()
     it = it.rename(columns={item_col: "item_id", title_col: "title"})
-    it["item_id"] = _normalise_ids(it["item_id"], item_kind)
+    it["item_id"] = _normalise_ids(it["item_id"], item_kind, item_dtype)
     it["title"] = _text_column(it["title"], f"items[{title_col!r}]")
     if category_col in items.columns:
         it = it.rename(columns={category_col: "category"}) if category_col != "category" else it
@@ -314,6 +351,7 @@ def from_pandas(
         frames.append(("searches", src))
 
     user_kind = None
+    frames = [(what, f) for what, f in frames if len(f)]  # an empty table has no id type
     for what, f in frames:
         uk = _check_ids(f["user_id"], f"{what}[{user_col!r}]")
         if user_kind is not None and uk != user_kind:
@@ -325,8 +363,8 @@ def from_pandas(
                 f"{what}[{item_col!r}] holds {ik} ids but items[{item_col!r}] holds {item_kind} ids; "
                 f"convert one so they match"
             )
-        f["user_id"] = _normalise_ids(f["user_id"], uk)
-        f["item_id"] = _normalise_ids(f["item_id"], ik)
+        f["user_id"] = _normalise_ids(f["user_id"], uk, user_dtype)
+        f["item_id"] = _normalise_ids(f["item_id"], ik, item_dtype)
         f["timestamp"] = _to_timestamp(f["timestamp"], f"{what}[{time_col!r}]")
     ev = pd.concat([f for _, f in frames], ignore_index=True)
     if len(ev) == 0:

@@ -25,12 +25,17 @@ def toy(n_users: int = 60, n_items: int = 80, n_topics: int = 8, events_per_user
 
     follow : probability that the next interaction continues the user's walk
     """
-    if n_items < n_topics or n_topics < 1:
-        raise ValueError("need n_items >= n_topics >= 1")
-    if events_per_user < 3:
-        raise ValueError("events_per_user must be >= 3 (train, valid and test)")
-    if not 0.0 <= follow <= 1.0:
-        raise ValueError("follow must be in [0, 1]")
+    from .._validate import check_float, check_int
+
+    n_users = check_int("n_users", n_users, minimum=1)
+    n_items = check_int("n_items", n_items, minimum=1)
+    n_topics = check_int("n_topics", n_topics, minimum=1)
+    events_per_user = check_int("events_per_user", events_per_user, minimum=3)  # train, valid, test
+    follow = check_float("follow", follow, minimum=0.0, maximum=1.0)
+    search_share = check_float("search_share", search_share, minimum=0.0, maximum=1.0)
+    seed = check_int("seed", seed, minimum=0)
+    if n_items < n_topics:
+        raise ValueError(f"need n_items >= n_topics, got n_items={n_items} and n_topics={n_topics}")
     rng = np.random.default_rng(seed)
     topic = np.arange(n_items) % n_topics
     pairs = [(WORDS[t % len(WORDS)], WORDS[(3 * t + 1) % len(WORDS)]) for t in range(n_topics)]
