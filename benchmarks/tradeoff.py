@@ -245,9 +245,11 @@ def write_markdown(summary, path, header, sig=None):
                   "| task | protocol | baseline | seeds | cases | GenSAR | baseline | difference [95% CI] "
                   "| p (bootstrap) | p (paired t) |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in sig.itertuples():
+            # No bootstrap resample crossed the observed difference: p is below 1 / resamples.
+            p_boot = f"{r.p_bootstrap:.3g}" if r.p_bootstrap > 0 else "< 1e-4"
             lines.append(f"| {r.task} | {r.protocol} | {r.baseline} | {r.seeds} | {r.cases} | {r.mean_a:.4f} | "
                          f"{r.mean_b:.4f} | {r.diff:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}] | "
-                         f"{r.p_bootstrap:.3g} | {r.p_ttest:.3g} |")
+                         f"{p_boot} | {r.p_ttest:.3g} |")
     Path(path).write_text("\n".join(lines) + "\n")
 
 

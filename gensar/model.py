@@ -388,13 +388,15 @@ class GenSAR:
                                       "doc2query_valid_loss": self.doc2query_.valid_loss_}
         return pseudo
 
-    def _fit_input_len(self, parts) -> int:
-        """The longest training input in tokens (+ </s>): each task's examples rendered
-        with its longest phrasing (the phrasings differ only by fixed words)."""
+    def _fit_input_len(self, frames) -> int:
+        """The longest input in tokens (+ </s>) among example frames (each of one
+        task), every example rendered with its task's longest phrasing (the phrasings
+        differ only by fixed words)."""
         longest = 2
-        for task, ex in parts.items():
+        for ex in frames:
             if len(ex) == 0:
                 continue
+            task = ex["task"].iloc[0]
             probe = ex.iloc[:1]
             k = int(np.argmax([len(self.tokenizer_.backend.encode(render(probe, template=j)[0],
                                                                    add_special_tokens=False).ids)
@@ -431,7 +433,14 @@ class GenSAR:
         self.epoch_counts_ = self.epoch_plan(dataset)
         parts = {t: self.builder_.examples(t, "train", pseudo_queries=pseudo)
                  for t, n in self.epoch_counts_.items() if n > 0}
-        self.input_len_ = int(c.max_input_len) or self._fit_input_len(parts)
+        if c.max_input_len:
+            self.input_len_ = int(c.max_input_len)
+        else:
+            # Training inputs and the inputs evaluation will decode (their histories
+            # are inputs at inference time too; no target is looked at), so none is cut.
+            frames = list(parts.values()) + [self.builder_.examples(t, s) for t in ("nrip", "nsip")
+                                             for s in ("valid", "test")]
+            self.input_len_ = self._fit_input_len(frames)
         self.seq2seq_ = self._new_seq2seq(self.tokenizer_.vocab_size, c.seed)
 
         def make_epoch(epoch):

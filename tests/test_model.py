@@ -110,8 +110,8 @@ def test_fitted_input_length_cuts_no_training_input(fitted):
     assert model.config.max_input_len == 48  # TINY fixes it; fit one to the data here
     m = gensar.GenSAR(**dict(TINY, max_input_len=0, epochs=1, valid_cases=0))
     m.fit(ds, ids=unique_ids(ds.n_items), progress=False)
-    for task in ("nrip", "nsip"):
-        ex = m.builder_.examples(task, "train")
+    for task, split in (("nrip", "train"), ("nsip", "train"), ("nrip", "test"), ("nsip", "valid")):
+        ex = m.builder_.examples(task, split)
         for k in range(len(TEMPLATES[task])):
             lengths = [len(e.ids) + 1 for e in m.tokenizer_.backend.encode_batch(
                 render(ex, template=k), add_special_tokens=False)]
