@@ -35,6 +35,7 @@ from ._validate import check_float, check_int, check_ks, check_str_list, is_int
 from .evaluate import check_protocols, check_tasks
 from .metrics import DEFAULT_KS, target_ranks
 from .tasks import (REFERENCE_MIXTURE, TASKS, TEMPLATES, TaskBuilder, encode_batch, epoch_counts,
+                    length_grouped_batches,
                     epoch_mixture, render)
 from .tokenizer import REC_ITEM, SRC_ITEM, IDLayout, Tokenizer, escape_text
 
@@ -95,6 +96,8 @@ class GenSARConfig:
     task_weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     examples_per_epoch: int = 0          # next-item examples per epoch (the anchor); 0: every
                                          # next-item training example once per epoch
+    group_by_length: bool = True         # batches of similar input length (less padding, same
+                                         # examples; see tasks.length_grouped_batches)
     # pseudo-queries (ad-hoc search task): "dataset" uses the dataset's own query text
     # (semi-synthetic data: each item's synthetic_query; real logs: its most frequent
     # training queries), "doc2query" trains a doc2query model until its held-out loss
@@ -134,6 +137,8 @@ class GenSARConfig:
                               ("pseudo_query_source", ("auto", "dataset", "doc2query"))):
             if getattr(self, name) not in options:
                 raise ValueError(f"{name} must be one of {options}, got {getattr(self, name)!r}")
+        if not isinstance(self.group_by_length, (bool, np.bool_)):
+            raise TypeError(f"group_by_length must be True or False, got {self.group_by_length!r}")
         if not isinstance(self.sentence_model, str) or not self.sentence_model:
             raise TypeError(f"sentence_model must be a model name (str), got {self.sentence_model!r}")
         minimum = {"id_epochs": 0, "sasrec_epochs": 1, "vocab_size": 100, "max_input_len": 0,
@@ -447,9 +452,15 @@ class GenSAR:
             ep = epoch_mixture(parts, self.epoch_counts_, c.seed, epoch)
             inputs = render(ep, np.random.default_rng([c.seed, 12, epoch]))
             targets = ep["target"].tolist()
-            return [encode_batch(self.tokenizer_, inputs[i:i + c.batch_size], targets[i:i + c.batch_size],
+            if c.group_by_length:
+                batches = length_grouped_batches([len(t) for t in inputs], c.batch_size,
+                                                 np.random.default_rng([c.seed, 14, epoch]))
+            else:
+                batches = [np.arange(i, min(i + c.batch_size, len(inputs)))
+                           for i in range(0, len(inputs), c.batch_size)]
+            return [encode_batch(self.tokenizer_, [inputs[i] for i in b], [targets[i] for i in b],
                                  self.input_len_, c.max_target_len)
-                    for i in range(0, len(inputs), c.batch_size)]
+                    for b in batches]
 
         tasks = self._eval_tasks()
         validate = None

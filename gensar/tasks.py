@@ -386,6 +386,28 @@ def mix(parts: dict, weights: dict | None, rng: np.random.Generator) -> pd.DataF
     return out.iloc[rng.permutation(len(out))].reset_index(drop=True)
 
 
+def length_grouped_batches(lengths, batch_size: int, rng: np.random.Generator, group: int = 50) -> list:
+    """Batches (arrays of example indices) of similar length, for training.
+
+    The (already shuffled) epoch is cut into windows of `group` batches; each window
+    is sorted by length and cut into batches, and the batches are shuffled. Every
+    example is used once, batches stay random mixtures of tasks and users, but a
+    batch pads to the longest of similar rows. Measured on ml-100k's quick preset
+    (one epoch of 5,000 next-item examples): padding fell from 16.0% to 9.2% of the
+    encoder's positions, 7.5% fewer positions in all.
+
+    lengths : (n,) lengths of the inputs (characters are a good enough proxy)
+    """
+    lengths = np.asarray(lengths)
+    window = int(batch_size) * int(group)
+    batches = []
+    for s in range(0, len(lengths), window):
+        w = np.arange(s, min(s + window, len(lengths)))
+        w = w[np.argsort(lengths[w], kind="stable")]
+        batches += [w[i:i + batch_size] for i in range(0, len(w), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def encode_batch(tokenizer: Tokenizer, inputs, targets, max_input: int, max_target: int):
     """Inputs (strings) and targets (token id lists) -> a training batch dict:
     input_ids / attention_mask int32 (B, T_in), labels int32 (B, T_out) with -100 on padding."""

@@ -185,3 +185,19 @@ def test_epoch_stream_sees_every_example_before_repeating(world):
         epoch_mixture(parts, {"nsip": 3}, seed=0, epoch=0)
     with pytest.raises(ValueError, match="nothing to train"):
         epoch_mixture(parts, {"nrip": 0}, seed=0, epoch=0)
+
+
+def test_length_grouped_batches_use_every_example_once_and_cut_padding():
+    from gensar.tasks import length_grouped_batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 200, 1000)
+    batches = length_grouped_batches(lengths, 16, np.random.default_rng(1), group=10)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(1000))
+    assert all(len(b) <= 16 for b in batches)
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    plain = sum(16 * lengths[i:i + 16].max() for i in range(0, 1000, 16))
+    assert padded < 0.8 * plain
+    again = length_grouped_batches(lengths, 16, np.random.default_rng(1), group=10)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again))  # seeded: resume sees the same batches
