@@ -218,11 +218,12 @@ def test_every_gradient_matches_central_differences(variant, one_thread):
         np.testing.assert_allclose(grads[name], fd, rtol=2e-3, atol=2e-4, err_msg=name)
 
 
-def test_gradient_with_dropout_matches_finite_differences_of_same_masks(one_thread):
+@pytest.mark.parametrize("ffn", ["gated-gelu", "relu"])  # relu: the fused ReLU + dropout kernels
+def test_gradient_with_dropout_matches_finite_differences_of_same_masks(one_thread, ffn):
     """With dropout on, a fixed seed fixes the masks, so the loss is a smooth function of
     the parameters: spot-check 20 entries with float32 central differences (step 1e-2,
     tolerance 2e-3 absolute + 3e-2 relative, float32 loss noise)."""
-    m = tiny(feed_forward_proj="gated-gelu", tie_word_embeddings=True, dropout_rate=0.2)
+    m = tiny(feed_forward_proj=ffn, tie_word_embeddings=True, dropout_rate=0.2)
     rng = np.random.default_rng(3)
     b = make_batch(rng)
     m.loss_and_grads(b, dropout=True, seed=5)

@@ -133,6 +133,66 @@ void gs_dropout(size_t n, float p, uint64_t seed, uint64_t stream, const float *
     }
 }
 
+/* ReLU and dropout in one pass over a large activation (the feed-forward hidden
+ * layer is the largest tensor of a step; each extra pass over it is a pass over
+ * memory). The dropout masks are exactly gs_dropout's for the same stream.
+ *   forward:  y[i] = max(x[i], 0) * f_i
+ *   backward: dx[i] = (x[i] > 0) ? dy[i] * f_i : 0    (x: the pre-activation) */
+GS_INLINE void relu_drop_fwd_body(size_t i0, size_t i1, uint32_t k, uint32_t thr, float s, const float *x,
+                                  float *y)
+{
+    for (size_t i = i0; i < i1; i++) {
+        float f = elem_hash(k, (uint32_t)i) >= thr ? s : 0.0f;
+        float v = x[i];
+        y[i] = (v > 0.0f ? v : 0.0f) * f;
+    }
+}
+GS_MULTIVERSION(relu_drop_fwd, (size_t i0, size_t i1, uint32_t k, uint32_t thr, float s, const float *x, float *y),
+                (i0, i1, k, thr, s, x, y))
+
+GS_INLINE void relu_drop_bwd_body(size_t i0, size_t i1, uint32_t k, uint32_t thr, float s, const float *x,
+                                  const float *dy, float *dx)
+{
+    for (size_t i = i0; i < i1; i++) {
+        float f = elem_hash(k, (uint32_t)i) >= thr ? s : 0.0f;
+        float g = dy[i] * f;
+        dx[i] = x[i] > 0.0f ? g : 0.0f;
+    }
+}
+GS_MULTIVERSION(relu_drop_bwd,
+                (size_t i0, size_t i1, uint32_t k, uint32_t thr, float s, const float *x, const float *dy, float *dx),
+                (i0, i1, k, thr, s, x, dy, dx))
+
+void gs_relu_dropout_forward(size_t n, float p, uint64_t seed, uint64_t stream, const float *x, float *y)
+{
+    if (p <= 0.0f) {
+        gs_relu_forward(n, x, y);
+        return;
+    }
+    const uint32_t k = key32(stream_key(seed, stream)), thr = drop_threshold(p);
+    const float s = 1.0f / (1.0f - (p >= 1.0f ? 0.999999f : p));
+    const relu_drop_fwd_fn span = relu_drop_fwd_pick();
+    const size_t nchunks = (n + 4095) / 4096;
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (n > 65536)
+    for (size_t c = 0; c < nchunks; c++) span(c * 4096, c * 4096 + 4096 < n ? c * 4096 + 4096 : n, k, thr, s, x, y);
+}
+
+void gs_relu_dropout_backward(size_t n, float p, uint64_t seed, uint64_t stream, const float *x,
+                              const float *dy, float *dx)
+{
+    if (p <= 0.0f) {
+        gs_relu_backward(n, x, dy, dx);
+        return;
+    }
+    const uint32_t k = key32(stream_key(seed, stream)), thr = drop_threshold(p);
+    const float s = 1.0f / (1.0f - (p >= 1.0f ? 0.999999f : p));
+    const relu_drop_bwd_fn span = relu_drop_bwd_pick();
+    const size_t nchunks = (n + 4095) / 4096;
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (n > 65536)
+    for (size_t c = 0; c < nchunks; c++)
+        span(c * 4096, c * 4096 + 4096 < n ? c * 4096 + 4096 : n, k, thr, s, x, dy, dx);
+}
+
 /* ---------------------------------------------------------------- attention */
 
 /* The per-(batch, head) products are small (T x T x d_head), too small for

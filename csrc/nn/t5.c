@@ -408,10 +408,10 @@ static void ffn_activation(const gs_t5 *m, size_t N, const float *hpre, float *a
         for (size_t n = 0; n < N; n++)
             for (int f = 0; f < F; f++)
                 act[n * F + f] = gelu_tanh(hpre[n * 2 * F + f]) * hpre[n * 2 * F + F + f];
+        gs_dropout(N * F, p, seed, stream, act, act);
     } else {
-        gs_relu_forward(N * F, hpre, act);
+        gs_relu_dropout_forward(N * F, p, seed, stream, hpre, act); /* one pass */
     }
-    gs_dropout(N * F, p, seed, stream, act, act);
 }
 
 // ln (N,C) -> hpre (N,F2) = ln @ wi^T, act (N,F), out (N,C) = act @ wo^T
@@ -436,8 +436,8 @@ static void ffn_backward(gs_t5 *m, size_t N, const float *ln, const block_params
     const int C = m->cfg.d_model, F = m->cfg.d_ff;
     ffn_activation(m, N, hpre, act, p, seed, stream); /* recompute, same masks */
     gs_linear_backward(N, F, C, act, P + b->wo, dout, g_act, G + b->wo, NULL);
-    gs_dropout(N * F, p, seed, stream, g_act, g_act);
     if (m->cfg.gated_gelu) {
+        gs_dropout(N * F, p, seed, stream, g_act, g_act);
 #pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N * F > 32768)
         for (size_t n = 0; n < N; n++)
             for (int f = 0; f < F; f++) {
@@ -450,7 +450,7 @@ static void ffn_backward(gs_t5 *m, size_t N, const float *ln, const block_params
                 g_h[n * 2 * F + F + f] = ga * g;
             }
     } else {
-        gs_relu_backward(N * F, hpre, g_act, g_h);
+        gs_relu_dropout_backward(N * F, p, seed, stream, hpre, g_act, g_h); /* one pass */
     }
     gs_linear_backward(N, C, m->F2, ln, P + b->wi, g_h, dln, G + b->wi, NULL);
 }
