@@ -193,6 +193,32 @@ void gs_relu_dropout_backward(size_t n, float p, uint64_t seed, uint64_t stream,
         span(c * 4096, c * 4096 + 4096 < n ? c * 4096 + 4096 : n, k, thr, s, x, dy, dx);
 }
 
+/* A residual connection through dropout in one pass: y = x + dropout(r) with
+ * gs_dropout's masks; y may alias x (not r). */
+GS_INLINE void drop_add_body(size_t i0, size_t i1, uint32_t k, uint32_t thr, float s, const float *x,
+                             const float *r, float *y)
+{
+    for (size_t i = i0; i < i1; i++) {
+        float f = elem_hash(k, (uint32_t)i) >= thr ? s : 0.0f;
+        y[i] = x[i] + r[i] * f;
+    }
+}
+GS_MULTIVERSION(drop_add,
+                (size_t i0, size_t i1, uint32_t k, uint32_t thr, float s, const float *x, const float *r, float *y),
+                (i0, i1, k, thr, s, x, r, y))
+
+void gs_dropout_add(size_t n, float p, uint64_t seed, uint64_t stream, const float *x, const float *r, float *y)
+{
+    /* p = 0: every factor 1 (threshold 0 keeps all, scale 1) */
+    const uint32_t k = p > 0.0f ? key32(stream_key(seed, stream)) : 0;
+    const uint32_t thr = p > 0.0f ? drop_threshold(p) : 0;
+    const float s = p > 0.0f ? 1.0f / (1.0f - (p >= 1.0f ? 0.999999f : p)) : 1.0f;
+    const drop_add_fn span = drop_add_pick();
+    const size_t nchunks = (n + 4095) / 4096;
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (n > 65536)
+    for (size_t c = 0; c < nchunks; c++) span(c * 4096, c * 4096 + 4096 < n ? c * 4096 + 4096 : n, k, thr, s, x, r, y);
+}
+
 /* ---------------------------------------------------------------- attention */
 
 /* The per-(batch, head) products are small (T x T x d_head), too small for

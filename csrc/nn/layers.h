@@ -38,6 +38,8 @@ void gs_dropout(size_t n, float p, uint64_t seed, uint64_t stream, const float *
 /* The multiplier (0 or 1/(1-p)) of element i of a stream, for kernels that
  * apply dropout inline (attention probabilities). */
 float gs_dropout_factor(float p, uint64_t seed, uint64_t stream, uint64_t i);
+// y (n) = x + dropout(r) with gs_dropout's masks for (seed, stream), in one pass; y may alias x.
+void gs_dropout_add(size_t n, float p, uint64_t seed, uint64_t stream, const float *x, const float *r, float *y);
 // y (n) = dropout(relu(x)) with gs_dropout's masks for (seed, stream), in one pass; y may alias x.
 void gs_relu_dropout_forward(size_t n, float p, uint64_t seed, uint64_t stream, const float *x, float *y);
 // its backward: dx (n) = relu'(x) * dropout(dy); x is the pre-activation; dx may alias dy.

@@ -497,16 +497,12 @@ static int encoder_forward(const gs_t5 *m, const workspace *w, int B, int T, con
         if ((st = gs_attention_forward(&a, qkv, qkv + I, qkv + 2 * I, w->e_probs + (size_t)l * B * H * T * T,
                              att))) return st;
         gs_linear_forward(N, I, C, att, P + b->o_sa, NULL, w->tmp);
-        gs_dropout(NC, p, seed, STREAM(0, l, SITE_SA_OUT), w->tmp, w->tmp);
-        memcpy(xm, x, sizeof(float) * NC);
-        add_inplace(NC, xm, w->tmp);
+        gs_dropout_add(NC, p, seed, STREAM(0, l, SITE_SA_OUT), x, w->tmp, xm); /* xm = x + drop(tmp) */
         // feed-forward: xn = xm + drop(ffn(rmsnorm(xm)))
         gs_rmsnorm_forward(N, C, xm, P + b->ln_ff, eps, w->ln, w->e_rstd2 + l * N);
         ffn_forward(m, N, w->ln, b, w->e_hpre + l * N * F2, w->act, w->tmp, p, seed,
                     STREAM(0, l, SITE_FF_HID));
-        gs_dropout(NC, p, seed, STREAM(0, l, SITE_FF_OUT), w->tmp, w->tmp);
-        memcpy(xn, xm, sizeof(float) * NC);
-        add_inplace(NC, xn, w->tmp);
+        gs_dropout_add(NC, p, seed, STREAM(0, l, SITE_FF_OUT), xm, w->tmp, xn); /* xn = xm + drop(tmp) */
     }
     gs_rmsnorm_forward(N, C, w->e_xfinal, P + m->enc_final_ln, eps, w->enc_out, w->e_rstdf);
     gs_dropout(NC, p, seed, STREAM(0, -1, SITE_FINAL), w->enc_out, w->enc_out);
@@ -542,9 +538,7 @@ static int decoder_forward(const gs_t5 *m, const workspace *w, int B, int Te, in
         if ((st = gs_attention_forward(&a, qkv, qkv + I, qkv + 2 * I,
                              w->d_probs + (size_t)l * B * H * Td * Td, att))) return st;
         gs_linear_forward(N, I, C, att, P + b->o_sa, NULL, w->tmp);
-        gs_dropout(NC, p, seed, STREAM(1, l, SITE_SA_OUT), w->tmp, w->tmp);
-        memcpy(ym1, y, sizeof(float) * NC);
-        add_inplace(NC, ym1, w->tmp);
+        gs_dropout_add(NC, p, seed, STREAM(1, l, SITE_SA_OUT), y, w->tmp, ym1); /* ym1 = y + drop(tmp) */
         // cross-attention over the encoder output (padding keys masked, no position bias)
         gs_rmsnorm_forward(N, C, ym1, P + b->ln_ca, eps, w->ln, w->d_rstd2 + l * N);
         gs_linear_forward(N, C, I, w->ln, P + b->q_ca, NULL, q);
@@ -553,16 +547,12 @@ static int decoder_forward(const gs_t5 *m, const workspace *w, int B, int Te, in
                                          STREAM(1, l, SITE_CA_P));
         if ((st = gs_attention_forward(&ca, q, kv, kv + I, w->d_cprobs + (size_t)l * B * H * Td * Te, catt))) return st;
         gs_linear_forward(N, I, C, catt, P + b->o_ca, NULL, w->tmp);
-        gs_dropout(NC, p, seed, STREAM(1, l, SITE_CA_OUT), w->tmp, w->tmp);
-        memcpy(ym2, ym1, sizeof(float) * NC);
-        add_inplace(NC, ym2, w->tmp);
+        gs_dropout_add(NC, p, seed, STREAM(1, l, SITE_CA_OUT), ym1, w->tmp, ym2); /* ym2 = ym1 + drop(tmp) */
         // feed-forward
         gs_rmsnorm_forward(N, C, ym2, P + b->ln_ff, eps, w->ln, w->d_rstd3 + l * N);
         ffn_forward(m, N, w->ln, b, w->d_hpre + l * N * F2, w->act, w->tmp, p, seed,
                     STREAM(1, l, SITE_FF_HID));
-        gs_dropout(NC, p, seed, STREAM(1, l, SITE_FF_OUT), w->tmp, w->tmp);
-        memcpy(yn, ym2, sizeof(float) * NC);
-        add_inplace(NC, yn, w->tmp);
+        gs_dropout_add(NC, p, seed, STREAM(1, l, SITE_FF_OUT), ym2, w->tmp, yn); /* yn = ym2 + drop(tmp) */
     }
     gs_rmsnorm_forward(N, C, w->d_yfinal, P + m->dec_final_ln, eps, w->dec_out, w->d_rstdf);
     gs_dropout(NC, p, seed, STREAM(1, -1, SITE_FINAL), w->dec_out, w->dec_out);
