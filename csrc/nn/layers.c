@@ -94,24 +94,42 @@ GS_INLINE void drop_factors(uint32_t k, uint32_t thr, float scale, uint64_t base
     for (int j = 0; j < n; j++) f[j] = elem_hash(k, b + (uint32_t)j) >= thr ? scale : 0.0f;
 }
 
-/* y[i] = x[i] * (kept ? s : 0) for i in [i0, i1); the vector paths vectorise the hash. */
-GS_INLINE void dropout_span_body(size_t i0, size_t i1, uint32_t k, uint32_t thr, float s, const float *x,
-                                 float *y)
+/* The mask of one dropout stream: element i is kept (times s) iff
+ * elem_hash(k, i) >= thr. p <= 0 keeps every element with s = 1. */
+typedef struct {
+    uint32_t k, thr;
+    float s;
+} drop_mask;
+
+static drop_mask drop_mask_of(float p, uint64_t seed, uint64_t stream)
 {
-    for (size_t i = i0; i < i1; i++) {
-        float f = elem_hash(k, (uint32_t)i) >= thr ? s : 0.0f;
-        y[i] = x[i] * f;
-    }
+    if (p <= 0.0f) return (drop_mask){0, 0, 1.0f};
+    return (drop_mask){key32(stream_key(seed, stream)), drop_threshold(p),
+                       1.0f / (1.0f - (p >= 1.0f ? 0.999999f : p))};
 }
-GS_MULTIVERSION(dropout_span,
-                (size_t i0, size_t i1, uint32_t k, uint32_t thr, float s, const float *x, float *y),
-                (i0, i1, k, thr, s, x, y))
+
+GS_INLINE float drop_factor(drop_mask d, size_t i) { return elem_hash(d.k, (uint32_t)i) >= d.thr ? d.s : 0.0f; }
+
+/* Runs span(i0, i1, ...) over [0, n) in chunks of 4096 elements (the same split
+ * for any thread count), shared statically among threads. */
+#define FOR_DROP_CHUNKS(n, span, ...)                                                              \
+    do {                                                                                           \
+        const size_t nchunks_ = ((n) + 4095) / 4096;                                               \
+        _Pragma("omp parallel for schedule(static) num_threads(gs_num_threads()) if ((n) > 65536)") \
+        for (size_t c_ = 0; c_ < nchunks_; c_++)                                                   \
+            span(c_ * 4096, c_ * 4096 + 4096 < (n) ? c_ * 4096 + 4096 : (n), __VA_ARGS__);         \
+    } while (0)
+
+/* y[i] = x[i] * f_i for i in [i0, i1); the vector paths vectorise the hash. */
+GS_INLINE void dropout_span_body(size_t i0, size_t i1, drop_mask d, const float *x, float *y)
+{
+    for (size_t i = i0; i < i1; i++) y[i] = x[i] * drop_factor(d, i);
+}
+GS_MULTIVERSION(dropout_span, (size_t i0, size_t i1, drop_mask d, const float *x, float *y), (i0, i1, d, x, y))
 
 float gs_dropout_factor(float p, uint64_t seed, uint64_t stream, uint64_t i)
 {
-    if (p <= 0.0f) return 1.0f;
-    uint32_t k = key32(stream_key(seed, stream));
-    return elem_hash(k, (uint32_t)i) >= drop_threshold(p) ? 1.0f / (1.0f - p) : 0.0f;
+    return drop_factor(drop_mask_of(p, seed, stream), i);
 }
 
 void gs_dropout(size_t n, float p, uint64_t seed, uint64_t stream, const float *x, float *y)
@@ -120,103 +138,60 @@ void gs_dropout(size_t n, float p, uint64_t seed, uint64_t stream, const float *
         if (y != x) memcpy(y, x, sizeof(float) * n);
         return;
     }
-    const uint32_t k = key32(stream_key(seed, stream));
-    const uint32_t thr = drop_threshold(p);
-    const float s = 1.0f / (1.0f - (p >= 1.0f ? 0.999999f : p));
     const dropout_span_fn span = dropout_span_pick();
-    /* chunks of 4096 elements (the same split for any thread count) */
-    const size_t nchunks = (n + 4095) / 4096;
-#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (n > 65536)
-    for (size_t c = 0; c < nchunks; c++) {
-        size_t i0 = c * 4096, i1 = i0 + 4096 < n ? i0 + 4096 : n;
-        span(i0, i1, k, thr, s, x, y);
-    }
+    FOR_DROP_CHUNKS(n, span, drop_mask_of(p, seed, stream), x, y);
 }
 
 /* ReLU and dropout in one pass over a large activation (the feed-forward hidden
  * layer is the largest tensor of a step; each extra pass over it is a pass over
- * memory). The dropout masks are exactly gs_dropout's for the same stream.
+ * memory), with gs_dropout's masks:
  *   forward:  y[i] = max(x[i], 0) * f_i
  *   backward: dx[i] = (x[i] > 0) ? dy[i] * f_i : 0    (x: the pre-activation) */
-GS_INLINE void relu_drop_fwd_body(size_t i0, size_t i1, uint32_t k, uint32_t thr, float s, const float *x,
-                                  float *y)
+GS_INLINE void relu_drop_fwd_body(size_t i0, size_t i1, drop_mask d, const float *x, float *y)
 {
     for (size_t i = i0; i < i1; i++) {
-        float f = elem_hash(k, (uint32_t)i) >= thr ? s : 0.0f;
         float v = x[i];
-        y[i] = (v > 0.0f ? v : 0.0f) * f;
+        y[i] = (v > 0.0f ? v : 0.0f) * drop_factor(d, i);
     }
 }
-GS_MULTIVERSION(relu_drop_fwd, (size_t i0, size_t i1, uint32_t k, uint32_t thr, float s, const float *x, float *y),
-                (i0, i1, k, thr, s, x, y))
+GS_MULTIVERSION(relu_drop_fwd, (size_t i0, size_t i1, drop_mask d, const float *x, float *y), (i0, i1, d, x, y))
 
-GS_INLINE void relu_drop_bwd_body(size_t i0, size_t i1, uint32_t k, uint32_t thr, float s, const float *x,
-                                  const float *dy, float *dx)
+GS_INLINE void relu_drop_bwd_body(size_t i0, size_t i1, drop_mask d, const float *x, const float *dy, float *dx)
 {
     for (size_t i = i0; i < i1; i++) {
-        float f = elem_hash(k, (uint32_t)i) >= thr ? s : 0.0f;
-        float g = dy[i] * f;
+        float g = dy[i] * drop_factor(d, i);
         dx[i] = x[i] > 0.0f ? g : 0.0f;
     }
 }
-GS_MULTIVERSION(relu_drop_bwd,
-                (size_t i0, size_t i1, uint32_t k, uint32_t thr, float s, const float *x, const float *dy, float *dx),
-                (i0, i1, k, thr, s, x, dy, dx))
+GS_MULTIVERSION(relu_drop_bwd, (size_t i0, size_t i1, drop_mask d, const float *x, const float *dy, float *dx),
+                (i0, i1, d, x, dy, dx))
 
 void gs_relu_dropout_forward(size_t n, float p, uint64_t seed, uint64_t stream, const float *x, float *y)
 {
-    if (p <= 0.0f) {
-        gs_relu_forward(n, x, y);
-        return;
-    }
-    const uint32_t k = key32(stream_key(seed, stream)), thr = drop_threshold(p);
-    const float s = 1.0f / (1.0f - (p >= 1.0f ? 0.999999f : p));
     const relu_drop_fwd_fn span = relu_drop_fwd_pick();
-    const size_t nchunks = (n + 4095) / 4096;
-#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (n > 65536)
-    for (size_t c = 0; c < nchunks; c++) span(c * 4096, c * 4096 + 4096 < n ? c * 4096 + 4096 : n, k, thr, s, x, y);
+    FOR_DROP_CHUNKS(n, span, drop_mask_of(p, seed, stream), x, y);
 }
 
 void gs_relu_dropout_backward(size_t n, float p, uint64_t seed, uint64_t stream, const float *x,
                               const float *dy, float *dx)
 {
-    if (p <= 0.0f) {
-        gs_relu_backward(n, x, dy, dx);
-        return;
-    }
-    const uint32_t k = key32(stream_key(seed, stream)), thr = drop_threshold(p);
-    const float s = 1.0f / (1.0f - (p >= 1.0f ? 0.999999f : p));
     const relu_drop_bwd_fn span = relu_drop_bwd_pick();
-    const size_t nchunks = (n + 4095) / 4096;
-#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (n > 65536)
-    for (size_t c = 0; c < nchunks; c++)
-        span(c * 4096, c * 4096 + 4096 < n ? c * 4096 + 4096 : n, k, thr, s, x, dy, dx);
+    FOR_DROP_CHUNKS(n, span, drop_mask_of(p, seed, stream), x, dy, dx);
 }
 
 /* A residual connection through dropout in one pass: y = x + dropout(r) with
  * gs_dropout's masks; y may alias x (not r). */
-GS_INLINE void drop_add_body(size_t i0, size_t i1, uint32_t k, uint32_t thr, float s, const float *x,
-                             const float *r, float *y)
+GS_INLINE void drop_add_body(size_t i0, size_t i1, drop_mask d, const float *x, const float *r, float *y)
 {
-    for (size_t i = i0; i < i1; i++) {
-        float f = elem_hash(k, (uint32_t)i) >= thr ? s : 0.0f;
-        y[i] = x[i] + r[i] * f;
-    }
+    for (size_t i = i0; i < i1; i++) y[i] = x[i] + r[i] * drop_factor(d, i);
 }
-GS_MULTIVERSION(drop_add,
-                (size_t i0, size_t i1, uint32_t k, uint32_t thr, float s, const float *x, const float *r, float *y),
-                (i0, i1, k, thr, s, x, r, y))
+GS_MULTIVERSION(drop_add, (size_t i0, size_t i1, drop_mask d, const float *x, const float *r, float *y),
+                (i0, i1, d, x, r, y))
 
 void gs_dropout_add(size_t n, float p, uint64_t seed, uint64_t stream, const float *x, const float *r, float *y)
 {
-    /* p = 0: every factor 1 (threshold 0 keeps all, scale 1) */
-    const uint32_t k = p > 0.0f ? key32(stream_key(seed, stream)) : 0;
-    const uint32_t thr = p > 0.0f ? drop_threshold(p) : 0;
-    const float s = p > 0.0f ? 1.0f / (1.0f - (p >= 1.0f ? 0.999999f : p)) : 1.0f;
     const drop_add_fn span = drop_add_pick();
-    const size_t nchunks = (n + 4095) / 4096;
-#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (n > 65536)
-    for (size_t c = 0; c < nchunks; c++) span(c * 4096, c * 4096 + 4096 < n ? c * 4096 + 4096 : n, k, thr, s, x, r, y);
+    FOR_DROP_CHUNKS(n, span, drop_mask_of(p, seed, stream), x, r, y);
 }
 
 /* ---------------------------------------------------------------- attention */
