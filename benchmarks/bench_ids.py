@@ -260,7 +260,7 @@ def main():
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--embeddings", help="npz with 'semantic' and 'collaborative': convergence mode")
-    ap.add_argument("--budgets", type=int, nargs="+", default=[250, 500, 1000, 2000])
+    ap.add_argument("--budgets", type=int, nargs="*", default=[250, 500, 1000, 2000])
     ap.add_argument("--methods", nargs="+", default=["joint"])
     ap.add_argument("--skip-old", action="store_true")
     ap.add_argument("--curves", help="path prefix: save each run's per-step loss curve (.npy)")
