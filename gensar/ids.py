@@ -89,9 +89,10 @@ def _as_levels(v):
 # ml-100k (benchmarks/bench_ids.py --embeddings, GenSAR's MiniLM + SASRec
 # embeddings, default sizes): codes used and perplexity stop changing by 1000
 # steps (16/16 codes at every level, perplexity 14.7-15.8); the reconstruction
-# loss is still falling slowly: 0.00329 after a 1000-step schedule, 0.00274
-# after 2000 (-17%; -2.2% over the last 10% of the steps). 2000 steps take
-# ~270 CPU seconds on one core for 1.3k items; pass steps=... for more.
+# loss keeps falling slowly, about 15% per doubling of the budget, with no
+# plateau yet: 0.00329 after a 1000-step schedule, 0.00274 after 2000, 0.00232
+# after 4000 (report() then says converged: NO). 2000 steps cost ~250 CPU
+# seconds (4000: 491 s on one idle core) for 1.3k items; pass steps=... for more.
 DEFAULT_STEPS = 2000
 DEFAULT_WARMUP = 0.1
 # report(): the training has converged when the mean reconstruction loss of its
