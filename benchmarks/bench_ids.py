@@ -211,6 +211,7 @@ def _fit_and_describe(label, sem, col, **kw):
     lv = rep["levels"]
     tr = rep["training"] or {}
     return {"label": label, "steps": tr.get("steps"), "final_loss": tr.get("final_loss"),
+            "final_recon": tr.get("final_reconstruction"), "final_quant": tr.get("final_quantisation"),
             "change": tr.get("change"), "converged": tr.get("converged"), "wall_s": wall,
             "cpu_s": cpu, "min_util_pct": float(lv.utilisation_pct.min()),
             "min_util_raw_pct": float((lv.codes_used_raw / lv.codebook_size).min() * 100),
@@ -239,11 +240,12 @@ def convergence(args):
             rows.append(r)
             if args.curves:
                 np.save(f"{args.curves}_{method}_{steps}.npy", r["ids"].loss_curve_)
-    print("\n| run | steps | final loss | change last 10% | converged | min utilisation % "
-          "(final / nearest codes) | wall s | CPU s |")
+    print("\n| run | steps | final loss (reconstruction / quantisation) | recon. change last 10% "
+          "| converged | min utilisation % (final / nearest codes) | wall s | CPU s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        fl = "n/a" if r["final_loss"] is None else f"{r['final_loss']:.5f}"
+        fl = ("n/a" if r["final_loss"] is None else
+              f"{r['final_loss']:.5f} ({r['final_recon']:.5f} / {r['final_quant']:.5f})")
         ch = "n/a" if r["change"] is None else f"{100 * r['change']:+.2f}%"
         print(f"| {r['label']} | {r['steps']} | {fl} | {ch} | {r['converged']} | "
               f"{r['min_util_pct']:.1f} / {r['min_util_raw_pct']:.1f} | {r['wall_s']:.0f} | "
@@ -258,7 +260,7 @@ def main():
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--embeddings", help="npz with 'semantic' and 'collaborative': convergence mode")
-    ap.add_argument("--budgets", type=int, nargs="+", default=[250, 500, 1000, 2000])
+    ap.add_argument("--budgets", type=int, nargs="*", default=[250, 500, 1000, 2000])
     ap.add_argument("--methods", nargs="+", default=["joint"])
     ap.add_argument("--skip-old", action="store_true")
     ap.add_argument("--curves", help="path prefix: save each run's per-step loss curve (.npy)")

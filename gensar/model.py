@@ -50,10 +50,11 @@ class GenSARConfig:
     """
 
     # identifiers (GENSAR.md section 2)
-    shared_levels: tuple = (256, 256)
-    specific_levels: tuple = (256, 256)
+    # codebook sizes per level: ints, or "auto" (sized from the catalogue: 16 for ml-100k)
+    shared_levels: tuple = ("auto", "auto")
+    specific_levels: tuple = ("auto", "auto")
     id_method: str = "joint"            # joint | residual_kmeans | single | random
-    id_epochs: int = 200
+    id_epochs: int | None = None        # None: DualIDs' step budget (warm-up + linear decay)
     rec_id: str = "collaborative"       # which ID recommendation generates (ablations)
     search_id: str = "semantic"         # which ID search generates
     # item embeddings (section 1)

@@ -840,10 +840,13 @@ def test_report_shows_codes_collisions_and_convergence():
         n_coll = rep["collisions"][kind]["before"]
         assert n_coll == round(rep["collision_rate_before"][kind] * 700)
     tr = rep["training"]
-    curve = ids.loss_curve_[:, 1]
-    assert tr["steps"] == 120 and tr["final_loss"] == pytest.approx(curve[-12:].mean())
-    assert tr["change"] == pytest.approx((curve[-24:-12].mean() - curve[-12:].mean())
-                                         / curve[-12:].mean())
+    curve = ids.loss_curve_
+    recon = curve[:, 2] + curve[:, 3]
+    assert tr["steps"] == 120 and tr["final_loss"] == pytest.approx(curve[-12:, 1].mean())
+    assert tr["final_reconstruction"] == pytest.approx(recon[-12:].mean())
+    assert tr["final_quantisation"] == pytest.approx(curve[-12:, 4].mean())
+    assert tr["change"] == pytest.approx((recon[-24:-12].mean() - recon[-12:].mean())
+                                         / recon[-12:].mean())
     assert tr["converged"] == (tr["change"] < 0.01)
     text = rep["summary"]
     assert "converged" in text and "perplexity" in text and "colliding items" in text
