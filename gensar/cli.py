@@ -22,7 +22,7 @@ import time
 PRESETS = {
     "quick": dict(d_model=128, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=32, d_ff=512,
                   n_rec=10, n_search=5, max_input_len=0, epochs=2, examples_per_epoch=41_000,
-                  batch_size=64, lr=2e-3, id_epochs=100, sasrec_epochs=20,
+                  batch_size=64, lr=2e-3, id_epochs=500, sasrec_epochs=20,
                   valid_cases=0, num_beams=20),
     "full": dict(epochs=20, patience=3, valid_cases=300),
     "smoke": dict(d_model=32, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=16, d_ff=64,

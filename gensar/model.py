@@ -124,7 +124,9 @@ class GenSARConfig:
             v = getattr(self, name)
             if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
                 raise TypeError(f"{name} must be a tuple of codebook sizes, got {v!r}")
-            setattr(self, name, tuple(check_int(f"{name}[{i}]", k, minimum=1) for i, k in enumerate(v)))
+            # "auto": codes per level chosen from the catalogue size (gensar.ids.auto_codebook_size)
+            setattr(self, name, tuple(k if isinstance(k, str) and k == "auto" else
+                                      check_int(f"{name}[{i}]", k, minimum=1) for i, k in enumerate(v)))
         if not self.specific_levels:
             raise ValueError("specific_levels must hold at least one level (the IDs of the two kinds differ there)")
         if len(self.shared_levels) + 2 * len(self.specific_levels) > 26:
@@ -142,7 +144,9 @@ class GenSARConfig:
             raise TypeError(f"group_by_length must be True or False, got {self.group_by_length!r}")
         if not isinstance(self.sentence_model, str) or not self.sentence_model:
             raise TypeError(f"sentence_model must be a model name (str), got {self.sentence_model!r}")
-        minimum = {"id_epochs": 0, "sasrec_epochs": 1, "vocab_size": 100, "max_input_len": 0,
+        if self.id_epochs is not None:  # None: DualIDs' own step budget
+            self.id_epochs = check_int("id_epochs", self.id_epochs, minimum=0)
+        minimum = {"sasrec_epochs": 1, "vocab_size": 100, "max_input_len": 0,
                    "max_target_len": 2, "n_rec": 0, "n_search": 0, "doc2query_patience": 0, "d_model": 1, "num_layers": 1,
                    "num_decoder_layers": 1, "num_heads": 1, "d_kv": 1, "d_ff": 1, "epochs": 1,
                    "batch_size": 1, "examples_per_epoch": 0, "doc2query_epochs": 1,
