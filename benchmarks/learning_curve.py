@@ -19,7 +19,12 @@ seconds) and OUT/run.json (command, commit, CPU and kernel path, config).
     python benchmarks/learning_curve.py --report /tmp/lc-quick --results benchmarks/results
 
 reads the epochs done so far (also of a run still going or stopped) and writes
-RESULTS/learning-curve-<name>.{csv,md,png}.
+RESULTS/learning-curve-<name>.{csv,md,png};
+
+    python benchmarks/learning_curve.py --baselines --results benchmarks/results
+
+writes the baselines' validation NDCG@10 on the same cases (popularity, SASRec,
+BM25) that the report draws beside the curve.
 """
 from __future__ import annotations
 
@@ -82,6 +87,28 @@ def md_table(df: pd.DataFrame) -> str:
     return "\n".join(rows)
 
 
+def validation_baselines(cases: int, sasrec_epochs: int, seed: int = 0) -> dict:
+    """Validation NDCG@10 (sampled protocol, the first `cases` cases, as GenSAR's
+    validation) of popularity and SASRec (recommendation), BM25 (search): the lines
+    a learning curve is read against."""
+    from gensar.baselines import BM25Search, Popularity
+    from gensar.embeddings import SASRec
+    from gensar.evaluate import evaluate_scorer
+    from gensar.metrics import metrics_from_ranks
+
+    ds = datasets.load("ml-100k")
+    out = {}
+    sasrec = SASRec(epochs=sasrec_epochs, seed=seed, show_progress=False).fit(ds)
+    for name, fn, tasks in (("popularity", Popularity().fit(ds).score, ("rec", "search")),
+                            ("SASRec", lambda t, ex: sasrec.score(t, ex, ds), ("rec",)),
+                            ("BM25", BM25Search().fit(ds).score, ("search",))):
+        ranks = {}
+        evaluate_scorer(ds, fn, tasks=tasks, split="valid", protocols=("sampled",), ranks_out=ranks)
+        for (task, _), r in ranks.items():
+            out[f"{name} {task}"] = float(metrics_from_ranks(np.asarray(r)[:cases], (10,))["NDCG@10"])
+    return out
+
+
 def report(run_dir: Path, results: Path) -> None:
     """Curve so far of the run in run_dir (its checkpoint's trainer state) ->
     results/learning-curve-<run name>.{csv,md,png}."""
@@ -103,9 +130,18 @@ def report(run_dir: Path, results: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for col, label in (("rec_NDCG@10", "recommendation"), ("search_NDCG@10", "search")):
+    colors = {"rec": "C0", "search": "C1"}
+    for col, label, task in (("rec_NDCG@10", "GenSAR recommendation", "rec"),
+                             ("search_NDCG@10", "GenSAR search", "search")):
         if col in hist:
-            ax.plot(hist["examples_seen"], hist[col], marker="o", label=label)
+            ax.plot(hist["examples_seen"], hist[col], marker="o", label=label, color=colors[task])
+    base_path = results / "validation-baselines-ml-100k.json"
+    base = json.loads(base_path.read_text()) if base_path.is_file() else {}
+    for key, v in base.items():
+        method, task = key.rsplit(" ", 1)
+        ax.axhline(v, ls="--" if method != "popularity" else ":", color=colors[task], alpha=0.6)
+        ax.annotate(key, (0.01, v), xycoords=("axes fraction", "data"), xytext=(0, 2),
+                    textcoords="offset points", fontsize=7, color=colors[task])
     ax.set_xlabel("training examples seen")
     ax.set_ylabel("validation NDCG@10 (sampled, 100 candidates)")
     ax.set_title(f"GenSAR on ml-100k: {name}")
@@ -124,12 +160,28 @@ def report(run_dir: Path, results: Path) -> None:
              f"{cfg.get('valid_cases')} cases per task, sampled protocol (popularity negatives for "
              f"recommendation, BM25 hard negatives for search).", "",
              md_table(hist), "",
+             ("Baselines on the same validation cases (dashed in the plot): "
+              + ", ".join(f"{k} {v:.4f}" for k, v in base.items()) + ".") if base else "",
+             "",
              f"![validation NDCG@10 against examples seen](learning-curve-{name}.png)", ""]
     (results / f"learning-curve-{name}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 
 def main():
+    if "--baselines" in sys.argv:
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--baselines", action="store_true")
+        ap.add_argument("--valid-cases", type=int, default=200)
+        ap.add_argument("--sasrec-epochs", type=int, default=20)
+        ap.add_argument("--threads", type=int, default=1)
+        ap.add_argument("--results", default=str(Path(__file__).parent / "results"))
+        a = ap.parse_args()
+        gensar.set_num_threads(a.threads)
+        base = validation_baselines(a.valid_cases, a.sasrec_epochs)
+        Path(a.results).mkdir(parents=True, exist_ok=True)
+        (Path(a.results) / "validation-baselines-ml-100k.json").write_text(json.dumps(base, indent=1))
+        return print(base)
     if "--report" in sys.argv:
         ap = argparse.ArgumentParser()
         ap.add_argument("--report", required=True)
