@@ -1,7 +1,8 @@
 /* Blocked SGEMM in the BLIS style: op(B) is packed into KC x NR column panels,
  * op(A) into MR x KC row panels, and a register-blocked MR x NR micro-kernel
  * multiplies one pair of panels. Packing absorbs every transpose form, so the
- * micro-kernel sees a single layout. Three micro-kernels: portable C (6 x 16),
+ * micro-kernel sees a single layout; the AVX-512 kernel also reads a
+ * non-transposed A in place (no A packing). Three micro-kernels: portable C (6 x 16),
  * AVX2+FMA (6 x 16) and AVX-512 (12 x 32); the vector ones are compiled with
  * target attributes and chosen per call by gs_isa(), so one build runs on any
  * x86-64. The panel shapes follow the kernel. */
@@ -14,7 +15,7 @@
 #include "simd.h"
 
 #define MC 120  /* rows of A packed per block: MC x KC floats stay in L2 (a multiple of every MR) */
-#define KC 256  /* depth of one packed slab: a 16 KB B panel stays in L1 */
+#define KC 256  /* depth of one packed slab: a B panel (16 or 32 KB) stays in L1 */
 #define NC 3072 /* columns of B packed per slab: KC x NC floats stay in L3 */
 
 /* Depth of the slabs. Every slab after the first re-reads C, which has left the
@@ -29,12 +30,12 @@ static int slab_depth(int K)
 typedef void (*micro_kernel_fn)(int kc, const float *a, const float *b, float *c, int ldc,
                                 float alpha, float beta, const float *bias, int mr, int nr);
 
-/* A micro-kernel and the shape of the tile it computes: `rows` rows of A (packed
- * as (kc, rows) panels) times `cols` columns of B (packed as (kc, cols) panels). */
 /* The same product reading A unpacked: a = &A[row][p0], row stride lda. */
 typedef void (*direct_kernel_fn)(int kc, const float *a, int lda, const float *b, float *c, int ldc,
                                  float alpha, float beta, const float *bias, int mr, int nr);
 
+/* A micro-kernel and the shape of the tile it computes: `rows` rows of A (packed
+ * as (kc, rows) panels) times `cols` columns of B (packed as (kc, cols) panels). */
 typedef struct {
     micro_kernel_fn fn;
     direct_kernel_fn direct; /* NULL: A is always packed */
