@@ -110,16 +110,6 @@ static drop_mask drop_mask_of(float p, uint64_t seed, uint64_t stream)
 
 GS_INLINE float drop_factor(drop_mask d, size_t i) { return elem_hash(d.k, (uint32_t)i) >= d.thr ? d.s : 0.0f; }
 
-/* Runs span(i0, i1, ...) over [0, n) in chunks of 4096 elements (the same split
- * for any thread count), shared statically among threads. */
-#define FOR_DROP_CHUNKS(n, span, ...)                                                              \
-    do {                                                                                           \
-        const size_t nchunks_ = ((n) + 4095) / 4096;                                               \
-        _Pragma("omp parallel for schedule(static) num_threads(gs_num_threads()) if ((n) > 65536)") \
-        for (size_t c_ = 0; c_ < nchunks_; c_++)                                                   \
-            span(c_ * 4096, c_ * 4096 + 4096 < (n) ? c_ * 4096 + 4096 : (n), __VA_ARGS__);         \
-    } while (0)
-
 /* y[i] = x[i] * f_i for i in [i0, i1); the vector paths vectorise the hash. */
 GS_INLINE void dropout_span_body(size_t i0, size_t i1, drop_mask d, const float *x, float *y)
 {
@@ -139,7 +129,8 @@ void gs_dropout(size_t n, float p, uint64_t seed, uint64_t stream, const float *
         return;
     }
     const dropout_span_fn span = dropout_span_pick();
-    FOR_DROP_CHUNKS(n, span, drop_mask_of(p, seed, stream), x, y);
+    const drop_mask d = drop_mask_of(p, seed, stream);
+    GS_FOR_CHUNKS(n, 4096, 65536, i0, i1, span(i0, i1, d, x, y));
 }
 
 /* ReLU and dropout in one pass over a large activation (the feed-forward hidden
@@ -169,14 +160,16 @@ GS_MULTIVERSION(relu_drop_bwd, (size_t i0, size_t i1, drop_mask d, const float *
 void gs_relu_dropout_forward(size_t n, float p, uint64_t seed, uint64_t stream, const float *x, float *y)
 {
     const relu_drop_fwd_fn span = relu_drop_fwd_pick();
-    FOR_DROP_CHUNKS(n, span, drop_mask_of(p, seed, stream), x, y);
+    const drop_mask d = drop_mask_of(p, seed, stream);
+    GS_FOR_CHUNKS(n, 4096, 65536, i0, i1, span(i0, i1, d, x, y));
 }
 
 void gs_relu_dropout_backward(size_t n, float p, uint64_t seed, uint64_t stream, const float *x,
                               const float *dy, float *dx)
 {
     const relu_drop_bwd_fn span = relu_drop_bwd_pick();
-    FOR_DROP_CHUNKS(n, span, drop_mask_of(p, seed, stream), x, dy, dx);
+    const drop_mask d = drop_mask_of(p, seed, stream);
+    GS_FOR_CHUNKS(n, 4096, 65536, i0, i1, span(i0, i1, d, x, dy, dx));
 }
 
 /* A residual connection through dropout in one pass: y = x + dropout(r) with
@@ -191,7 +184,8 @@ GS_MULTIVERSION(drop_add, (size_t i0, size_t i1, drop_mask d, const float *x, co
 void gs_dropout_add(size_t n, float p, uint64_t seed, uint64_t stream, const float *x, const float *r, float *y)
 {
     const drop_add_fn span = drop_add_pick();
-    FOR_DROP_CHUNKS(n, span, drop_mask_of(p, seed, stream), x, r, y);
+    const drop_mask d = drop_mask_of(p, seed, stream);
+    GS_FOR_CHUNKS(n, 4096, 65536, i0, i1, span(i0, i1, d, x, r, y));
 }
 
 /* ---------------------------------------------------------------- attention */

@@ -13,19 +13,6 @@
  * on the thread count. Row reductions use `omp simd` (a fixed vector order per
  * path). No libm calls in the loops: the exponentials are simd.h's. */
 
-/* for (c = 0; c < n; c += chunk) body(c, min(n, c + chunk)), chunks shared
- * statically among threads when n > serial_below. */
-#define FOR_CHUNKS(n, chunk, serial_below, lo, hi, call)                                               \
-    do {                                                                                               \
-        const size_t n_ = (n), chunk_ = (chunk), nchunks_ = (n_ + chunk_ - 1) / chunk_;                \
-        const int parallel_ = n_ > (size_t)(serial_below) && nchunks_ > 1;                            \
-        _Pragma("omp parallel for schedule(static) num_threads(gs_num_threads()) if(parallel_)")      \
-        for (size_t c_ = 0; c_ < nchunks_; c_++) {                                                     \
-            size_t lo = c_ * chunk_, hi = lo + chunk_ < n_ ? lo + chunk_ : n_;                         \
-            call;                                                                                      \
-        }                                                                                              \
-    } while (0)
-
 #define ROW_CHUNK 8       /* rows per task */
 #define ELEM_CHUNK 16384  /* elements per task */
 #define COL_BLOCK 64      /* columns per reduction task: one accumulator vector set */
@@ -124,7 +111,7 @@ GS_MULTIVERSION(softmax_rows, (size_t r0, size_t r1, int n, const float *x, floa
 void gs_softmax_forward(size_t rows, int n, const float *x, float *y)
 {
     softmax_rows_fn k = softmax_rows_pick();
-    FOR_CHUNKS(rows, ROW_CHUNK, 16, r0, r1, k(r0, r1, n, x, y));
+    GS_FOR_CHUNKS(rows, ROW_CHUNK, 16, r0, r1, k(r0, r1, n, x, y));
 }
 
 GS_INLINE void softmax_back_rows_body(size_t r0, size_t r1, int n, const float *y, const float *dy, float *dx)
@@ -144,7 +131,7 @@ GS_MULTIVERSION(softmax_back_rows, (size_t r0, size_t r1, int n, const float *y,
 void gs_softmax_backward(size_t rows, int n, const float *y, const float *dy, float *dx)
 {
     softmax_back_rows_fn k = softmax_back_rows_pick();
-    FOR_CHUNKS(rows, ROW_CHUNK, 16, r0, r1, k(r0, r1, n, y, dy, dx));
+    GS_FOR_CHUNKS(rows, ROW_CHUNK, 16, r0, r1, k(r0, r1, n, y, dy, dx));
 }
 
 /* --------------------------------------------------------------- layernorm */
@@ -181,7 +168,7 @@ void gs_layernorm_forward(size_t rows, int C, const float *x, const float *gamma
                           const float *beta, float eps, float *y, float *mean, float *rstd)
 {
     layernorm_rows_fn k = layernorm_rows_pick();
-    FOR_CHUNKS(rows, ROW_CHUNK, 16, r0, r1, k(r0, r1, C, x, gamma, beta, eps, y, mean, rstd));
+    GS_FOR_CHUNKS(rows, ROW_CHUNK, 16, r0, r1, k(r0, r1, C, x, gamma, beta, eps, y, mean, rstd));
 }
 
 /* dgamma[j] += sum_r dy[r,j] xhat[r,j], dbeta[j] += sum_r dy[r,j] for j in [j0, j1), r in order */
@@ -242,9 +229,9 @@ void gs_layernorm_backward(size_t rows, int C, const float *x, const float *gamm
 {
     /* parameter gradients first: dx may alias dy */
     layernorm_param_grads_fn kp = layernorm_param_grads_pick();
-    FOR_CHUNKS((size_t)C, COL_BLOCK, 0, j0, j1, kp(j0, j1, rows, C, x, mean, rstd, dy, dgamma, dbeta));
+    GS_FOR_CHUNKS((size_t)C, COL_BLOCK, 0, j0, j1, kp(j0, j1, rows, C, x, mean, rstd, dy, dgamma, dbeta));
     layernorm_back_rows_fn k = layernorm_back_rows_pick();
-    FOR_CHUNKS(rows, ROW_CHUNK, 16, r0, r1, k(r0, r1, C, x, gamma, mean, rstd, dy, dx));
+    GS_FOR_CHUNKS(rows, ROW_CHUNK, 16, r0, r1, k(r0, r1, C, x, gamma, mean, rstd, dy, dx));
 }
 
 /* ----------------------------------------------------------------- rmsnorm */
@@ -272,7 +259,7 @@ void gs_rmsnorm_forward(size_t rows, int C, const float *x, const float *weight,
                         float *y, float *rstd)
 {
     rmsnorm_rows_fn k = rmsnorm_rows_pick();
-    FOR_CHUNKS(rows, ROW_CHUNK, 16, r0, r1, k(r0, r1, C, x, weight, eps, y, rstd));
+    GS_FOR_CHUNKS(rows, ROW_CHUNK, 16, r0, r1, k(r0, r1, C, x, weight, eps, y, rstd));
 }
 
 /* dweight[j] += sum_r dy[r,j] x[r,j] rstd[r] for j in [j0, j1), r in order */
@@ -317,9 +304,9 @@ void gs_rmsnorm_backward(size_t rows, int C, const float *x, const float *weight
 {
     /* parameter gradients first: dx may alias dy */
     rmsnorm_param_grads_fn kp = rmsnorm_param_grads_pick();
-    FOR_CHUNKS((size_t)C, COL_BLOCK, 0, j0, j1, kp(j0, j1, rows, C, x, rstd, dy, dweight));
+    GS_FOR_CHUNKS((size_t)C, COL_BLOCK, 0, j0, j1, kp(j0, j1, rows, C, x, rstd, dy, dweight));
     rmsnorm_back_rows_fn k = rmsnorm_back_rows_pick();
-    FOR_CHUNKS(rows, ROW_CHUNK, 16, r0, r1, k(r0, r1, C, x, weight, rstd, dy, dx));
+    GS_FOR_CHUNKS(rows, ROW_CHUNK, 16, r0, r1, k(r0, r1, C, x, weight, rstd, dy, dx));
 }
 
 /* ------------------------------------------------------------- activations */
@@ -393,13 +380,13 @@ GS_MULTIVERSION(gelu_erf_bwd, (size_t i0, size_t i1, const float *x, const float
     void pub(size_t n, const float *x, float *y)                                                   \
     {                                                                                              \
         kern##_fn k = kern##_pick();                                                               \
-        FOR_CHUNKS(n, ELEM_CHUNK, 32768, i0, i1, k(i0, i1, x, y));                                 \
+        GS_FOR_CHUNKS(n, ELEM_CHUNK, 32768, i0, i1, k(i0, i1, x, y));                                 \
     }
 #define ELEMWISE_BWD(pub, kern)                                                                    \
     void pub(size_t n, const float *x, const float *dy, float *dx)                                 \
     {                                                                                              \
         kern##_fn k = kern##_pick();                                                               \
-        FOR_CHUNKS(n, ELEM_CHUNK, 32768, i0, i1, k(i0, i1, x, dy, dx));                            \
+        GS_FOR_CHUNKS(n, ELEM_CHUNK, 32768, i0, i1, k(i0, i1, x, dy, dx));                            \
     }
 ELEMWISE_FWD(gs_relu_forward, relu_fwd)
 ELEMWISE_BWD(gs_relu_backward, relu_bwd)

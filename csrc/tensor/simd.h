@@ -157,4 +157,18 @@ GS_TARGET_AVX512 static inline __m512 gs_erfc_nonnegative_avx512(__m512 z)
 #endif
 #define GS_INLINE static inline __attribute__((always_inline))
 
+/* for (c = 0; c < n; c += chunk) call with [lo, hi) = [c, min(n, c + chunk)); the
+ * chunks are shared statically among threads when n > serial_below. The split
+ * depends on n and chunk only, so results do not depend on the thread count. */
+#define GS_FOR_CHUNKS(n, chunk, serial_below, lo, hi, call)                                            \
+    do {                                                                                               \
+        const size_t n_ = (n), chunk_ = (chunk), nchunks_ = (n_ + chunk_ - 1) / chunk_;                \
+        const int parallel_ = n_ > (size_t)(serial_below) && nchunks_ > 1;                            \
+        _Pragma("omp parallel for schedule(static) num_threads(gs_num_threads()) if(parallel_)")      \
+        for (size_t c_ = 0; c_ < nchunks_; c_++) {                                                     \
+            size_t lo = c_ * chunk_, hi = lo + chunk_ < n_ ? lo + chunk_ : n_;                         \
+            call;                                                                                      \
+        }                                                                                              \
+    } while (0)
+
 #endif
