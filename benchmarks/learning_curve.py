@@ -159,6 +159,8 @@ def report(run_dir: Path, results: Path) -> None:
              f"high in early epochs, so later points also reflect the decay). Validation split only, "
              f"{cfg.get('valid_cases')} cases per task, sampled protocol (popularity negatives for "
              f"recommendation, BM25 hard negatives for search).", "",
+             "Settings (the preset plus overrides; everything else is GenSARConfig's default): "
+             + ", ".join(f"{k}={v}" for k, v in sorted(cfg.items())) + ".", "",
              md_table(hist), "",
              ("Baselines on the same validation cases (dashed in the plot): "
               + ", ".join(f"{k} {v:.4f}" for k, v in base.items()) + ".") if base else "",
