@@ -13,8 +13,9 @@ Item embeddings are cached in `--cache` (semantic: the sentence encoder; collabo
 SASRec with the preset's epochs and the run's seed), so variants share them.
 Checkpoints go to OUT/checkpoints: running the same command again resumes.
 
-Writes OUT/curve.csv (epoch, examples_seen, train loss, validation metrics,
-seconds) and OUT/run.json (command, commit, CPU and kernel path, config).
+Writes OUT/run.json (command, commit, CPU and kernel path, config) and, at the
+end, OUT/learning-curve-<OUT name>.{csv,md,png} (epoch, examples_seen, train loss,
+validation metrics, seconds, CPU and kernel path).
 
     python benchmarks/learning_curve.py --report /tmp/lc-quick --results benchmarks/results
 
@@ -123,6 +124,10 @@ def report(run_dir: Path, results: Path) -> None:
     hist.insert(1, "examples_seen", (hist["epoch"] * steps_per_epoch * batch).round().astype(int))
     name = run_dir.name
     results.mkdir(parents=True, exist_ok=True)
+    # every row names the machine and kernel path: figures from other CPUs are not comparable
+    hist["cpu"] = info["cpu"]["cpu"]
+    hist["kernel_path"] = info["cpu"]["isa"]
+    hist["threads"] = info["cpu"]["threads"]
     hist.to_csv(results / f"learning-curve-{name}.csv", index=False)
     import matplotlib
 
@@ -144,7 +149,8 @@ def report(run_dir: Path, results: Path) -> None:
                     textcoords="offset points", fontsize=7, color=colors[task])
     ax.set_xlabel("training examples seen")
     ax.set_ylabel("validation NDCG@10 (sampled, 100 candidates)")
-    ax.set_title(f"GenSAR on ml-100k: {name}")
+    ax.set_title(f"GenSAR on ml-100k: {name}\n{info['cpu']['cpu']}, kernel path {info['cpu']['isa']}, "
+                 f"{info['cpu']['threads']} thread(s)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -216,12 +222,7 @@ def main():
     model = gensar.GenSAR(**cfg)
     model.fit(ds, semantic_embeddings=sem, collaborative_embeddings=col,
               checkpoint_dir=out / "checkpoints", progress=args.progress)
-    hist = pd.DataFrame(model.history_)
-    per_epoch = model.trainer_.state.step  # steps in total
-    n_batches = per_epoch / max(1, len(hist))
-    hist.insert(1, "examples_seen", (hist["epoch"] * n_batches * cfg.get("batch_size", 64)).round().astype(int))
-    hist.to_csv(out / "curve.csv", index=False)
-    print(hist.to_string(index=False))
+    report(out, out)  # the same table, CSV and plot as --report, in OUT
     print(f"wall time {time.perf_counter() - t0:.0f} s; timings {model.timings_}")
 
 
