@@ -110,6 +110,12 @@ def validation_baselines(cases: int, sasrec_epochs: int, seed: int = 0) -> dict:
     return out
 
 
+def baselines_path(results: Path, cases) -> Path:
+    """Where the baselines' validation NDCG@10 on the first `cases` cases is kept
+    (one file per case count: a curve is only read against the same cases)."""
+    return results / f"validation-baselines-ml-100k-c{cases}.json"
+
+
 def report(run_dir: Path, results: Path) -> None:
     """Curve so far of the run in run_dir (its checkpoint's trainer state) ->
     results/learning-curve-<run name>.{csv,md,png}."""
@@ -140,7 +146,7 @@ def report(run_dir: Path, results: Path) -> None:
                              ("search_NDCG@10", "GenSAR search", "search")):
         if col in hist:
             ax.plot(hist["examples_seen"], hist[col], marker="o", label=label, color=colors[task])
-    base_path = results / "validation-baselines-ml-100k.json"
+    base_path = baselines_path(results, info["config"].get("valid_cases"))
     base = json.loads(base_path.read_text()) if base_path.is_file() else {}
     for key, v in base.items():
         method, task = key.rsplit(" ", 1)
@@ -188,7 +194,7 @@ def main():
         gensar.set_num_threads(a.threads)
         base = validation_baselines(a.valid_cases, a.sasrec_epochs)
         Path(a.results).mkdir(parents=True, exist_ok=True)
-        (Path(a.results) / "validation-baselines-ml-100k.json").write_text(json.dumps(base, indent=1))
+        baselines_path(Path(a.results), a.valid_cases).write_text(json.dumps(base, indent=1))
         return print(base)
     if "--report" in sys.argv:
         ap = argparse.ArgumentParser()
@@ -222,6 +228,7 @@ def main():
     model = gensar.GenSAR(**cfg)
     model.fit(ds, semantic_embeddings=sem, collaborative_embeddings=col,
               checkpoint_dir=out / "checkpoints", progress=args.progress)
+    model.save(out / "model")  # for diagnostics (GenSAR.load(path, dataset=ds))
     report(out, out)  # the same table, CSV and plot as --report, in OUT
     print(f"wall time {time.perf_counter() - t0:.0f} s; timings {model.timings_}")
 

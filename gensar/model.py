@@ -470,11 +470,24 @@ class GenSAR:
         tasks = self._eval_tasks()
         validate = None
         if tasks and c.valid_cases > 0:
+            # Teacher-forced loss (dropout off) on the same number of validation and
+            # training examples of each ranking task: the gap between the two tells
+            # over-fitting (valid loss rising) from under-fitting (both high).
+            loss_probes = {}
+            for task, part in (("rec", "nrip"), ("search", "nsip")):
+                if task in tasks and part in parts:
+                    n = min(c.valid_cases, len(parts[part]))
+                    pick = np.random.default_rng([c.seed, 15]).choice(len(parts[part]), n, replace=False)
+                    loss_probes[f"{task}_train_loss"] = parts[part].iloc[np.sort(pick)]
+                    loss_probes[f"{task}_valid_loss"] = self.builder_.examples(part, "valid").iloc[:c.valid_cases]
+
             def validate():
                 table = self.evaluate("valid", protocols=("sampled",), max_cases=c.valid_cases,
                                       tasks=tasks, progress=False)
                 out = {f"{task}_{c.metric}": float(v) for task, v in zip(table["task"], table[c.metric])}
-                out[c.metric] = float(np.mean(list(out.values())))
+                out[c.metric] = float(np.mean([out[f"{task}_{c.metric}"] for task in table["task"]]))
+                for name, ex in loss_probes.items():
+                    out[name] = self._teacher_forced_loss(ex)
                 return out
 
         self.trainer_ = Trainer(self.seq2seq_, make_epoch, epochs=c.epochs, lr=c.lr, schedule=c.schedule,
@@ -483,6 +496,25 @@ class GenSAR:
                                 progress=self._progress, description="gensar")
         self.history_ = self.trainer_.fit()
         self.loss_curve_ = self.trainer_.loss_curve
+
+    def _teacher_forced_loss(self, examples, batch_size: int = 64) -> float:
+        """Mean target-token cross-entropy (nats) of examples, phrasing 0, dropout off."""
+        from .seq2seq import shift_right
+
+        total, count = 0.0, 0
+        inputs, targets = render(examples), examples["target"].tolist()
+        for s in range(0, len(inputs), batch_size):
+            b = encode_batch(self.tokenizer_, inputs[s:s + batch_size], targets[s:s + batch_size],
+                             self._input_len(), self.config.max_target_len)
+            labels = b["labels"]
+            dec = shift_right(labels, self.seq2seq_.config.decoder_start_token_id, 0)
+            logits = self.seq2seq_.logits(b["input_ids"], b["attention_mask"], dec).astype(np.float64)
+            logits -= logits.max(-1, keepdims=True)
+            logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+            keep = labels != -100
+            total -= np.take_along_axis(logp, np.where(keep, labels, 0)[..., None], -1)[..., 0][keep].sum()
+            count += int(keep.sum())
+        return total / max(count, 1)
 
     def _eval_tasks(self) -> tuple:
         w = self.config.task_weights
