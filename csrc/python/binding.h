@@ -69,6 +69,9 @@ int gs_parse_adamw(PyObject *lr, PyObject *beta1, PyObject *beta2, PyObject *eps
 #include <pthread.h>
 typedef pthread_rwlock_t gs_model_lock;
 int gs_capsule_add_lock(PyObject *cap);
+/* A capsule owning `ptr` (destructor `dtor`) with its lock: the one way a model
+ * object reaches Python. On failure returns NULL and ptr still belongs to the caller. */
+PyObject *gs_new_model_capsule(void *ptr, const char *name, PyCapsule_Destructor dtor);
 void gs_capsule_free_lock(PyObject *cap);
 gs_model_lock *gs_capsule_lock(PyObject *cap);
 void gs_lock_write(gs_model_lock *lk);
@@ -83,6 +86,8 @@ int gs_same_shape(PyArrayObject *a, const char *na, PyArrayObject *b, const char
 /* A new uninitialised float32 array shaped like `like` (or with given dims). */
 PyArrayObject *gs_new_f32_like(PyArrayObject *like);
 PyArrayObject *gs_new_f32(int ndim, const npy_intp *dims);
+/* A zero-copy 1-D float32 view of n floats at p that keeps `owner` alive. */
+PyObject *gs_f32_view(PyObject *owner, float *p, size_t n);
 
 extern PyMethodDef gs_tensor_methods[];
 extern PyMethodDef gs_layers_methods[];

@@ -252,6 +252,30 @@ int gs_capsule_add_lock(PyObject *cap)
     return 0;
 }
 
+PyObject *gs_new_model_capsule(void *ptr, const char *name, PyCapsule_Destructor dtor)
+{
+    PyObject *cap = PyCapsule_New(ptr, name, dtor);
+    if (cap && gs_capsule_add_lock(cap)) {
+        PyCapsule_SetDestructor(cap, NULL); /* ptr stays the caller's to free */
+        Py_DECREF(cap);
+        return NULL;
+    }
+    return cap;
+}
+
+PyObject *gs_f32_view(PyObject *owner, float *p, size_t n)
+{
+    npy_intp dims[1] = {(npy_intp)n};
+    PyObject *a = PyArray_SimpleNewFromData(1, dims, NPY_FLOAT32, p);
+    if (!a) return NULL;
+    Py_INCREF(owner);
+    if (PyArray_SetBaseObject((PyArrayObject *)a, owner) < 0) {
+        Py_DECREF(a);
+        return NULL;
+    }
+    return a;
+}
+
 void gs_capsule_free_lock(PyObject *cap)
 {
     gs_model_lock *lk = PyCapsule_GetContext(cap);

@@ -83,30 +83,9 @@ static PyObject *py_bert_new(PyObject *self, PyObject *args, PyObject *kw)
     gs_bert *m;
     int st = gs_bert_create(&c, &m);
     if (st) return gs_raise(st);
-    PyObject *cap = PyCapsule_New(m, BERT_CAPSULE, bert_capsule_free);
-    if (!cap) {
-        gs_bert_free(m);
-        return NULL;
-    }
-    if (gs_capsule_add_lock(cap)) {
-        Py_DECREF(cap);
-        return NULL;
-    }
+    PyObject *cap = gs_new_model_capsule(m, BERT_CAPSULE, bert_capsule_free);
+    if (!cap) gs_bert_free(m);
     return cap;
-}
-
-/* A 1-D float32 view of n floats at data, keeping `owner` alive. */
-static PyObject *view_of(float *data, size_t n, PyObject *owner)
-{
-    npy_intp dims[1] = {(npy_intp)n};
-    PyObject *arr = PyArray_SimpleNewFromData(1, dims, NPY_FLOAT32, data);
-    if (!arr) return NULL;
-    Py_INCREF(owner);
-    if (PyArray_SetBaseObject((PyArrayObject *)arr, owner) < 0) {
-        Py_DECREF(arr);
-        return NULL;
-    }
-    return arr;
 }
 
 static PyObject *py_bert_params(PyObject *self, PyObject *cap)
@@ -114,7 +93,7 @@ static PyObject *py_bert_params(PyObject *self, PyObject *cap)
     (void)self;
     gs_bert *m = bert_from(cap);
     if (!m) return NULL;
-    return view_of(m->params, m->n_params, cap);
+    return gs_f32_view(cap, m->params, m->n_params);
 }
 
 static PyObject *py_bert_encode(PyObject *self, PyObject *args, PyObject *kw)
@@ -238,15 +217,8 @@ static PyObject *py_sasrec_new(PyObject *self, PyObject *args, PyObject *kw)
     gs_sasrec *m;
     int st = gs_sasrec_create(&c, &m);
     if (st) return gs_raise(st);
-    PyObject *cap = PyCapsule_New(m, SASREC_CAPSULE, sasrec_capsule_free);
-    if (!cap) {
-        gs_sasrec_free(m);
-        return NULL;
-    }
-    if (gs_capsule_add_lock(cap)) {
-        Py_DECREF(cap);
-        return NULL;
-    }
+    PyObject *cap = gs_new_model_capsule(m, SASREC_CAPSULE, sasrec_capsule_free);
+    if (!cap) gs_sasrec_free(m);
     return cap;
 }
 
@@ -255,8 +227,8 @@ static PyObject *py_sasrec_buffers(PyObject *self, PyObject *cap)
     (void)self;
     gs_sasrec *m = sasrec_from(cap);
     if (!m) return NULL;
-    PyObject *p = view_of(m->params, m->n_params, cap), *g = view_of(m->grads, m->n_params, cap);
-    PyObject *mm = view_of(m->m, m->n_params, cap), *v = view_of(m->v, m->n_params, cap);
+    PyObject *p = gs_f32_view(cap, m->params, m->n_params), *g = gs_f32_view(cap, m->grads, m->n_params);
+    PyObject *mm = gs_f32_view(cap, m->m, m->n_params), *v = gs_f32_view(cap, m->v, m->n_params);
     PyObject *out = (p && g && mm && v) ? PyTuple_Pack(4, p, g, mm, v) : NULL;
     Py_XDECREF(p), Py_XDECREF(g), Py_XDECREF(mm), Py_XDECREF(v);
     return out;

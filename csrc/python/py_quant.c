@@ -411,29 +411,9 @@ static PyObject *py_rqvae_new(PyObject *self, PyObject *args, PyObject *kw)
     gs_rqvae *m;
     int st = gs_rqvae_create(&cfg, max_batch, (uint64_t)seed, &m);
     if (st != GS_OK) return gs_raise(st);
-    PyObject *cap = PyCapsule_New(m, RQVAE_CAPSULE, rqvae_destroy);
-    if (!cap) {
-        gs_rqvae_free(m);
-        return NULL;
-    }
-    if (gs_capsule_add_lock(cap)) {
-        Py_DECREF(cap);
-        return NULL;
-    }
+    PyObject *cap = gs_new_model_capsule(m, RQVAE_CAPSULE, rqvae_destroy);
+    if (!cap) gs_rqvae_free(m);
     return cap;
-}
-
-static PyObject *view(PyObject *cap, float *p, size_t n)
-{
-    npy_intp d[1] = {(npy_intp)n};
-    PyObject *a = PyArray_SimpleNewFromData(1, d, NPY_FLOAT32, p);
-    if (!a) return NULL;
-    Py_INCREF(cap);
-    if (PyArray_SetBaseObject((PyArrayObject *)a, cap) < 0) {
-        Py_DECREF(a);
-        return NULL;
-    }
-    return a;
 }
 
 static PyObject *py_rqvae_buffers(PyObject *self, PyObject *cap)
@@ -442,8 +422,8 @@ static PyObject *py_rqvae_buffers(PyObject *self, PyObject *cap)
     gs_rqvae *m = get_model(cap);
     if (!m) return NULL;
     size_t n = gs_rqvae_num_params(m);
-    return Py_BuildValue("NNNN", view(cap, gs_rqvae_params(m), n), view(cap, gs_rqvae_grads(m), n),
-                         view(cap, gs_rqvae_adam_m(m), n), view(cap, gs_rqvae_adam_v(m), n));
+    return Py_BuildValue("NNNN", gs_f32_view(cap, gs_rqvae_params(m), n), gs_f32_view(cap, gs_rqvae_grads(m), n),
+                         gs_f32_view(cap, gs_rqvae_adam_m(m), n), gs_f32_view(cap, gs_rqvae_adam_v(m), n));
 }
 
 static PyObject *py_rqvae_layout(PyObject *self, PyObject *cap)

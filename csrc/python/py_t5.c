@@ -72,29 +72,9 @@ static PyObject *py_t5_new(PyObject *self, PyObject *args, PyObject *kw)
     gs_t5 *m;
     int st = gs_t5_new(&c, &m);
     if (st) return gs_raise(st);
-    PyObject *cap = PyCapsule_New(m, GS_T5_CAPSULE, t5_capsule_free);
-    if (!cap) {
-        gs_t5_free(m);
-        return NULL;
-    }
-    if (gs_capsule_add_lock(cap)) {
-        Py_DECREF(cap);
-        return NULL;
-    }
+    PyObject *cap = gs_new_model_capsule(m, GS_T5_CAPSULE, t5_capsule_free);
+    if (!cap) gs_t5_free(m);
     return cap;
-}
-
-/* Zero-copy float32 view of n floats at p, keeping `owner` alive. */
-static PyObject *view(PyObject *owner, float *p, npy_intp n)
-{
-    PyObject *a = PyArray_SimpleNewFromData(1, &n, NPY_FLOAT32, p);
-    if (!a) return NULL;
-    Py_INCREF(owner);
-    if (PyArray_SetBaseObject((PyArrayObject *)a, owner) < 0) {
-        Py_DECREF(a);
-        return NULL;
-    }
-    return a;
 }
 
 static PyObject *py_t5_buffers(PyObject *self, PyObject *cap)
@@ -103,8 +83,8 @@ static PyObject *py_t5_buffers(PyObject *self, PyObject *cap)
     gs_t5 *m = get_model(cap);
     if (!m) return NULL;
     npy_intp n = (npy_intp)gs_t5_num_params(m);
-    PyObject *p = view(cap, gs_t5_params(m), n), *g = view(cap, gs_t5_grads(m), n);
-    PyObject *mm = view(cap, gs_t5_adam_m(m), n), *vv = view(cap, gs_t5_adam_v(m), n);
+    PyObject *p = gs_f32_view(cap, gs_t5_params(m), n), *g = gs_f32_view(cap, gs_t5_grads(m), n);
+    PyObject *mm = gs_f32_view(cap, gs_t5_adam_m(m), n), *vv = gs_f32_view(cap, gs_t5_adam_v(m), n);
     if (!p || !g || !mm || !vv) {
         Py_XDECREF(p), Py_XDECREF(g), Py_XDECREF(mm), Py_XDECREF(vv);
         return NULL;
