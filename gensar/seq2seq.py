@@ -695,7 +695,8 @@ class Seq2Seq:
                "is_encoder_decoder": True, **self.hf_config()}
         atomic_write_text(d / "config.json", json.dumps(cfg, indent=1))
         # transformers refuses safetensors files without format "pt" in the metadata
-        atomic_write(d / "model.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+        atomic_write(d / "model.safetensors",
+                     lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
         return d
 
     def hf_config(self) -> dict:
