@@ -762,6 +762,45 @@ class GenSAR:
 
         write_manifest(d, self._FILES, self._FORMAT, self._FORMAT_VERSION, gensar_version=__version__)
 
+    def to_hf_t5(self, path) -> Path:
+        """Exports the fitted encoder-decoder as a HuggingFace T5 checkpoint: the
+        directory ``path`` gets config.json and model.safetensors (see
+        ``Seq2Seq.to_hf_t5``) plus the tokenizer, so ``T5ForConditionalGeneration``
+        and ``AutoTokenizer.from_pretrained(path)`` both load from it:
+        tokenizer.json (this model's vocabulary; its post-processor appends
+        ``</s>``), tokenizer_config.json (pad/eos/unk tokens, left truncation to the
+        model's input length) and id_layout.json (for gensar's Tokenizer.load).
+
+        To feed inputs from HF, a user tokenizes the prompt strings gensar builds
+        (``gensar.tasks.TEMPLATES`` template 0 filled with the history, user text
+        passed through ``gensar.tokenizer.escape_text``) with
+        ``tok(prompts, padding=True, truncation=True)``: that gives the token ids
+        and mask gensar feeds. Decoding starts from ``<pad>`` (id 0); outputs are
+        identifier tokens (``<rec_item><a_3>...``) that map to items through the
+        IDs saved by ``GenSAR.save`` (ids.npz, items.json). HF's unconstrained
+        ``generate`` may produce identifiers of no item: gensar's trie-constrained
+        beam search does not. Returns the directory as a Path."""
+        from tokenizers import Tokenizer as Backend
+        from tokenizers.processors import TemplateProcessing
+
+        from ._io import atomic_write, atomic_write_text
+        from .tokenizer import EOS, PAD, UNK
+
+        self._check_fitted()
+        tok = self.tokenizer_
+        d = self.seq2seq_.to_hf_t5(path)
+        tok.save(d)  # tokenizer.json and id_layout.json, as in GenSAR.save
+        # HF's tokenizer call adds special tokens by default: appending </s> there gives
+        # what Tokenizer.encode feeds (which encodes without them and appends </s> itself).
+        hf = Backend.from_str(tok.backend.to_str())
+        hf.post_processor = TemplateProcessing(single=f"$A {EOS}", special_tokens=[(EOS, tok.eos_id)])
+        atomic_write(d / "tokenizer.json", lambda tmp: hf.save(str(tmp)))
+        atomic_write_text(d / "tokenizer_config.json", json.dumps({
+            "tokenizer_class": "PreTrainedTokenizerFast", "pad_token": PAD, "eos_token": EOS,
+            "unk_token": UNK, "model_max_length": self._input_len(), "truncation_side": "left",
+            "padding_side": "right"}, indent=1))
+        return d
+
     @classmethod
     def load(cls, path, dataset=None) -> "GenSAR":
         """A saved model; pass the dataset it was trained on to evaluate() it again.

@@ -5,6 +5,7 @@
     logits = model.logits(x, m, decoder_input_ids)             # (B, T_dec, V) float32
     model.save("model.safetensors"); model = Seq2Seq.load("model.safetensors")
     model = Seq2Seq.from_hf_t5(hf_model.state_dict(), hf_model.config.to_dict())
+    model.to_hf_t5("t5-dir"); hf = T5ForConditionalGeneration.from_pretrained("t5-dir")
 
 The model computes exactly what HuggingFace's ``T5ForConditionalGeneration``
 computes (pre-norm RMSNorm blocks without biases, bucketed relative position
@@ -205,6 +206,38 @@ def _real(x, name, lo, hi=None, lo_open=False, allow_inf=False) -> float:
         rng = f"{'>' if lo_open else '>='} {lo}" + (f" and < {hi}" if hi is not None else "")
         raise ValueError(f"{name} must be a {'' if allow_inf else 'finite '}number {rng}, got {x!r}")
     return v
+
+
+def _read_hf_dir(path) -> tuple[dict, dict]:
+    """(tensors, config dict) of a HF T5 directory (config.json + model.safetensors);
+    errors name the file at fault."""
+    from safetensors import safe_open
+
+    d = Path(path)
+    if not d.is_dir():
+        raise FileNotFoundError(f"{d} is not a directory with a HF checkpoint"
+                                f"{' (it is a file)' if d.exists() else ''}")
+    cpath, wpath = d / "config.json", d / "model.safetensors"
+    if not cpath.is_file():
+        raise FileNotFoundError(f"{cpath} is missing; is {d} a HF T5 checkpoint directory?")
+    if not wpath.is_file():
+        hint = (" (a sharded checkpoint: load it with transformers and pass model.state_dict())"
+                if (d / "model.safetensors.index.json").exists() else "")
+        raise FileNotFoundError(f"{wpath} is missing{hint}")
+    try:
+        config = json.loads(cpath.read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise TypeError(f"expected an object, got {type(config).__name__}")
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{cpath} is not a valid config ({type(exc).__name__}: {exc})") from None
+    if config.get("model_type", "t5") != "t5":
+        raise ValueError(f"{cpath} describes a {config.get('model_type')!r} model, not T5")
+    try:
+        with safe_open(str(wpath), framework="np") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise ValueError(f"{wpath} is not a readable safetensors file (truncated or corrupt?): {exc}") from None
+    return tensors, config
 
 
 class Seq2Seq:
@@ -590,15 +623,31 @@ class Seq2Seq:
 
     # -------------------------------------------------------------- HF layout
     @classmethod
-    def from_hf_t5(cls, state_dict: Mapping[str, Any], config, **kwargs) -> "Seq2Seq":
-        """A model from a HuggingFace T5 state dict (torch tensors or NumPy arrays
-        named as ``T5ForConditionalGeneration.state_dict()``) and its config (a
-        dict with T5Config keys or a ``T5Config``)."""
-        model = cls(Seq2SeqConfig.from_hf(config), init=False, **kwargs)
-        model._assign(state_dict, strict=True)
+    def from_hf_t5(cls, state_dict, config=None, **kwargs) -> "Seq2Seq":
+        """A model from a HuggingFace T5 checkpoint: either a state dict (torch
+        tensors or NumPy arrays named as ``T5ForConditionalGeneration.state_dict()``)
+        with its config (a dict with T5Config keys or a ``T5Config``), or the path of
+        a directory holding config.json and model.safetensors (as written by
+        ``to_hf_t5(path)`` or ``save_pretrained``; ``config``, if given, replaces
+        config.json). Sharded checkpoints are not read: load those with
+        transformers and pass ``model.state_dict()``."""
+        source = None
+        if isinstance(state_dict, (str, os.PathLike)):
+            source = Path(state_dict)
+            state_dict, file_config = _read_hf_dir(source)
+            config = file_config if config is None else config
+        elif config is None:
+            raise TypeError("config is required with a state dict (a T5Config or its dict)")
+        try:
+            model = cls(Seq2SeqConfig.from_hf(config), init=False, **kwargs)
+            model._assign(state_dict, strict=True)
+        except ValueError as exc:
+            if source is None:
+                raise
+            raise ValueError(f"{source}: {exc}") from None
         return model
 
-    def to_hf_t5(self) -> dict[str, np.ndarray]:
+    def hf_state_dict(self) -> dict[str, np.ndarray]:
         """The parameters as a HF ``T5ForConditionalGeneration`` state dict of
         float32 NumPy copies (tied embeddings appear under every HF name)."""
         out = {k: v.copy() for k, v in self.named_params().items()}
@@ -607,6 +656,48 @@ class Seq2Seq:
         if self.config.tie_word_embeddings:
             out["lm_head.weight"] = out["shared.weight"].copy()
         return out
+
+    def to_hf_t5(self, path=None):
+        """Exports the model for HuggingFace transformers, the inverse of ``from_hf_t5``.
+
+        With ``path``: writes the directory ``path`` (created if needed) with
+        config.json (``T5Config``, ``architectures = ["T5ForConditionalGeneration"]``)
+        and model.safetensors (float32, HF tensor names), each atomically, so that
+        ``T5ForConditionalGeneration.from_pretrained(path)`` loads it and computes
+        this model's logits, and ``Seq2Seq.from_hf_t5(path)`` gives it back exactly.
+        Returns the directory as a Path. As ``save_pretrained`` does, tied
+        embeddings are written once, as ``shared.weight``; an untied LM head is
+        written as ``lm_head.weight``. The LM-head scaling (d_model**-0.5 on the
+        decoder output) is stated by ``tie_word_embeddings`` as T5 reads it, and by
+        ``scale_decoder_outputs`` when it differs: such a model (tied and unscaled,
+        or untied and scaled) needs transformers >= 5, which reads that key; older
+        versions scale exactly when the head is tied.
+
+        Without ``path``: returns ``hf_state_dict()`` (kept for older callers)."""
+        if path is None:
+            return self.hf_state_dict()
+        from safetensors.numpy import save_file
+
+        from ._io import atomic_write, atomic_write_text
+
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        d = Path(path)
+        if d.exists() and not d.is_dir():
+            raise FileExistsError(f"{d} exists and is not a directory; to_hf_t5 writes a directory")
+        tensors = {k: np.ascontiguousarray(v) for k, v in self.named_params().items()}
+        for k, t in tensors.items():  # a diverged model would load in HF as silent NaN output
+            if not np.isfinite(t).all():
+                raise ValueError(f"tensor {k!r} holds {int((~np.isfinite(t)).sum())} NaN/inf value(s); "
+                                 "refusing to export a broken model")
+        d.mkdir(parents=True, exist_ok=True)
+        cfg = {"architectures": ["T5ForConditionalGeneration"], "model_type": "t5",
+               "is_encoder_decoder": True, **self.hf_config()}
+        atomic_write_text(d / "config.json", json.dumps(cfg, indent=1))
+        # transformers refuses safetensors files without format "pt" in the metadata
+        atomic_write(d / "model.safetensors",
+                     lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+        return d
 
     def hf_config(self) -> dict:
         """T5Config keyword arguments describing this model."""

@@ -1,5 +1,8 @@
 """SASRec in C: gradients against central differences (with and without dropout), masking
-and scoring invariants, learning on the synthetic toy data, bad inputs."""
+and scoring invariants, learning on the synthetic toy data, save and load, bad inputs."""
+import json
+import shutil
+
 import numpy as np
 import pytest
 
@@ -173,10 +176,21 @@ def test_same_seed_same_model(toy):
     (dict(kinds=()), "kinds"),
     (dict(batch_size=0), "batch_size"),
     (dict(lr=float("nan")), "lr"),
-    (dict(hidden=True), "hidden"),
+    (dict(layers=0), "layers"),
+    (dict(seed=-1), "seed"),
 ])
 def test_bad_parameters(toy, kw, message):
     with pytest.raises(ValueError, match=message):
+        SASRec(show_progress=False, **kw).fit(toy)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(hidden=True), "hidden must be an integer"),
+    (dict(epochs=2.0), "epochs must be an integer"),
+    (dict(lr="0.1"), "lr must be a number"),
+])
+def test_wrong_parameter_types(toy, kw, message):
+    with pytest.raises(TypeError, match=message):
         SASRec(show_progress=False, **kw).fit(toy)
 
 
@@ -241,3 +255,151 @@ def test_core_rejects_bad_arrays():
     # no counted target: loss 0, gradient 0
     loss, count = _core.sasrec_forward_backward(m, SEQS, np.full_like(TGTS, -100))
     assert (loss, count) == (0.0, 0) and not _core.sasrec_buffers(m)[1].any()
+
+
+# ---------------------------------------------------------------- save / load
+@pytest.fixture(scope="module")
+def saved(fitted, tmp_path_factory):
+    d = tmp_path_factory.mktemp("sasrec") / "model"
+    fitted.save(d)
+    return d
+
+
+@pytest.fixture
+def copy(saved, tmp_path):
+    """A fresh copy of the saved directory that a test may damage."""
+    d = tmp_path / "m"
+    shutil.copytree(saved, d)
+    return d
+
+
+def test_save_load_round_trip_gives_identical_results(toy, fitted, saved):
+    assert sorted(p.name for p in saved.iterdir()) == sorted(SASRec._FILES + ("manifest.json",))
+    loaded = SASRec.load(saved, dataset=toy)
+    np.testing.assert_array_equal(loaded.item_embeddings_, fitted.item_embeddings_)
+    ex = toy.examples("rec", "test")
+    np.testing.assert_array_equal(loaded.score("rec", ex), fitted.score("rec", ex))
+    hist = [[0, 1, 2], [], [5, 3]]
+    np.testing.assert_array_equal(loaded.recommend(hist, k=5), fitted.recommend(hist, k=5))
+    assert loaded.evaluate("test") == fitted.evaluate("test")
+    for k in SASRec._PARAMS:
+        assert getattr(loaded, k) == getattr(fitted, k) or (k == "kinds" and tuple(loaded.kinds) == fitted.kinds)
+    assert loaded.history_ == fitted.history_ and loaded.best_epoch_ == fitted.best_epoch_
+    assert loaded.loss_ == fitted.loss_
+
+
+def test_loaded_without_dataset_scores_and_saves_again(toy, fitted, saved, tmp_path):
+    loaded = SASRec.load(str(saved))
+    ex = toy.examples("rec", "valid")
+    np.testing.assert_array_equal(loaded.score("rec", ex, toy), fitted.score("rec", ex))
+    with pytest.raises(RuntimeError, match="without its dataset"):
+        loaded.score("rec", ex)
+    with pytest.raises(RuntimeError, match="without its dataset"):
+        loaded.evaluate("test")
+    loaded.save(tmp_path / "again")  # the catalogue fingerprint survives a second save
+    with pytest.raises(ValueError, match="catalogue"):
+        SASRec.load(tmp_path / "again", dataset=datasets.toy(n_users=80, n_items=30, seed=1))
+
+
+def test_loaded_model_retrains_from_scratch_like_a_new_one(toy, tmp_path):
+    kw = dict(hidden=8, layers=1, max_len=6, epochs=2, eval_every=0, seed=5, show_progress=False)
+    a = SASRec(**kw).fit(toy)
+    a.save(tmp_path / "a")
+    b = SASRec.load(tmp_path / "a").fit(toy)
+    np.testing.assert_array_equal(b.item_embeddings_, SASRec(**kw).fit(toy).item_embeddings_)
+
+
+def test_load_refuses_another_catalogue(saved, toy):
+    with pytest.raises(ValueError, match="catalogue"):
+        SASRec.load(saved, dataset=datasets.toy(n_users=80, n_items=30, seed=1))
+    other = datasets.toy(n_users=80, n_items=40, n_topics=4, events_per_user=16, follow=0.95, seed=1)
+    other.items = other.items.assign(item_id=other.items["item_id"].to_numpy()[::-1].copy())
+    with pytest.raises(ValueError, match="other item ids"):
+        SASRec.load(saved, dataset=other)
+    with pytest.raises(TypeError, match="Dataset"):
+        SASRec.load(saved, dataset=[1, 2])
+
+
+def test_save_and_load_bad_paths(fitted, saved, tmp_path):
+    with pytest.raises(RuntimeError, match="not fitted"):
+        SASRec().save(tmp_path / "x")
+    with pytest.raises(TypeError, match="path"):
+        fitted.save(3)
+    with pytest.raises(TypeError, match="path"):
+        SASRec.load(None)
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(FileExistsError, match="not a directory"):
+        fitted.save(f)
+    with pytest.raises(FileNotFoundError, match="it is a file"):
+        SASRec.load(f)
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        SASRec.load(tmp_path / "nothing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+        SASRec.load(empty)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json", "fit_info.json"])
+def test_corrupted_file_is_named(copy, name):
+    raw = bytearray((copy / name).read_bytes())
+    raw[len(raw) // 2] ^= 0x5A
+    (copy / name).write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=name.replace(".", r"\.") + " does not match the checksum"):
+        SASRec.load(copy)
+
+
+def test_truncated_or_missing_file_is_named(copy):
+    raw = (copy / "model.safetensors").read_bytes()
+    (copy / "model.safetensors").write_bytes(raw[:-8])
+    with pytest.raises(ValueError, match=r"model\.safetensors has .* bytes"):
+        SASRec.load(copy)
+    (copy / "fit_info.json").unlink()
+    with pytest.raises(FileNotFoundError, match="fit_info.json is missing"):
+        SASRec.load(copy)
+
+
+def test_bad_contents_behind_a_valid_manifest_are_named(copy):
+    from safetensors.numpy import save_file
+
+    from gensar._io import write_manifest
+
+    def remanifest():
+        write_manifest(copy, SASRec._FILES, SASRec._FORMAT, SASRec._FORMAT_VERSION)
+
+    cfg = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps(dict(cfg, hidden=33)))
+    remanifest()
+    with pytest.raises(ValueError, match=r"config\.json is corrupt or invalid.*divide"):
+        SASRec.load(copy)
+    (copy / "config.json").write_text(json.dumps(dict(cfg, hidden=16)))  # valid, other shape
+    remanifest()
+    with pytest.raises(ValueError, match=r"model\.safetensors: tensor 'item_embedding' is float32"):
+        SASRec.load(copy)
+    (copy / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "lr"}))
+    remanifest()
+    with pytest.raises(ValueError, match=r"config\.json .*lr"):
+        SASRec.load(copy)
+    (copy / "config.json").write_text(json.dumps(cfg))
+    (copy / "fit_info.json").write_text("{not json")
+    remanifest()
+    with pytest.raises(ValueError, match=r"fit_info\.json is corrupt"):
+        SASRec.load(copy)
+    (copy / "fit_info.json").write_text(json.dumps({"n_items": 40, "history": []}))
+    from safetensors import safe_open
+
+    with safe_open(str(copy / "model.safetensors"), framework="np") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors["final_ln.bias"][1] = np.nan
+    save_file(tensors, str(copy / "model.safetensors"))
+    remanifest()
+    with pytest.raises(ValueError, match=r"model\.safetensors: tensor 'final_ln.bias' holds NaN"):
+        SASRec.load(copy)
+    save_file({"item_embedding": np.full((41, 32), np.nan, np.float32)}, str(copy / "model.safetensors"))
+    remanifest()
+    with pytest.raises(ValueError, match=r"model\.safetensors does not hold the tensors"):
+        SASRec.load(copy)
+    (copy / "manifest.json").write_text("[")
+    with pytest.raises(ValueError, match=r"manifest\.json is corrupt"):
+        SASRec.load(copy)

@@ -20,30 +20,18 @@ Protocol choices (written down because they change the numbers):
 """
 from __future__ import annotations
 
-import math
+import hashlib
+import json
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 
 from .. import _core
+from .._validate import check_float, check_int
 
 IGNORE = -100
-
-
-def _int(value, name, lo, hi=None):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo or (
-            hi is not None and value > hi):
-        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be an integer {rng}, got {value!r}")
-    return int(value)
-
-
-def _float(value, name, lo, hi, hi_open=False):
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value < lo or value > hi or (hi_open and value >= hi):
-        raise ValueError(f"{name} must be a number in [{lo}, {hi}{')' if hi_open else ']'}, "
-                         f"got {value!r}")
-    return float(value)
 
 
 class SASRec:
@@ -66,6 +54,10 @@ class SASRec:
 
     Fitted attributes: ``item_embeddings_`` (n_items, hidden) float32, ``n_items_``,
     ``history_`` (list of dicts per validation: epoch, loss, NDCG@10), ``best_epoch_``.
+
+    ``save(path)`` writes a fitted model to a directory; ``SASRec.load(path, dataset=None)``
+    gives back a model with bit-identical embeddings and scores (it does not resume
+    training: see :meth:`load`).
     """
 
     def __init__(self, hidden=64, layers=2, heads=1, max_len=50, dropout=0.2, inner=None,
@@ -79,28 +71,30 @@ class SASRec:
 
     # ------------------------------------------------------------------ setup
     def _check_params(self):
-        _int(self.hidden, "hidden", 1)
-        _int(self.layers, "layers", 0)
-        _int(self.heads, "heads", 1)
+        check_int("hidden", self.hidden, minimum=1)
+        check_int("layers", self.layers, minimum=1)  # the core builds at least one block
+        check_int("heads", self.heads, minimum=1)
         if self.hidden % self.heads:
             raise ValueError(f"heads ({self.heads}) must divide hidden ({self.hidden})")
-        _int(self.max_len, "max_len", 1)
-        _float(self.dropout, "dropout", 0.0, 1.0, hi_open=True)
+        check_int("max_len", self.max_len, minimum=1)
+        if check_float("dropout", self.dropout, minimum=0.0, maximum=1.0) == 1.0:
+            raise ValueError("dropout must be < 1 (1 drops everything), got 1.0")
         if self.inner is not None:
-            _int(self.inner, "inner", 1)
-        _int(self.epochs, "epochs", 0)
-        _int(self.batch_size, "batch_size", 1)
-        _float(self.lr, "lr", 0.0, 10.0)
-        _float(self.weight_decay, "weight_decay", 0.0, 10.0)
-        _float(self.max_grad_norm, "max_grad_norm", 0.0, float("inf"))
-        _int(self.eval_every, "eval_every", 0)
-        _int(self.patience, "patience", 1)
+            check_int("inner", self.inner, minimum=1)
+        check_int("epochs", self.epochs, minimum=0)
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_float("lr", self.lr, minimum=0.0, maximum=10.0)
+        check_float("weight_decay", self.weight_decay, minimum=0.0, maximum=10.0)
+        check_float("max_grad_norm", self.max_grad_norm, minimum=0.0)
+        check_int("eval_every", self.eval_every, minimum=0)
+        check_int("patience", self.patience, minimum=1)
+        check_int("seed", self.seed, minimum=0, maximum=2**32 - 1)  # dropout seeds are seed << 32
         kinds = (self.kinds,) if isinstance(self.kinds, str) else tuple(self.kinds)
         if not kinds or any(k not in ("rec", "search") for k in kinds):
             raise ValueError(f"kinds must be a non-empty subset of ('rec', 'search'), got {self.kinds!r}")
         return kinds
 
-    def _build(self, n_items):
+    def _build(self, n_items, init=True):
         cfg = dict(n_items=n_items, max_len=self.max_len, hidden=self.hidden, layers=self.layers,
                    heads=self.heads, inner=self.inner or self.hidden, dropout=float(self.dropout))
         self._cfg = cfg
@@ -108,6 +102,8 @@ class SASRec:
         self._params, self._grads, _, _ = _core.sasrec_buffers(self._model)
         self._specs = _core.sasrec_tensor_specs(**cfg)
         self.n_items_ = n_items
+        if not init:  # load() writes every parameter
+            return
         # init as BERT/RecBole: N(0, 0.02) weights and embeddings, LN gain 1, biases 0
         rng = np.random.default_rng([self.seed, 0])
         for name, off, shape, decay in self._specs:
@@ -179,6 +175,7 @@ class SASRec:
                                 f"{type(dataset).__name__}")
         self._kinds = kinds
         self.dataset_ = dataset  # evaluate() and score() default to it
+        self.catalogue_sha256_ = _catalogue_digest(dataset)  # saved: load() checks a dataset with it
         self._build(int(dataset.n_items))
         X, Y = self._windows(self._sequences(dataset, kinds))
         validate = self.eval_every > 0 and len(dataset.examples("rec", "valid", max_history=0)) > 0
@@ -226,6 +223,15 @@ class SASRec:
         if not hasattr(self, "_model"):
             raise RuntimeError("this SASRec is not fitted; call fit(dataset) first")
 
+    def _dataset(self, dataset):
+        """dataset, or the fitted one when None (a loaded model may have none)."""
+        if dataset is not None:
+            return dataset
+        if not hasattr(self, "dataset_"):
+            raise RuntimeError("this SASRec was loaded without its dataset: pass dataset=..., or load it "
+                               "with SASRec.load(path, dataset=ds)")
+        return self.dataset_
+
     @property
     def item_embeddings_(self) -> np.ndarray:
         """(n_items, hidden) float32 copy of the item table (row i = item index i)."""
@@ -253,7 +259,7 @@ class SASRec:
         """Top-k item indices (B, k) int64, best first, for each history. exclude_seen drops
         the items of the history itself from the ranking."""
         self._check_fitted()
-        k = _int(k, "k", 1, self.n_items_)
+        k = check_int("k", k, minimum=1, maximum=self.n_items_)
         scores = self.score_histories(histories)
         if exclude_seen:
             for b, h in enumerate(histories):
@@ -274,7 +280,7 @@ class SASRec:
         if task != "rec":
             raise ValueError("SASRec scores recommendation cases only (task 'rec'); it has no "
                              "use for a search query")
-        dataset = self.dataset_ if dataset is None else dataset
+        dataset = self._dataset(dataset)
         return self.score_histories(self._case_histories(dataset, examples))
 
     def evaluate(self, split="test", dataset=None, protocol="full", ks=(5, 10, 20)) -> dict:
@@ -284,7 +290,7 @@ class SASRec:
         the dataset's 100 candidates (target + 99 items the user never interacted with, drawn
         by popularity; "sampled-uniform": drawn uniformly; see gensar.evaluate)."""
         self._check_fitted()
-        dataset = self.dataset_ if dataset is None else dataset
+        dataset = self._dataset(dataset)
         if getattr(dataset, "n_items", None) != self.n_items_:
             raise ValueError(f"dataset must be a Dataset over the model's {self.n_items_} items")
         from ..evaluate import evaluate_scorer
@@ -294,3 +300,165 @@ class SASRec:
                                 seed=self.seed)
         row = table.iloc[0]
         return {c: float(row[c]) for c in table.columns if "@" in c} | {"cases": int(row["cases"])}
+
+    # ------------------------------------------------------------------ persistence
+    # Files of a saved model, relative to its directory; manifest.json lists them all.
+    _FILES = ("config.json", "fit_info.json", "model.safetensors")
+    _FORMAT, _FORMAT_VERSION = "gensar.SASRec", 1
+    _PARAMS = ("hidden", "layers", "heads", "max_len", "dropout", "inner", "epochs", "batch_size", "lr",
+               "weight_decay", "max_grad_norm", "kinds", "eval_every", "patience", "seed", "show_progress")
+
+    def save(self, path) -> None:
+        """Writes a fitted model to the directory ``path`` (created if needed):
+        config.json (the constructor parameters), fit_info.json (n_items, the
+        validation history, a fingerprint of the training catalogue's item ids),
+        model.safetensors (float32 parameters under their layout names, the item
+        table as ``item_embedding`` (n_items + 1, hidden), row 0 = padding) and
+        manifest.json (size and sha256 of each file, written last).
+
+        Every file goes in under a temporary name and is renamed into place, so an
+        interrupted save never leaves a directory that loads as a mix of two saves.
+        The AdamW moments are not saved (see :meth:`load`)."""
+        from .. import __version__
+        from .._io import atomic_write, atomic_write_text, write_manifest
+        from safetensors.numpy import save_file
+
+        self._check_fitted()
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        d = Path(path)
+        if d.exists() and not d.is_dir():
+            raise FileExistsError(f"{d} exists and is not a directory; SASRec.save writes a directory")
+        d.mkdir(parents=True, exist_ok=True)
+        cfg = {k: getattr(self, k) for k in self._PARAMS}
+        cfg["kinds"] = list(self._kinds)
+        atomic_write_text(d / "config.json", json.dumps(cfg, indent=1, default=_json_number))
+        dataset = getattr(self, "dataset_", None)
+        info = {"n_items": int(self.n_items_), "history": getattr(self, "history_", []),
+                "best_epoch": getattr(self, "best_epoch_", None), "loss": getattr(self, "loss_", None),
+                "fit_seconds": getattr(self, "fit_seconds_", None),
+                "dataset_name": getattr(dataset, "name", None),
+                "catalogue_sha256": getattr(self, "catalogue_sha256_", None)}
+        atomic_write_text(d / "fit_info.json", json.dumps(info, indent=1, default=_json_number))
+        tensors = {name: np.ascontiguousarray(self._params[off: off + int(np.prod(shape))].reshape(shape))
+                   for name, off, shape, _ in self._specs}
+        meta = {"format": "np", "gensar_format": self._FORMAT}
+        atomic_write(d / "model.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+        write_manifest(d, self._FILES, self._FORMAT, self._FORMAT_VERSION, gensar_version=__version__)
+
+    @classmethod
+    def load(cls, path, dataset=None) -> "SASRec":
+        """A model saved with :meth:`save`. Its ``item_embeddings_``, ``score``,
+        ``score_histories``, ``recommend`` and ``evaluate`` give exactly the saved
+        model's results (same thread count). Pass the dataset it was trained on
+        (checked: same number of items and the same item ids) for ``score`` /
+        ``evaluate`` without a dataset argument.
+
+        Training does not resume: ``fit`` always trains a new model from the saved
+        settings (SASRec has no warm start and the AdamW moments are not saved), so
+        calling fit() on a loaded model retrains it from scratch.
+
+        Every file is checked against manifest.json (size and sha256) and for
+        content; errors name the file at fault."""
+        from .._io import verify_manifest
+        from safetensors import safe_open
+
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        d = Path(path)
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d} is not a directory written by SASRec.save"
+                                    f"{' (it is a file)' if d.exists() else ''}")
+        for f in cls._FILES + ("manifest.json",):
+            if not (d / f).is_file():
+                raise FileNotFoundError(f"{d / f} is missing; is {d} a directory written by SASRec.save?")
+        verify_manifest(d, cls._FORMAT, cls._FORMAT_VERSION, cls._FILES)
+        try:
+            cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
+            if not isinstance(cfg, dict):
+                raise TypeError(f"expected an object, got {type(cfg).__name__}")
+            missing = [k for k in cls._PARAMS if k not in cfg]
+            if missing:
+                raise KeyError(f"it lacks the setting(s) {missing}")
+            self = cls(**cfg)
+            self._kinds = self._check_params()
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{d / 'config.json'} is corrupt or invalid ({type(exc).__name__}: {exc})") from None
+        try:
+            info = json.loads((d / "fit_info.json").read_text(encoding="utf-8"))
+            n_items = check_int("n_items", info["n_items"], minimum=1)
+            history = info["history"]
+            if not isinstance(history, list):
+                raise TypeError("history must be a list")
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{d / 'fit_info.json'} is corrupt or invalid ({type(exc).__name__}: {exc})") from None
+        p = d / "model.safetensors"
+        try:
+            with safe_open(str(p), framework="np") as f:
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:  # safetensors raises its own error types for bad headers
+            raise ValueError(f"{p} is not a readable safetensors file (truncated or corrupt?): {exc}") from None
+        try:
+            self._build(n_items, init=False)
+        except ValueError as exc:  # the core refuses the sizes
+            raise ValueError(f"{d / 'config.json'} / {d / 'fit_info.json'} describe an invalid model: {exc}") from None
+        names = [s[0] for s in self._specs]
+        if sorted(tensors) != sorted(names):
+            extra, missing = sorted(set(tensors) - set(names)), sorted(set(names) - set(tensors))
+            raise ValueError(f"{p} does not hold the tensors of the model in {d / 'config.json'}: "
+                             f"missing {missing[:3]}, unexpected {extra[:3]}")
+        for name, off, shape, _ in self._specs:  # check all before writing any
+            t = tensors[name]
+            if t.dtype != np.float32 or t.shape != tuple(shape):
+                raise ValueError(f"{p}: tensor {name!r} is {t.dtype} {t.shape}, the model needs float32 "
+                                 f"{tuple(shape)}")
+            if not np.isfinite(t).all():
+                raise ValueError(f"{p}: tensor {name!r} holds NaN or infinite values; the file is corrupt")
+        for name, off, shape, _ in self._specs:
+            self._params[off: off + int(np.prod(shape))] = tensors[name].ravel()
+        self.history_ = history
+        self.best_epoch_ = info.get("best_epoch")
+        if info.get("loss") is not None:
+            self.loss_ = float(info["loss"])
+        if info.get("fit_seconds") is not None:
+            self.fit_seconds_ = float(info["fit_seconds"])
+        self.catalogue_sha256_ = info.get("catalogue_sha256")
+        if dataset is not None:
+            self._attach_dataset(dataset)
+        return self
+
+    def _attach_dataset(self, dataset) -> None:
+        """Gives a loaded model its training dataset, refusing another catalogue
+        (item indices would point at other items)."""
+        for attr in ("events", "n_items", "n_users", "examples"):
+            if not hasattr(dataset, attr):
+                raise TypeError(f"dataset must be a gensar.datasets.Dataset (no .{attr}), got "
+                                f"{type(dataset).__name__}")
+        digest = _catalogue_digest(dataset)
+        if dataset.n_items != self.n_items_ or (self.catalogue_sha256_ and digest
+                                                and digest != self.catalogue_sha256_):
+            raise ValueError(f"dataset {getattr(dataset, 'name', '?')!r} does not have the catalogue this "
+                             f"model was trained on ({dataset.n_items} items vs {self.n_items_} saved, or "
+                             f"other item ids): its scores would point at other items")
+        self.dataset_ = dataset
+
+
+def _json_number(v):
+    """JSON fallback for NumPy scalars in settings and histories."""
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    raise TypeError(f"{type(v).__name__} {v!r} cannot be saved as JSON")
+
+
+def _catalogue_digest(dataset) -> str | None:
+    """sha256 of the dataset's item ids in item-index order (None without them):
+    tells the catalogue a model was trained on from another of the same size."""
+    items = getattr(dataset, "items", None)
+    if items is None or "item_id" not in getattr(items, "columns", ()):
+        return None
+    h = hashlib.sha256()
+    for v in items["item_id"]:
+        h.update(str(v).encode("utf-8", "surrogatepass") + b"\0")
+    return h.hexdigest()
