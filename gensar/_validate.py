@@ -32,19 +32,21 @@ def check_int(name: str, v, minimum: int | None = None, maximum: int | None = No
 
 
 def check_float(name: str, v, minimum: float | None = None, maximum: float | None = None,
-                strict_min: bool = False) -> float:
-    """v as a finite Python float in range; bools and non-numbers are refused.
+                strict_min: bool = False, strict_max: bool = False, allow_inf: bool = False) -> float:
+    """v as a Python float in range; bools, non-numbers and NaN are refused.
 
-    strict_min: the bound is exclusive (v > minimum), e.g. a learning rate."""
+    strict_min / strict_max: the bound is exclusive (v > minimum, e.g. a learning
+    rate; v < maximum, e.g. Adam's betas). allow_inf: +-inf pass (when in range),
+    e.g. a gradient-norm limit of inf (no clipping)."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Real, np.floating, np.integer)):
         raise TypeError(f"{name} must be a number, got {type(v).__name__} {v!r}")
     f = float(v)
-    if not math.isfinite(f):
+    if math.isnan(f) or (math.isinf(f) and not allow_inf):
         raise ValueError(f"{name} must be finite, got {f}")
     if minimum is not None and (f <= minimum if strict_min else f < minimum):
         raise ValueError(f"{name} must be {'>' if strict_min else '>='} {minimum}, got {f}")
-    if maximum is not None and f > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {f}")
+    if maximum is not None and (f >= maximum if strict_max else f > maximum):
+        raise ValueError(f"{name} must be {'<' if strict_max else '<='} {maximum}, got {f}")
     return f
 
 

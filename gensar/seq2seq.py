@@ -194,20 +194,6 @@ def _ids(x, name: str) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def _real(x, name, lo, hi=None, lo_open=False, allow_inf=False) -> float:
-    """float(x) after checking it is a real number (not bool), not NaN, finite unless
-    allow_inf, >= lo (> lo if lo_open) and < hi; errors name the argument."""
-    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
-    v = float(x)
-    bad = math.isnan(v) or (math.isinf(v) and not allow_inf) or (v <= lo if lo_open else v < lo) \
-        or (hi is not None and v >= hi)
-    if bad:
-        rng = f"{'>' if lo_open else '>='} {lo}" + (f" and < {hi}" if hi is not None else "")
-        raise ValueError(f"{name} must be a {'' if allow_inf else 'finite '}number {rng}, got {x!r}")
-    return v
-
-
 def _read_hf_dir(path) -> tuple[dict, dict]:
     """(tensors, config dict) of a HF T5 directory (config.json + model.safetensors);
     errors name the file at fault."""
@@ -260,18 +246,20 @@ class Seq2Seq:
                  weight_decay: float = 0.01, max_grad_norm: float = 1.0,
                  schedule: Callable[[int], float] | None = None, seed: int = 0, init: bool = True):
         self.config = Seq2SeqConfig.from_dict(config).resolved()
-        from ._validate import check_int
+        from ._validate import check_float, check_int
 
         # Settings that would silently wreck training are refused before anything is
         # built: lr=inf or NaN turns every weight to NaN, max_grad_norm=NaN switches
         # clipping off (0 disables it on purpose).
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        self.lr = _real(lr, "lr", 0.0)
-        self.betas = (_real(betas[0], "betas[0]", 0.0, 1.0), _real(betas[1], "betas[1]", 0.0, 1.0))
-        self.eps = _real(eps, "eps", 0.0, lo_open=True)
-        self.weight_decay = _real(weight_decay, "weight_decay", 0.0)
-        self.max_grad_norm = _real(max_grad_norm, "max_grad_norm", 0.0, allow_inf=True)
+        self.lr = check_float("lr", lr, minimum=0.0)
+        self.betas = tuple(check_float(f"betas[{i}]", b, minimum=0.0, maximum=1.0, strict_max=True)
+                           for i, b in enumerate(betas[:2]))
+        self.eps = check_float("eps", eps, minimum=0.0, strict_min=True)
+        self.weight_decay = check_float("weight_decay", weight_decay, minimum=0.0)
+        # inf: no clipping
+        self.max_grad_norm = check_float("max_grad_norm", max_grad_norm, minimum=0.0, allow_inf=True)
         check_int("seed", seed, minimum=0)
         if schedule is not None and not callable(schedule):
             raise TypeError(f"schedule must be a callable step -> lr or None, got {type(schedule).__name__}")
