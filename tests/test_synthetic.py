@@ -55,6 +55,11 @@ def test_queries_are_category_words(small):
     assert all(w in text for w in small.items["synthetic_query"].iloc[0].split())
 
 
+def test_smallest_fraction_supports_the_sampled_protocol():
+    ds = datasets.amazon_like(0.002, seed=1)  # 126 items: users' event counts are capped
+    assert ds.candidates("rec", "test").shape[1] == 100
+
+
 def test_sessions_and_protocol_work(small):
     ts = small.events.groupby("user")["timestamp"].diff().dropna().to_numpy()
     assert (ts < 3600).mean() > 0.3 and (ts > 86_400).mean() > 0.2  # bursts and long gaps

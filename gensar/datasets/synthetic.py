@@ -188,6 +188,8 @@ def amazon_like(fraction: float = 0.01, seed: int = 0, *, zipf: float = 0.8,
 
     # ---- users: event counts (min_events + a geometric tail), favourite leaves
     counts = min_events + rng.geometric(1.0 / max(1.0, mean_events - min_events + 1), size=n_users) - 1
+    # at most n_items - 100 events: every user keeps >= 99 unseen items for the sampled protocol
+    counts = np.minimum(counts, n_items - 100)
     n_events = int(counts.sum())
     user = np.repeat(np.arange(n_users, dtype=np.int64), counts)
     fav = rng.choice(n_leaves, size=(n_users, 2), p=leaf_mass / leaf_mass.sum())
