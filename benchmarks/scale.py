@@ -237,6 +237,20 @@ def report(csv_path: Path) -> None:
                    if (f, s) in by else "-" for f in fr]
         lines.append(f"| {s} | " + " | ".join(cells_t) + f" | {exponent(have, t):.2f} | "
                      + " | ".join(cells_m) + f" | {exponent(have, m):.2f} |")
+    if 1.0 not in fr and len(fr) >= 2:
+        fm = fr[-1]
+        lines += ["", f"### Extrapolated to fraction 1 (NOT measured: fitted exponents applied to the "
+                  f"{fm:g} row; a full run replaces this)", "",
+                  "| stage | time exponent | projected s | peak exponent | projected peak MB |",
+                  "|---|---:|---:|---:|---:|"]
+        for s in STAGES:
+            have = [f for f in fr if (f, s) in by]
+            if fm not in have or len(have) < 2:
+                continue
+            et = exponent(have, [float(by[(f, s)]["seconds"]) for f in have])
+            ep = exponent(have, [float(by[(f, s)]["peak_mb"]) for f in have])
+            lines.append(f"| {s} | {et:.2f} | {float(by[(fm, s)]['seconds']) * (1 / fm) ** et:.0f} | {ep:.2f} | "
+                         f"{float(by[(fm, s)]['peak_mb']) * (1 / fm) ** ep:.0f} |")
     total = {f: sum(float(by[(f, s)]["seconds"]) for s in STAGES if (f, s) in by) for f in fr}
     peak = {f: max(float(by[(f, s)]["peak_mb"]) for s in STAGES if (f, s) in by) for f in fr}
     lines += ["", "Total: " + ", ".join(f"{f:g}: {total[f]:.0f} s, peak {peak[f]:.0f} MB" for f in fr), "",

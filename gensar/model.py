@@ -417,9 +417,13 @@ class GenSAR:
             k = int(np.argmax([len(self.tokenizer_.backend.encode(render(probe, template=j)[0],
                                                                    add_special_tokens=False).ids)
                                for j in range(len(TEMPLATES[task]))]))
-            enc = self.tokenizer_.backend.encode_batch(render(ex, template=k), add_special_tokens=False)
-            # + 1 for </s>, + 2 for words that split differently at a placeholder's edges
-            longest = max(longest, max(len(e.ids) for e in enc) + 3)
+            # In chunks: the tokenizer's Encoding objects take ~100 bytes per token, so a
+            # whole frame at once held ~2 GB per 100k examples (Amazon size: ~20 GB).
+            for s in range(0, len(ex), 4096):
+                enc = self.tokenizer_.backend.encode_batch(render(ex.iloc[s:s + 4096], template=k),
+                                                           add_special_tokens=False)
+                # + 1 for </s>, + 2 for words that split differently at a placeholder's edges
+                longest = max(longest, max(len(e.ids) for e in enc) + 3)
         return longest
 
     def _input_len(self) -> int:
