@@ -44,6 +44,9 @@ def _env():
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", GENSAR_MPI="1")
     for k in [k for k in env if k.startswith(("OMPI_", "PMI_", "PMIX_"))]:
         del env[k]  # a test run itself under mpirun must not look like a rank
+    # containers often forbid the cross-process memory copies of Open MPI's shared-memory
+    # transport (ptrace); plain copies work everywhere
+    env["OMPI_MCA_btl_vader_single_copy_mechanism"] = "none"
     return env
 
 
