@@ -181,7 +181,15 @@ def data_parallel_step(model, batch: dict, lr: float, w: World | None = None) ->
         optional attention_mask / decoder_input_ids; the same on every rank
     """
     w = world() if w is None else w
+    if not supports(model):
+        raise TypeError(f"model must provide train_grads, apply_grads and grad_buffer (a gensar.Seq2Seq), "
+                        f"got {type(model).__name__}")
+    if not isinstance(batch, dict) or "labels" not in batch or "input_ids" not in batch:
+        raise TypeError("batch must be a dict with 'input_ids' and 'labels' (and optionally "
+                        "'attention_mask', 'decoder_input_ids'), one row per example")
     labels = np.asarray(batch["labels"])
+    if labels.ndim != 2:
+        raise ValueError(f"batch['labels'] must be 2-dimensional (rows, length), got shape {labels.shape}")
     total = int((labels != IGNORE_INDEX).sum())       # every rank holds the whole batch
     if total == 0:
         raise ValueError("the batch has no target token (every label is -100): nothing to learn from")

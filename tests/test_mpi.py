@@ -150,3 +150,37 @@ def test_step_refuses_batch_without_targets():
     batch = {"input_ids": np.ones((2, 3), int), "labels": np.full((2, 3), -100)}
     with pytest.raises(ValueError, match="no target token"):
         distributed.data_parallel_step(m, batch, 1e-3, distributed.World())
+
+
+def test_step_and_world_refuse_bad_input():
+    from gensar import distributed
+    from gensar.seq2seq import Seq2Seq
+
+    w = distributed.World()
+    m = Seq2Seq(dict(vocab_size=20, d_model=8, d_kv=4, num_heads=2, d_ff=16, num_layers=1))
+    with pytest.raises(TypeError, match="model must provide"):
+        distributed.data_parallel_step(object(), {"input_ids": 1, "labels": 1}, 1e-3, w)
+    with pytest.raises(TypeError, match="batch must be a dict"):
+        distributed.data_parallel_step(m, {"input_ids": np.ones((2, 3), int)}, 1e-3, w)
+    with pytest.raises(ValueError, match="2-dimensional"):
+        distributed.data_parallel_step(m, {"input_ids": np.ones((2, 3), int), "labels": np.ones(3, int)}, 1e-3, w)
+    two = distributed.World.__new__(distributed.World)
+    two.comm, two.rank, two.size = None, 0, 2
+    with pytest.raises(ValueError, match="float32"):
+        two.allreduce_sum_(np.ones(3))
+
+
+def test_launcher_detection(monkeypatch):
+    from gensar import distributed
+
+    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "GENSAR_MPI"):
+        monkeypatch.delenv(var, raising=False)
+    assert distributed.launched_size() == 1
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "3")
+    assert distributed.launched_size() == 3
+    monkeypatch.setenv("GENSAR_MPI", "0")
+    assert distributed.launched_size() == 1
+    monkeypatch.delenv("GENSAR_MPI")
+    monkeypatch.delenv("OMPI_COMM_WORLD_SIZE")
+    monkeypatch.setenv("PMI_SIZE", "4")
+    assert distributed.launched_size() == 4
