@@ -4,6 +4,9 @@
     gensar train --config cfg.json --out DIR [--dataset ml-100k]
     gensar evaluate DIR [--dataset ml-100k] [--split test]
     gensar demo                         a one-minute tour of the C core
+
+Every command runs unchanged under ``mpirun -np N`` (data-parallel training and
+sharded evaluation; see gensar.distributed).
 """
 from __future__ import annotations
 
@@ -74,7 +77,9 @@ def run(args):
     _print_table(table[["task", "protocol", "cases", "HR@1", "HR@5", "HR@10", "HR@20",
                         "NDCG@5", "NDCG@10", "NDCG@20"]])
     print("stage seconds:", {k: round(v, 1) for k, v in model.timings_.items()})
-    if args.out:
+    from .distributed import world
+
+    if args.out and world().is_root:  # under MPI rank 0 writes
         model.save(args.out)
         table.to_csv(f"{args.out}/test_metrics.csv", index=False)
         print(f"saved model and metrics to {args.out}")
@@ -175,6 +180,15 @@ def main(argv=None):
     for name in ("threads", "epochs"):
         if getattr(args, name, 0) < 0:
             parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    from .distributed import launched_size
+
+    if launched_size() > 1:
+        # under mpirun every rank runs the command (training is data-parallel, see
+        # gensar.distributed); rank 0 alone prints, and rank 0 alone writes files
+        from .distributed import world
+
+        if not world().is_root:
+            sys.stdout = open(os.devnull, "w")
     try:
         return args.func(args)
     except (ValueError, TypeError, KeyError, OSError) as exc:

@@ -81,25 +81,40 @@ def _check(task, split, protocols):
     check_protocols(protocols)
 
 
-def scorer_ranks(ds, task, split, scores, protocol, seed=0, n_neg=99) -> np.ndarray:
-    """0-based target ranks from scores (B, n_items) aligned with ds.examples(task, split)."""
+def scorer_ranks(ds, task, split, scores, protocol, seed=0, n_neg=99, rows=None) -> np.ndarray:
+    """0-based target ranks from scores (B, n_items) aligned with ds.examples(task, split)
+    (or with its rows ``rows``, a slice, when given: one chunk of the cases)."""
     _check(task, split, (protocol,))
     if not applies(task, protocol):
         raise ValueError(f"protocol {protocol!r} does not apply to task {task!r}")
     ex = ds.examples(task, split, max_history=0)
+    rows = slice(0, len(ex)) if rows is None else rows
+    targets = ex["target"].to_numpy()[rows]
+    cand = None if protocol == "full" else np.asarray(candidates(ds, task, split, protocol, n_neg))[rows]
+    return _ranks(ds, scores, targets, cand, seed)
+
+
+def _ranks(ds, scores, targets, cand, seed) -> np.ndarray:
+    """Ranks of targets (B,) under scores (B, n_items): among every item (cand None) or
+    among the candidate rows cand (B, 1 + n_neg)."""
     scores = np.asarray(scores, dtype=np.float64)
-    if scores.shape != (len(ex), ds.n_items):
-        raise ValueError(f"scores must have shape ({len(ex)}, {ds.n_items}), got {scores.shape}")
+    if scores.shape != (len(targets), ds.n_items):
+        raise ValueError(f"scores must have shape ({len(targets)}, {ds.n_items}), got {scores.shape}")
     # A seeded random relabelling of items makes index-order tie-breaking random.
     perm = np.random.default_rng([seed, 7]).permutation(ds.n_items)
-    if protocol == "full":
-        return ranks_from_scores(scores[:, perm], np.argsort(perm)[ex["target"].to_numpy()])
-    cand = candidates(ds, task, split, protocol, n_neg)
+    if cand is None:
+        return ranks_from_scores(scores[:, perm], np.argsort(perm)[targets])
     sub = np.take_along_axis(scores, cand, 1)
     order = np.argsort(perm[cand], axis=1)  # random but fixed order of each case's candidates
     sub = np.take_along_axis(sub, order, 1)
     target_col = np.argmax(order == 0, axis=1)
     return ranks_from_scores(sub, target_col)
+
+
+# Cases scored per call of a scorer: at most about 2**27 scores (1 GiB of float64) at a
+# time, so memory does not grow with cases x items (170k x 63k would be 86 GB on
+# Amazon Electronics).
+_SCORE_BUDGET = 2**27
 
 
 def evaluate_scorer(ds, score_fn, tasks=("rec", "search"), split="test", protocols=PROTOCOLS,
@@ -123,11 +138,19 @@ def evaluate_scorer(ds, score_fn, tasks=("rec", "search"), split="test", protoco
     for task in tasks:
         _check(task, split, protocols)
         ex = ds.examples(task, split)
-        scores = _scorer_output(score_fn(task, ex), who, task, (len(ex), ds.n_items))
-        for protocol in protocols:
-            if not applies(task, protocol):
-                continue
-            ranks = scorer_ranks(ds, task, split, scores, protocol, seed, n_neg)
+        targets = ex["target"].to_numpy()
+        todo = [p for p in protocols if applies(task, p)]
+        cands = {p: None if p == "full" else np.asarray(candidates(ds, task, split, p, n_neg)) for p in todo}
+        parts = {p: [] for p in todo}
+        chunk = max(1, _SCORE_BUDGET // max(1, ds.n_items))
+        for s in range(0, max(1, len(ex)), chunk):
+            sl = slice(s, min(len(ex), s + chunk))
+            part = ex.iloc[sl]
+            scores = _scorer_output(score_fn(task, part), who, task, (len(part), ds.n_items), offset=s)
+            for p in todo:
+                parts[p].append(_ranks(ds, scores, targets[sl], None if cands[p] is None else cands[p][sl], seed))
+        for protocol in todo:
+            ranks = np.concatenate(parts[protocol])
             if ranks_out is not None:
                 ranks_out[(task, protocol)] = ranks
             rows.append({"method": method, "task": task, "protocol": protocol, "split": split,
@@ -135,7 +158,7 @@ def evaluate_scorer(ds, score_fn, tasks=("rec", "search"), split="test", protoco
     return pd.DataFrame(rows)
 
 
-def _scorer_output(scores, who, task, shape) -> np.ndarray:
+def _scorer_output(scores, who, task, shape, offset=0) -> np.ndarray:
     """The scores a scorer returned, checked: real numbers of the right shape, no NaN."""
     try:
         a = np.asarray(scores, dtype=np.float64)
@@ -148,7 +171,7 @@ def _scorer_output(scores, who, task, shape) -> np.ndarray:
     nan_rows = np.flatnonzero(np.isnan(a).any(1))
     if len(nan_rows):
         raise ValueError(f"scorer {who!r} returned NaN scores for task {task!r} in {len(nan_rows)} of "
-                         f"{len(a)} case(s) (first: case {int(nan_rows[0])}); NaN cannot be ranked "
+                         f"{len(a)} case(s) (first: case {offset + int(nan_rows[0])}); NaN cannot be ranked "
                          f"(use -inf to exclude an item)")
     return a
 

@@ -292,8 +292,14 @@ class GenSAR:
         self.timings_ = {}
         self.dataset_ = dataset
         self.items_ = dataset.items[["item_id", "title"]].reset_index(drop=True)
-        self._progress = progress
+        from .distributed import world
+
+        w = world()
+        self._progress = progress and w.is_root  # under MPI only rank 0 draws progress bars
         sem, col = self._identifiers(dataset, ids, semantic_embeddings, collaborative_embeddings)
+        # Under MPI every rank computed the identifiers; rank 0's are used everywhere, so the
+        # ranks train on the same tasks even if thread counts (and so rounding) differ.
+        sem, col = w.bcast((sem, col) if w.is_root else None)
         self._check_target_len(sem.shape[1])
         self.semantic_ids_, self.collaborative_ids_ = sem, col
         t = time.perf_counter()
@@ -305,7 +311,7 @@ class GenSAR:
         pseudo = None
         if c.task_weights.get("adhoc", 0) > 0:
             t = time.perf_counter()
-            pseudo = self._pseudo_queries(dataset)
+            pseudo = w.bcast(self._pseudo_queries(dataset))
             self.timings_["doc2query"] = time.perf_counter() - t
         t = time.perf_counter()
         self._train(dataset, pseudo, checkpoint_dir)
@@ -411,9 +417,13 @@ class GenSAR:
             k = int(np.argmax([len(self.tokenizer_.backend.encode(render(probe, template=j)[0],
                                                                    add_special_tokens=False).ids)
                                for j in range(len(TEMPLATES[task]))]))
-            enc = self.tokenizer_.backend.encode_batch(render(ex, template=k), add_special_tokens=False)
-            # + 1 for </s>, + 2 for words that split differently at a placeholder's edges
-            longest = max(longest, max(len(e.ids) for e in enc) + 3)
+            # In chunks: the tokenizer's Encoding objects take ~100 bytes per token, so a
+            # whole frame at once held ~2 GB per 100k examples (Amazon size: ~20 GB).
+            for s in range(0, len(ex), 4096):
+                enc = self.tokenizer_.backend.encode_batch(render(ex.iloc[s:s + 4096], template=k),
+                                                           add_special_tokens=False)
+                # + 1 for </s>, + 2 for words that split differently at a placeholder's edges
+                longest = max(longest, max(len(e.ids) for e in enc) + 3)
         return longest
 
     def _input_len(self) -> int:
@@ -545,8 +555,19 @@ class GenSAR:
                              f"target: 1 behaviour token + {id_len} ID tokens + </s> = {need}; "
                              f"set max_target_len >= {need}")
 
-    def _decode(self, task, inputs, k, candidates=None, progress=False, batch_size=32):
-        """Constrained beam search for input strings -> (items (B, k), scores (B, k))."""
+    def _decode(self, task, inputs, k, candidates=None, progress=False, batch_size=32, shard=False):
+        """Constrained beam search for input strings -> (items (B, k), scores (B, k)).
+        shard: under MPI each rank decodes its share of the cases and every rank gets
+        all results (a collective: every rank must call it)."""
+        from .distributed import shard as rows_of, world
+
+        w = world()
+        if shard and w.size > 1:
+            sl = rows_of(len(inputs), w)
+            mine = self._decode(task, inputs[sl], k, None if candidates is None else candidates[sl],
+                                progress and w.is_root, batch_size)
+            parts = w.allgather(mine)
+            return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
         from .decode import CandidateSets, Trie
 
         c = self.config
@@ -618,7 +639,7 @@ class GenSAR:
                 if cand is not None:
                     cand = np.asarray(cand)[:len(ex)]
                 t = time.perf_counter()
-                items, _ = self._decode(task, inputs, max(ks), candidates=cand, progress=progress)
+                items, _ = self._decode(task, inputs, max(ks), candidates=cand, progress=progress, shard=True)
                 row = generator_row(items, targets, task, protocol, split, ks, method="GenSAR")
                 row["seconds"] = time.perf_counter() - t
                 rows.append(row)
@@ -735,8 +756,11 @@ class GenSAR:
         leaves a directory that loads as a mix: GenSAR.load checks every file
         against the manifest and names the first that does not match."""
         from ._io import atomic_write, atomic_write_text, write_manifest
+        from .distributed import world
 
         self._check_fitted()
+        if not world().is_root:  # under MPI every rank holds the same model; rank 0 writes it
+            return
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         d = Path(path)

@@ -454,6 +454,17 @@ class Seq2Seq:
                                           self._get(batch, "attention_mask", False),
                                           self._get(batch, "decoder_input_ids", False),
                                           self._get(batch, "labels"))
+        lr = self._step_lr(lr)
+        loss, norm = _core.t5_train_step(
+            self._model, ids, mask, dec, lab, lr=lr, beta1=self.betas[0],
+            beta2=self.betas[1], eps=self.eps, weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm, seed=self.seed)
+        self.last_grad_norm = norm
+        return loss
+
+    def _step_lr(self, lr) -> float:
+        """The learning rate of the next step: ``lr`` if given, else the schedule's or
+        the constant one; checked finite and >= 0."""
         source = "the lr argument" if lr is not None else "the schedule" if self.schedule else "lr"
         if lr is None:
             lr = self.schedule(self.step) if self.schedule is not None else self.lr
@@ -464,12 +475,38 @@ class Seq2Seq:
         if not (math.isfinite(lr) and lr >= 0):
             raise ValueError(f"the learning rate from {source} is {lr} at step {self.step}; "
                              f"it must be finite and >= 0")
-        loss, norm = _core.t5_train_step(
-            self._model, ids, mask, dec, lab, lr=float(lr), beta1=self.betas[0],
-            beta2=self.betas[1], eps=self.eps, weight_decay=self.weight_decay,
-            max_grad_norm=self.max_grad_norm, seed=self.seed)
-        self.last_grad_norm = norm
-        return loss
+        return lr
+
+    # The two halves of train_step, for data-parallel training (gensar.distributed):
+    # train_grads(batch) then apply_grads(lr) is train_step(batch, lr), bit for bit;
+    # in between, grad_buffer may be summed over processes.
+    def train_grads(self, batch: Mapping[str, Any], dropout_seed: int | None = None) -> float:
+        """Forward + backward of ``train_step`` (the same dropout masks, fixed by the
+        seed and ``step``; ``dropout_seed`` replaces the seed for the masks): fills
+        ``grads`` with the gradient of the mean token loss of ``batch``; returns that
+        loss. No update."""
+        ids, mask, dec, lab = self._batch(self._get(batch, "input_ids"),
+                                          self._get(batch, "attention_mask", False),
+                                          self._get(batch, "decoder_input_ids", False),
+                                          self._get(batch, "labels"))
+        seed = self.seed if dropout_seed is None else dropout_seed
+        return _core.t5_train_grads(self._model, ids, mask, dec, lab, seed=seed)
+
+    def apply_grads(self, lr: float | None = None) -> float:
+        """Clipping + AdamW of ``train_step`` on ``grads`` as they are now; returns the
+        gradient norm before clipping (also ``last_grad_norm``)."""
+        lr = self._step_lr(lr)
+        self.last_grad_norm = _core.t5_apply_grads(
+            self._model, lr=lr, beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
+            weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm)
+        return self.last_grad_norm
+
+    @property
+    def grad_buffer(self) -> np.ndarray:
+        """float32 view (num_params + 1,) of the C gradient buffer: ``grads`` followed by
+        one slot the core never touches (a data-parallel step puts its share of the
+        loss there, so one allreduce sums gradients and loss together)."""
+        return _core.t5_grad_buffer(self._model)
 
     # ------------------------------------------------------- cached decoding
     def decode_cache(self, input_ids, attention_mask=None, rows_per_input: int = 1,

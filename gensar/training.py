@@ -11,6 +11,13 @@ done and continues with the very same batches).
 The model must provide ``train_step(batch, lr) -> float``,
 ``state_dict() -> dict[str, ndarray]`` (weights and optimizer state) and
 ``load_state_dict(dict)``.
+
+Under ``mpirun -np N`` (see :mod:`gensar.distributed`) the same code trains
+data-parallel: each rank takes its share of every batch, one allreduce sums the
+gradients, every rank applies the same step. Rank 0 alone writes checkpoints and
+shows progress; on resume it reads the checkpoint and broadcasts it. A model
+without ``train_grads`` / ``apply_grads`` / ``grad_buffer`` is trained whole on
+every rank (identical results, no speed-up).
 """
 from __future__ import annotations
 
@@ -23,6 +30,12 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+
+
+def _load_file(path):
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
 
 
 def make_schedule(lr: float, total_steps: int, schedule: str = "cosine", warmup: float = 0.01):
@@ -84,6 +97,9 @@ class Trainer:
         self.checkpoint_every_s = checkpoint_every_s
         self.state = TrainerState()
         self.best_state_: dict | None = None
+        from .distributed import world
+
+        self.world = world()
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, which: str, with_state: bool) -> None:
@@ -95,6 +111,8 @@ class Trainer:
         if self.checkpoint_dir is None:
             if which == "best":
                 self.best_state_ = {k: v.copy() for k, v in self.model.state_dict().items()}
+            return
+        if not self.world.is_root:  # every rank holds the same state; one writes it
             return
         from safetensors.numpy import save_file
 
@@ -110,13 +128,24 @@ class Trainer:
 
     def resume(self) -> bool:
         """Loads checkpoint_dir/last if present; returns whether it did. A checkpoint
-        that cannot be read raises ValueError naming the file."""
+        that cannot be read raises ValueError naming the file. Under MPI rank 0 reads
+        it and every rank receives it."""
         if self.checkpoint_dir is None:
             return False
+        found = self.world.bcast_call(self._read_last)
+        if found is None:
+            return False
+        tensors, state = found
+        self.model.load_state_dict(tensors)
+        self.state = state
+        return True
+
+    def _read_last(self):
+        """(tensors, TrainerState) of checkpoint_dir/last, or None if there is none."""
         d = self.checkpoint_dir / "last"
         path = d / "model.safetensors"
         if not path.is_file():
-            return False
+            return None
         from safetensors import safe_open
 
         try:
@@ -130,21 +159,19 @@ class Trainer:
         elif (d / "trainer.json").is_file():  # checkpoints written before the state moved into the file
             raw = (d / "trainer.json").read_text()
         else:
-            return False
+            return None
         try:
             state = TrainerState(**json.loads(raw))
         except (ValueError, TypeError) as exc:
             raise ValueError(f"checkpoint {d}: the trainer state is corrupt ({exc})") from None
-        self.model.load_state_dict(tensors)
-        self.state = state
-        return True
+        return tensors, state
 
     def load_best(self) -> None:
         """Puts the best checkpoint's weights back into the model."""
-        if self.checkpoint_dir is not None and (self.checkpoint_dir / "best" / "model.safetensors").is_file():
-            from safetensors.numpy import load_file
-
-            self.model.load_state_dict(load_file(str(self.checkpoint_dir / "best" / "model.safetensors")))
+        path = None if self.checkpoint_dir is None else self.checkpoint_dir / "best" / "model.safetensors"
+        best = self.world.bcast_call(lambda: _load_file(path) if path is not None and path.is_file() else None)
+        if best is not None:
+            self.model.load_state_dict(best)
         elif self.best_state_ is not None:
             self.model.load_state_dict(self.best_state_)
 
@@ -159,8 +186,14 @@ class Trainer:
         """Trains; returns the per-epoch history (loss, lr, time, validation metrics)."""
         from tqdm.auto import tqdm
 
-        if resume:
-            self.resume()
+        from .distributed import check_in_sync, data_parallel_step, supports
+
+        w = self.world
+        if not (resume and self.resume()) and w.size > 1:
+            # the same start everywhere, whatever each rank's initialisation did
+            self.model.load_state_dict(w.bcast(self.model.state_dict() if w.is_root else None))
+        parallel = w.size > 1 and supports(self.model)
+        progress = self.progress and w.is_root
         st = self.state
         steps_per_epoch = len(self.make_epoch(0))
         lr_of = make_schedule(self.lr, steps_per_epoch * self.epochs, self.schedule, self.warmup)
@@ -168,12 +201,15 @@ class Trainer:
         try:
             while st.epoch < self.epochs:
                 batches = self.make_epoch(st.epoch)
-                bar = tqdm(total=len(batches), initial=st.batch_in_epoch, disable=not self.progress,
+                bar = tqdm(total=len(batches), initial=st.batch_in_epoch, disable=not progress,
                            desc=f"{self.description} epoch {st.epoch + 1}/{self.epochs}", leave=False)
                 t0, losses, seen = time.perf_counter(), [], 0
                 for b in batches[st.batch_in_epoch:]:
                     lr = lr_of(st.step)
-                    loss = float(self.model.train_step(b, lr))
+                    if parallel:
+                        loss = data_parallel_step(self.model, b, lr, w)
+                    else:
+                        loss = float(self.model.train_step(b, lr))
                     if not math.isfinite(loss):
                         raise FloatingPointError(
                             f"loss became {loss} at step {st.step}; lower the learning rate "
@@ -195,6 +231,7 @@ class Trainer:
                        "seconds": time.perf_counter() - t0}
                 st.epoch += 1
                 st.batch_in_epoch = 0
+                check_in_sync(self.model, w)
                 stop = False
                 if self.validate is not None:
                     metrics = self.validate()
@@ -208,7 +245,7 @@ class Trainer:
                         st.bad_epochs += 1
                         stop = self.patience > 0 and st.bad_epochs >= self.patience
                 st.history.append(row)
-                if self.progress:
+                if progress:
                     shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
                     tqdm.write(f"[{self.description}] {shown}")
                 self._save("last", True)

@@ -87,3 +87,27 @@ def test_dense_search_with_tfidf_encoder(ds):
     assert len(table) == 2 and table["HR@20"].between(0, 1).all()
     with pytest.raises(ValueError, match="search queries only"):
         dense.score("rec", ds.examples("rec", "test"))
+
+
+def test_scorer_evaluated_in_chunks_equals_one_call(ds, monkeypatch):
+    """evaluate_scorer scores cases in chunks (memory bounded by a budget, not by
+    cases x items); the ranks do not depend on the chunk size."""
+    import gensar.evaluate as ev
+
+    calls = []
+
+    def noisy(task, ex):
+        calls.append(len(ex))
+        s = np.round(np.random.default_rng(0).random((1, ds.n_items)), 1).repeat(len(ex), 0)
+        s[np.arange(len(ex)), ex["target"].to_numpy()] += 0.05 * (ex["user"].to_numpy() % 7)
+        return s  # ties (rounded scores) exercise the seeded tie-breaking per chunk
+
+    whole, chunked = {}, {}
+    evaluate_scorer(ds, noisy, ranks_out=whole)
+    n_calls = len(calls)
+    monkeypatch.setattr(ev, "_SCORE_BUDGET", 3 * ds.n_items)  # 3 cases per call
+    evaluate_scorer(ds, noisy, ranks_out=chunked)
+    assert len(calls) - n_calls > 2 * n_calls and max(calls[n_calls:]) == 3
+    assert whole.keys() == chunked.keys()
+    for k in whole:
+        np.testing.assert_array_equal(whole[k], chunked[k])

@@ -191,7 +191,8 @@ int gs_t5_new(const gs_t5_config *cfg, gs_t5 **out)
         m->lm_head = add_tensor(m, 1, 2, cfg->vocab_size, cfg->d_model, "lm_head.weight");
     size_t n = m->n_params;
     m->params = gs_calloc(sizeof(float) * n);
-    m->grads = gs_calloc(sizeof(float) * n);
+    /* GS_T5_GRAD_EXTRA floats after the gradients: see t5.h */
+    m->grads = gs_calloc(sizeof(float) * (n + GS_T5_GRAD_EXTRA));
     m->m = gs_calloc(sizeof(float) * n);
     m->v = gs_calloc(sizeof(float) * n);
     m->decay = gs_calloc(n);
@@ -727,27 +728,53 @@ int gs_t5_forward_backward(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *
                        dropout_seed);
 }
 
+int gs_t5_train_grads(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
+                      const int32_t *attention_mask, const int32_t *decoder_input_ids,
+                      const int32_t *labels, uint64_t dropout_seed, float *loss)
+{
+    /* a fresh mask per step, fixed by (seed, step) */
+    uint64_t seed = dropout_seed * 0x9e3779b97f4a7c15ULL + (uint64_t)m->step * 0xd1b54a32d192ed03ULL;
+    return gs_t5_forward_backward(m, B, T_in, T_dec, input_ids, attention_mask, decoder_input_ids,
+                                  labels, 1, seed, loss);
+}
+
+static int check_train_config(const gs_t5_train_config *tc, gs_adamw_config *ac)
+{
+    *ac = (gs_adamw_config){tc->lr, tc->beta1, tc->beta2, tc->eps, tc->weight_decay};
+    int st = gs_adamw_check(ac, 0, NULL, NULL, NULL, NULL);
+    return st ? st : gs_check_max_grad_norm(tc->max_grad_norm);
+}
+
+int gs_t5_apply_grads(gs_t5 *m, const gs_t5_train_config *tc, float *grad_norm)
+{
+    gs_adamw_config ac;
+    int st = check_train_config(tc, &ac);
+    if (st) return st;
+    double norm = gs_clip_grad_norm(m->n_params, m->grads, tc->max_grad_norm);
+    if (grad_norm) *grad_norm = (float)norm;
+    if (!isfinite(norm))
+        return gs_fail(GS_ERUNTIME, "the gradient is not finite; parameters left unchanged; "
+                       "lower the learning rate");
+    m->step++;
+    gs_adamw_step(m->n_params, m->params, m->grads, m->m, m->v, m->decay, &ac, m->step);
+    return GS_OK;
+}
+
 int gs_t5_train_step(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
                      const int32_t *attention_mask, const int32_t *decoder_input_ids,
                      const int32_t *labels, const gs_t5_train_config *tc, float *loss,
                      float *grad_norm)
 {
-    gs_adamw_config ac = {tc->lr, tc->beta1, tc->beta2, tc->eps, tc->weight_decay};
-    int st = gs_adamw_check(&ac, 0, NULL, NULL, NULL, NULL);
-    if (st || (st = gs_check_max_grad_norm(tc->max_grad_norm))) return st;
-    /* a fresh mask per step, fixed by (seed, step) */
-    uint64_t seed = tc->dropout_seed * 0x9e3779b97f4a7c15ULL + (uint64_t)m->step * 0xd1b54a32d192ed03ULL;
-    st = gs_t5_forward_backward(m, B, T_in, T_dec, input_ids, attention_mask, decoder_input_ids,
-                                labels, 1, seed, loss);
-    if (st) return st;
-    double norm = gs_clip_grad_norm(m->n_params, m->grads, tc->max_grad_norm);
-    if (grad_norm) *grad_norm = (float)norm;
-    if (!isfinite(norm))
-        return gs_fail(GS_ERUNTIME, "the gradient is not finite (loss %g); parameters left unchanged; "
-                       "lower the learning rate", (double)*loss);
-    m->step++;
-    gs_adamw_step(m->n_params, m->params, m->grads, m->m, m->v, m->decay, &ac, m->step);
-    return GS_OK;
+    gs_adamw_config ac;
+    int st = check_train_config(tc, &ac); /* before the costly forward pass */
+    if (st || (st = gs_t5_train_grads(m, B, T_in, T_dec, input_ids, attention_mask,
+                                      decoder_input_ids, labels, tc->dropout_seed, loss)))
+        return st;
+    st = gs_t5_apply_grads(m, tc, grad_norm);
+    if (st == GS_ERUNTIME)
+        return gs_fail(GS_ERUNTIME, "the gradient is not finite (loss %g); parameters left "
+                       "unchanged; lower the learning rate", (double)*loss);
+    return st;
 }
 
 /* ------------------------------------------------------ cached decoding */

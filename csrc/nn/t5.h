@@ -102,6 +102,20 @@ int gs_t5_train_step(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_
                      const int32_t *labels, const gs_t5_train_config *tc, float *loss,
                      float *grad_norm);
 
+/* The two halves of gs_t5_train_step, for data-parallel training (gensar/distributed.py):
+ * gs_t5_train_grads = its forward + backward (same dropout masks), grads overwritten;
+ * gs_t5_apply_grads = its clipping + AdamW on whatever the grads buffer holds then (e.g. the
+ * sum of every process's gradients). train_grads then apply_grads == train_step, bit for bit. */
+int gs_t5_train_grads(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
+                      const int32_t *attention_mask, const int32_t *decoder_input_ids,
+                      const int32_t *labels, uint64_t dropout_seed, float *loss);
+int gs_t5_apply_grads(gs_t5 *m, const gs_t5_train_config *tc, float *grad_norm);
+
+/* The grads buffer holds gs_t5_num_params() + GS_T5_GRAD_EXTRA floats. The C core never
+ * reads or writes the extra ones: a data-parallel step stores its share of the loss there,
+ * so a single allreduce of the whole buffer sums gradients and loss together. */
+#define GS_T5_GRAD_EXTRA 1
+
 /* ---- cached incremental decoding (dropout off) ---- */
 
 /* Encodes B inputs (input_ids (B,T_in) int32, attention_mask (B,T_in) int32 0/1) once and makes a

@@ -285,6 +285,70 @@ static PyObject *py_t5_train_step(PyObject *self, PyObject *args, PyObject *kw)
     return Py_BuildValue("dd", (double)loss, (double)norm);
 }
 
+static PyObject *py_t5_train_grads(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"model", "input_ids", "attention_mask", "decoder_input_ids", "labels",
+                             "seed", NULL};
+    PyObject *cap, *oids, *omask, *odec, *olab, *oseed;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOO", kwlist, &cap, &oids, &omask, &odec,
+                                     &olab, &oseed))
+        return NULL;
+    gs_t5 *m = get_model(cap);
+    batch_args b;
+    unsigned long long seed = 0;
+    if (!m || parse_batch(oids, omask, odec, olab, &b) || gs_arg_u64(oseed, "seed", &seed))
+        return NULL;
+    float loss = 0.0f;
+    int st;
+    gs_model_lock *lk = gs_capsule_lock(cap);
+    Py_BEGIN_ALLOW_THREADS
+    gs_lock_write(lk);
+    st = gs_t5_train_grads(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, seed, &loss);
+    gs_unlock(lk);
+    Py_END_ALLOW_THREADS
+    if (st) return gs_raise(st);
+    return PyFloat_FromDouble(loss);
+}
+
+static PyObject *py_t5_apply_grads(PyObject *self, PyObject *args, PyObject *kw)
+{
+    (void)self;
+    static char *kwlist[] = {"model", "lr", "beta1", "beta2", "eps", "weight_decay",
+                             "max_grad_norm", NULL};
+    PyObject *cap, *olr, *ob1, *ob2, *oeps, *owd, *oclip;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOO", kwlist, &cap, &olr, &ob1, &ob2, &oeps,
+                                     &owd, &oclip))
+        return NULL;
+    gs_t5 *m = get_model(cap);
+    if (!m) return NULL;
+    gs_adamw_config ac;
+    gs_t5_train_config tc = {0};
+    if (gs_parse_adamw(olr, ob1, ob2, oeps, owd, &ac) ||
+        gs_arg_float(oclip, "max_grad_norm", 0.0, INFINITY, GS_ALLOW_INF, &tc.max_grad_norm))
+        return NULL;
+    tc.lr = ac.lr, tc.beta1 = ac.beta1, tc.beta2 = ac.beta2, tc.eps = ac.eps;
+    tc.weight_decay = ac.weight_decay;
+    float norm = 0.0f;
+    int st;
+    gs_model_lock *lk = gs_capsule_lock(cap);
+    Py_BEGIN_ALLOW_THREADS
+    gs_lock_write(lk);
+    st = gs_t5_apply_grads(m, &tc, &norm);
+    gs_unlock(lk);
+    Py_END_ALLOW_THREADS
+    if (st) return gs_raise(st);
+    return PyFloat_FromDouble(norm);
+}
+
+static PyObject *py_t5_grad_buffer(PyObject *self, PyObject *cap)
+{
+    (void)self;
+    gs_t5 *m = get_model(cap);
+    if (!m) return NULL;
+    return view(cap, gs_t5_grads(m), (npy_intp)(gs_t5_num_params(m) + GS_T5_GRAD_EXTRA));
+}
+
 /* ---- decoding caches ---- */
 
 static void cache_capsule_free(PyObject *cap)
@@ -433,6 +497,14 @@ PyMethodDef gs_t5_methods[] = {
      METH_VARARGS | METH_KEYWORDS,
      "t5_forward_backward(model, input_ids, attention_mask, decoder_input_ids, labels, "
      "dropout=False, seed=0) -> mean token loss; grads buffer overwritten"},
+    {"t5_train_grads", (PyCFunction)(void (*)(void))py_t5_train_grads, METH_VARARGS | METH_KEYWORDS,
+     "t5_train_grads(model, input_ids, attention_mask, decoder_input_ids, labels, seed) -> mean "
+     "token loss; the forward + backward of t5_train_step (same dropout masks), no update"},
+    {"t5_apply_grads", (PyCFunction)(void (*)(void))py_t5_apply_grads, METH_VARARGS | METH_KEYWORDS,
+     "t5_apply_grads(model, lr, beta1, beta2, eps, weight_decay, max_grad_norm) -> grad norm "
+     "before clipping; the clipping + AdamW of t5_train_step on the grads buffer as it is"},
+    {"t5_grad_buffer", py_t5_grad_buffer, METH_O,
+     "t5_grad_buffer(model) -> float32 view (n_params + 1,): the gradients and one free slot"},
     {"t5_train_step", (PyCFunction)(void (*)(void))py_t5_train_step, METH_VARARGS | METH_KEYWORDS,
      "t5_train_step(model, input_ids, attention_mask, decoder_input_ids, labels, lr, beta1, beta2, "
      "eps, weight_decay, max_grad_norm, seed) -> (loss, grad_norm before clipping)"},

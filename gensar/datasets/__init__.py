@@ -29,10 +29,10 @@ from .loaders import (
     read_recbole_atomic,
 )
 from .protocol import SPLITS, TASKS, Dataset, from_pandas
-from .synthetic import toy
+from .synthetic import AMAZON_ELECTRONICS, amazon_like, toy
 
 __all__ = [
-    "DEFAULT_SEARCH_SHARE", "SPLITS", "TASKS", "Dataset", "cache_dir", "fetch_recbole_ml100k",
+    "AMAZON_ELECTRONICS", "DEFAULT_SEARCH_SHARE", "SPLITS", "TASKS", "Dataset", "cache_dir", "fetch_recbole_ml100k",
     "from_pandas", "iter_json_lines", "load", "load_amazon", "load_kuaisar", "load_ml100k",
-    "load_movielens", "read_amazon", "toy", "read_kuaisar", "read_movielens", "read_recbole_atomic",
+    "load_movielens", "read_amazon", "amazon_like", "toy", "read_kuaisar", "read_movielens", "read_recbole_atomic",
 ]
