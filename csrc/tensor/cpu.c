@@ -50,6 +50,54 @@ int gs_isa_from_name(const char *name)
     return -1;
 }
 
+static int has_bf16 = -1;
+static int active_precision = GS_PRECISION_FP32;
+
+int gs_cpu_has_bf16(void)
+{
+    if (has_bf16 < 0) {
+        has_bf16 = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+        __builtin_cpu_init();
+        has_bf16 = gs_isa_best() == GS_ISA_AVX512 && __builtin_cpu_supports("avx512bf16");
+#endif
+    }
+    return has_bf16;
+}
+
+int gs_precision(void) { return active_precision; }
+
+static const char *const precision_names[] = {"fp32", "bf16"};
+
+const char *gs_precision_name(int precision)
+{
+    return precision >= 0 && precision <= GS_PRECISION_BF16 ? precision_names[precision] : NULL;
+}
+
+int gs_precision_from_name(const char *name)
+{
+    for (int i = 0; i <= GS_PRECISION_BF16; i++)
+        if (strcmp(name, precision_names[i]) == 0) return i;
+    return -1;
+}
+
+int gs_set_precision(int precision)
+{
+    if (!gs_precision_name(precision))
+        return gs_fail(GS_EINVAL, "unknown precision %d: use 0 (fp32) or 1 (bf16)", precision);
+    if (precision == GS_PRECISION_BF16) {
+        if (!gs_cpu_has_bf16())
+            return gs_fail(GS_EINVAL, "bf16 precision needs a CPU with AVX512-BF16 (avx512_bf16); "
+                                      "this one has none, or no AVX-512 (best path: %s)",
+                           names[gs_isa_best()]);
+        if (gs_isa() != GS_ISA_AVX512)
+            return gs_fail(GS_EINVAL, "bf16 precision runs on the avx512 path, but the %s path is "
+                                      "forced: set the avx512 path first", names[gs_isa()]);
+    }
+    active_precision = precision;
+    return GS_OK;
+}
+
 int gs_set_isa(int isa)
 {
     if (!gs_isa_name(isa))
@@ -57,6 +105,9 @@ int gs_set_isa(int isa)
     if (isa > gs_isa_best())
         return gs_fail(GS_EINVAL, "this CPU does not support the %s path (best: %s)", names[isa],
                        names[gs_isa_best()]);
+    if (isa != GS_ISA_AVX512 && active_precision == GS_PRECISION_BF16)
+        return gs_fail(GS_EINVAL, "the %s path cannot run bf16 precision: set precision fp32 first",
+                       names[isa]);
     active_isa = isa;
     return GS_OK;
 }
