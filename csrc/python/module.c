@@ -424,6 +424,22 @@ static PyObject *py_has_bf16(PyObject *self, PyObject *noargs)
     return PyBool_FromLong(gs_cpu_has_bf16());
 }
 
+static PyObject *py_set_amx(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    int status = gs_set_amx(on);
+    if (status) return gs_raise(status);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_amx(PyObject *self, PyObject *noargs)
+{
+    (void)self, (void)noargs;
+    return PyBool_FromLong(gs_amx());
+}
+
 static PyMethodDef module_methods[] = {
     {"set_isa", py_set_isa, METH_O,
      "set_isa(name): the kernel path every C kernel uses from now on: 'scalar', 'avx2' or 'avx512' "
@@ -436,6 +452,10 @@ static PyMethodDef module_methods[] = {
     {"get_precision", py_get_precision, METH_NOARGS, "get_precision() -> str: 'fp32' or 'bf16'."},
     {"has_bf16", py_has_bf16, METH_NOARGS,
      "has_bf16() -> bool: the CPU can run bf16 products (AVX512-BF16 and the AVX-512 path)."},
+    {"set_amx", py_set_amx, METH_O,
+     "set_amx(on): allow (True, the default where available) or forbid AMX tiles for the bf16 "
+     "products; ValueError if asked for where there is none."},
+    {"amx", py_amx, METH_NOARGS, "amx() -> bool: the bf16 products would run on AMX tiles."},
     {"set_num_threads", py_set_num_threads, METH_O,
      "set_num_threads(n): threads used by every C kernel; 0 restores the OpenMP default "
      "(OMP_NUM_THREADS). n must be an integer in [0, max(256, processors)]: more threads "

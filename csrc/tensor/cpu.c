@@ -1,6 +1,11 @@
+#define _GNU_SOURCE /* syscall() */
 #include "cpu.h"
 
 #include <string.h>
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "../common.h"
 
@@ -66,6 +71,35 @@ int gs_cpu_has_bf16(void)
 }
 
 int gs_precision(void) { return active_precision; }
+
+static int amx_ok = -1; /* the CPU has it and the OS lets this process use it */
+static int amx_on = 1;
+
+static int amx_available(void)
+{
+    if (amx_ok < 0) {
+        amx_ok = 0;
+#if defined(__linux__) && defined(__x86_64__) && defined(__GNUC__)
+        /* Linux gives the 8 KB tile state to a process only on request
+         * (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA; kernels >= 5.16);
+         * without it the first tile instruction kills the process. */
+        if (gs_cpu_has_bf16() && __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16"))
+            amx_ok = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+#endif
+    }
+    return amx_ok;
+}
+
+int gs_amx(void) { return amx_on && amx_available(); }
+
+int gs_set_amx(int on)
+{
+    if (on && !amx_available())
+        return gs_fail(GS_EINVAL, "AMX bf16 tiles are not available (no amx_bf16 on this CPU, or the OS "
+                                  "did not grant the tile state)");
+    amx_on = on != 0;
+    return GS_OK;
+}
 
 static const char *const precision_names[] = {"fp32", "bf16"};
 

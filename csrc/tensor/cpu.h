@@ -41,6 +41,13 @@ int gs_precision(void);
  * is not a precision, or bf16 is asked for without CPU support or while a path
  * below AVX-512 is forced. */
 int gs_set_precision(int precision);
+/* 1 if the bf16 products may use AMX tiles (amx_bf16 on the CPU, the Linux
+ * kernel granted the tile state to this process, and not turned off by
+ * gs_set_amx): they then run as TDPBF16PS on 16 x 16 tiles instead of VDPBF16PS. */
+int gs_amx(void);
+/* Allows (1) or forbids (0) AMX for the bf16 products; GS_EINVAL if asked for
+ * on a CPU or OS without it. For tests and benchmarks that compare the two. */
+int gs_set_amx(int on);
 /* "fp32", "bf16"; NULL for other values. */
 const char *gs_precision_name(int precision);
 /* Inverse of gs_precision_name; -1 for an unknown name. */

@@ -367,6 +367,97 @@ GS_TARGET_AVX512_BF16 static void pack_b_bf16(int trans_b, const float *B, int l
         }
     }
 }
+
+/* The bf16 products on AMX tiles (gs_amx()): TDPBF16PS multiplies a 16 x 32
+ * bf16 tile of A (16 rows, 16 depth pairs) by a 16 x 16-pair tile of B (16 depth
+ * pairs, 16 columns), into a 16 x 16 fp32 tile of C. The kernel computes a 32 x
+ * 32 block of C in four C tiles (two A tiles, two B tiles: the 8 tile registers),
+ * 16 depth pairs per step. B uses the (kq, 32) pair panels of pack_b_bf16 (a B
+ * tile is 16 rows of 64 bytes, stride 128); A is row-major pairs. The depth is
+ * padded with zero pairs to a multiple of 16, the rows to a multiple of 32. */
+#define GS_TARGET_AMX                                                                               \
+    __attribute__((target("amx-tile,amx-bf16,avx512f,avx512dq,avx512bw,avx512vl,avx512bf16,avx2,fma," \
+                          "prefer-vector-width=512")))
+
+/* The tile shapes: tiles 0..7 all 16 rows of 64 bytes (16 x 16 fp32, 16 x 32
+ * bf16). Loaded on each thread before its first tile instruction (the
+ * configuration is per thread), released after its last. A constant in memory:
+ * GCC 12 does not see that ldtilecfg reads its operand and dropped the stores
+ * that filled a local copy. */
+static const struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} __attribute__((packed, aligned(64))) amx_config = {
+    1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
+
+GS_TARGET_AMX static void amx_begin(void) { _tile_loadconfig(&amx_config); }
+
+GS_TARGET_AMX static void amx_end(void) { _tile_release(); }
+
+// a: 32 rows of kq16 pairs (row stride kq16), b: a (kq16, 32) pair panel -> c tile (mr, nr), mr, nr <= 32
+GS_TARGET_AMX static void kernel_amx(int kq16, const uint32_t *a, const uint32_t *b, float *c, int ldc,
+                                     float alpha, float beta, const float *bias, int mr, int nr)
+{
+    const size_t a_bytes = sizeof(uint32_t) * (size_t)kq16; /* row stride of A */
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int q = 0; q < kq16; q += 16) {
+        _tile_loadd(4, a + q, a_bytes);
+        _tile_loadd(5, a + 16 * (size_t)kq16 + q, a_bytes);
+        _tile_loadd(6, b + (size_t)q * 32, 128);
+        _tile_loadd(7, b + (size_t)q * 32 + 16, 128);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    float acc[32 * 32] __attribute__((aligned(64)));
+    _tile_stored(0, acc, 128);
+    _tile_stored(1, acc + 16, 128);
+    _tile_stored(2, acc + 16 * 32, 128);
+    _tile_stored(3, acc + 16 * 32 + 16, 128);
+    for (int r0 = 0; r0 < mr; r0 += 12) { /* the epilogue of the 12 x 32 kernels, 12 rows at a time */
+        __m512 rows[24];
+        for (int i = 0; i < 24; i++) rows[i] = r0 + i / 2 < 32 ? _mm512_load_ps(acc + (r0 + i / 2) * 32 + (i % 2) * 16) : _mm512_setzero_ps();
+        store_rows_avx512(rows, c + (size_t)r0 * ldc, ldc, alpha, beta, bias, mr - r0 < 12 ? mr - r0 : 12, nr);
+    }
+}
+
+/* op(A)[i0 : i0 + mc, p0 : p0 + kc] as bf16 pairs, row-major with row stride
+ * `stride` pairs; rows mc .. mc_pad - 1 and pairs kq .. stride - 1 are zero. */
+GS_TARGET_AVX512_BF16 static void pack_a_rows_bf16(int trans_a, const float *A, int lda, int i0, int mc,
+                                                   int mc_pad, int p0, int kc, int stride, uint32_t *dst)
+{
+    const int kq = (kc + 1) / 2;
+    for (int i = mc; i < mc_pad; i++) memset(dst + (size_t)i * stride, 0, sizeof(uint32_t) * stride);
+    if (!trans_a) {
+        for (int i = 0; i < mc; i++) {
+            uint32_t *d = dst + (size_t)i * stride;
+            const float *src = A + (size_t)(i0 + i) * lda + p0;
+            for (int q = 0; q < stride; q += 16)
+                _mm512_mask_storeu_epi32(d + q, first_lanes(stride - q),
+                                         q < kq ? pairs_along(src + 2 * q, kc - 2 * q) : _mm512_setzero_si512());
+        }
+    } else {
+        /* A is stored (K, M): two depth rows give the pairs of 16 rows of op(A),
+         * written down the rows (stride `stride`) */
+        uint32_t tmp[16] __attribute__((aligned(64)));
+        for (int i = 0; i < mc; i++)
+            for (int q = kq; q < stride; q++) dst[(size_t)i * stride + q] = 0;
+        for (int q = 0; q < kq; q++) {
+            const float *r0 = A + (size_t)(p0 + 2 * q) * lda + i0;
+            const float *r1 = 2 * q + 1 < kc ? r0 + lda : NULL;
+            for (int ir = 0; ir < mc; ir += 16) {
+                const int n = mc - ir < 16 ? mc - ir : 16;
+                _mm512_store_si512(tmp, pairs_across(r0 + ir, r1 ? r1 + ir : NULL, n));
+                for (int t = 0; t < n; t++) dst[(size_t)(ir + t) * stride + q] = tmp[t];
+            }
+        }
+    }
+}
 #endif
 
 static gemm_kernel kernel_for(int isa)
@@ -395,7 +486,10 @@ static int use_bf16(void)
 #endif
 }
 
-const char *gs_sgemm_kernel_name(void) { return use_bf16() ? "avx512-bf16" : select_kernel().name; }
+const char *gs_sgemm_kernel_name(void)
+{
+    return !use_bf16() ? select_kernel().name : gs_amx() ? "amx-bf16" : "avx512-bf16";
+}
 
 /* Packs op(A)[i0:i0+mc, p0:p0+kc] into mr_k-row panels, (kc, mr_k) each, zero-padded.
  * Inlined with a constant mr_k (pack_a below), so the copies unroll and vectorise. */
@@ -610,6 +704,75 @@ static int sgemm_bf16(int trans_a, int trans_b, int M, int N, int K, float alpha
 }
 #endif
 
+#ifdef GS_HAVE_AVX512_PATH
+/* The bf16 products on AMX tiles: sgemm_bf16's blocking with 32 x 32 blocks of C
+ * and the depth of each slab padded to a multiple of 32 (16 pairs). GS_OK, or
+ * GS_ENOMEM (nothing written). */
+static int sgemm_amx(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, const float *bias, float *C, int ldc)
+{
+    int nthreads = gs_num_threads();
+    if ((double)M * N * K < 64.0 * 64.0 * 64.0) nthreads = 1;
+    const int kc_max = slab_depth(K), nc_max = N < NC ? N : NC;
+    const int kq16_max = ((kc_max + 1) / 2 + 15) / 16 * 16;
+    const size_t n_panels_max = ((size_t)nc_max + 31) / 32, m_pad = ((size_t)M + 31) / 32 * 32;
+    uint32_t *bpack = gs_scratch_get(GS_SCRATCH_GEMM_B, sizeof(uint32_t) * n_panels_max * 32 * kq16_max);
+    uint32_t *apack = gs_scratch_get(GS_SCRATCH_GEMM_A, sizeof(uint32_t) * m_pad * kq16_max);
+    if (!bpack || !apack) {
+        gs_scratch_put(GS_SCRATCH_GEMM_B, bpack);
+        gs_scratch_put(GS_SCRATCH_GEMM_A, apack);
+        return GS_ENOMEM;
+    }
+    int mc_step, n_mblocks;
+    row_blocks(M, 32, &mc_step, &n_mblocks);
+#pragma omp parallel num_threads(nthreads)
+    {
+        amx_begin();
+        for (int p0 = 0; p0 < K; p0 += kc_max) {
+            const int kc = K - p0 < kc_max ? K - p0 : kc_max, kq = (kc + 1) / 2, kq16 = (kq + 15) / 16 * 16;
+            const float beta_step = p0 == 0 ? beta : 1.0f;
+#pragma omp for schedule(static)
+            for (int mb = 0; mb < n_mblocks; mb++) {
+                int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
+                pack_a_rows_bf16(trans_a, A, lda, i0, mc, (mc + 31) / 32 * 32, p0, kc, kq16,
+                                 apack + (size_t)i0 * kq16);
+            }
+            for (int j0 = 0; j0 < N; j0 += NC) {
+                const int nc = N - j0 < NC ? N - j0 : NC, n_panels = (nc + 31) / 32;
+#pragma omp for schedule(static)
+                for (int jp = 0; jp < n_panels; jp++) {
+                    int j = j0 + jp * 32, nr = N - j < 32 ? N - j : 32;
+                    uint32_t *d = bpack + (size_t)jp * 32 * kq16;
+                    pack_b_bf16(trans_b, B, ldb, p0, kc, j, nr, d);
+                    memset(d + (size_t)kq * 32, 0, sizeof(uint32_t) * 32 * (size_t)(kq16 - kq));
+                }
+                const int n_ngroups = (n_panels + 3) / 4;
+#pragma omp for schedule(static) collapse(2)
+                for (int mb = 0; mb < n_mblocks; mb++) {
+                    for (int ng = 0; ng < n_ngroups; ng++) {
+                        int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
+                        int jp_end = (ng + 1) * 4 < n_panels ? (ng + 1) * 4 : n_panels;
+                        for (int jp = ng * 4; jp < jp_end; jp++) {
+                            int j = jp * 32, nr = nc - j < 32 ? nc - j : 32;
+                            const uint32_t *bp = bpack + (size_t)jp * 32 * kq16;
+                            const float *bt = p0 == 0 && bias ? bias + j0 + j : NULL;
+                            for (int ir = 0; ir < mc; ir += 32)
+                                kernel_amx(kq16, apack + (size_t)(i0 + ir) * kq16, bp,
+                                           C + (size_t)(i0 + ir) * ldc + j0 + j, ldc, alpha, beta_step, bt,
+                                           mc - ir < 32 ? mc - ir : 32, nr);
+                        }
+                    }
+                }
+            }
+        }
+        amx_end();
+    }
+    gs_scratch_put(GS_SCRATCH_GEMM_B, bpack);
+    gs_scratch_put(GS_SCRATCH_GEMM_A, apack);
+    return GS_OK;
+}
+#endif
+
 /* gs_sgemm with an optional bias (N) added to every row of C (with beta == 0). */
 static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                   const float *B, int ldb, float beta, const float *bias, float *C, int ldc)
@@ -623,7 +786,8 @@ static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
         return;
     }
 #ifdef GS_HAVE_AVX512_PATH
-    if (use_bf16() && sgemm_bf16(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, bias, C, ldc) == GS_OK)
+    if (use_bf16() && (gs_amx() ? sgemm_amx : sgemm_bf16)(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb,
+                                                          beta, bias, C, ldc) == GS_OK)
         return; /* else out of memory: the fp32 path below, with its own fallback */
 #endif
     const gemm_kernel k = select_kernel();
