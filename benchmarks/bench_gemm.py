@@ -17,7 +17,8 @@ machine moves both sides alike.
 
 --precision bf16 (CPUs with AVX512-BF16) times gensar's bf16 products as a third
 library in the same alternating rounds and adds the ratio bf16/fp32 of gensar's
-speeds (same shapes, same run).
+speeds (same shapes, same run). The bf16 kernel is AMX tiles where the CPU has
+them, VDPBF16PS otherwise; --no-amx forces VDPBF16PS.
 """
 import argparse
 import itertools
@@ -100,6 +101,7 @@ def main():
     ap.add_argument("--isa", choices=gensar.cpu.ISAS, help="force gensar's kernel path (default: the best)")
     ap.add_argument("--precision", choices=gensar.cpu.PRECISIONS, default="fp32",
                     help="bf16: also time gensar's bf16 products (AVX512-BF16 CPUs) and print bf16/fp32")
+    ap.add_argument("--no-amx", action="store_true", help="bf16 on VDPBF16PS even where AMX tiles exist")
     args = ap.parse_args()
     if args.isa:
         gensar.set_isa(args.isa)
@@ -107,6 +109,13 @@ def main():
     if bf16 and not gensar.cpu_info()["bf16"]:
         raise SystemExit(f"--precision bf16: this CPU ({gensar.cpu.cpu_model()}) has no AVX512-BF16 "
                          "(or the kernel path is not avx512)")
+    bf16_kernel = ""
+    if bf16:
+        if args.no_amx:
+            gensar._core.set_amx(False)
+        gensar.set_precision("bf16")
+        bf16_kernel = f" (+ {ops.gemm_kernel_name()})"
+        gensar.set_precision("fp32")
     blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
     print(f"CPU: {gensar.cpu.cpu_model()}; gensar kernel path: {gensar.get_isa()} "
           f"(SGEMM {ops.gemm_kernel_name()}); numpy BLAS: "
@@ -129,7 +138,7 @@ def main():
         print(f"| {th} | {len(rows)} | {statistics.median(ratios):.2f} | {min(ratios):.2f} | "
               f"{max(ratios):.2f} | {statistics.median(r[4] for r in rows):.1f} | "
               f"{statistics.median(r[5] for r in rows):.1f} |{extra} {where}"
-              f"{' (+ avx512-bf16)' if bf16 else ''} |", flush=True)
+              f"{bf16_kernel} |", flush=True)
         details.append((th, rows))
     if args.verbose:
         for th, rows in details:

@@ -15,7 +15,8 @@ over rounds is reported.
 
 ``--precision bf16`` runs gensar with bf16 matrix products (gensar.set_precision,
 CPUs with AVX512-BF16); ``both`` runs gensar in fp32 and in bf16 as two engines
-in the same alternating rounds and prints the ratio of their throughputs.
+in the same alternating rounds and prints the ratio of their throughputs. The
+bf16 kernel is AMX tiles where the CPU has them (--no-amx: VDPBF16PS).
 
 Prints, per thread count: target tokens/s and examples/s of each engine, the
 C/PyTorch ratio, and the peak memory (max RSS of the child, and for gensar its
@@ -83,6 +84,8 @@ def worker(a):
 
         gensar.set_num_threads(a.worker_threads)
         if a.engine == "gensar-bf16":
+            if a.no_amx:
+                gensar._core.set_amx(False)
             gensar.set_precision("bf16")  # raises on a CPU without AVX512-BF16
         m = gensar.Seq2Seq(config(a), lr=1e-3, weight_decay=0.01, max_grad_norm=1.0)
         batch = dict(input_ids=ids, attention_mask=mask, labels=labels)
@@ -93,7 +96,8 @@ def worker(a):
                 times.append(time.perf_counter() - t)
         extra["workspace_mb"] = gensar._core.t5_workspace_bytes(m._model) / 2**20
         extra["params"] = m.num_params
-        extra["isa"] = gensar.get_isa() + ("+bf16" if gensar.get_precision() == "bf16" else "")
+        extra["isa"] = gensar.get_isa() + (f" + {gensar.cpu_info()['sgemm_kernel']}"
+                                           if gensar.get_precision() == "bf16" else "")
         extra["cpu"] = gensar.cpu.cpu_model()
     else:
         import torch
@@ -129,6 +133,8 @@ def run_child(a, engine, threads):
     for k in ("batch", "t_in", "t_dec", "vocab", "d_model", "layers", "heads", "d_ff", "ffn",
               "steps", "warmup"):
         cmd += [f"--{k.replace('_', '-')}", str(getattr(a, k))]
+    if a.no_amx:
+        cmd.append("--no-amx")
     env = dict(BASE_ENV, OMP_NUM_THREADS=str(threads))
     if a.isa and engine.startswith("gensar"):
         env["GENSAR_ISA"] = a.isa
@@ -155,6 +161,8 @@ def main():
                    help="force gensar's kernel path (GENSAR_ISA in the gensar child)")
     p.add_argument("--precision", choices=("fp32", "bf16", "both"), default="fp32",
                    help="gensar's matrix products: fp32, bf16 (AVX512-BF16 CPUs) or both, as two engines")
+    p.add_argument("--no-amx", action="store_true",
+                   help="bf16 on VDPBF16PS even where AMX tiles exist (default: AMX where present)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
