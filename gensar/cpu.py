@@ -75,7 +75,7 @@ def cpu_info() -> dict:
 def describe() -> str:
     """One line for benchmark rows and logs: 'CPU model, path avx512, 2 threads'."""
     info = cpu_info()
-    precision = ", bf16 products" if info["precision"] == "bf16" else ""
+    precision = f", bf16 products ({info['sgemm_kernel']})" if info["precision"] == "bf16" else ""
     return f"{info['cpu']}, kernel path {info['isa']}{precision}, {info['threads']} thread(s)"
 
 

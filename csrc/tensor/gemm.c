@@ -5,7 +5,9 @@
  * non-transposed A in place (no A packing). Three micro-kernels: portable C (6 x 16),
  * AVX2+FMA (6 x 16) and AVX-512 (12 x 32); the vector ones are compiled with
  * target attributes and chosen per call by gs_isa(), so one build runs on any
- * x86-64. The panel shapes follow the kernel. */
+ * x86-64. The panel shapes follow the kernel. In bf16 precision (opt-in,
+ * gs_precision()) two more kernels of the same blocking take over: VDPBF16PS in
+ * the 12 x 32 tile, and 32 x 32 blocks of AMX tiles (sgemm_bf16, sgemm_amx). */
 #include "gemm.h"
 
 #include <stdint.h>
