@@ -13,6 +13,12 @@ machine moves both sides alike.
 
     python benchmarks/bench_gemm.py                 # 1 and 2 threads
     python benchmarks/bench_gemm.py --threads 1 --quick
+    python benchmarks/bench_gemm.py --precision bf16  # also gensar's bf16 products
+
+--precision bf16 (CPUs with AVX512-BF16) times gensar's bf16 products as a third
+library in the same alternating rounds and adds the ratio bf16/fp32 of gensar's
+speeds (same shapes, same run). The bf16 kernel is AMX tiles where the CPU has
+them, VDPBF16PS otherwise; --no-amx forces VDPBF16PS.
 """
 import argparse
 import itertools
@@ -48,17 +54,24 @@ def block_median(fn, reps):
     return statistics.median(times)
 
 
-def compare(fn_gensar, fn_numpy, threads, reps, rounds=3):
-    """Best block median of each library over alternating rounds (seconds)."""
-    best_gs = best_np = float("inf")
+def compare(fn_gensar, fn_numpy, threads, reps, rounds=3, fn_bf16=None):
+    """Best block median of each library over alternating rounds (seconds); the
+    third time is gensar in bf16 (None without fn_bf16)."""
+    best_gs = best_np = best_bf = float("inf")
     for _ in range(rounds):
         best_gs = min(best_gs, block_median(fn_gensar, reps))
         with threadpool_limits(limits=threads, user_api="blas"):
             best_np = min(best_np, block_median(fn_numpy, reps))
-    return best_gs, best_np
+        if fn_bf16 is not None:
+            gensar.set_precision("bf16")
+            try:
+                best_bf = min(best_bf, block_median(fn_bf16, reps))
+            finally:
+                gensar.set_precision("fp32")
+    return best_gs, best_np, (best_bf if fn_bf16 is not None else None)
 
 
-def run(threads, quick):
+def run(threads, quick, bf16=False):
     rng = np.random.default_rng(0)
     gensar.set_num_threads(threads)
     rows = []
@@ -72,10 +85,11 @@ def run(threads, quick):
         flops = 2.0 * M * N * K
         reps = max(3, min(50, int(5e9 / flops)))  # >= ~0.05 s per block
         a_op, b_op = (a.T if ta else a), (b.T if tb else b)
-        t_gs, t_np = compare(lambda: ops.matmul(a, b, ta, tb, out=out),
-                             lambda: np.matmul(a_op, b_op, out=out), threads, reps)
+        fn = lambda: ops.matmul(a, b, ta, tb, out=out)  # noqa: E731
+        t_gs, t_np, t_bf = compare(fn, lambda: np.matmul(a_op, b_op, out=out), threads, reps,
+                                   fn_bf16=fn if bf16 else None)
         rows.append((M, K, N, ("T" if ta else "N") + ("T" if tb else "N"),
-                     flops / t_gs / 1e9, flops / t_np / 1e9))
+                     flops / t_gs / 1e9, flops / t_np / 1e9, flops / t_bf / 1e9 if bf16 else None))
     return rows
 
 
@@ -85,30 +99,55 @@ def main():
     ap.add_argument("--quick", action="store_true", help="every 5th shape only")
     ap.add_argument("--verbose", action="store_true", help="print every shape")
     ap.add_argument("--isa", choices=gensar.cpu.ISAS, help="force gensar's kernel path (default: the best)")
+    ap.add_argument("--precision", choices=gensar.cpu.PRECISIONS, default="fp32",
+                    help="bf16: also time gensar's bf16 products (AVX512-BF16 CPUs) and print bf16/fp32")
+    ap.add_argument("--no-amx", action="store_true", help="bf16 on VDPBF16PS even where AMX tiles exist")
     args = ap.parse_args()
     if args.isa:
         gensar.set_isa(args.isa)
+    bf16 = args.precision == "bf16"
+    if bf16 and not gensar.cpu_info()["bf16"]:
+        raise SystemExit(f"--precision bf16: this CPU ({gensar.cpu.cpu_model()}) has no AVX512-BF16 "
+                         "(or the kernel path is not avx512)")
+    bf16_kernel = ""
+    if bf16:
+        if args.no_amx:
+            gensar._core.set_amx(False)
+        gensar.set_precision("bf16")
+        bf16_kernel = f" (+ {ops.gemm_kernel_name()})"
+        gensar.set_precision("fp32")
     blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
     print(f"CPU: {gensar.cpu.cpu_model()}; gensar kernel path: {gensar.get_isa()} "
           f"(SGEMM {ops.gemm_kernel_name()}); numpy BLAS: "
           + ", ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')})" for i in blas))
     print()
     where = f"{gensar.cpu.cpu_model()} | {gensar.get_isa()}"
-    print("| threads | shapes | median ratio gensar/numpy | min | max | gensar GFLOP/s (median) | numpy GFLOP/s (median) | CPU | kernel path |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    extra_head = " bf16/fp32 median | min | max | bf16/numpy median |" if bf16 else ""
+    print("| threads | shapes | median ratio gensar/numpy | min | max | gensar GFLOP/s (median) | "
+          f"numpy GFLOP/s (median) |{extra_head} CPU | kernel path |")
+    print("|---|---|---|---|---|---|---|" + ("---|---|---|---|" if bf16 else "") + "---|---|")
     details = []
     for th in args.threads:
-        rows = run(th, args.quick)
-        ratios = [g / n for *_, g, n in rows]
+        rows = run(th, args.quick, bf16)
+        ratios = [r[4] / r[5] for r in rows]
+        extra = ""
+        if bf16:
+            vs32 = [r[6] / r[4] for r in rows]
+            extra = (f" {statistics.median(vs32):.2f} | {min(vs32):.2f} | {max(vs32):.2f} | "
+                     f"{statistics.median(r[6] / r[5] for r in rows):.2f} |")
         print(f"| {th} | {len(rows)} | {statistics.median(ratios):.2f} | {min(ratios):.2f} | "
               f"{max(ratios):.2f} | {statistics.median(r[4] for r in rows):.1f} | "
-              f"{statistics.median(r[5] for r in rows):.1f} | {where} |", flush=True)
+              f"{statistics.median(r[5] for r in rows):.1f} |{extra} {where}"
+              f"{bf16_kernel} |", flush=True)
         details.append((th, rows))
     if args.verbose:
         for th, rows in details:
-            print(f"\nthreads={th}, {where}\n| M | K | N | form | gensar GFLOP/s | numpy GFLOP/s | ratio |\n|---|---|---|---|---|---|---|")
-            for M, K, N, form, g, n in rows:
-                print(f"| {M} | {K} | {N} | {form} | {g:.1f} | {n:.1f} | {g / n:.2f} |")
+            head = " bf16 GFLOP/s | bf16/fp32 |" if bf16 else ""
+            print(f"\nthreads={th}, {where}\n| M | K | N | form | gensar GFLOP/s | numpy GFLOP/s | ratio |{head}"
+                  f"\n|---|---|---|---|---|---|---|" + ("---|---|" if bf16 else ""))
+            for M, K, N, form, g, n, b in rows:
+                tail = f" {b:.1f} | {b / g:.2f} |" if bf16 else ""
+                print(f"| {M} | {K} | {N} | {form} | {g:.1f} | {n:.1f} | {g / n:.2f} |{tail}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,12 @@ over rounds is reported.
     python benchmarks/bench_train.py --steps 5 --rounds 3 --threads 1 2
     python benchmarks/bench_train.py --preset quick   # the quick preset's model
     python benchmarks/bench_train.py --isa avx2       # force gensar's kernel path
+    python benchmarks/bench_train.py --precision both # gensar fp32 and bf16 products
+
+``--precision bf16`` runs gensar with bf16 matrix products (gensar.set_precision,
+CPUs with AVX512-BF16); ``both`` runs gensar in fp32 and in bf16 as two engines
+in the same alternating rounds and prints the ratio of their throughputs. The
+bf16 kernel is AMX tiles where the CPU has them (--no-amx: VDPBF16PS).
 
 Prints, per thread count: target tokens/s and examples/s of each engine, the
 C/PyTorch ratio, and the peak memory (max RSS of the child, and for gensar its
@@ -72,11 +78,15 @@ def worker(a):
     ids, mask, labels = make_batch(a.batch, a.t_in, a.t_dec, a.vocab)
     times = []
     extra = {}
-    if a.engine == "gensar":
+    if a.engine in ("gensar", "gensar-bf16"):
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
         import gensar
 
         gensar.set_num_threads(a.worker_threads)
+        if a.engine == "gensar-bf16":
+            if a.no_amx:
+                gensar._core.set_amx(False)
+            gensar.set_precision("bf16")  # raises on a CPU without AVX512-BF16
         m = gensar.Seq2Seq(config(a), lr=1e-3, weight_decay=0.01, max_grad_norm=1.0)
         batch = dict(input_ids=ids, attention_mask=mask, labels=labels)
         for i in range(a.warmup + a.steps):
@@ -86,7 +96,8 @@ def worker(a):
                 times.append(time.perf_counter() - t)
         extra["workspace_mb"] = gensar._core.t5_workspace_bytes(m._model) / 2**20
         extra["params"] = m.num_params
-        extra["isa"] = gensar.get_isa()
+        extra["isa"] = gensar.get_isa() + (f" + {gensar.cpu_info()['sgemm_kernel']}"
+                                           if gensar.get_precision() == "bf16" else "")
         extra["cpu"] = gensar.cpu.cpu_model()
     else:
         import torch
@@ -122,8 +133,10 @@ def run_child(a, engine, threads):
     for k in ("batch", "t_in", "t_dec", "vocab", "d_model", "layers", "heads", "d_ff", "ffn",
               "steps", "warmup"):
         cmd += [f"--{k.replace('_', '-')}", str(getattr(a, k))]
+    if a.no_amx:
+        cmd.append("--no-amx")
     env = dict(BASE_ENV, OMP_NUM_THREADS=str(threads))
-    if a.isa and engine == "gensar":
+    if a.isa and engine.startswith("gensar"):
         env["GENSAR_ISA"] = a.isa
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode:
@@ -146,6 +159,10 @@ def main():
     p.add_argument("--ffn", default=None, choices=["relu", "gated-gelu"], help="default relu")
     p.add_argument("--isa", choices=("scalar", "avx2", "avx512"), default=None,
                    help="force gensar's kernel path (GENSAR_ISA in the gensar child)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "both"), default="fp32",
+                   help="gensar's matrix products: fp32, bf16 (AVX512-BF16 CPUs) or both, as two engines")
+    p.add_argument("--no-amx", action="store_true",
+                   help="bf16 on VDPBF16PS even where AMX tiles exist (default: AMX where present)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
@@ -167,13 +184,17 @@ def main():
         have_torch = not a.no_torch
     except ImportError:
         have_torch = False
-    engines = ["gensar"] + (["torch"] if have_torch else [])
+    gensar_engines = {"fp32": ["gensar"], "bf16": ["gensar-bf16"], "both": ["gensar", "gensar-bf16"]}
+    engines = gensar_engines[a.precision] + (["torch"] if have_torch else [])
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     import gensar
 
     if a.isa:
         gensar.set_isa(a.isa)
-    print(f"CPU: {gensar.cpu.cpu_model()}; gensar kernel path: {gensar.get_isa()}")
+    if a.precision != "fp32" and not gensar.cpu_info()["bf16"]:
+        raise SystemExit(f"--precision {a.precision}: this CPU ({gensar.cpu.cpu_model()}) has no AVX512-BF16")
+    print(f"CPU: {gensar.cpu.cpu_model()}; gensar kernel path: {gensar.get_isa()}; "
+          f"gensar precision: {a.precision}")
     print(f"config{' (preset ' + a.preset + ')' if a.preset else ''}: batch {a.batch}, input {a.t_in}, target {a.t_dec} tokens, vocab {a.vocab}, "
           f"d_model {a.d_model}, {a.layers}+{a.layers} layers, {a.heads} heads, d_ff {a.d_ff}, "
           f"ffn {a.ffn}; {a.steps} timed steps after {a.warmup} warm-up, {a.rounds} rounds")
@@ -192,16 +213,21 @@ def main():
             rss = max(x["max_rss_mb"] for x in res[e])
             tok = a.batch * a.t_dec / step[e]
             extra = ""
-            if e == "gensar":
+            if e.startswith("gensar"):
                 extra = f", activation workspace {res[e][0]['workspace_mb']:.0f} MB"
-            print(f"  {e:7s} step {step[e] * 1000:8.1f} ms  {tok:9.0f} target tokens/s  "
+            print(f"  {e:11s} step {step[e] * 1000:8.1f} ms  {tok:9.0f} target tokens/s  "
                   f"{a.batch / step[e]:7.1f} examples/s  peak RSS {rss:.0f} MB{extra}  "
                   f"(params {res[e][0]['params']}, rounds: "
                   + ", ".join(f"{x['step_s'] * 1000:.0f}" for x in res[e]) + " ms)"
                   f"  [{res[e][0].get('cpu', cpu)}, {res[e][0]['isa']}]")
         if have_torch:
-            print(f"  ratio gensar/torch throughput: {step['torch'] / step['gensar']:.2f}x  "
-                  f"[{cpu}, gensar {res['gensar'][0]['isa']}, {res['torch'][0]['isa']}]")
+            for e in engines[:-1]:
+                print(f"  ratio {e}/torch throughput: {step['torch'] / step[e]:.2f}x  "
+                      f"[{cpu}, gensar {res[e][0]['isa']}, {res['torch'][0]['isa']}]")
+        if a.precision == "both":
+            print(f"  ratio gensar bf16/fp32 throughput: {step['gensar'] / step['gensar-bf16']:.2f}x  "
+                  f"[{cpu}, {res['gensar-bf16'][0]['isa']} vs {res['gensar'][0]['isa']}; loss after "
+                  f"{a.warmup + a.steps} steps: {res['gensar-bf16'][0]['loss']:.4f} vs {res['gensar'][0]['loss']:.4f}]")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
 
 from . import _core  # noqa: E402
 from ._core import get_num_threads, set_num_threads
-from .cpu import cpu_info, get_isa, set_isa
+from .cpu import cpu_info, get_isa, get_precision, set_isa, set_precision
 from . import cpu as _cpu
 
 _cpu._apply_environment()
@@ -31,5 +31,5 @@ from .model import GenSAR, GenSARConfig
 
 __version__ = "0.1.0"
 
-__all__ = ["get_num_threads", "set_num_threads", "cpu_info", "get_isa", "set_isa", "Seq2Seq", "Seq2SeqConfig", "schedules",
+__all__ = ["get_num_threads", "set_num_threads", "cpu_info", "get_isa", "set_isa", "get_precision", "set_precision", "Seq2Seq", "Seq2SeqConfig", "schedules",
            "Trie", "CandidateSets", "DualIDs", "GenSAR", "GenSARConfig", "__version__"]

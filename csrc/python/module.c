@@ -392,12 +392,70 @@ static PyObject *py_best_isa(PyObject *self, PyObject *noargs)
     return PyUnicode_FromString(gs_isa_name(gs_isa_best()));
 }
 
+static PyObject *py_set_precision(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    if (!PyUnicode_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "precision must be a str ('fp32' or 'bf16'), got %s",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (!name) return NULL;
+    int precision = gs_precision_from_name(name);
+    if (precision < 0) {
+        PyErr_Format(PyExc_ValueError, "precision must be 'fp32' or 'bf16', got %R", arg);
+        return NULL;
+    }
+    int status = gs_set_precision(precision);
+    if (status) return gs_raise(status);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_get_precision(PyObject *self, PyObject *noargs)
+{
+    (void)self, (void)noargs;
+    return PyUnicode_FromString(gs_precision_name(gs_precision()));
+}
+
+static PyObject *py_has_bf16(PyObject *self, PyObject *noargs)
+{
+    (void)self, (void)noargs;
+    return PyBool_FromLong(gs_cpu_has_bf16());
+}
+
+static PyObject *py_set_amx(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    int status = gs_set_amx(on);
+    if (status) return gs_raise(status);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_amx(PyObject *self, PyObject *noargs)
+{
+    (void)self, (void)noargs;
+    return PyBool_FromLong(gs_amx());
+}
+
 static PyMethodDef module_methods[] = {
     {"set_isa", py_set_isa, METH_O,
      "set_isa(name): the kernel path every C kernel uses from now on: 'scalar', 'avx2' or 'avx512' "
      "(no higher than best_isa())."},
     {"get_isa", py_get_isa, METH_NOARGS, "get_isa() -> str: the kernel path in use."},
     {"best_isa", py_best_isa, METH_NOARGS, "best_isa() -> str: the best kernel path this CPU supports."},
+    {"set_precision", py_set_precision, METH_O,
+     "set_precision(name): precision of the matrix products from now on: 'fp32' or 'bf16' "
+     "(bf16 needs has_bf16() and the avx512 path)."},
+    {"get_precision", py_get_precision, METH_NOARGS, "get_precision() -> str: 'fp32' or 'bf16'."},
+    {"has_bf16", py_has_bf16, METH_NOARGS,
+     "has_bf16() -> bool: the CPU can run bf16 products (AVX512-BF16 and the AVX-512 path)."},
+    {"set_amx", py_set_amx, METH_O,
+     "set_amx(on): allow (True, the default where available) or forbid AMX tiles for the bf16 "
+     "products; ValueError if asked for where there is none."},
+    {"amx", py_amx, METH_NOARGS, "amx() -> bool: the bf16 products would run on AMX tiles."},
     {"set_num_threads", py_set_num_threads, METH_O,
      "set_num_threads(n): threads used by every C kernel; 0 restores the OpenMP default "
      "(OMP_NUM_THREADS). n must be an integer in [0, max(256, processors)]: more threads "

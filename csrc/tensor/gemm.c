@@ -5,9 +5,12 @@
  * non-transposed A in place (no A packing). Three micro-kernels: portable C (6 x 16),
  * AVX2+FMA (6 x 16) and AVX-512 (12 x 32); the vector ones are compiled with
  * target attributes and chosen per call by gs_isa(), so one build runs on any
- * x86-64. The panel shapes follow the kernel. */
+ * x86-64. The panel shapes follow the kernel. In bf16 precision (opt-in,
+ * gs_precision()) two more kernels of the same blocking take over: VDPBF16PS in
+ * the 12 x 32 tile, and 32 x 32 blocks of AMX tiles (sgemm_bf16, sgemm_amx). */
 #include "gemm.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #include "../common.h"
@@ -139,6 +142,29 @@ micro_kernel_avx2(int kc, const float *restrict a, const float *restrict b, floa
 
 
 #ifdef GS_HAVE_AVX512_PATH
+/* Writes alpha * acc + beta * C (+ bias) for the mr x nr corner of a 12 x 32
+ * tile that lies inside C; rows[2 i], rows[2 i + 1] are row i's accumulators. */
+GS_TARGET_AVX512 static inline __attribute__((always_inline)) void
+store_rows_avx512(const __m512 *rows, float *c, int ldc, float alpha, float beta, const float *bias, int mr,
+                  int nr)
+{
+    const __mmask16 m0 = nr >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1u);
+    const __mmask16 m1 = nr >= 32 ? (__mmask16)0xFFFF : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1u);
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    __m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
+    if (bias) bias0 = _mm512_maskz_loadu_ps(m0, bias), bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+    for (int i = 0; i < mr; i++) {
+        float *ci = c + (size_t)i * ldc;
+        __m512 r0 = _mm512_fmadd_ps(va, rows[2 * i], bias0), r1 = _mm512_fmadd_ps(va, rows[2 * i + 1], bias1);
+        if (beta != 0.0f) {
+            r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, ci), r0);
+            r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, ci + 16), r1);
+        }
+        _mm512_mask_storeu_ps(ci, m0, r0);
+        _mm512_mask_storeu_ps(ci + 16, m1, r1);
+    }
+}
+
 /* 12 x 32: 24 accumulators + 2 B vectors + the broadcast A value in 32 zmm
  * registers; each A element feeds two FMAs. Edges are written with masks.
  * A is read as a[i * a_rs + p * a_ks]: a packed panel (a_rs 1, a_ks 12) or, for
@@ -173,21 +199,7 @@ tile_avx512(int kc, const float *restrict a, size_t a_rs, size_t a_ks, const flo
     }
     const __m512 rows[24] = {c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b,
                              c6a, c6b, c7a, c7b, c8a, c8b, c9a, c9b, c10a, c10b, c11a, c11b};
-    const __mmask16 m0 = nr >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1u);
-    const __mmask16 m1 = nr >= 32 ? (__mmask16)0xFFFF : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1u);
-    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    __m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
-    if (bias) bias0 = _mm512_maskz_loadu_ps(m0, bias), bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
-    for (int i = 0; i < mr; i++) {
-        float *ci = c + (size_t)i * ldc;
-        __m512 r0 = _mm512_fmadd_ps(va, rows[2 * i], bias0), r1 = _mm512_fmadd_ps(va, rows[2 * i + 1], bias1);
-        if (beta != 0.0f) {
-            r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, ci), r0);
-            r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, ci + 16), r1);
-        }
-        _mm512_mask_storeu_ps(ci, m0, r0);
-        _mm512_mask_storeu_ps(ci + 16, m1, r1);
-    }
+    store_rows_avx512(rows, c, ldc, alpha, beta, bias, mr, nr);
 }
 #undef K512_ROW
 
@@ -214,6 +226,271 @@ GS_TARGET_AVX512 static void direct_kernel_avx512(int kc, const float *restrict 
         for (int i = 0; i < 12; i++) panel[p * 12 + i] = i < mr ? a[(size_t)i * lda + p] : 0.0f;
     tile_avx512(kc, panel, 1, 12, b, c, ldc, alpha, beta, bias, mr, nr);
 }
+
+/* bf16 products (gs_precision() == GS_PRECISION_BF16, AVX512-BF16 CPUs only).
+ * The same 12 x 32 tile and blocking as the fp32 kernel, but A and B are rounded
+ * to bfloat16 (round to nearest even, by vcvtne2ps2bf16) while they are packed,
+ * and VDPBF16PS adds, per fp32 accumulator lane, the products of one *pair* of
+ * depth steps: acc[j] += a[2q] b[2q][j] + a[2q + 1] b[2q + 1][j]. So the packed
+ * layouts hold depth pairs: a uint32 is (bf16 of step 2q, bf16 of step 2q + 1),
+ * low half first; an odd depth is padded with a zero step. Accumulation, alpha,
+ * beta and bias stay fp32.
+ *   B panel: (kq, 32) pairs, kq = ceil(kc / 2), element (q, j) = B pair of column j.
+ *   A: rows of (kq) pairs, row stride kq (non-transposed A: a plain conversion),
+ *      or (kq, 12) panels (transposed A); the kernel takes the strides. */
+#define KBF_ROW(i)                                                                                 \
+    do {                                                                                           \
+        __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a[(i) * a_rs]);                             \
+        c##i##a = _mm512_dpbf16_ps(c##i##a, ai, b0);                                               \
+        c##i##b = _mm512_dpbf16_ps(c##i##b, ai, b1);                                               \
+    } while (0)
+
+GS_TARGET_AVX512_BF16 static inline __attribute__((always_inline)) void
+tile_bf16(int kq, const uint32_t *restrict a, size_t a_rs, size_t a_ks, const uint32_t *restrict b, float *c,
+          int ldc, float alpha, float beta, const float *bias, int mr, int nr)
+{
+    __m512 c0a = _mm512_setzero_ps(), c0b = _mm512_setzero_ps(), c1a = _mm512_setzero_ps(),
+           c1b = _mm512_setzero_ps(), c2a = _mm512_setzero_ps(), c2b = _mm512_setzero_ps(),
+           c3a = _mm512_setzero_ps(), c3b = _mm512_setzero_ps(), c4a = _mm512_setzero_ps(),
+           c4b = _mm512_setzero_ps(), c5a = _mm512_setzero_ps(), c5b = _mm512_setzero_ps(),
+           c6a = _mm512_setzero_ps(), c6b = _mm512_setzero_ps(), c7a = _mm512_setzero_ps(),
+           c7b = _mm512_setzero_ps(), c8a = _mm512_setzero_ps(), c8b = _mm512_setzero_ps(),
+           c9a = _mm512_setzero_ps(), c9b = _mm512_setzero_ps(), c10a = _mm512_setzero_ps(),
+           c10b = _mm512_setzero_ps(), c11a = _mm512_setzero_ps(), c11b = _mm512_setzero_ps();
+#pragma GCC unroll 2
+    for (int q = 0; q < kq; q++) {
+        __m512bh b0 = (__m512bh)_mm512_load_si512(b), b1 = (__m512bh)_mm512_load_si512(b + 16);
+        KBF_ROW(0); KBF_ROW(1); KBF_ROW(2); KBF_ROW(3); KBF_ROW(4); KBF_ROW(5);
+        KBF_ROW(6); KBF_ROW(7); KBF_ROW(8); KBF_ROW(9); KBF_ROW(10); KBF_ROW(11);
+        a += a_ks;
+        b += 32;
+    }
+    const __m512 rows[24] = {c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b,
+                             c6a, c6b, c7a, c7b, c8a, c8b, c9a, c9b, c10a, c10b, c11a, c11b};
+    store_rows_avx512(rows, c, ldc, alpha, beta, bias, mr, nr);
+}
+#undef KBF_ROW
+
+// a: 12 rows of pairs, row stride a_rs (non-transposed A converted) -> c tile (mr, nr)
+GS_TARGET_AVX512_BF16 static void kernel_bf16_rows(int kq, const uint32_t *a, size_t a_rs, const uint32_t *b,
+                                                   float *c, int ldc, float alpha, float beta,
+                                                   const float *bias, int mr, int nr)
+{
+    tile_bf16(kq, a, a_rs, 1, b, c, ldc, alpha, beta, bias, mr, nr);
+}
+
+// a: a (kq, 12) panel of pairs (transposed A packed) -> c tile (mr, nr)
+GS_TARGET_AVX512_BF16 static void kernel_bf16_panel(int kq, const uint32_t *a, const uint32_t *b, float *c,
+                                                    int ldc, float alpha, float beta, const float *bias,
+                                                    int mr, int nr)
+{
+    tile_bf16(kq, a, 1, 12, b, c, ldc, alpha, beta, bias, mr, nr);
+}
+
+static inline __mmask16 first_lanes(int n) /* the lowest min(max(n, 0), 16) bits */
+{
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1u);
+}
+
+/* Rounds x[0 .. n) (n <= 32) to bf16, the pairs (x[2t], x[2t + 1]) as uint32
+ * lanes t = 0..15 (lanes past the data are zero): the layout of a row whose
+ * depth runs along memory. */
+GS_TARGET_AVX512_BF16 static inline __attribute__((always_inline)) __m512i pairs_along(const float *x, int n)
+{
+    __m512 lo = _mm512_maskz_loadu_ps(first_lanes(n), x), hi = _mm512_maskz_loadu_ps(first_lanes(n - 16), x + 16);
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo); /* words 0..15 from lo, 16..31 from hi: x in order */
+}
+
+/* Rounds x0[0 .. n) and x1[0 .. n) (n <= 16; x1 NULL: zeros) to bf16 and pairs
+ * them lane by lane, (x0[t], x1[t]) as uint32 lane t: two depth steps that lie
+ * one row apart in memory. */
+GS_TARGET_AVX512_BF16 static inline __attribute__((always_inline)) __m512i
+pairs_across(const float *x0, const float *x1, int n)
+{
+    static const uint16_t interleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                            8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __mmask16 m = first_lanes(n);
+    __m512 a = _mm512_maskz_loadu_ps(m, x0), b = x1 ? _mm512_maskz_loadu_ps(m, x1) : _mm512_setzero_ps();
+    __m512i v = (__m512i)_mm512_cvtne2ps_pbh(b, a); /* words 0..15: x0, 16..31: x1 */
+    return _mm512_permutexvar_epi16(_mm512_loadu_si512(interleave), v);
+}
+
+/* r[i][j] -> r[j][i] for a 16 x 16 block of 32-bit lanes (pairs): how the
+ * packings turn pairs that lie along memory into pairs down a panel, 64 shuffles
+ * per 256 pairs instead of 256 scalar stores. */
+GS_TARGET_AVX512_BF16 static inline __attribute__((always_inline)) void transpose16(__m512i r[16])
+{
+    __m512i t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < 4; k++) {
+            t[8 * i + k] = _mm512_shuffle_i32x4(r[8 * i + k], r[8 * i + 4 + k], 0x88);
+            t[8 * i + 4 + k] = _mm512_shuffle_i32x4(r[8 * i + k], r[8 * i + 4 + k], 0xDD);
+        }
+    for (int k = 0; k < 8; k++) {
+        r[k] = _mm512_shuffle_i32x4(t[k], t[8 + k], 0x88);
+        r[k + 8] = _mm512_shuffle_i32x4(t[k], t[8 + k], 0xDD);
+    }
+}
+
+/* op(A)[i0 : i0 + mc, p0 : p0 + kc] in bf16 pairs at dst, rows padded with zeros
+ * to a multiple of 12: (rows, kq) row-major when A is not transposed, (kq, 12)
+ * panels when it is. */
+GS_TARGET_AVX512_BF16 static void pack_a_bf16(int trans_a, const float *A, int lda, int i0, int mc, int p0,
+                                              int kc, uint32_t *dst)
+{
+    const int kq = (kc + 1) / 2, mc_pad = (mc + 11) / 12 * 12;
+    if (!trans_a) {
+        for (int i = 0; i < mc_pad; i++) {
+            uint32_t *d = dst + (size_t)i * kq;
+            const float *src = A + (size_t)(i0 + i) * lda + p0;
+            for (int q = 0; q < kq; q += 16) {
+                __m512i v = i < mc ? pairs_along(src + 2 * q, kc - 2 * q) : _mm512_setzero_si512();
+                _mm512_mask_storeu_epi32(d + q, first_lanes(kq - q), v);
+            }
+        }
+    } else {
+        for (int q = 0; q < kq; q++) {
+            const float *r0 = A + (size_t)(p0 + 2 * q) * lda + i0;
+            const float *r1 = 2 * q + 1 < kc ? r0 + lda : NULL;
+            for (int ir = 0; ir < mc_pad; ir += 12)
+                _mm512_mask_storeu_epi32(dst + (size_t)ir * kq + (size_t)q * 12, 0x0FFF,
+                                         pairs_across(r0 + ir, r1 ? r1 + ir : NULL, mc - ir < 12 ? mc - ir : 12));
+        }
+    }
+}
+
+/* op(B)[p0 : p0 + kc, j : j + nr] as one (kq, 32) panel of bf16 pairs, columns
+ * past nr zero. */
+GS_TARGET_AVX512_BF16 static void pack_b_bf16(int trans_b, const float *B, int ldb, int p0, int kc, int j,
+                                              int nr, uint32_t *d)
+{
+    const int kq = (kc + 1) / 2;
+    if (!trans_b) {
+        for (int q = 0; q < kq; q++) {
+            const float *r0 = B + (size_t)(p0 + 2 * q) * ldb + j;
+            const float *r1 = 2 * q + 1 < kc ? r0 + ldb : NULL;
+            _mm512_store_si512(d + (size_t)q * 32, pairs_across(r0, r1, nr));
+            _mm512_store_si512(d + (size_t)q * 32 + 16, pairs_across(r0 + 16, r1 ? r1 + 16 : NULL, nr - 16));
+        }
+    } else {
+        /* B is stored (N, K): column jj's depth runs along memory. Blocks of 16
+         * columns x 16 pairs are converted along the columns and transposed into
+         * the panel's rows. */
+        for (int j16 = 0; j16 < 32; j16 += 16)
+            for (int q0 = 0; q0 < kq; q0 += 16) {
+                __m512i r[16];
+                for (int c = 0; c < 16; c++)
+                    r[c] = j16 + c < nr ? pairs_along(B + (size_t)(j + j16 + c) * ldb + p0 + 2 * q0, kc - 2 * q0)
+                                        : _mm512_setzero_si512();
+                transpose16(r);
+                const int n = kq - q0 < 16 ? kq - q0 : 16;
+                for (int t = 0; t < n; t++) _mm512_store_si512(d + (size_t)(q0 + t) * 32 + j16, r[t]);
+            }
+    }
+}
+
+/* The bf16 products on AMX tiles (gs_amx()): TDPBF16PS multiplies a 16 x 32
+ * bf16 tile of A (16 rows, 16 depth pairs) by a 16 x 16-pair tile of B (16 depth
+ * pairs, 16 columns), into a 16 x 16 fp32 tile of C. The kernel computes a 32 x
+ * 32 block of C in four C tiles (two A tiles, two B tiles: the 8 tile registers),
+ * 16 depth pairs per step. B uses the (kq, 32) pair panels of pack_b_bf16 (a B
+ * tile is 16 rows of 64 bytes, stride 128); A is row-major pairs. The depth is
+ * padded with zero pairs to a multiple of 16, the rows to a multiple of 32. */
+#define GS_TARGET_AMX                                                                               \
+    __attribute__((target("amx-tile,amx-bf16,avx512f,avx512dq,avx512bw,avx512vl,avx512bf16,avx2,fma," \
+                          "prefer-vector-width=512")))
+
+/* The tile shapes: tiles 0..7 all 16 rows of 64 bytes (16 x 16 fp32, 16 x 32
+ * bf16). Loaded on each thread before its first tile instruction (the
+ * configuration is per thread), released after its last. A constant in memory:
+ * GCC 12 does not see that ldtilecfg reads its operand and dropped the stores
+ * that filled a local copy. */
+static const struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} __attribute__((packed, aligned(64))) amx_config = {
+    1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
+
+GS_TARGET_AMX static void amx_begin(void) { _tile_loadconfig(&amx_config); }
+
+GS_TARGET_AMX static void amx_end(void) { _tile_release(); }
+
+// a: 32 rows of kq16 pairs (row stride kq16), b: a (kq16, 32) pair panel -> c tile (mr, nr), mr, nr <= 32
+GS_TARGET_AMX static void kernel_amx(int kq16, const uint32_t *a, const uint32_t *b, float *c, int ldc,
+                                     float alpha, float beta, const float *bias, int mr, int nr)
+{
+    const size_t a_bytes = sizeof(uint32_t) * (size_t)kq16; /* row stride of A */
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int q = 0; q < kq16; q += 16) {
+        _tile_loadd(4, a + q, a_bytes);
+        _tile_loadd(5, a + 16 * (size_t)kq16 + q, a_bytes);
+        _tile_loadd(6, b + (size_t)q * 32, 128);
+        _tile_loadd(7, b + (size_t)q * 32 + 16, 128);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    float acc[32 * 32] __attribute__((aligned(64)));
+    _tile_stored(0, acc, 128);
+    _tile_stored(1, acc + 16, 128);
+    _tile_stored(2, acc + 16 * 32, 128);
+    _tile_stored(3, acc + 16 * 32 + 16, 128);
+    for (int r0 = 0; r0 < mr; r0 += 12) { /* the epilogue of the 12 x 32 kernels, 12 rows at a time */
+        __m512 rows[24];
+        for (int i = 0; i < 24; i++) rows[i] = r0 + i / 2 < 32 ? _mm512_load_ps(acc + (r0 + i / 2) * 32 + (i % 2) * 16) : _mm512_setzero_ps();
+        store_rows_avx512(rows, c + (size_t)r0 * ldc, ldc, alpha, beta, bias, mr - r0 < 12 ? mr - r0 : 12, nr);
+    }
+}
+
+/* op(A)[i0 : i0 + mc, p0 : p0 + kc] as bf16 pairs, row-major with row stride
+ * `stride` pairs; rows mc .. mc_pad - 1 and pairs kq .. stride - 1 are zero. */
+GS_TARGET_AVX512_BF16 static void pack_a_rows_bf16(int trans_a, const float *A, int lda, int i0, int mc,
+                                                   int mc_pad, int p0, int kc, int stride, uint32_t *dst)
+{
+    const int kq = (kc + 1) / 2;
+    for (int i = mc; i < mc_pad; i++) memset(dst + (size_t)i * stride, 0, sizeof(uint32_t) * stride);
+    if (!trans_a) {
+        for (int i = 0; i < mc; i++) {
+            uint32_t *d = dst + (size_t)i * stride;
+            const float *src = A + (size_t)(i0 + i) * lda + p0;
+            for (int q = 0; q < stride; q += 16)
+                _mm512_mask_storeu_epi32(d + q, first_lanes(stride - q),
+                                         q < kq ? pairs_along(src + 2 * q, kc - 2 * q) : _mm512_setzero_si512());
+        }
+    } else {
+        /* A is stored (K, M): two depth rows give one pair of 16 rows of op(A);
+         * blocks of 16 pairs x 16 rows are transposed into the rows. */
+        for (int q0 = 0; q0 < stride; q0 += 16)
+            for (int ir = 0; ir < mc; ir += 16) {
+                const int n = mc - ir < 16 ? mc - ir : 16;
+                __m512i r[16];
+                for (int t = 0; t < 16; t++) {
+                    const int q = q0 + t;
+                    const float *r0 = A + (size_t)(p0 + 2 * q) * lda + i0 + ir;
+                    r[t] = q >= kq ? _mm512_setzero_si512()
+                                   : pairs_across(r0, 2 * q + 1 < kc ? r0 + lda : NULL, n);
+                }
+                transpose16(r);
+                for (int i = 0; i < n; i++)
+                    _mm512_mask_storeu_epi32(dst + (size_t)(ir + i) * stride + q0, first_lanes(stride - q0), r[i]);
+            }
+    }
+}
 #endif
 
 static gemm_kernel kernel_for(int isa)
@@ -231,7 +508,21 @@ static gemm_kernel kernel_for(int isa)
 
 static gemm_kernel select_kernel(void) { return kernel_for(gs_isa()); }
 
-const char *gs_sgemm_kernel_name(void) { return select_kernel().name; }
+/* bf16 products are on: the precision asks for them and the AVX-512 path runs
+ * (gs_set_precision checks the CPU has AVX512-BF16). */
+static int use_bf16(void)
+{
+#ifdef GS_HAVE_AVX512_PATH
+    return gs_precision() == GS_PRECISION_BF16 && gs_isa() == GS_ISA_AVX512;
+#else
+    return 0;
+#endif
+}
+
+const char *gs_sgemm_kernel_name(void)
+{
+    return !use_bf16() ? select_kernel().name : gs_amx() ? "amx-bf16" : "avx512-bf16";
+}
 
 /* Packs op(A)[i0:i0+mc, p0:p0+kc] into mr_k-row panels, (kc, mr_k) each, zero-padded.
  * Inlined with a constant mr_k (pack_a below), so the copies unroll and vectorise. */
@@ -377,6 +668,144 @@ static void row_blocks(int M, int mr_k, int *mc_step, int *n_mblocks)
     *n_mblocks = (M + step - 1) / step;
 }
 
+#ifdef GS_HAVE_AVX512_PATH
+/* The bf16 products: sgemm's blocking with bf16 pair packing (see pack_a_bf16,
+ * pack_b_bf16). Every element of C is summed by one thread in a fixed order, as
+ * in sgemm. Returns GS_OK, or GS_ENOMEM (nothing written) when the packing
+ * buffers cannot be had. */
+static int sgemm_bf16(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, const float *bias, float *C, int ldc)
+{
+    int nthreads = gs_num_threads();
+    if ((double)M * N * K < 64.0 * 64.0 * 64.0) nthreads = 1;
+    const int nc_max = N < NC ? N : NC, kq_max = (slab_depth(K) + 1) / 2;
+    const size_t n_panels_max = ((size_t)nc_max + 31) / 32, m_pad = ((size_t)M + 11) / 12 * 12;
+    uint32_t *bpack = gs_scratch_get(GS_SCRATCH_GEMM_B, sizeof(uint32_t) * n_panels_max * 32 * kq_max);
+    uint32_t *apack = gs_scratch_get(GS_SCRATCH_GEMM_A, sizeof(uint32_t) * m_pad * kq_max);
+    if (!bpack || !apack) {
+        gs_scratch_put(GS_SCRATCH_GEMM_B, bpack);
+        gs_scratch_put(GS_SCRATCH_GEMM_A, apack);
+        return GS_ENOMEM;
+    }
+    int mc_step, n_mblocks;
+    row_blocks(M, 12, &mc_step, &n_mblocks);
+    const int kc_max = slab_depth(K);
+#pragma omp parallel num_threads(nthreads)
+    for (int p0 = 0; p0 < K; p0 += kc_max) {
+        const int kc = K - p0 < kc_max ? K - p0 : kc_max, kq = (kc + 1) / 2;
+        const float beta_step = p0 == 0 ? beta : 1.0f;
+#pragma omp for schedule(static)
+        for (int mb = 0; mb < n_mblocks; mb++) {
+            int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
+            pack_a_bf16(trans_a, A, lda, i0, mc, p0, kc, apack + (size_t)i0 * kq);
+        }
+        for (int j0 = 0; j0 < N; j0 += NC) {
+            const int nc = N - j0 < NC ? N - j0 : NC, n_panels = (nc + 31) / 32;
+#pragma omp for schedule(static)
+            for (int jp = 0; jp < n_panels; jp++) {
+                int j = j0 + jp * 32, nr = N - j < 32 ? N - j : 32;
+                pack_b_bf16(trans_b, B, ldb, p0, kc, j, nr, bpack + (size_t)jp * 32 * kq);
+            }
+            /* tiles of (one row block) x (four panels), as multiply_tiles */
+            const int n_ngroups = (n_panels + 3) / 4;
+#pragma omp for schedule(static) collapse(2)
+            for (int mb = 0; mb < n_mblocks; mb++) {
+                for (int ng = 0; ng < n_ngroups; ng++) {
+                    int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
+                    int jp_end = (ng + 1) * 4 < n_panels ? (ng + 1) * 4 : n_panels;
+                    for (int jp = ng * 4; jp < jp_end; jp++) {
+                        int j = jp * 32, nr = nc - j < 32 ? nc - j : 32;
+                        const uint32_t *bp = bpack + (size_t)jp * 32 * kq;
+                        const float *bt = p0 == 0 && bias ? bias + j0 + j : NULL;
+                        for (int ir = 0; ir < mc; ir += 12) {
+                            int mr = mc - ir < 12 ? mc - ir : 12;
+                            float *ct = C + (size_t)(i0 + ir) * ldc + j0 + j;
+                            const uint32_t *ap = apack + (size_t)(i0 + ir) * kq;
+                            if (trans_a)
+                                kernel_bf16_panel(kq, ap, bp, ct, ldc, alpha, beta_step, bt, mr, nr);
+                            else
+                                kernel_bf16_rows(kq, ap, (size_t)kq, bp, ct, ldc, alpha, beta_step, bt, mr, nr);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    gs_scratch_put(GS_SCRATCH_GEMM_B, bpack);
+    gs_scratch_put(GS_SCRATCH_GEMM_A, apack);
+    return GS_OK;
+}
+#endif
+
+#ifdef GS_HAVE_AVX512_PATH
+/* The bf16 products on AMX tiles: sgemm_bf16's blocking with 32 x 32 blocks of C
+ * and the depth of each slab padded to a multiple of 32 (16 pairs). GS_OK, or
+ * GS_ENOMEM (nothing written). */
+static int sgemm_amx(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, const float *bias, float *C, int ldc)
+{
+    int nthreads = gs_num_threads();
+    if ((double)M * N * K < 64.0 * 64.0 * 64.0) nthreads = 1;
+    const int kc_max = slab_depth(K), nc_max = N < NC ? N : NC;
+    const int kq16_max = ((kc_max + 1) / 2 + 15) / 16 * 16;
+    const size_t n_panels_max = ((size_t)nc_max + 31) / 32, m_pad = ((size_t)M + 31) / 32 * 32;
+    uint32_t *bpack = gs_scratch_get(GS_SCRATCH_GEMM_B, sizeof(uint32_t) * n_panels_max * 32 * kq16_max);
+    uint32_t *apack = gs_scratch_get(GS_SCRATCH_GEMM_A, sizeof(uint32_t) * m_pad * kq16_max);
+    if (!bpack || !apack) {
+        gs_scratch_put(GS_SCRATCH_GEMM_B, bpack);
+        gs_scratch_put(GS_SCRATCH_GEMM_A, apack);
+        return GS_ENOMEM;
+    }
+    int mc_step, n_mblocks;
+    row_blocks(M, 32, &mc_step, &n_mblocks);
+#pragma omp parallel num_threads(nthreads)
+    {
+        amx_begin();
+        for (int p0 = 0; p0 < K; p0 += kc_max) {
+            const int kc = K - p0 < kc_max ? K - p0 : kc_max, kq = (kc + 1) / 2, kq16 = (kq + 15) / 16 * 16;
+            const float beta_step = p0 == 0 ? beta : 1.0f;
+#pragma omp for schedule(static)
+            for (int mb = 0; mb < n_mblocks; mb++) {
+                int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
+                pack_a_rows_bf16(trans_a, A, lda, i0, mc, (mc + 31) / 32 * 32, p0, kc, kq16,
+                                 apack + (size_t)i0 * kq16);
+            }
+            for (int j0 = 0; j0 < N; j0 += NC) {
+                const int nc = N - j0 < NC ? N - j0 : NC, n_panels = (nc + 31) / 32;
+#pragma omp for schedule(static)
+                for (int jp = 0; jp < n_panels; jp++) {
+                    int j = j0 + jp * 32, nr = N - j < 32 ? N - j : 32;
+                    uint32_t *d = bpack + (size_t)jp * 32 * kq16;
+                    pack_b_bf16(trans_b, B, ldb, p0, kc, j, nr, d);
+                    memset(d + (size_t)kq * 32, 0, sizeof(uint32_t) * 32 * (size_t)(kq16 - kq));
+                }
+                const int n_ngroups = (n_panels + 3) / 4;
+#pragma omp for schedule(static) collapse(2)
+                for (int mb = 0; mb < n_mblocks; mb++) {
+                    for (int ng = 0; ng < n_ngroups; ng++) {
+                        int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
+                        int jp_end = (ng + 1) * 4 < n_panels ? (ng + 1) * 4 : n_panels;
+                        for (int jp = ng * 4; jp < jp_end; jp++) {
+                            int j = jp * 32, nr = nc - j < 32 ? nc - j : 32;
+                            const uint32_t *bp = bpack + (size_t)jp * 32 * kq16;
+                            const float *bt = p0 == 0 && bias ? bias + j0 + j : NULL;
+                            for (int ir = 0; ir < mc; ir += 32)
+                                kernel_amx(kq16, apack + (size_t)(i0 + ir) * kq16, bp,
+                                           C + (size_t)(i0 + ir) * ldc + j0 + j, ldc, alpha, beta_step, bt,
+                                           mc - ir < 32 ? mc - ir : 32, nr);
+                        }
+                    }
+                }
+            }
+        }
+        amx_end();
+    }
+    gs_scratch_put(GS_SCRATCH_GEMM_B, bpack);
+    gs_scratch_put(GS_SCRATCH_GEMM_A, apack);
+    return GS_OK;
+}
+#endif
+
 /* gs_sgemm with an optional bias (N) added to every row of C (with beta == 0). */
 static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                   const float *B, int ldb, float beta, const float *bias, float *C, int ldc)
@@ -389,6 +818,11 @@ static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
                 for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] += bias[j];
         return;
     }
+#ifdef GS_HAVE_AVX512_PATH
+    if (use_bf16() && (gs_amx() ? sgemm_amx : sgemm_bf16)(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb,
+                                                          beta, bias, C, ldc) == GS_OK)
+        return; /* else out of memory: the fp32 path below, with its own fallback */
+#endif
     const gemm_kernel k = select_kernel();
     int nthreads = gs_num_threads();
     /* Small products are faster on one thread than with a fork/join. */

@@ -8,7 +8,12 @@
  * (N,K). beta == 0 overwrites C without reading it (C may hold garbage);
  * beta == 1 accumulates (gradient sums). Parallel with OpenMP; every element of
  * C is summed by one thread in a fixed order, so results do not depend on the
- * thread count. */
+ * thread count.
+ *
+ * With gs_precision() == GS_PRECISION_BF16 (cpu.h, opt-in, AVX512-BF16 CPUs)
+ * gs_sgemm and gs_sgemm_bias round op(A) and op(B) to bfloat16 (nearest even)
+ * and sum the products in fp32, on AMX tiles where gs_amx() says so, with
+ * VDPBF16PS otherwise; alpha, beta, bias and C stay fp32. */
 #ifndef GENSAR_GEMM_H
 #define GENSAR_GEMM_H
 
@@ -21,7 +26,9 @@ void gs_sgemm_bias(int trans_a, int trans_b, int M, int N, int K, const float *A
                    int ldb, const float *bias, float *C, int ldc);
 
 /* op(B) packed once for many products with the same right-hand side (an LM head
- * over every decoding step): the packing gs_sgemm redoes on each call. */
+ * over every decoding step): the packing gs_sgemm redoes on each call. Always
+ * fp32, whatever gs_precision() says: the beam search normalises fp32 logits of
+ * its candidate tokens by this product's log-sum-exp, and the two must agree. */
 typedef struct {
     int K, N;
     int isa;     /* the kernel path it was packed for (cpu.h): panel width 16 or 32 */
@@ -41,7 +48,8 @@ void gs_packed_b_free(gs_packed_b *pb);
 int gs_sgemm_packed_b(int M, int nc, const float *A, int lda, const gs_packed_b *pb, int j0, float *C,
                       int ldc);
 
-/* The micro-kernel gs_sgemm uses now: "avx512", "avx2" or "scalar" (cpu.h). */
+/* The micro-kernel gs_sgemm uses now: "avx512", "avx2" or "scalar" (cpu.h), or
+ * "amx-bf16" / "avx512-bf16" in bf16 precision. */
 const char *gs_sgemm_kernel_name(void);
 
 #endif

@@ -63,6 +63,10 @@ static inline float gs_tanh_scalar(float u)
 #define GS_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #define GS_TARGET_AVX512 \
     __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,prefer-vector-width=512")))
+/* AVX-512 plus the bf16 conversions and dot products (gs_precision() bf16 only). */
+#define GS_TARGET_AVX512_BF16                                                                       \
+    __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx512bf16,avx2,fma,"                \
+                          "prefer-vector-width=512")))
 
 /* exp(x) for 8 lanes x <= 0: x = n ln2 + r, |r| <= ln2/2, exp(r) by a degree-6
  * polynomial (Cephes expf coefficients, ~1 ulp), times 2^n built in the exponent
