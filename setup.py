@@ -18,10 +18,12 @@ sources = sorted(glob.glob("csrc/**/*.c", recursive=True))
 
 # -fno-math-errno and -fno-trapping-math change no result (the core never reads
 # errno or traps on floating-point exceptions); they let sqrtf inline and let
-# branch-free selects vectorise on every kernel path.
+# branch-free selects vectorise on every kernel path. A call to an undeclared
+# function is an error, not a warning: it would link to nothing (ImportError at
+# run time) or to the wrong symbol.
 compile_args = ["-std=c11", "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-parameter",
                 "-Wno-missing-field-initializers", "-fno-strict-aliasing", "-fno-math-errno",
-                "-fno-trapping-math"]
+                "-fno-trapping-math", "-Werror=implicit-function-declaration", "-Werror=int-conversion"]
 link_args = ["-fopenmp"]
 sanitize = os.environ.get("GENSAR_SANITIZE", "")
 if sanitize:

@@ -346,7 +346,7 @@ static PyObject *py_t5_grad_buffer(PyObject *self, PyObject *cap)
     (void)self;
     gs_t5 *m = get_model(cap);
     if (!m) return NULL;
-    return view(cap, gs_t5_grads(m), (npy_intp)(gs_t5_num_params(m) + GS_T5_GRAD_EXTRA));
+    return gs_f32_view(cap, gs_t5_grads(m), gs_t5_num_params(m) + GS_T5_GRAD_EXTRA);
 }
 
 /* ---- decoding caches ---- */
