@@ -213,10 +213,10 @@ def test_clip_grad_norm_refuses_nan_and_negative():
 
 
 def test_training_settings_are_refused_with_their_name():
-    for kw, words in (({"lr": float("inf")}, "lr must be a finite number"),
-                      ({"max_grad_norm": float("nan")}, "max_grad_norm must be a number >= 0"),
-                      ({"max_grad_norm": -1.0}, "max_grad_norm must be a number >= 0"),
-                      ({"eps": -1.0}, "eps must be a finite number > 0"),
+    for kw, words in (({"lr": float("inf")}, "lr must be finite"),
+                      ({"max_grad_norm": float("nan")}, "max_grad_norm must be finite"),
+                      ({"max_grad_norm": -1.0}, "max_grad_norm must be >= 0"),
+                      ({"eps": -1.0}, "eps must be > 0"),
                       ({"betas": (0.9, 1.0)}, r"betas\[1\] must be"),
                       ({"weight_decay": float("nan")}, "weight_decay must be")):
         with pytest.raises(ValueError, match=words):
