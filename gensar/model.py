@@ -939,7 +939,7 @@ class GenSAR:
         kind = _check_ids(items[item_col], f"items[{item_col!r}]")
         ids = items[item_col]
         have = self.items_["item_id"]
-        have_kind = "str" if have.dtype == object else "int"
+        have_kind = "int" if pd.api.types.is_integer_dtype(have) else "str"
         if kind != have_kind:
             raise TypeError(f"items[{item_col!r}] holds {kind} ids but the catalogue's ids are {have_kind}; "
                             f"use the catalogue's id type")
