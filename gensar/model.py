@@ -261,18 +261,21 @@ class ColdStart:
 
     Attributes: W (d_sem, d_col), x_mean (d_sem,), y_mean (d_col,) float32; alpha,
     loo_r2 float; semantic_source "encoder" (the config's sentence encoder),
-    "tfidf" (its TF-IDF fallback, fitted in memory only) or "given" (embeddings
-    passed to fit).
+    "tfidf" (its TF-IDF encoder, fitted on the training texts) or "given"
+    (embeddings passed to fit); tfidf: that fitted TF-IDF encoder (a
+    gensar.embeddings.TfidfSvdEncoder, saved with the regression so a loaded model
+    embeds new items' text the same way) or None.
     """
 
     GRID = 10.0 ** np.arange(-6.0, 1.5, 0.5)
 
-    def __init__(self, W, x_mean, y_mean, alpha, loo_r2, semantic_source):
+    def __init__(self, W, x_mean, y_mean, alpha, loo_r2, semantic_source, tfidf=None):
         self.W, self.x_mean, self.y_mean = (np.asarray(a, np.float32) for a in (W, x_mean, y_mean))
         self.alpha, self.loo_r2, self.semantic_source = float(alpha), float(loo_r2), str(semantic_source)
+        self.tfidf = tfidf
 
     @classmethod
-    def fit(cls, semantic, collaborative, semantic_source="given") -> "ColdStart":
+    def fit(cls, semantic, collaborative, semantic_source="given", tfidf=None) -> "ColdStart":
         """semantic (N, d_sem), collaborative (N, d_col) float arrays, row i = item i."""
         X = np.asarray(semantic, np.float64)
         Y = np.asarray(collaborative, np.float64)
@@ -293,7 +296,7 @@ class ColdStart:
                 best = (loo, a)
         loo, a = best
         W = Vt.T @ ((S / (S ** 2 + a))[:, None] * UtY)
-        return cls(W, xm, ym, a, 1.0 - loo / var, semantic_source)
+        return cls(W, xm, ym, a, 1.0 - loo / var, semantic_source, tfidf)
 
     def predict(self, semantic) -> np.ndarray:
         """(M, d_sem) -> (M, d_col) float32 estimated collaborative embeddings."""
@@ -303,12 +306,19 @@ class ColdStart:
     def save(self, path) -> None:
         from ._io import atomic_write
 
-        info = json.dumps({"format": "gensar.ColdStart", "alpha": self.alpha, "loo_r2": self.loo_r2,
-                           "semantic_source": self.semantic_source})
+        info = {"format": "gensar.ColdStart", "alpha": self.alpha, "loo_r2": self.loo_r2,
+                "semantic_source": self.semantic_source}
+        arrays = dict(W=self.W, x_mean=self.x_mean, y_mean=self.y_mean)
+        if self.tfidf is not None:  # its terms in column order, idf and projection
+            t = self.tfidf
+            info["tfidf"] = {"n_components": t.n_components, "max_features": t.max_features, "seed": t.seed}
+            arrays.update(tfidf_terms=np.array(sorted(t.vocabulary_, key=t.vocabulary_.get), dtype=str),
+                          tfidf_idf=t.idf_, tfidf_components=t.components_)
+        info = json.dumps(info)
 
         def write(tmp):
             with open(tmp, "wb") as f:
-                np.savez(f, W=self.W, x_mean=self.x_mean, y_mean=self.y_mean, info=np.array(info))
+                np.savez(f, info=np.array(info), **arrays)
 
         atomic_write(path, write)
 
@@ -321,8 +331,18 @@ class ColdStart:
                 info = json.loads(str(f["info"]))
                 if info.get("format") != "gensar.ColdStart":
                     raise ValueError("not a gensar.ColdStart file")
+                tfidf = None
+                if info.get("tfidf"):
+                    from .embeddings import TfidfSvdEncoder
+
+                    tfidf = TfidfSvdEncoder(**info["tfidf"])
+                    tfidf.vocabulary_ = {str(w): j for j, w in enumerate(f["tfidf_terms"].tolist())}
+                    tfidf.idf_, tfidf.components_ = f["tfidf_idf"], f["tfidf_components"]
+                    if (tfidf.idf_.shape != (len(tfidf.vocabulary_),)
+                            or tfidf.components_.shape[0] != len(tfidf.vocabulary_)):
+                        raise ValueError("the TF-IDF arrays do not match its vocabulary")
                 self = cls(f["W"], f["x_mean"], f["y_mean"], info["alpha"], info["loo_r2"],
-                           info["semantic_source"])
+                           info["semantic_source"], tfidf)
         except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path} is corrupt or not a cold-start file ({type(exc).__name__}: {exc})") from None
         if (self.W.ndim != 2 or self.x_mean.shape != (self.W.shape[0],) or self.y_mean.shape != (self.W.shape[1],)
@@ -465,7 +485,8 @@ class GenSAR:
         self.ids_ = DualIDs(shared_levels=c.shared_levels, specific_levels=c.specific_levels,
                             method=c.id_method, epochs=c.id_epochs, seed=c.seed,
                             progress=self._progress).fit(semantic_embeddings, collaborative_embeddings)
-        self.cold_start_ = ColdStart.fit(semantic_embeddings, collaborative_embeddings, semantic_source)
+        tfidf = self.encoder_._tfidf if semantic_source == "tfidf" else None
+        self.cold_start_ = ColdStart.fit(semantic_embeddings, collaborative_embeddings, semantic_source, tfidf)
         self.timings_["identifiers"] = time.perf_counter() - t
         return (np.asarray(self.ids_.semantic_ids_, np.int64),
                 np.asarray(self.ids_.collaborative_ids_, np.int64))
@@ -996,18 +1017,19 @@ class GenSAR:
                 raise ValueError("semantic_embeddings holds NaN or infinite values")
             return np.ascontiguousarray(x, np.float32)
         enc = getattr(self, "encoder_", None)
-        if enc is None:
-            src = self.cold_start_.semantic_source
-            if src != "encoder":
-                why = ("fit() was given semantic embeddings" if src == "given" else
-                       f"fit() used the {src} fallback encoder, which is not saved with the model")
-                raise ValueError(f"pass semantic_embeddings= (M, {d}) for the new items: {why}, so gensar "
-                                 f"cannot embed their text the same way")
+        if enc is not None:  # the encoder of this session's fit
+            x = enc.encode(texts, show_progress=False)
+        elif self.cold_start_.tfidf is not None:  # the TF-IDF encoder fitted with the model, saved with it
+            x = self.cold_start_.tfidf.encode(texts)
+        else:
+            if self.cold_start_.semantic_source != "encoder":
+                raise ValueError(f"pass semantic_embeddings= (M, {d}) for the new items: fit() was given "
+                                 f"semantic embeddings, so gensar cannot embed their text the same way")
             from .embeddings import SentenceEncoder
 
-            enc = SentenceEncoder(self.config.sentence_model, allow_fallback=False)
-            self.encoder_ = enc
-        x = np.asarray(enc.encode(texts, show_progress=False), np.float32)
+            self.encoder_ = SentenceEncoder(self.config.sentence_model, allow_fallback=False)
+            x = self.encoder_.encode(texts, show_progress=False)
+        x = np.asarray(x, np.float32)
         if x.shape != (m, d):
             raise ValueError(f"the sentence encoder {self.config.sentence_model!r} gives {x.shape[1]}-d embeddings "
                              f"but the model was fitted with {d}-d ones")

@@ -232,17 +232,19 @@ def test_saves_without_the_new_item_files_still_load(fitted, tmp_path):
 
 def test_add_items_encodes_text_with_the_fitted_encoder(tmp_path):
     """Without given embeddings the new items' text goes through the model's own
-    sentence encoder (here the TF-IDF one, fitted in memory; after a load, which
-    does not keep it, add_items asks for embeddings)."""
+    sentence encoder (here the TF-IDF one, fitted on the training texts and saved
+    with the model, so a loaded model embeds the same text the same way)."""
     ds = datasets.toy(n_users=30, n_items=40, n_topics=N_TOPICS, events_per_user=8, seed=2)
     m = gensar.GenSAR(**TINY, sentence_model="tfidf", sasrec_epochs=1).fit(ds, progress=False)
     assert m.cold_start_.semantic_source == "tfidf"
+    m.save(tmp_path / "fresh")
     m.add_items(new_items([700, 701], [0, 1]))
     assert len(m.items_) == 42 and all_unique(m.semantic_ids_)
-    m.save(tmp_path / "m")
-    back = gensar.GenSAR.load(tmp_path / "m")
-    with pytest.raises(ValueError, match="fallback encoder"):
-        back.add_items(new_items([702], [0]))
+    back = gensar.GenSAR.load(tmp_path / "fresh")
+    assert back.cold_start_.tfidf is not None and not hasattr(back, "encoder_")
+    back.add_items(new_items([700, 701], [0, 1]))
+    np.testing.assert_array_equal(back.semantic_ids_, m.semantic_ids_)  # same text -> same IDs
+    np.testing.assert_array_equal(back.collaborative_ids_, m.collaborative_ids_)
 
 
 # ------------------------------------------------------------------ request options

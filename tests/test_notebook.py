@@ -49,4 +49,4 @@ def test_your_data_notebook_executes(tmp_path, monkeypatch):
     text = "".join(str(o.get("data", {}).get("text/plain", "")) + o.get("text", "") for o in outputs)
     assert "NDCG@10" in text and "fitted in" in text
     assert "82 items now" in text and "identifiers still unique: True" in text
-    assert "sku-900" in text and "quantiser.npz" in text
+    assert "sku-900" in text and "quantiser.npz" in text and "83 items in the loaded model" in text
