@@ -655,7 +655,10 @@ class GenSAR:
             return (whole-catalogue decoding only: callers remove them from
             candidates instead). Beam search then returns k + len(exclude) items
             (with at least as many beams) and drops the excluded ones, so the k
-            kept are the best non-excluded items of a search at least that wide."""
+            kept are the best non-excluded items of a search at least that wide.
+            The beam count of an input depends on its own exclusions only (inputs
+            are decoded in groups of equal beam count), so its answer does not
+            depend on the other requests of the call."""
         from .decode import CandidateSets, Trie
 
         c = self.config
@@ -666,23 +669,43 @@ class GenSAR:
         beams = max(c.num_beams, k)
         items = np.full((len(inputs), k), -1, np.int64)
         scores = np.full((len(inputs), k), -np.inf, np.float32)
+        if exclude is not None and candidates is None:
+            want = np.array([min(k + len(x), target.n_paths) for x in exclude])  # items to ask for
+            width = np.maximum(want, beams)
+            for b in np.unique(width):
+                rows = np.flatnonzero(width == b)
+                kq = int(want[rows].max())
+                it, sc = self._decode_rows(task, [inputs[i] for i in rows], target, int(b), kq, progress,
+                                           batch_size)
+                for j, r in enumerate(rows):
+                    keep = np.flatnonzero((it[j] >= 0) & ~np.isin(it[j], exclude[r]))[:k]
+                    items[r, :len(keep)], scores[r, :len(keep)] = it[j, keep], sc[j, keep]
+            return items, scores
+        if candidates is None:
+            return self._decode_rows(task, inputs, target, beams, k, progress, batch_size)
         from tqdm.auto import tqdm
 
         for s in tqdm(range(0, len(inputs), batch_size), disable=not progress, leave=False,
                       desc=f"decode {task}"):
             e = min(len(inputs), s + batch_size)
             ids, mask = self.tokenizer_.encode(inputs[s:e], self._input_len())
-            tgt = target if candidates is None else CandidateSets(table, candidates[s:e])
-            kk = k if candidates is None else min(k, candidates.shape[1])
-            extra = 0 if exclude is None or candidates is not None else max(len(x) for x in exclude[s:e])
-            kq = min(kk + extra, target.n_paths) if extra else kk
-            it, sc = self.seq2seq_.beam_search(ids, mask, tgt, num_beams=max(beams, kq), top_k=kq)
-            if extra:
-                for r in range(e - s):
-                    keep = np.flatnonzero(~np.isin(it[r], exclude[s + r]))[:kk]
-                    items[s + r, :len(keep)], scores[s + r, :len(keep)] = it[r, keep], sc[r, keep]
-            else:
-                items[s:e, :kk], scores[s:e, :kk] = it, sc
+            kk = min(k, candidates.shape[1])
+            it, sc = self.seq2seq_.beam_search(ids, mask, CandidateSets(table, candidates[s:e]),
+                                               num_beams=max(beams, kk), top_k=kk)
+            items[s:e, :kk], scores[s:e, :kk] = it, sc
+        return items, scores
+
+    def _decode_rows(self, task, inputs, trie, beams, k, progress, batch_size):
+        """Beam search over one trie: (items (B, k), scores (B, k)), batch by batch."""
+        from tqdm.auto import tqdm
+
+        items = np.full((len(inputs), k), -1, np.int64)
+        scores = np.full((len(inputs), k), -np.inf, np.float32)
+        for s in tqdm(range(0, len(inputs), batch_size), disable=not progress, leave=False,
+                      desc=f"decode {task}"):
+            e = min(len(inputs), s + batch_size)
+            ids, mask = self.tokenizer_.encode(inputs[s:e], self._input_len())
+            items[s:e], scores[s:e] = self.seq2seq_.beam_search(ids, mask, trie, num_beams=beams, top_k=k)
         return items, scores
 
     def evaluate(self, split: str = "test", protocols=("sampled", "sampled-uniform", "full"), tasks=None,

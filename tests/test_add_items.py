@@ -277,6 +277,16 @@ def test_recommend_excludes_history_by_default(exhaustive):
     assert not {0, 5} & set(s["item_id"]) and len(s) == 38
 
 
+def test_a_request_does_not_depend_on_the_others_of_the_call(fitted):
+    """Excluding a long history widens the beam of that request only."""
+    ds, model = fitted
+    short, long = [[0]], [list(range(1, 30))]
+    alone = model.recommend(short, k=3)
+    together = model.recommend(short + long, k=3)
+    pd.testing.assert_frame_equal(together[together["case"] == 0], alone)
+    assert not set(range(1, 30)) & set(together.loc[together["case"] == 1, "item_id"])
+
+
 def test_candidates_restrict_and_keep_the_ranking(exhaustive):
     ds, model = exhaustive
     full = model.search(["drama war"], k=40)
