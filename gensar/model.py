@@ -8,6 +8,8 @@
     model.evaluate("test")                            # DataFrame: both tasks, both protocols
     model.recommend([[1, 50, 181]], k=10)             # histories of item ids -> DataFrame
     model.search(["comedy romance 1990s"], k=10)
+    model.recommend([[1, 50]], k=10, candidates=[7, 9, 181, 258])  # request options
+    model.add_items(new_items_df)                     # new items, no refitting
     model.save("gensar-ml100k"); gensar.GenSAR.load("gensar-ml100k")
 
 Pipeline of ``fit`` (GENSAR.md sections 1-4): semantic item embeddings from a
@@ -367,7 +369,10 @@ class GenSAR:
     collisions, codebook use and reconstruction error), ``epoch_counts_`` (examples
     per epoch of each task), ``input_len_`` (input tokens), ``pseudo_query_source_``
     and ``pseudo_query_quality_`` (when the ad-hoc task is trained), ``eval_ranks_``
-    (per-case ranks of the last evaluate()).
+    (per-case ranks of the last evaluate()), ``n_fitted_items_`` (items the model
+    was trained on; ``items_`` also holds those added later by :meth:`add_items`),
+    ``cold_start_`` (:class:`ColdStart`, the collaborative embedding of a new item
+    predicted from its semantic one; absent when fit was given ``ids=``).
     """
 
     def __init__(self, config: GenSARConfig | dict | None = None, **kwargs):
