@@ -50,7 +50,9 @@ group more than K_last), uniqueness is impossible at L levels: with
 ``overflow="extra_level"`` a disambiguation token (the item's rank among the
 items still sharing its ID, 0 for most) is appended to every ID of that kind,
 which then has L + 1 tokens. ``transform`` re-assigns only the new items'
-last tokens (published IDs never change).
+tokens (published IDs never change): the last level and the spill as above,
+and, with two specific levels, new items beyond the room of their shared
+prefix (K_(L-1) x K_L IDs) move to the nearest shared prefix with room.
 
 Training follows the reference's autograd exactly (see csrc/quant/rqvae.h):
 straight-through from the decoders to the encoder output, codebooks trained by
@@ -806,10 +808,67 @@ class DualIDs:
             ids = [codes[:, self._kind_levels(t)].astype(np.int64) for t in range(len(self.dims_q_))]
         else:
             fixed = list(published or (self.semantic_ids_, self.collaborative_ids_))[:len(self.dims_q_)]
+            codes, resid, prev = self._reprefix(xs, xc, codes, resid, prev, fixed[0])
             ids, _ = self._resolve(codes, resid, prev, fixed_ids=fixed)
         if len(ids) == 1:
             ids = [ids[0], ids[0]]
         return ids[0], ids[1]
+
+    def _reprefix(self, xs, xc, codes, resid, prev, published):
+        """transform: new items under a full shared prefix move to another one.
+
+        With two specific levels, the items sharing a shared prefix can have at
+        most K_spec1 x K_spec2 distinct IDs; published IDs never move, so when a
+        prefix is full (or the new items would overfill it) the new items beyond
+        its room (in row order) take the shared prefix with room whose quantised
+        vector (sum of its shared codewords) is nearest to their latent, then
+        the nearest specific codes of that new residual for each ID kind.
+        Returns (codes, resid, prev) with the moved rows updated (copies);
+        unchanged for other layouts, where collision resolution alone decides."""
+        import itertools
+
+        ns, npec = len(self.shared_levels_), len(self.specific_levels_)
+        if (self.method not in ("joint", "residual_kmeans") or len(self.dims_q_) != 2 or npec != 2 or ns == 0
+                or math.prod(self.shared_levels_) > 1 << 16):
+            return codes, resid, prev
+        cap = math.prod(self.specific_levels_)
+        key = lambda a: (a * np.cumprod((1,) + tuple(self.shared_levels_[:0:-1]))[::-1]).sum(1)  # noqa: E731
+        n_prefix = math.prod(self.shared_levels_)
+        room = cap - np.bincount(key(np.asarray(published)[:, :ns]), minlength=n_prefix)
+        over = []
+        for i, k in enumerate(key(codes[:, :ns].astype(np.int64)).tolist()):
+            if room[k] > 0:
+                room[k] -= 1
+            else:
+                over.append(i)
+        if not over:
+            return codes, resid, prev
+        codes = codes.copy()
+        resid, prev = [r.copy() for r in resid], [p.copy() for p in prev]
+        grid = np.array(list(itertools.product(*[range(k) for k in self.shared_levels_])), np.int64)
+        assert np.array_equal(key(grid), np.arange(n_prefix))  # grid row j is prefix key j
+        Q = sum(self._level_codebook(l)[grid[:, l]] for l in range(ns)).astype(np.float64)
+        z = self._latent(xs, xc).astype(np.float64)
+        for i in over:
+            d = ((z[i] - Q) ** 2).sum(1)
+            d[room <= 0] = np.inf
+            j = int(np.argmin(d))
+            if not np.isfinite(d[j]):
+                break  # every prefix is full: left to collision resolution (which then says so)
+            room[j] -= 1
+            codes[i, :ns] = grid[j]
+            r, off = z[i] - Q[j], 0
+            for t in range(2):
+                first, last = self._kind_levels(t)[ns:]
+                w = self.dims_q_[t]
+                rt = r[off:off + w]
+                off += w
+                C1, C2 = self._level_codebook(first), self._level_codebook(last)
+                prev[t][i] = rt
+                codes[i, first] = c1 = int(((rt - C1) ** 2).sum(1).argmin())
+                resid[t][i] = rt - C1[c1]
+                codes[i, last] = int(((resid[t][i] - C2) ** 2).sum(1).argmin())
+        return codes, resid, prev
 
     def _check_published(self, published):
         """transform(published=...) checked: two int64 arrays shaped like the fitted IDs."""

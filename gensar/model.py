@@ -966,10 +966,10 @@ class GenSAR:
         titles join ``items_``; ``n_fitted_items_`` stays the number of items
         the model was trained on. Returns self.
 
-        Limit: the new items' IDs keep the shared prefix the quantiser gives them;
-        if more items than its specific codebooks hold (K_(L-1) x K_L) crowd under
-        one shared prefix, DualIDs.transform raises a ValueError and nothing is
-        added (larger codebooks, or adding fewer near-identical items, fix it)."""
+        Crowding: a shared prefix holds at most K_(L-1) x K_L identifiers (the
+        specific codebooks' sizes); new items beyond its room take the nearest
+        shared prefix with room (DualIDs.transform). Only when every prefix is
+        full does it raise a ValueError, and then nothing is added."""
         from .datasets.protocol import _check_ids, _item_table, _require_columns, _text_column
         from .ids import DualIDs
 

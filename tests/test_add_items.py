@@ -132,12 +132,14 @@ def test_many_identical_new_items_still_get_unique_ids(fitted, tmp_path):
         assert all_unique(ids)
         assert np.array_equal(ids[:len(old)], old)
         assert len(np.unique(ids[len(old):, ls], axis=0)) > 1  # the new items spread over codes
-    # beyond what the codebooks under that shared prefix hold, the error says so (nothing added)
+    # beyond what the codebooks under that shared prefix hold (16 IDs), new items move to
+    # the nearest shared prefix with room: still unique, published IDs unchanged
     k = len(m.items_)
     sem = np.repeat(one, 20, axis=0)
-    with pytest.raises(ValueError, match="larger codebooks"):
-        m.add_items(new_items(list(range(600, 620)), [3] * 20), semantic_embeddings=sem)
-    assert len(m.items_) == k
+    m.add_items(new_items(list(range(600, 620)), [3] * 20), semantic_embeddings=sem)
+    assert all_unique(m.semantic_ids_) and all_unique(m.collaborative_ids_)
+    assert np.array_equal(m.semantic_ids_[:, :ls], m.collaborative_ids_[:, :ls])
+    assert len(np.unique(m.semantic_ids_[k:, :ls], axis=0)) > 1
 
 
 def test_transform_with_published_ids_never_reuses_them():
@@ -155,6 +157,27 @@ def test_transform_with_published_ids_never_reuses_them():
         q.transform(xs[:2], xc[:2], published=extra[0])
     with pytest.raises(ValueError, match="shape"):
         q.transform(xs[:2], xc[:2], published=(extra[0][:, :2], extra[1]))
+
+
+@pytest.mark.parametrize("method", ["joint", "residual_kmeans"])
+def test_new_items_beyond_a_full_shared_prefix_move_to_the_nearest_prefix_with_room(method):
+    rng = np.random.default_rng(0)
+    xs, xc = rng.standard_normal((60, 12)).astype(np.float32), rng.standard_normal((60, 6)).astype(np.float32)
+    q = DualIDs(shared_levels=(4, 4), specific_levels=(4, 4), epochs=5, method=method, progress=False).fit(xs, xc)
+    n = 40  # > 16 = the IDs one shared prefix can hold
+    sem, col = q.transform(np.repeat(xs[:1], n, 0), np.repeat(xc[:1], n, 0))
+    for old, new in ((q.semantic_ids_, sem), (q.collaborative_ids_, col)):
+        assert all_unique(np.concatenate([old, new]))
+    assert np.array_equal(sem[:, :2], col[:, :2]) and len(np.unique(sem[:, :2], axis=0)) >= 3
+    # the prefixes taken are the ones nearest to the items' latent (the first is its own)
+    a, b = q._scaled(xs[:1], xc[:1])
+    z = q._latent(a, b)[0].astype(np.float64)
+    dist = {(i, j): ((z - q._level_codebook(0)[i] - q._level_codebook(1)[j]) ** 2).sum()
+            for i in range(4) for j in range(4)}
+    used = {tuple(p) for p in sem[:, :2].tolist()}
+    ranked = sorted(dist, key=dist.get)
+    assert ranked[0] in used
+    assert max(ranked.index(p) for p in used) < 8  # near prefixes, not arbitrary ones
 
 
 def test_cold_start_regression_recovers_a_linear_map(tmp_path):
