@@ -51,9 +51,13 @@ COLUMNS = ["HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10"]
 
 
 def commit() -> str:
+    """The checkout's commit ("+dirty" if tracked files differ from it); read at start,
+    since the code a long run executes is the code it imported then."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent).stdout.strip() or "unknown"
+        run = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True,  # noqa: E731
+                                        cwd=Path(__file__).parent).stdout.strip()
+        head = run("rev-parse", "--short", "HEAD") or "unknown"
+        return head + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
     except OSError:
         return "unknown"
 
@@ -155,6 +159,7 @@ def main(argv=None) -> pd.DataFrame:
         gensar.set_num_threads(args.threads)
     progress = not args.no_progress
     t0 = time.perf_counter()
+    started_at = commit()
 
     full = _load_dataset(args.dataset, seed=args.seed)
     held = hold_out(full, args.share, args.seed)
@@ -227,7 +232,7 @@ def main(argv=None) -> pd.DataFrame:
 
     cpu = gensar.cpu_info()
     info = {"command": " ".join([Path(sys.executable).name] + sys.argv[:1] + list(argv if argv is not None else sys.argv[1:])),
-            "commit": commit(), "cpu": cpu["cpu"], "isa": cpu["isa"], "threads": gensar.get_num_threads(),
+            "commit": started_at, "cpu": cpu["cpu"], "isa": cpu["isa"], "threads": gensar.get_num_threads(),
             "dataset": args.dataset, "preset": args.preset, "seed": args.seed, "held_out_items": int(len(held)),
             "catalogue_items": n_items, "cases": len(qs), "history_items_dropped": int(dropped),
             "cold_start_loo_r2": round(model.cold_start_.loo_r2, 4), "ids_unique": bool(unique),
