@@ -50,7 +50,9 @@ group more than K_last), uniqueness is impossible at L levels: with
 ``overflow="extra_level"`` a disambiguation token (the item's rank among the
 items still sharing its ID, 0 for most) is appended to every ID of that kind,
 which then has L + 1 tokens. ``transform`` re-assigns only the new items'
-last tokens (published IDs never change).
+tokens (published IDs never change): the last level and the spill as above,
+and, with two specific levels, new items beyond the room of their shared
+prefix (K_(L-1) x K_L IDs) move to the nearest shared prefix with room.
 
 Training follows the reference's autograd exactly (see csrc/quant/rqvae.h):
 straight-through from the decoders to the encoder output, codebooks trained by
@@ -504,14 +506,18 @@ class DualIDs:
             codes = (rng.random(codes.shape) * sizes).astype(np.int32)
         return codes, zq, [resid[l] for l in last], [None if p is None else resid[p] for p in prev]
 
-    def _spill(self, ids, r_last, r_prev, C_prev, C_last):
+    def _spill(self, ids, r_last, r_prev, C_prev, C_last, movable=None):
         """Second-to-last level capacity: within a group of items sharing the
         first L-2 tokens, a code of level L-2 can hold at most K_last items (one
         per last-level code). Items beyond that (those farthest from the
         codeword) move to the nearest code of level L-2 that still has room, and
         take the nearest last-level code from their new residual. Changes ids
         (N, L) and r_last in place; returns the number of items moved. Only
-        overloaded groups are touched, so this is a rare path."""
+        overloaded groups are touched, so this is a rare path.
+
+        movable : None (every item may move: fit) or (N,) bool; items with False
+        (already published IDs, in transform) never move and keep their place
+        before any movable item of their group."""
         L = ids.shape[1]
         K_prev, K_last = C_prev.shape[0], C_last.shape[0]
         if L > 2:
@@ -527,7 +533,11 @@ class DualIDs:
             grp, c2 = divmod(int(k), K_prev)
             members = np.flatnonzero(key == k)
             d = ((r_prev[members] - C_prev[c2]) ** 2).sum(1)
-            for i in members[np.argsort(d, kind="stable")][K_last:]:
+            order = (np.argsort(d, kind="stable") if movable is None
+                     else np.lexsort((d, movable[members])))  # fixed items first, then by distance
+            for i in members[order][K_last:]:
+                if movable is not None and not movable[i]:
+                    continue  # cannot happen with unique published IDs; never move one anyway
                 room = counts[grp * K_prev:(grp + 1) * K_prev] < K_last
                 if not room.any():
                     break  # the whole group exceeds K_prev * K_last: left to overflow handling
@@ -546,7 +556,7 @@ class DualIDs:
         """Unique IDs per kind. codes (N, nL) int32 of the new items; resid / prev:
         per kind the residual entering the last / second-to-last level; fixed_ids:
         list per kind of already published IDs (M, L or L+1) that must not change
-        (then no second-to-last level spill is done)."""
+        (then only the new items may spill to another second-to-last code)."""
         n_kinds = len(self.dims_q_)
         out, stats = [], []
         sizes = self._level_sizes()
@@ -569,6 +579,13 @@ class DualIDs:
                 r = np.ascontiguousarray(np.concatenate([np.zeros((old.shape[0], r.shape[1]), np.float32), r]))
                 fixed = np.zeros(ids.shape[0], bool)
                 fixed[:old.shape[0]] = True
+                if prev is not None and prev[t] is not None:
+                    # New items whose second-to-last code is full (K_last published items
+                    # already under it) spill to the nearest code with room, as in fit;
+                    # without this a crowded prefix would make transform fail.
+                    rp = np.concatenate([np.zeros((old.shape[0], prev[t].shape[1]), np.float32), prev[t]])
+                    r = r.copy()
+                    spilled = self._spill(ids, r, rp, self._level_codebook(lv[-2]), C, movable=~fixed)
             st = _core.resolve_collisions(ids, [sizes[l] for l in lv], r, C, fixed,
                                           float(self.sinkhorn_epsilon), int(self.sinkhorn_iters))
             st["collision_rate_before"] = before
@@ -764,30 +781,123 @@ class DualIDs:
         return out
 
     # ---------------------------------------------------------------- transform
-    def transform(self, semantic_emb, collaborative_emb=None, resolve=True):
+    def transform(self, semantic_emb, collaborative_emb=None, resolve=True, published=None):
         """IDs for new items with the fitted quantiser (no refitting; cold start).
 
         Returns (semantic_ids, collaborative_ids), each (M, L) int64. With
         resolve=True the new IDs are made unique among themselves and against the
-        fitted catalogue's IDs (which never change), by the same last-level
-        re-assignment as fit; with resolve=False they are the plain nearest codes.
+        IDs already in use (which never change), by the same re-assignment as fit
+        (last level; a new item under a full second-to-last code spills to the
+        nearest one with room); with resolve=False they are the plain nearest codes.
+
+        published : None (the IDs in use are the fitted catalogue's) or a pair
+            (semantic_ids, collaborative_ids) of int arrays (P, L), the IDs in use
+            now, e.g. the fitted catalogue's plus items added since
         """
         self._check_fitted()
+        if published is not None:
+            published = self._check_published(published)
         xs, xc = self._check_inputs(semantic_emb, collaborative_emb, fitted=True)
         xs, xc = self._scaled(xs, xc)
         _check_sqnorms(xs, "semantic_emb")
         if xc is not None:
             _check_sqnorms(xc, "collaborative_emb")
         rng = np.random.default_rng([self.seed, len(xs)])
-        codes, _, resid, _ = self._assign(xs, xc, rng)
+        codes, _, resid, prev = self._assign(xs, xc, rng)
         if not resolve:
             ids = [codes[:, self._kind_levels(t)].astype(np.int64) for t in range(len(self.dims_q_))]
         else:
-            fixed = [self.semantic_ids_, self.collaborative_ids_][:len(self.dims_q_)]
-            ids, _ = self._resolve(codes, resid, fixed_ids=fixed)
+            fixed = list(published or (self.semantic_ids_, self.collaborative_ids_))[:len(self.dims_q_)]
+            codes, resid, prev = self._reprefix(xs, xc, codes, resid, prev, fixed[0])
+            ids, _ = self._resolve(codes, resid, prev, fixed_ids=fixed)
         if len(ids) == 1:
             ids = [ids[0], ids[0]]
         return ids[0], ids[1]
+
+    def _reprefix(self, xs, xc, codes, resid, prev, published):
+        """transform: new items under a full shared prefix move to another one.
+
+        With two specific levels, the items sharing a shared prefix can have at
+        most K_spec1 x K_spec2 distinct IDs; published IDs never move, so when a
+        prefix is full (or the new items would overfill it) the new items beyond
+        its room (in row order) take the shared prefix with room whose quantised
+        vector (sum of its shared codewords) is nearest to their latent, then
+        the nearest specific codes of that new residual for each ID kind.
+        Returns (codes, resid, prev) with the moved rows updated (copies);
+        unchanged for other layouts, where collision resolution alone decides."""
+        import itertools
+
+        ns, npec = len(self.shared_levels_), len(self.specific_levels_)
+        if (self.method not in ("joint", "residual_kmeans") or len(self.dims_q_) != 2 or npec != 2 or ns == 0
+                or math.prod(self.shared_levels_) > 1 << 16):
+            return codes, resid, prev
+        cap = math.prod(self.specific_levels_)
+        key = lambda a: (a * np.cumprod((1,) + tuple(self.shared_levels_[:0:-1]))[::-1]).sum(1)  # noqa: E731
+        n_prefix = math.prod(self.shared_levels_)
+        room = cap - np.bincount(key(np.asarray(published)[:, :ns]), minlength=n_prefix)
+        over = []
+        for i, k in enumerate(key(codes[:, :ns].astype(np.int64)).tolist()):
+            if room[k] > 0:
+                room[k] -= 1
+            else:
+                over.append(i)
+        if not over:
+            return codes, resid, prev
+        codes = codes.copy()
+        resid, prev = [r.copy() for r in resid], [p.copy() for p in prev]
+        grid = np.array(list(itertools.product(*[range(k) for k in self.shared_levels_])), np.int64)
+        assert np.array_equal(key(grid), np.arange(n_prefix))  # grid row j is prefix key j
+        Q = sum(self._level_codebook(l)[grid[:, l]] for l in range(ns)).astype(np.float64)
+        z = self._latent(xs, xc).astype(np.float64)
+        for i in over:
+            d = ((z[i] - Q) ** 2).sum(1)
+            d[room <= 0] = np.inf
+            j = int(np.argmin(d))
+            if not np.isfinite(d[j]):
+                break  # every prefix is full: left to collision resolution (which then says so)
+            room[j] -= 1
+            codes[i, :ns] = grid[j]
+            r, off = z[i] - Q[j], 0
+            for t in range(2):
+                first, last = self._kind_levels(t)[ns:]
+                w = self.dims_q_[t]
+                rt = r[off:off + w]
+                off += w
+                C1, C2 = self._level_codebook(first), self._level_codebook(last)
+                prev[t][i] = rt
+                codes[i, first] = c1 = int(((rt - C1) ** 2).sum(1).argmin())
+                resid[t][i] = rt - C1[c1]
+                codes[i, last] = int(((resid[t][i] - C2) ** 2).sum(1).argmin())
+        return codes, resid, prev
+
+    def _check_published(self, published):
+        """transform(published=...) checked: two int64 arrays shaped like the fitted IDs."""
+        if not isinstance(published, (tuple, list)) or len(published) != 2:
+            raise TypeError(f"published must be None or a pair (semantic_ids, collaborative_ids), "
+                            f"got {type(published).__name__}")
+        out = []
+        for name, a, ref in zip(("semantic", "collaborative"), published,
+                                (self.semantic_ids_, self.collaborative_ids_)):
+            a = np.asarray(a)
+            if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+                raise TypeError(f"published {name} IDs must be integer codes, got dtype {a.dtype}")
+            if a.ndim != 2 or a.shape[1] != ref.shape[1]:
+                raise ValueError(f"published {name} IDs must have shape (P, {ref.shape[1]}), got {a.shape}")
+            if a.size and a.min() < 0:
+                raise ValueError(f"published {name} IDs hold a negative code ({int(a.min())})")
+            out.append(a.astype(np.int64))
+        if out[0].shape[0] != out[1].shape[0]:
+            raise ValueError(f"published semantic and collaborative IDs have {out[0].shape[0]} and "
+                             f"{out[1].shape[0]} rows; one row per item in both")
+        return out
+
+    def level_sizes(self):
+        """Codebook sizes of each ID kind's levels: {"semantic": [...], "collaborative": [...]}
+        (the codes a token layout must hold for any item, present or future)."""
+        self._check_fitted()
+        sizes = self._level_sizes()
+        kinds = [self._kind_levels(min(t, len(self.dims_q_) - 1)) for t in range(2)]
+        return {k: [int(sizes[l]) for l in lv] for k, lv in zip(("semantic", "collaborative"), kinds)}
 
     # ------------------------------------------------------------------- report
     def training_summary(self):

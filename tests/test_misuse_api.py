@@ -238,8 +238,10 @@ def test_recommend_and_search_arguments(fitted):
     with pytest.raises(TypeError, match="histories must be a list"):
         model.recommend("1 2 3")
     # k larger than the catalogue returns every item once, no padding rows
-    out = model.recommend([[ids[0]]], k=1000)
+    out = model.recommend([[ids[0]]], k=1000, exclude_history=False)
     assert len(out) == ds.n_items and out["item_id"].is_unique
+    out = model.recommend([[ids[0]]], k=1000)  # by default without the history's item
+    assert len(out) == ds.n_items - 1 and ids[0] not in set(out["item_id"])
 
 
 def test_gensar_constructor_and_fit_misuse(fitted):

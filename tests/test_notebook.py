@@ -28,3 +28,25 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     assert images, "the training-curve plot was not drawn"
     text = "".join(str(o.get("data", {}).get("text/plain", "")) + o.get("text", "") for o in outputs)
     assert "NDCG@10" in text and "fitted in" in text
+
+
+YOUR_DATA = NOTEBOOK.parent / "your_data.ipynb"
+
+
+def test_your_data_notebook_executes(tmp_path, monkeypatch):
+    """notebooks/your_data.ipynb: CSV -> from_pandas -> fit -> report -> evaluate ->
+    recommend / search -> add_items -> save / load, on generated data (no download)."""
+    nb = nbformat.read(YOUR_DATA, as_version=4)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(NOTEBOOK.parents[1])] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert [o for o in outputs if "image/png" in o.get("data", {})], "the code-usage plot was not drawn"
+    text = "".join(str(o.get("data", {}).get("text/plain", "")) + o.get("text", "") for o in outputs)
+    assert "NDCG@10" in text and "fitted in" in text
+    assert "82 items now" in text and "identifiers still unique: True" in text
+    assert "sku-900" in text and "quantiser.npz" in text and "83 items in the loaded model" in text

@@ -252,7 +252,7 @@ k_values = st.one_of(st.integers(-3, 40), st.floats(allow_nan=True), st.booleans
 def _recommend_k(fitted, k):
     ds, model = fitted
     try:
-        out = model.recommend([[ds.items["item_id"].iloc[0]]], k=k)
+        out = model.recommend([[ds.items["item_id"].iloc[0]]], k=k, exclude_history=False)
     except (TypeError, ValueError) as exc:
         assert "k must be" in str(exc)
         assert not (isinstance(k, int) and not isinstance(k, bool) and k >= 1)

@@ -191,6 +191,46 @@ def _text_column(s: pd.Series, what: str) -> pd.Series:
 # ------------------------------------------------------------------------------ builder
 
 
+def _item_table(items: pd.DataFrame, *, item_col: str, title_col: str, text_col: str | None,
+                category_col: str, item_kind: str, item_dtype) -> pd.DataFrame:
+    """The items frame of a Dataset from the user's items table (columns checked
+    by the caller): item_id, title, category, text, synthetic_query (+ the
+    user's other columns). The text rule is from_pandas': ``text_col``, else a
+    column "text", else title + ". " + description + ". " + category. Also used
+    by GenSAR.add_items, so items added later get their text the same way."""
+    it = items.copy()
+    it = it.rename(columns={item_col: "item_id", title_col: "title"})
+    it["item_id"] = _normalise_ids(it["item_id"], item_kind, item_dtype)
+    it["title"] = _text_column(it["title"], f"items[{title_col!r}]")
+    if category_col in items.columns:
+        it = it.rename(columns={category_col: "category"}) if category_col != "category" else it
+        it["category"] = it["category"].map(
+            lambda v: " | ".join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray))
+            else ("" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+        )
+    else:
+        it["category"] = ""
+    if "description" in it.columns:
+        it["description"] = _text_column(it["description"], "items['description']")
+    if text_col is not None:
+        if text_col not in items.columns:
+            raise ValueError(f"items has no text_col {text_col!r}; it has {list(items.columns)}")
+        it["text"] = _text_column(items[text_col].set_axis(it.index), f"items[{text_col!r}]")
+    elif "text" in it.columns:
+        it["text"] = _text_column(it["text"], "items['text']")
+    else:
+        parts = [it["title"]]
+        if "description" in it.columns:
+            parts.append(it["description"])
+        parts.append(it["category"])
+        it["text"] = [". ".join(p for p in row if p) for row in zip(*parts)]
+    if "synthetic_query" in it.columns:
+        it["synthetic_query"] = _text_column(it["synthetic_query"], "items['synthetic_query']")
+    else:
+        it["synthetic_query"] = it["category"].map(lambda c: category_query(c.split(" | ")) if c else "")
+    return it
+
+
 def from_pandas(
     interactions: pd.DataFrame,
     items: pd.DataFrame,
@@ -292,36 +332,8 @@ def from_pandas(
     if items[item_col].duplicated().any():
         dup = items.loc[items[item_col].duplicated(), item_col].iloc[0]
         raise ValueError(f"items[{item_col!r}] must be unique; {_show(dup)} appears more than once")
-    it = items.copy()
-    it = it.rename(columns={item_col: "item_id", title_col: "title"})
-    it["item_id"] = _normalise_ids(it["item_id"], item_kind, item_dtype)
-    it["title"] = _text_column(it["title"], f"items[{title_col!r}]")
-    if category_col in items.columns:
-        it = it.rename(columns={category_col: "category"}) if category_col != "category" else it
-        it["category"] = it["category"].map(
-            lambda v: " | ".join(map(str, v)) if isinstance(v, (list, tuple, np.ndarray))
-            else ("" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
-        )
-    else:
-        it["category"] = ""
-    if "description" in it.columns:
-        it["description"] = _text_column(it["description"], "items['description']")
-    if text_col is not None:
-        if text_col not in items.columns:
-            raise ValueError(f"items has no text_col {text_col!r}; it has {list(items.columns)}")
-        it["text"] = _text_column(items[text_col].set_axis(it.index), f"items[{text_col!r}]")
-    elif "text" in it.columns:
-        it["text"] = _text_column(it["text"], "items['text']")
-    else:
-        parts = [it["title"]]
-        if "description" in it.columns:
-            parts.append(it["description"])
-        parts.append(it["category"])
-        it["text"] = [". ".join(p for p in row if p) for row in zip(*parts)]
-    if "synthetic_query" in it.columns:
-        it["synthetic_query"] = _text_column(it["synthetic_query"], "items['synthetic_query']")
-    else:
-        it["synthetic_query"] = it["category"].map(lambda c: category_query(c.split(" | ")) if c else "")
+    it = _item_table(items, item_col=item_col, title_col=title_col, text_col=text_col,
+                     category_col=category_col, item_kind=item_kind, item_dtype=item_dtype)
 
     # ---- events
     frames = []
