@@ -16,15 +16,18 @@ import os
 import sys
 import time
 
-# The quick preset: a smaller model, 2 epochs anchored on 41k next-item examples
+# The quick preset: a smaller model, 1 epoch anchored on 41k next-item examples
 # (about 45k examples with the reference's task mixture), a 10 + 5 event history
 # (inputs fitted to the data, about 160 tokens); the reference trains for 200 epochs
-# on GPUs. The full preset follows GenSARConfig's defaults with validation-based
+# on GPUs. One epoch because validation NDCG@10 is flat after it at this size
+# (benchmarks/results/learning-curve-lc-quick-e4-s0.md: epochs 1-3 of a 4-epoch
+# cosine run within noise; learning-curve-s2-base-e1.md: one full cosine epoch).
+# The full preset follows GenSARConfig's defaults with validation-based
 # early stopping. The smoke preset only checks that a pipeline runs end to end
 # (minutes on ml-100k); its numbers mean nothing.
 PRESETS = {
     "quick": dict(d_model=128, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=32, d_ff=512,
-                  n_rec=10, n_search=5, max_input_len=0, epochs=2, examples_per_epoch=41_000,
+                  n_rec=10, n_search=5, max_input_len=0, epochs=1, examples_per_epoch=41_000,
                   batch_size=64, lr=2e-3, id_epochs=500, sasrec_epochs=20,
                   valid_cases=0, num_beams=20),
     "full": dict(epochs=20, patience=3, valid_cases=300),
