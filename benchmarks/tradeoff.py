@@ -201,26 +201,36 @@ def load_ranks(csv_paths) -> dict:
     return out
 
 
+# The paper's claim is about GenSAR's own single-task variants: on each task the
+# joint model against the variant trained for that task alone.
+OWN_VARIANT = {"rec": "gensar_rec_only", "search": "gensar_search_only"}
+
+
 def significance(summary: pd.DataFrame, ranks: dict, method: str = "gensar", k: int = 10,
                  n_boot: int = 10_000) -> pd.DataFrame:
-    """Paired tests of `method` against the best baseline (by mean NDCG@k) on each
-    task and protocol, over test cases; each case's NDCG@k is averaged over the
-    seeds both methods have."""
+    """Paired tests of `method` over test cases, on each task and protocol, against
+    the best baseline (by mean NDCG@k) and against its own single-task variant;
+    each case's NDCG@k is averaged over the seeds both methods have."""
     rows = []
     for (task, protocol), s in summary.groupby(["task", "protocol"], sort=False):
+        if method not in set(s["method"]):
+            continue
         base = s[s["method"].isin(BASELINES)]
-        if base.empty or method not in set(s["method"]):
-            continue
-        best = base.sort_values("NDCG10_mean", ascending=False)["method"].iloc[0]
-        seeds = sorted({sd for (m, sd, t, p) in ranks if m == method and t == task and p == protocol}
-                       & {sd for (m, sd, t, p) in ranks if m == best and t == task and p == protocol})
-        if not seeds:
-            continue
-        a = np.mean([ndcg_at(ranks[(method, sd, task, protocol)], k) for sd in seeds], 0)
-        b = np.mean([ndcg_at(ranks[(best, sd, task, protocol)], k) for sd in seeds], 0)
-        r = paired_test(a, b, n_boot=n_boot)
-        rows.append({"task": task, "protocol": protocol, "method": method, "baseline": best,
-                     "seeds": len(seeds), **r})
+        rivals = []
+        if not base.empty:
+            rivals.append(base.sort_values("NDCG10_mean", ascending=False)["method"].iloc[0])
+        if OWN_VARIANT.get(task) in set(s["method"]):
+            rivals.append(OWN_VARIANT[task])
+        for rival in rivals:
+            seeds = sorted({sd for (m, sd, t, p) in ranks if m == method and t == task and p == protocol}
+                           & {sd for (m, sd, t, p) in ranks if m == rival and t == task and p == protocol})
+            if not seeds:
+                continue
+            a = np.mean([ndcg_at(ranks[(method, sd, task, protocol)], k) for sd in seeds], 0)
+            b = np.mean([ndcg_at(ranks[(rival, sd, task, protocol)], k) for sd in seeds], 0)
+            r = paired_test(a, b, n_boot=n_boot)
+            rows.append({"task": task, "protocol": protocol, "method": method, "baseline": rival,
+                         "seeds": len(seeds), **r})
     return pd.DataFrame(rows)
 
 
@@ -239,10 +249,10 @@ def write_markdown(summary, path, header, sig=None):
         lines.append(f"| {r.method} | {r.task} | {r.protocol} | {r.seeds} | {r.HR10_mean:.4f} ± {r.HR10_std:.4f} | "
                      f"{r.NDCG10_mean:.4f} ± {r.NDCG10_std:.4f} | {r.train_s:.0f} | {r.infer_s:.1f} |")
     if sig is not None and len(sig):
-        lines += ["", "## GenSAR against the best baseline (paired over test cases)", "",
+        lines += ["", "## GenSAR against the best baseline and its own single-task variant (paired over test cases)", "",
                   "Per-case NDCG@10 averaged over seeds; difference = GenSAR - baseline; 95% bootstrap "
                   "interval (10,000 resamples of cases); two-sided p-values.", "",
-                  "| task | protocol | baseline | seeds | cases | GenSAR | baseline | difference [95% CI] "
+                  "| task | protocol | against | seeds | cases | GenSAR | against | difference [95% CI] "
                   "| p (bootstrap) | p (paired t) |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in sig.itertuples():
             # No bootstrap resample crossed the observed difference: p is below 1 / resamples.
@@ -291,21 +301,24 @@ def main():
                     help='GenSAR config overrides on top of the preset, e.g. \'{"epochs": 1}\'')
     ap.add_argument("--merge", nargs="+", default=None, metavar="CSV",
                     help="do not run: combine raw CSVs written by earlier --csv runs into the results")
+    ap.add_argument("--merge-on-same-machine", action="store_true",
+                    help="rows of older CSVs that do not name their CPU ran on this machine")
     args = ap.parse_args()
     if args.threads:
         gensar.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = args.dataset.replace("/", "_")
-    t0 = time.perf_counter()
     if args.merge:
         df = pd.concat([pd.read_csv(p, comment="#") for p in args.merge], ignore_index=True)
         rank_sources = args.merge
     else:
         commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent).stdout.strip() or "unknown"
+        info = gensar.cpu_info()
         provenance = dict(command="python benchmarks/tradeoff.py " + " ".join(sys.argv[1:]), commit=commit,
-                          threads=gensar.get_num_threads())
+                          threads=gensar.get_num_threads(), cpu=info["cpu"], kernel_path=info["isa"],
+                          precision=info.get("precision", "fp32"))
         csv_path = Path(args.csv or out / f"{name}.raw.csv")
         csv_path.unlink(missing_ok=True)
         shutil.rmtree(ranks_dir(csv_path), ignore_errors=True)
@@ -315,13 +328,23 @@ def main():
             run_seed(ds, seed, args.methods, cfg, not args.no_progress, csv_path, provenance)
         df = pd.read_csv(csv_path)
         rank_sources = [csv_path]
-    runs = df.groupby(["command", "commit", "threads"], sort=False)["seed"].unique()
+    if "cpu" not in df or df["cpu"].isna().any():
+        # Rows from runs before the CSV named the machine: the merge must run on the
+        # machine that ran them (--merge-cpu-note says so in the header).
+        if not args.merge_on_same_machine:
+            raise SystemExit("some rows do not name their CPU; rerun them, or pass "
+                             "--merge-on-same-machine if they ran on this machine")
+        info = gensar.cpu_info()
+        for col, v in (("cpu", info["cpu"]), ("kernel_path", info["isa"]), ("precision", "fp32")):
+            df[col] = df[col].fillna(v) if col in df else v
+    runs = df.groupby(["command", "commit", "threads", "cpu", "kernel_path", "precision"], sort=False)["seed"].unique()
     header = [f"# Trade-off study on {args.dataset}", "",
               f"Test split; mean ± std over seeds {sorted(df['seed'].unique().tolist())}. "
               "Times are seconds per seed (train includes the embeddings and identifiers a method needs). "
               "Produced by:", ""]
-    header += [f"- `{cmd}` at commit {commit}, {threads} thread(s), seeds {[int(s) for s in seeds]}"
-               for (cmd, commit, threads), seeds in runs.items()]
+    header += [f"- `{cmd}` at commit {commit}, {threads} thread(s), seeds {[int(s) for s in seeds]}; "
+               f"{cpu}, kernel path {path}, {precision} matrix products"
+               for (cmd, commit, threads, cpu, path, precision), seeds in runs.items()]
     header = "\n".join(header)
     with open(out / f"{name}.csv", "w") as f:
         f.write("".join(f"# {line}\n" for line in header.splitlines()[2:] if line))
