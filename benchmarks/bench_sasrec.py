@@ -47,15 +47,16 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _child import run_worker  # noqa: E402  (captures the environment before gensar is imported)
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 IGNORE = -100
-BASE_ENV = dict(os.environ)  # before gensar's import sets GOMP_SPINCOUNT
 
 
 def _import_gensar():
@@ -272,19 +273,12 @@ MODEL_ARGS = ("hidden", "layers", "heads", "inner", "max_len", "dropout", "batch
 
 
 def run_child(a, engine, threads):
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--engine", engine,
-           "--worker-threads", str(threads)]
+    args = []
     for k in MODEL_ARGS:
         v = getattr(a, k)
         if v is not None:
-            cmd += [f"--{k.replace('_', '-')}", str(v)]
-    env = dict(BASE_ENV, OMP_NUM_THREADS=str(threads))
-    if a.isa:
-        env["GENSAR_ISA"] = a.isa
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"{engine} worker failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+            args += [f"--{k.replace('_', '-')}", v]
+    return run_worker(__file__, engine, threads, args, isa=a.isa)
 
 
 def verify(a):

@@ -36,16 +36,16 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
 import numpy as np
 
-# The children get the environment this script started with: importing gensar (the
-# parent does, to name the CPU and path) sets GOMP_SPINCOUNT, which must not leak into
-# the PyTorch child.
-BASE_ENV = dict(os.environ)
+# The children get the environment this script started with (benchmarks/_child.py):
+# importing gensar (the parent does, to name the CPU and path) sets GOMP_SPINCOUNT,
+# which must not leak into the PyTorch child.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _child import run_worker  # noqa: E402
 
 # Model sizes: the script's defaults and the GenSAR presets' models.
 DEFAULTS = dict(batch=128, t_in=96, t_dec=6, vocab=2000, d_model=128, layers=4, heads=4, d_ff=512,
@@ -128,20 +128,13 @@ def worker(a):
 
 
 def run_child(a, engine, threads):
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--engine", engine,
-           "--worker-threads", str(threads)]
+    args = []
     for k in ("batch", "t_in", "t_dec", "vocab", "d_model", "layers", "heads", "d_ff", "ffn",
               "steps", "warmup"):
-        cmd += [f"--{k.replace('_', '-')}", str(getattr(a, k))]
+        args += [f"--{k.replace('_', '-')}", getattr(a, k)]
     if a.no_amx:
-        cmd.append("--no-amx")
-    env = dict(BASE_ENV, OMP_NUM_THREADS=str(threads))
-    if a.isa and engine.startswith("gensar"):
-        env["GENSAR_ISA"] = a.isa
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"{engine} worker failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        args.append("--no-amx")
+    return run_worker(__file__, engine, threads, args, isa=a.isa if engine.startswith("gensar") else None)
 
 
 def main():
