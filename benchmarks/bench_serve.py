@@ -45,12 +45,11 @@ Catalogues
 
 Profile: a single whole-catalogue recommend on the largest catalogue, split into
 building the prompt, tokenising, the cached trie lookup, the C beam search
-(encoder = Seq2Seq.decode_cache, the C function beam search starts with; decoder
-layers + vocabulary log-sum-exp estimated with Seq2Seq.decode_step, one step of
-1 row then depth - 1 steps of `beams` rows; the rest of the C call by difference:
-trie walk, scoring allowed children, top-k, cache reordering) and building the
-result frame; each the median of --profile-rounds rounds, plus cProfile's top
-functions.
+(encoder = Seq2Seq.decode_cache, the C function beam search starts with; the rest
+of the C call by difference: decoder steps, the vocabulary log-sum-exp, trie
+walk, top-k, cache reordering; and, for comparison, the same C call with 1 beam)
+and building the result frame; each the median of --profile-rounds rounds, plus
+cProfile's top functions.
 
 Writes <out>/serve.csv and <out>/serve.md (default benchmarks/results/) with the
 CPU model, kernel path (gensar.cpu_info()), threads, beams, command and commit.
@@ -255,10 +254,12 @@ def profile(model, histories, args):
     k, rounds = args.k, args.profile_rounds
     s2s = model.seq2seq_
     parts = {p: [] for p in ("prompt (history rendering, item-id lookup)", "tokenise",
-                             "trie lookup (cached)", "C beam search", "  encoder",
-                             "  decoder layers + vocabulary log-sum-exp (estimate)",
-                             "  trie walk, top-k, reorder (by difference)",
-                             "exclude history + result frame", "whole recommend() call")}
+                             "trie lookup (cached)", "C beam search", "  encoder (+ cross-attention K, V)",
+                             "  decoder steps, vocabulary log-sum-exp, trie walk, top-k, reorder",
+                             "exclude history + result frame",
+                             "other: argument checks, request plumbing (whole call - pieces)",
+                             "whole recommend() call",
+                             "for comparison: C beam search with 1 beam, top 1")}
     for r in range(rounds):
         h = [histories[r % len(histories)]]
         t0 = time.perf_counter()
@@ -269,36 +270,25 @@ def profile(model, histories, args):
         t2 = time.perf_counter()
         _, trie = model._decode_target("rec")
         t3 = time.perf_counter()
-        beams = max(model.config.num_beams, k)
-        kq = min(k + len(hist_idx[0]), trie.n_paths)
-        items, scores = s2s.beam_search(ids, mask, trie, num_beams=max(beams, kq), top_k=kq)
+        kq = min(k + len(hist_idx[0]), trie.n_paths)  # as GenSAR._decode asks with exclude_history
+        beams = max(model.config.num_beams, kq)
+        items, scores = s2s.beam_search(ids, mask, trie, num_beams=beams, top_k=kq)
         t4 = time.perf_counter()
         keep = np.flatnonzero((items[0] >= 0) & ~np.isin(items[0], hist_idx[0]))[:k]
         model._result_frame(items[:, keep], scores[:, keep])
         t5 = time.perf_counter()
-        # encoder: the cache beam search starts from (encoder + cross-attention K, V)
+        # the encoder alone: the cache the C beam search starts from (same C function)
         a = time.perf_counter()
-        s2s.decode_cache(ids, mask, rows_per_input=max(beams, kq), max_steps=trie.depth)
+        s2s.decode_cache(ids, mask, rows_per_input=beams, max_steps=trie.depth)
         enc = time.perf_counter() - a
-        # decoder steps: one step of 1 row (the start token), then depth - 1 steps of all beams
-        one = s2s.decode_cache(ids, mask, rows_per_input=1, max_steps=trie.depth)
-        full = s2s.decode_cache(ids, mask, rows_per_input=max(beams, kq), max_steps=trie.depth)
-        start = s2s.config.decoder_start_token_id
-        rows = max(beams, kq)
         a = time.perf_counter()
-        s2s.decode_step(one, np.array([start]))
-        dec = time.perf_counter() - a
-        s2s.decode_step(full, np.full(rows, start))
-        table = model._id_table("rec")
-        for d in range(trie.depth - 1):
-            a = time.perf_counter()
-            s2s.decode_step(full, table[np.arange(rows) % len(table), d])
-            dec += time.perf_counter() - a
+        s2s.beam_search(ids, mask, trie, num_beams=1, top_k=1)
+        one = time.perf_counter() - a
         a = time.perf_counter()
         model.recommend(h, k=k)
         whole = time.perf_counter() - a
-        for p, v in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, enc, dec, (t4 - t3) - enc - dec,
-                                t5 - t4, whole)):
+        for p, v in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, enc, (t4 - t3) - enc, t5 - t4,
+                                whole - (t5 - t0), whole, one)):
             parts[p].append(v)
     med = {p: float(np.median(v)) * 1e3 for p, v in parts.items()}
     pr = cProfile.Profile()
@@ -347,9 +337,10 @@ def write_report(out: Path, rows, prof, info, args, skipped, log):
         goal = med["whole recommend() call"]
         lines += [f"## Where the time of one recommend goes ({name}, batch 1)", "",
                   f"Median of {args.profile_rounds} rounds, milliseconds. Pieces are timed one after "
-                  "another in the same round; the decoder line is an estimate (Seq2Seq.decode_step: the "
-                  "same layers and the same full-vocabulary product as beam search's step), the line "
-                  "after it the rest of the C call by difference.", "",
+                  "another in the same round (the pieces of GenSAR._decode called directly); the encoder "
+                  "is Seq2Seq.decode_cache, the C function the beam search starts with, and the line "
+                  "after it the rest of the C call by difference. The 1-beam line shows what the 30 "
+                  "beams add.", "",
                   "| piece | ms |", "|---|---|"]
         lines += [f"| {p} | {v:.2f} |" for p, v in med.items()]
         lines += ["", f"Building the whole-catalogue trie and token table (once per catalogue, cached on the "
