@@ -65,6 +65,7 @@ import cProfile
 import io
 import os
 import pstats
+import shlex
 import subprocess
 import sys
 import time
@@ -254,8 +255,8 @@ def profile(model, histories, args):
     k, rounds = args.k, args.profile_rounds
     s2s = model.seq2seq_
     parts = {p: [] for p in ("prompt (history rendering, item-id lookup)", "tokenise",
-                             "trie lookup (cached)", "C beam search", "  encoder (+ cross-attention K, V)",
-                             "  decoder steps, vocabulary log-sum-exp, trie walk, top-k, reorder",
+                             "trie lookup (cached)", "C beam search", "of which: encoder (+ cross-attention K, V)",
+                             "of which: decoder steps, vocabulary log-sum-exp, trie walk, top-k, reorder",
                              "exclude history + result frame",
                              "other: argument checks, request plumbing (whole call - pieces)",
                              "whole recommend() call",
@@ -311,7 +312,7 @@ def write_report(out: Path, rows, prof, info, args, skipped, log):
     out.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(rows)
     df.to_csv(out / "serve.csv", index=False, float_format="%.4g")
-    cmd = "python benchmarks/" + " ".join([Path(sys.argv[0]).name] + sys.argv[1:])
+    cmd = "python " + shlex.join(["benchmarks/" + Path(sys.argv[0]).name] + sys.argv[1:])
     lines = ["# Serving speed: GenSAR.recommend / search per request", "",
              f"Command: `{cmd}`  ", f"Commit: {commit()}  ",
              f"CPU: {info['cpu']}, kernel path {info['isa']}, {gensar.get_num_threads()} thread(s), "
@@ -410,7 +411,7 @@ def main(argv=None):
         med, stats, build = profile(model, hist, args)
         prof = (med, stats, build, name)
         for piece, v in med.items():
-            log(f"  {piece:<55} {v:8.2f} ms")
+            log(f"  {piece:<72} {v:8.2f} ms")
     write_report(Path(args.out), rows, prof, info, args, skipped, log)
     return rows
 
