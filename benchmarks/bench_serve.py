@@ -233,6 +233,11 @@ def measure(name, model, ds, args, info, log):
     ids = model.items_["item_id"].to_numpy()
     candidates = ids[rng.choice(len(ids), size=min(100, len(ids)), replace=False)].tolist()
     rows = []
+    # what the latency depends on besides the catalogue: input length, vocabulary, codes per level
+    codes = "+".join(str(int(v) + 1) for v in model.semantic_ids_.max(0))
+    shape = dict(input_len=model._input_len(), vocab=model.tokenizer_.vocab_size, id_codes=codes,
+                 d_model=model.config.d_model,
+                 layers=f"{model.config.num_layers}+{model.config.num_decoder_layers}")
     for kind in CALLS:
         fn = call_fn(model, kind, histories, queries, k, candidates)
         for b in args.batches:
@@ -242,7 +247,8 @@ def measure(name, model, ds, args, info, log):
                        p50_ms_call=np.percentile(ms, 50), p99_ms_call=np.percentile(ms, 99),
                        p50_ms_request=np.percentile(ms, 50) / b, p99_ms_request=np.percentile(ms, 99) / b,
                        requests_per_s=b * len(sec) / sec.sum(), k=k, cpu=info["cpu"],
-                       kernel_path=info["isa"], threads=gensar.get_num_threads(), beams=model.config.num_beams)
+                       kernel_path=info["isa"], threads=gensar.get_num_threads(), beams=model.config.num_beams,
+                       **shape)
             rows.append(row)
             log(f"  {name:>28} {kind:>26} batch {b:>3}: p50 {row['p50_ms_request']:7.2f} ms/request "
                 f"(p99 {row['p99_ms_request']:7.2f}), {row['requests_per_s']:7.1f} requests/s")
@@ -330,6 +336,12 @@ def write_report(out: Path, rows, prof, info, args, skipped, log):
                      f"{r['p50_ms_request']:.2f} | {r['p99_ms_request']:.2f} | {r['p50_ms_call']:.1f} | "
                      f"{r['p99_ms_call']:.1f} | {r['requests_per_s']:.1f} | {r['cpu']} | {r['kernel_path']} | "
                      f"{r['threads']} | {r['beams']} |")
+    lines += ["", "Models (what latency depends on besides the catalogue):", "",
+              "| catalogue | input tokens (max) | vocabulary | semantic ID codes per level | d_model | layers |",
+              "|---|---|---|---|---|---|"]
+    for r in df.drop_duplicates("catalogue").to_dict("records"):
+        lines.append(f"| {r['catalogue']} | {r['input_len']} | {r['vocab']:,} | {r['id_codes']} | "
+                     f"{r['d_model']} | {r['layers']} |")
     lines += ["", "Per request = per call / batch. Requests: users' last events (at most "
               f"{HISTORY_EVENTS}) before their final one, from the model's data set; recommend excludes the "
               "history's items (asks beam search for k + history items), search does not.", ""]
