@@ -417,7 +417,8 @@ class GenSAR:
         w = world()
         self.n_fitted_items_ = len(self.items_)
         self._progress = progress and w.is_root  # under MPI only rank 0 draws progress bars
-        for name in ("ids_", "cold_start_", "encoder_", "_data_builder"):  # from an earlier fit
+        for name in ("ids_", "cold_start_", "encoder_", "_data_builder",  # from an earlier fit
+                     "_target_cache", "_item_lookup"):
             self.__dict__.pop(name, None)
         sem, col = self._identifiers(dataset, ids, semantic_embeddings, collaborative_embeddings)
         # Under MPI every rank computed the identifiers; rank 0's are used everywhere, so the
@@ -684,9 +685,28 @@ class GenSAR:
 
     def _id_table(self, task: str) -> np.ndarray:
         """Token paths (n_items, 1 + L) the decoder may produce for a task."""
+        return self._decode_target(task)[0]
+
+    def _decode_target(self, task: str):
+        """(token paths (n_items, 1 + L), Trie of the whole catalogue) of a task, built
+        once and kept: rebuilding them per request cost more than the beam search of
+        a single request at 63k items (benchmarks/results/serve.md). The cache is
+        keyed on the identity of the tokenizer and ID arrays it was built from, so
+        anything that replaces them (fit, load, add_items) rebuilds it; add_items and
+        fit also drop it explicitly. The ID arrays are never modified in place."""
+        from .decode import Trie
+
         kind = self.config.rec_id if task == "rec" else self.config.search_id
         codes = self.semantic_ids_ if kind == "semantic" else self.collaborative_ids_
-        return self.tokenizer_.id_token_ids(kind, codes, behaviour=REC_ITEM if task == "rec" else SRC_ITEM)
+        cache = self.__dict__.setdefault("_target_cache", {})
+        hit = cache.get(task)
+        if hit is not None and hit[0] is self.tokenizer_ and hit[1] is codes:
+            return hit[2], hit[3]
+        table = self.tokenizer_.id_token_ids(kind, codes, behaviour=REC_ITEM if task == "rec" else SRC_ITEM)
+        table.setflags(write=False)  # shared by every later request
+        trie = Trie(table, vocab_size=self.tokenizer_.vocab_size)
+        cache[task] = (self.tokenizer_, codes, table, trie)
+        return table, trie
 
     def _check_target_len(self, id_len: int) -> None:
         """max_target_len must hold a whole identifier target, or training would
@@ -723,12 +743,11 @@ class GenSAR:
                                 None if exclude is None else exclude[sl])
             parts = w.allgather(mine)
             return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-        from .decode import CandidateSets, Trie
+        from .decode import CandidateSets
 
         c = self.config
-        table = self._id_table(task)
+        table, target = self._decode_target(task)
         if candidates is None:
-            target = Trie(table, vocab_size=self.tokenizer_.vocab_size)
             k = min(k, target.n_paths)
         beams = max(c.num_beams, k)
         items = np.full((len(inputs), k), -1, np.int64)
@@ -829,12 +848,19 @@ class GenSAR:
         return pd.DataFrame(rows)
 
     def _item_index(self, item_ids) -> np.ndarray:
-        lookup = pd.Series(np.arange(len(self.items_)), index=self.items_["item_id"])
-        idx = lookup.reindex(list(item_ids))
-        if idx.isna().any():
-            missing = [i for i, v in zip(item_ids, idx.isna()) if v][:5]
+        """Catalogue rows (int64) of item ids; KeyError naming unknown ones. The id
+        -> row index is built once per items_ table (rebuilding its hash table per
+        request cost about 2 ms at 63k items)."""
+        hit = self.__dict__.get("_item_lookup")
+        if hit is None or hit[0] is not self.items_:
+            hit = (self.items_, pd.Index(self.items_["item_id"]))
+            self._item_lookup = hit
+        item_ids = list(item_ids)
+        idx = hit[1].get_indexer(item_ids)
+        if (idx < 0).any():
+            missing = [i for i, v in zip(item_ids, idx) if v < 0][:5]
             raise KeyError(f"unknown item id(s) {missing}: not in the fitted catalogue")
-        return idx.to_numpy(np.int64)
+        return idx.astype(np.int64)
 
     def _history_strings(self, histories, indices=None) -> list:
         """histories: list (one per case) of events, each an item id (a
@@ -869,15 +895,13 @@ class GenSAR:
         return out
 
     def _result_frame(self, items, scores, with_scores: bool = True) -> pd.DataFrame:
-        rows = []
-        ids, titles = self.items_["item_id"].to_numpy(), self.items_["title"].to_numpy()
-        for case, (its, scs) in enumerate(zip(items, scores)):
-            for rank, (i, s) in enumerate(zip(its, scs)):
-                if i >= 0:
-                    rows.append((case, rank + 1, ids[i], titles[i], float(s)))
-        out = pd.DataFrame(rows, columns=["case", "rank", "item_id", "title", "score"])
-        if len(out):
-            out["item_id"] = out["item_id"].astype(self.items_["item_id"].dtype)
+        # whole arrays, no per-row Python loop: it is on the path of every request
+        case, pos = np.nonzero(np.asarray(items) >= 0)  # row-major: by case, then rank
+        it = np.asarray(items)[case, pos]
+        out = pd.DataFrame({"case": case.astype(np.int64), "rank": (pos + 1).astype(np.int64),
+                            "item_id": self.items_["item_id"].to_numpy()[it],
+                            "title": self.items_["title"].to_numpy()[it],
+                            "score": np.asarray(scores, np.float64)[case, pos]})
         return out if with_scores else out.drop(columns="score")
 
     def _request(self, task, inputs, hist_idx, k, exclude_history, candidates, scores) -> pd.DataFrame:
@@ -1017,8 +1041,8 @@ class GenSAR:
         one (:class:`ColdStart`: it has no interactions), then both identifiers
         from the fitted quantiser (DualIDs.transform), made unique against every
         identifier in use (published IDs never change). The items are searchable
-        and recommendable at once (the decoding tries are built per call from
-        the current catalogue) and are saved and loaded with the model. Their
+        and recommendable at once (the cached decoding tries are rebuilt from
+        the grown catalogue on the next request) and are saved and loaded with the model. Their
         titles join ``items_``; ``n_fitted_items_`` stays the number of items
         the model was trained on. Returns self.
 
@@ -1083,6 +1107,8 @@ class GenSAR:
         new = pd.DataFrame({"item_id": it["item_id"].astype(dtype).to_numpy(),
                             "title": _text_column(it["title"], "title").to_numpy(dtype=object)})
         self.items_ = pd.concat([self.items_, new], ignore_index=True)
+        for name in ("_target_cache", "_item_lookup"):  # decoding tries and id lookup of the old catalogue
+            self.__dict__.pop(name, None)
         self._refresh_builders()
         return self
 

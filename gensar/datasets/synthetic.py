@@ -138,6 +138,18 @@ def amazon_like(fraction: float = 0.01, seed: int = 0, *, zipf: float = 0.8,
     Dataset (through :func:`from_pandas`, with ``min_user_events = min_item_events =
     min_events``), named ``"amazon-like-<fraction>"``.
     """
+    inter, items, kwargs = _amazon_like_tables(fraction, seed, zipf=zipf, favourite_share=favourite_share,
+                                               search_share=search_share, min_events=min_events)
+    return from_pandas(inter, items, **kwargs)
+
+
+def _amazon_like_tables(fraction: float = 0.01, seed: int = 0, *, zipf: float = 0.8,
+                        favourite_share: float = 0.85, search_share: float | None = None,
+                        min_events: int = 5):
+    """The tables behind :func:`amazon_like` before :func:`from_pandas`: (interactions
+    DataFrame (user_id, item_id, timestamp), items DataFrame (item_id, title, category,
+    synthetic_query), from_pandas keyword arguments). Arguments as in amazon_like.
+    benchmarks/bench_serve.py keeps the full catalogue but subsamples the events."""
     from .._validate import check_float, check_int
 
     fraction = check_float("fraction", fraction, minimum=0.0, maximum=10.0, strict_min=True)
@@ -228,5 +240,5 @@ def amazon_like(fraction: float = 0.01, seed: int = 0, *, zipf: float = 0.8,
     t -= np.repeat(t[starts], counts)                            # each user starts at 0 ...
     t += np.repeat(rng.uniform(946_684_800, 1_356_998_400, n_users), counts)  # ... in 2000-2012
     inter = pd.DataFrame({"user_id": user, "item_id": item, "timestamp": t.astype(np.int64)})
-    return from_pandas(inter, items, search_share=search_share, min_user_events=min_events,
-                       min_item_events=min_events, seed=seed, name=f"amazon-like-{fraction:g}")
+    return inter, items, dict(search_share=search_share, min_user_events=min_events,
+                              min_item_events=min_events, seed=seed, name=f"amazon-like-{fraction:g}")
