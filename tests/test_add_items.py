@@ -9,7 +9,7 @@ import pytest
 import gensar
 from gensar import datasets
 from gensar.ids import DualIDs
-from gensar.model import ColdStart
+from gensar.cold_start import ColdStart
 
 TINY = dict(d_model=32, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=16, d_ff=64,
             epochs=2, batch_size=32, vocab_size=150, valid_cases=0, num_beams=8, n_negatives=9,
