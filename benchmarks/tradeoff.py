@@ -278,7 +278,8 @@ def plot(summary, path, title):
             x, y = rec.get(m, 0.0), src.get(m, 0.0)  # a single-task method sits on an axis
             ax.scatter(x, y, s=40)
             ax.annotate(m, (x, y), fontsize=8, xytext=(3, 3), textcoords="offset points")
-        ax.set(xlabel="recommendation NDCG@10", ylabel="search NDCG@10", title=f"{title}: {protocol}")
+        ax.set(xlabel="recommendation NDCG@10", ylabel="search NDCG@10")
+        ax.set_title(f"{title}\n{protocol} protocol", fontsize=8)
         ax.grid(alpha=0.3)
     plt.tight_layout()
     fig.savefig(path, dpi=120)
@@ -352,7 +353,8 @@ def main():
     summary = summarise(df)
     sig = significance(summary, load_ranks(rank_sources))
     write_markdown(summary, out / f"{name}.md", header, sig)
-    plot(summary, out / f"{name}.png", args.dataset)
+    machines = "; ".join(sorted({f"{c}, {k}" for c, k in zip(df["cpu"], df["kernel_path"])}))
+    plot(summary, out / f"{name}.png", f"{args.dataset} ({machines})")
     print((out / f"{name}.md").read_text())
 
 

@@ -30,27 +30,34 @@ PRECISIONS = ("fp32", "bf16")
 _FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), e.g. 'AMD EPYC 9R45'."""
+def _cpuinfo_fields() -> dict:
+    """The first processor's fields of /proc/cpuinfo (Linux); {} elsewhere."""
+    out = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break  # the end of the first processor's block
+                key, _, value = line.partition(":")
+                out[key.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+    return out
+
+
+def cpu_model() -> str:
+    """The CPU's model name with its family and model numbers (as lscpu shows them),
+    e.g. 'Intel(R) Xeon(R) Processor (family 6, model 207)': virtual machines often
+    report a generic name, and the numbers tell the CPU generations apart."""
+    f = _cpuinfo_fields()
+    name = f.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    if "cpu family" in f and "model" in f:
+        name += f" (family {f['cpu family']}, model {f['model']})"
+    return name
 
 
 def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set(_cpuinfo_fields().get("flags", "").split())
 
 
 def cpu_info() -> dict:
