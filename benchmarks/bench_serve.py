@@ -66,12 +66,14 @@ import io
 import os
 import pstats
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _provenance import commit  # noqa: E402
 import pandas as pd
 
 import gensar
@@ -84,16 +86,6 @@ HISTORY_EVENTS = 20  # events per request's history (the model reads its last n_
 # auto codebook size of a 63k-item catalogue (gensar.ids.auto_codebook_size)
 LEVEL_CODES, N_LEVELS = 32, 4
 
-
-def commit() -> str:
-    """The checkout's commit, "+dirty" if tracked files differ from it."""
-    try:
-        run = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True,  # noqa: E731
-                                        cwd=Path(__file__).parent).stdout.strip()
-        head = run("rev-parse", "--short", "HEAD") or "unknown"
-        return head + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
-    except OSError:
-        return "unknown"
 
 
 # ------------------------------------------------------------------ catalogues

@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _provenance import commit  # noqa: E402
 import pandas as pd
 
 import gensar
@@ -71,13 +73,6 @@ def cached_embeddings(ds, cache: Path, sasrec_epochs: int, seed: int):
         np.save(col_path, model.item_embeddings_)
     return np.load(sem_path), np.load(col_path)
 
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent).stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def md_table(df: pd.DataFrame) -> str:

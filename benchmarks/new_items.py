@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _provenance import commit  # noqa: E402
 import pandas as pd
 
 import gensar
@@ -49,17 +51,6 @@ from gensar.metrics import metrics_from_ranks, ranks_from_scores, target_ranks
 KS = (1, 5, 10)
 COLUMNS = ["HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10"]
 
-
-def commit() -> str:
-    """The checkout's commit ("+dirty" if tracked files differ from it); read at start,
-    since the code a long run executes is the code it imported then."""
-    try:
-        run = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True,  # noqa: E731
-                                        cwd=Path(__file__).parent).stdout.strip()
-        head = run("rev-parse", "--short", "HEAD") or "unknown"
-        return head + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
-    except OSError:
-        return "unknown"
 
 
 def hold_out(full, share: float, seed: int) -> np.ndarray:

@@ -54,13 +54,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _provenance import commit as checkout_commit  # noqa: E402
 
 import gensar
 from gensar.baselines import BM25SASRecSearch, BM25Search, DenseSearch, Popularity
@@ -314,8 +316,7 @@ def main():
         df = pd.concat([pd.read_csv(p, comment="#") for p in args.merge], ignore_index=True)
         rank_sources = args.merge
     else:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent).stdout.strip() or "unknown"
+        commit = checkout_commit()
         info = gensar.cpu_info()
         provenance = dict(command="python benchmarks/tradeoff.py " + " ".join(sys.argv[1:]), commit=commit,
                           threads=gensar.get_num_threads(), cpu=info["cpu"], kernel_path=info["isa"],
