@@ -77,6 +77,19 @@ gs_model_lock *gs_capsule_lock(PyObject *cap);
 void gs_lock_write(gs_model_lock *lk);
 void gs_lock_read(gs_model_lock *lk);
 void gs_unlock(gs_model_lock *lk);
+/* The idiom above in one line: runs the statement(s) `...` with the GIL released
+ * and the lock of the model in capsule `cap` held exclusively (WRITE) or shared
+ * (READ). The statements must not touch Python objects. */
+#define GS_LOCKED_(cap, take, ...)                                                                 \
+    do {                                                                                           \
+        gs_model_lock *gs_lk_ = gs_capsule_lock(cap);                                              \
+        Py_BEGIN_ALLOW_THREADS take(gs_lk_);                                                       \
+        __VA_ARGS__;                                                                               \
+        gs_unlock(gs_lk_);                                                                         \
+        Py_END_ALLOW_THREADS                                                                       \
+    } while (0)
+#define GS_WRITE_LOCKED(cap, ...) GS_LOCKED_(cap, gs_lock_write, __VA_ARGS__)
+#define GS_READ_LOCKED(cap, ...) GS_LOCKED_(cap, gs_lock_read, __VA_ARGS__)
 
 /* Rows of an array seen as (rows, last_dim). */
 size_t gs_rows(PyArrayObject *a);

@@ -133,13 +133,10 @@ static PyObject *py_bert_encode(PyObject *self, PyObject *args, PyObject *kw)
     PyArrayObject *out = gs_new_f32(2, dims);
     if (!out) return NULL;
     int st;
-    gs_model_lock *lk = gs_capsule_lock(ocap);
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_read(lk);
-    st = gs_bert_encode(m, (int)n_seq, o, PyArray_DATA(ids), types ? PyArray_DATA(types) : NULL,
-                        pooling, normalize, PyArray_DATA(out));
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    GS_READ_LOCKED(ocap, {
+        st = gs_bert_encode(m, (int)n_seq, o, PyArray_DATA(ids), types ? PyArray_DATA(types) : NULL,
+                            pooling, normalize, PyArray_DATA(out));
+    });
     if (st) {
         Py_DECREF(out);
         return gs_raise(st);
@@ -282,13 +279,10 @@ static PyObject *py_sasrec_forward_backward(PyObject *self, PyObject *args, PyOb
     double loss = 0.0;
     size_t count = 0;
     int st;
-    gs_model_lock *lk = gs_capsule_lock(ocap);
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_write(lk);
-    st = gs_sasrec_forward_backward(m, B, PyArray_DATA(seqs), PyArray_DATA(tgt), train,
-                                    (uint64_t)seed, &loss, &count);
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    GS_WRITE_LOCKED(ocap, {
+        st = gs_sasrec_forward_backward(m, B, PyArray_DATA(seqs), PyArray_DATA(tgt), train,
+                                        (uint64_t)seed, &loss, &count);
+    });
     if (st) return gs_raise(st);
     return Py_BuildValue("(dn)", loss, (Py_ssize_t)count);
 }
@@ -310,12 +304,7 @@ static PyObject *py_sasrec_adamw(PyObject *self, PyObject *args, PyObject *kw)
         return NULL;
     double norm = 0.0;
     int st;
-    gs_model_lock *lk = gs_capsule_lock(ocap);
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_write(lk);
-    st = gs_sasrec_adamw(m, &cfg, clip, &norm);
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    GS_WRITE_LOCKED(ocap, st = gs_sasrec_adamw(m, &cfg, clip, &norm));
     if (st) return gs_raise(st);
     return PyFloat_FromDouble(norm);
 }
@@ -338,12 +327,9 @@ static PyObject *py_sasrec_score(PyObject *self, PyObject *args)
         return NULL;
     }
     int st;
-    gs_model_lock *lk = gs_capsule_lock(ocap);
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_read(lk);
-    st = gs_sasrec_score(m, B, PyArray_DATA(seqs), PyArray_DATA(scores), PyArray_DATA(hidden));
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    GS_READ_LOCKED(ocap, {
+        st = gs_sasrec_score(m, B, PyArray_DATA(seqs), PyArray_DATA(scores), PyArray_DATA(hidden));
+    });
     if (st) {
         Py_DECREF(scores), Py_DECREF(hidden);
         return gs_raise(st);

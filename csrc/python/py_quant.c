@@ -536,12 +536,7 @@ static PyObject *py_rqvae_latent(PyObject *self, PyObject *args)
     if (!z) return NULL;
     int st;
     float *pz = PyArray_DATA(z);
-    gs_model_lock *lk = gs_capsule_lock(cap);
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_write(lk);
-    st = gs_rqvae_latent(m, N, x0, x1, pz);
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    GS_WRITE_LOCKED(cap, st = gs_rqvae_latent(m, N, x0, x1, pz));
     if (st != GS_OK) {
         Py_DECREF(z);
         return gs_raise(st);
@@ -559,12 +554,7 @@ static PyObject *py_rqvae_init_codebooks(PyObject *self, PyObject *args)
     if (gs_arg_int(oiter, "max_iter", 0, INT32_MAX, &max_iter) || gs_arg_u64(oseed, "seed", &seed))
         return NULL;
     int st;
-    gs_model_lock *lk = gs_capsule_lock(cap);
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_write(lk);
-    st = gs_rqvae_init_codebooks(m, (int)N, x0, x1, max_iter, (uint64_t)seed);
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    GS_WRITE_LOCKED(cap, st = gs_rqvae_init_codebooks(m, (int)N, x0, x1, max_iter, (uint64_t)seed));
     if (st != GS_OK) return gs_raise(st);
     Py_RETURN_NONE;
 }
@@ -575,12 +565,7 @@ static PyObject *py_rqvae_forward_backward(PyObject *self, PyObject *args)
     PARSE_MODEL_INPUTS("")
     double l[4];
     int st;
-    gs_model_lock *lk = gs_capsule_lock(cap);
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_write(lk);
-    st = gs_rqvae_forward_backward(m, (int)N, x0, x1, l);
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    GS_WRITE_LOCKED(cap, st = gs_rqvae_forward_backward(m, (int)N, x0, x1, l));
     if (st != GS_OK) return gs_raise(st);
     return Py_BuildValue("(dddd)", l[0], l[1], l[2], l[3]);
 }
@@ -596,12 +581,7 @@ static PyObject *py_rqvae_train_step(PyObject *self, PyObject *args)
         return NULL;
     double l[4];
     int st;
-    gs_model_lock *lk = gs_capsule_lock(cap);
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_write(lk);
-    st = gs_rqvae_train_step(m, (int)N, x0, x1, lr, wd, l);
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    GS_WRITE_LOCKED(cap, st = gs_rqvae_train_step(m, (int)N, x0, x1, lr, wd, l));
     if (st != GS_OK) return gs_raise(st);
     return Py_BuildValue("(dddd)", l[0], l[1], l[2], l[3]);
 }
@@ -624,12 +604,7 @@ static PyObject *py_rqvae_reconstruct(PyObject *self, PyObject *args)
     int st;
     int32_t *pc = PyArray_DATA(codes);
     float *pe = PyArray_DATA(err);
-    gs_model_lock *lk = gs_capsule_lock(cap);
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_write(lk);
-    st = gs_rqvae_reconstruct(m, N, x0, x1, pc, pe);
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    GS_WRITE_LOCKED(cap, st = gs_rqvae_reconstruct(m, N, x0, x1, pc, pe));
     if (st != GS_OK) {
         Py_DECREF(codes), Py_DECREF(err);
         return gs_raise(st);
@@ -666,12 +641,7 @@ static PyObject *py_rqvae_restart_dead_codes(PyObject *self, PyObject *args)
     gs_rq_level lv[GS_RQ_MAX_TOTAL];
     int nL, restarted[GS_RQ_MAX_TOTAL], st;
     gs_rq_levels(gs_rqvae_rq(m), lv, &nL, NULL);
-    gs_model_lock *lk = gs_capsule_lock(cap);
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_write(lk);
-    st = gs_rqvae_restart_dead_codes(m, (uint64_t)seed, restarted);
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    GS_WRITE_LOCKED(cap, st = gs_rqvae_restart_dead_codes(m, (uint64_t)seed, restarted));
     if (st != GS_OK) return gs_raise(st);
     PyObject *out = PyList_New(nL);
     if (!out) return NULL;

@@ -131,12 +131,7 @@ static PyObject *py_t5_set_step(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OO", &cap, &ostep)) return NULL;
     gs_t5 *m = get_model(cap);
     if (!m || gs_arg_int64(ostep, "step", 0, LONG_MAX, &step)) return NULL;
-    gs_model_lock *lk = gs_capsule_lock(cap);
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_write(lk);
-    gs_t5_set_step(m, (long)step);
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    GS_WRITE_LOCKED(cap, gs_t5_set_step(m, (long)step));
     Py_RETURN_NONE;
 }
 
@@ -209,12 +204,7 @@ static PyObject *py_t5_logits(PyObject *self, PyObject *args)
     if (!out) return NULL;
     int st;
     float *po = PyArray_DATA(out);
-    gs_model_lock *lk = gs_capsule_lock(cap);
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_write(lk);
-    st = gs_t5_logits(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, po);
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    GS_WRITE_LOCKED(cap, st = gs_t5_logits(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, po));
     if (st) {
         Py_DECREF(out);
         return gs_raise(st);
@@ -239,13 +229,10 @@ static PyObject *py_t5_forward_backward(PyObject *self, PyObject *args, PyObject
         return NULL;
     float loss = 0.0f;
     int st;
-    gs_model_lock *lk = gs_capsule_lock(cap);
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_write(lk);
-    st = gs_t5_forward_backward(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, dropout,
-                                seed, &loss);
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    GS_WRITE_LOCKED(cap, {
+        st = gs_t5_forward_backward(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, dropout,
+                                    seed, &loss);
+    });
     if (st) return gs_raise(st);
     return PyFloat_FromDouble(loss);
 }
@@ -274,13 +261,10 @@ static PyObject *py_t5_train_step(PyObject *self, PyObject *args, PyObject *kw)
     tc.weight_decay = ac.weight_decay, tc.dropout_seed = seed;
     float loss = 0.0f, norm = 0.0f;
     int st;
-    gs_model_lock *lk = gs_capsule_lock(cap);
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_write(lk);
-    st = gs_t5_train_step(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, &tc, &loss,
-                          &norm);
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    GS_WRITE_LOCKED(cap, {
+        st = gs_t5_train_step(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, &tc, &loss,
+                              &norm);
+    });
     if (st) return gs_raise(st);
     return Py_BuildValue("dd", (double)loss, (double)norm);
 }
@@ -301,12 +285,9 @@ static PyObject *py_t5_train_grads(PyObject *self, PyObject *args, PyObject *kw)
         return NULL;
     float loss = 0.0f;
     int st;
-    gs_model_lock *lk = gs_capsule_lock(cap);
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_write(lk);
-    st = gs_t5_train_grads(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, seed, &loss);
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    GS_WRITE_LOCKED(cap, {
+        st = gs_t5_train_grads(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, seed, &loss);
+    });
     if (st) return gs_raise(st);
     return PyFloat_FromDouble(loss);
 }
@@ -331,12 +312,7 @@ static PyObject *py_t5_apply_grads(PyObject *self, PyObject *args, PyObject *kw)
     tc.weight_decay = ac.weight_decay;
     float norm = 0.0f;
     int st;
-    gs_model_lock *lk = gs_capsule_lock(cap);
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_write(lk);
-    st = gs_t5_apply_grads(m, &tc, &norm);
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    GS_WRITE_LOCKED(cap, st = gs_t5_apply_grads(m, &tc, &norm));
     if (st) return gs_raise(st);
     return PyFloat_FromDouble(norm);
 }
@@ -385,12 +361,7 @@ static PyObject *py_t5_cache_new(PyObject *self, PyObject *args)
     gs_t5_cache *c;
     int st;
     const int32_t *pi = PyArray_DATA(ids), *pm = PyArray_DATA(mask);
-    gs_model_lock *lk = gs_capsule_lock(cap);
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_read(lk);
-    st = gs_t5_cache_new(m, pi, pm, B, T, rpi, max_steps, &c);
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    GS_READ_LOCKED(cap, st = gs_t5_cache_new(m, pi, pm, B, T, rpi, max_steps, &c));
     if (st) return gs_raise(st);
     PyObject *cc = PyCapsule_New(c, GS_T5_CACHE_CAPSULE, cache_capsule_free);
     if (!cc) {
