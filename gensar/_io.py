@@ -22,6 +22,18 @@ from typing import Callable, Iterable
 MANIFEST = "manifest.json"
 
 
+def save_dir(path, who: str) -> Path:
+    """The directory a save writes (created if missing): path checked to be a str or
+    os.PathLike that is not an existing file. `who` names the writer in errors."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    d = Path(path)
+    if d.exists() and not d.is_dir():
+        raise FileExistsError(f"{d} exists and is not a directory; {who} writes a directory")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
 def atomic_write(path, write: Callable[[Path], None]) -> None:
     """Calls write(tmp) to create a temporary file next to `path`, then renames
     it over `path`. The temporary file is removed if write fails."""

@@ -1065,18 +1065,13 @@ class GenSAR:
         manifest last, so an interrupted save (or a save over an older model) never
         leaves a directory that loads as a mix: GenSAR.load checks every file
         against the manifest and names the first that does not match."""
-        from ._io import atomic_write, atomic_write_text, write_manifest
+        from ._io import atomic_write, atomic_write_text, save_dir, write_manifest
         from .distributed import world
 
         self._check_fitted()
         if not world().is_root:  # under MPI every rank holds the same model; rank 0 writes it
             return
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-        d = Path(path)
-        if d.exists() and not d.is_dir():
-            raise FileExistsError(f"{d} exists and is not a directory; GenSAR.save writes a directory")
-        d.mkdir(parents=True, exist_ok=True)
+        d = save_dir(path, "GenSAR.save")
         atomic_write_text(d / "config.json", json.dumps(asdict(self.config), indent=1))
         info = {"input_len": self._input_len(),
                 "pseudo_query_source": getattr(self, "pseudo_query_source_", None),

@@ -703,19 +703,16 @@ class Seq2Seq:
             return self.hf_state_dict()
         from safetensors.numpy import save_file
 
-        from ._io import atomic_write, atomic_write_text
+        from ._io import atomic_write, atomic_write_text, save_dir
 
-        if not isinstance(path, (str, os.PathLike)):
+        if not isinstance(path, (str, os.PathLike)):  # before the work below; save_dir checks the rest
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-        d = Path(path)
-        if d.exists() and not d.is_dir():
-            raise FileExistsError(f"{d} exists and is not a directory; to_hf_t5 writes a directory")
         tensors = {k: np.ascontiguousarray(v) for k, v in self.named_params().items()}
         for k, t in tensors.items():  # a diverged model would load in HF as silent NaN output
             if not np.isfinite(t).all():
                 raise ValueError(f"tensor {k!r} holds {int((~np.isfinite(t)).sum())} NaN/inf value(s); "
                                  "refusing to export a broken model")
-        d.mkdir(parents=True, exist_ok=True)
+        d = save_dir(path, "to_hf_t5")
         cfg = {"architectures": ["T5ForConditionalGeneration"], "model_type": "t5",
                "is_encoder_decoder": True, **self.hf_config()}
         atomic_write_text(d / "config.json", json.dumps(cfg, indent=1))

@@ -320,16 +320,11 @@ class SASRec:
         interrupted save never leaves a directory that loads as a mix of two saves.
         The AdamW moments are not saved (see :meth:`load`)."""
         from .. import __version__
-        from .._io import atomic_write, atomic_write_text, write_manifest
+        from .._io import atomic_write, atomic_write_text, save_dir, write_manifest
         from safetensors.numpy import save_file
 
         self._check_fitted()
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-        d = Path(path)
-        if d.exists() and not d.is_dir():
-            raise FileExistsError(f"{d} exists and is not a directory; SASRec.save writes a directory")
-        d.mkdir(parents=True, exist_ok=True)
+        d = save_dir(path, "SASRec.save")
         cfg = {k: getattr(self, k) for k in self._PARAMS}
         cfg["kinds"] = list(self._kinds)
         atomic_write_text(d / "config.json", json.dumps(cfg, indent=1, default=_json_number))
