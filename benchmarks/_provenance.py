@@ -1,4 +1,5 @@
-"""What produced a benchmark result: the checkout's commit."""
+"""Shared by the benchmark reports: the commit that produced a result, and its
+Markdown tables."""
 from __future__ import annotations
 
 import subprocess
@@ -17,3 +18,11 @@ def commit() -> str:
                        else "")
     except OSError:
         return "unknown"
+
+
+def md_table(df) -> str:
+    """A pandas DataFrame as a Markdown table (no tabulate dependency), floats to 4 decimals."""
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    rows = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    rows += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]
+    return "\n".join(rows)

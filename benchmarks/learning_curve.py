@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _provenance import commit  # noqa: E402
+from _provenance import commit, md_table  # noqa: E402
 import pandas as pd
 
 import gensar
@@ -74,13 +74,6 @@ def cached_embeddings(ds, cache: Path, sasrec_epochs: int, seed: int):
     return np.load(sem_path), np.load(col_path)
 
 
-
-def md_table(df: pd.DataFrame) -> str:
-    """A Markdown table (no tabulate dependency), floats to 4 decimals."""
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)
-    rows = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-    rows += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]
-    return "\n".join(rows)
 
 
 def validation_baselines(cases: int, sasrec_epochs: int, seed: int = 0) -> dict:

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _provenance import commit  # noqa: E402
+from _provenance import commit, md_table  # noqa: E402
 import pandas as pd
 
 import gensar
@@ -119,12 +119,6 @@ def row(method, protocol, ranks, **extra) -> dict:
     m = metrics_from_ranks(np.asarray(ranks, np.int64), KS)
     return {"method": method, "protocol": protocol, "cases": len(ranks), **{c: m[c] for c in COLUMNS}, **extra}
 
-
-def md_table(df: pd.DataFrame) -> str:
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def main(argv=None) -> pd.DataFrame:
