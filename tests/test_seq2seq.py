@@ -265,6 +265,27 @@ def test_cached_decoding_equals_teacher_forcing(variant):
         _core.t5_decode_step(cache, seqs[:, 0].copy())
 
 
+def test_caches_alive_together_do_not_share_memory():
+    """Decoding caches keep their states and packed weights in a per-thread block
+    reused between requests; a second cache alive at the same time (and a beam
+    search run in between, which takes the block for its own cache) must get memory
+    of its own, or one cache would overwrite the other."""
+    m = tiny()
+    rng = np.random.default_rng(9)
+    B, R, S = 2, 2, 4
+    ids = [rng.integers(0, 13, (B, 5)).astype(np.int32) for _ in range(2)]
+    seqs = [rng.integers(0, 13, (B * R, S)).astype(np.int32) for _ in range(2)]
+    for s in seqs:
+        s[:, 0] = 0
+    full = [m.logits(np.repeat(x, R, 0), np.ones((B * R, 5), np.int32), s) for x, s in zip(ids, seqs)]
+    caches = [m.decode_cache(x, np.ones_like(x), rows_per_input=R, max_steps=S) for x in ids]
+    trie = gensar.decode.Trie(np.array([[1, 2], [1, 3], [4, 5]]), vocab_size=13)
+    for t in range(S):
+        for c, s, f in zip(caches, seqs, full):
+            np.testing.assert_allclose(m.decode_step(c, s[:, t]), f[:, t], rtol=1e-5, atol=1e-5)
+        gensar.decode.beam_search(m, ids[0], None, trie, num_beams=2, top_k=2)
+
+
 def test_cache_reorder_moves_histories():
     m = tiny()
     rng = np.random.default_rng(5)

@@ -8,6 +8,7 @@
 #include "../tensor/gemm.h"
 #include "../tensor/lse.h"
 #include "../tensor/ops.h"
+#include "../tensor/scratch.h"
 #include "layers.h"
 #include "linear.h"
 #include "optim.h"
@@ -779,6 +780,9 @@ int gs_t5_train_step(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_
 
 /* ------------------------------------------------------ cached decoding */
 
+/* the decoder projections a decoding step multiplies by, per layer */
+enum { W_QKV, W_O_SA, W_Q_CA, W_O_CA, W_WI, W_WO, N_DECODE_WEIGHTS };
+
 struct gs_t5_cache {
     int B, rows_per_input, rows, T_in, max_steps, t;
     int Ld, I;              /* decoder layers and attention width of the model */
@@ -787,10 +791,33 @@ struct gs_t5_cache {
     float *kv_cross;        /* (Ld, B*T_in, 2I): cross-attention K,V of every input */
     float *k_self, *v_self; /* (Ld, rows, max_steps, I) */
     float *x, *ln, *tmp, *qkv, *q, *att, *hpre, *act, *probs, *bias, *rstd, *reorder;
-    float *base;
-    gs_packed_b head;       /* the LM head packed for gs_linear_log_sum_exp, on first use */
+    float *base;            /* one block (GS_SCRATCH_DECODE) for all the floats above and below */
+    float *head_data;       /* room for the LM head, packed on first use of the log-sum-exp */
+    gs_packed_b head;
+    /* Each decoder layer's projections packed once per cache, not once per step as
+     * gs_sgemm would: with a few rows per step, packing the weights costs more than
+     * the product. The cache is tied to the weights it encoded with anyway. */
+    gs_packed_b (*w)[N_DECODE_WEIGHTS];
     int32_t *tok;           /* (rows) tokens of the rows that run in a sparse step */
 };
+
+/* y (R, pb->N) = x (R, pb->K) @ W^T, W packed by pack_decoder_weights */
+static void packed_linear(size_t R, const float *x, const gs_packed_b *pb, float *y)
+{
+    gs_sgemm_packed_b((int)R, pb->N, x, pb->K, pb, 0, y, pb->N); /* j0 = 0 always valid */
+}
+
+/* The decoder projections of layer l: offset of W (OC, C) in the parameters,
+ * OC and C, in the order of the W_* names. */
+static void decode_weight_shapes(const gs_t5 *m, int l, size_t off[], int oc[], int ic[])
+{
+    const block_params *b = &m->dec[l];
+    const int C = m->cfg.d_model, I = m->I, F = m->cfg.d_ff;
+    const size_t o[N_DECODE_WEIGHTS] = {b->qkv, b->o_sa, b->q_ca, b->o_ca, b->wi, b->wo};
+    const int out[N_DECODE_WEIGHTS] = {3 * I, C, I, C, m->F2, C};
+    const int in[N_DECODE_WEIGHTS] = {C, I, C, I, C, F};
+    for (int i = 0; i < N_DECODE_WEIGHTS; i++) off[i] = o[i], oc[i] = out[i], ic[i] = in[i];
+}
 
 int gs_t5_cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *attention_mask, int B,
                     int T_in, int rows_per_input, int max_steps, gs_t5_cache **out)
@@ -818,10 +845,22 @@ int gs_t5_cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *att
                       R * S * I};
     size_t total = 0;
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) total += (sizes[i] + 15) & ~(size_t)15;
-    k->base = gs_alloc(sizeof(float) * total);
+    size_t w_off[N_DECODE_WEIGHTS];
+    int w_oc[N_DECODE_WEIGHTS], w_ic[N_DECODE_WEIGHTS];
+    const size_t states = total;
+    for (size_t l = 0; l < Ld; l++) {
+        decode_weight_shapes(m, (int)l, w_off, w_oc, w_ic);
+        for (int i = 0; i < N_DECODE_WEIGHTS; i++) total += gs_packed_b_floats(w_ic[i], w_oc[i]);
+    }
+    const size_t head_at = total;
+    total += gs_packed_b_floats((int)C, c->vocab_size);
+    /* kept per thread: a fresh block of this size per request would be fresh pages,
+     * whose zeroing costs more than the decoding itself */
+    k->base = gs_scratch_get(GS_SCRATCH_DECODE, sizeof(float) * total);
+    k->w = gs_calloc(sizeof *k->w * Ld);
     k->mask = gs_alloc(sizeof(int32_t) * Ne);
     k->tok = gs_alloc(sizeof(int32_t) * R);
-    if (!k->base || !k->mask || !k->tok) {
+    if (!k->base || !k->w || !k->mask || !k->tok) {
         gs_t5_cache_free(k);
         return gs_fail(GS_ENOMEM, "out of memory: a decoding cache of %zu rows x %d steps needs "
                        "%.1f MB", R, max_steps, total * 4.0 / 1048576.0);
@@ -833,26 +872,34 @@ int gs_t5_cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *att
         *slots[i] = k->base + off;
         off += (sizes[i] + 15) & ~(size_t)15;
     }
+    for (size_t l = 0, at = states; l < Ld; l++) {
+        decode_weight_shapes(m, (int)l, w_off, w_oc, w_ic);
+        for (int i = 0; i < N_DECODE_WEIGHTS; i++) {
+            gs_packed_b_pack(1, w_ic[i], w_oc[i], m->params + w_off[i], w_ic[i], k->base + at, &k->w[l][i]);
+            at += gs_packed_b_floats(w_ic[i], w_oc[i]);
+        }
+    }
+    k->head_data = k->base + head_at;
     memcpy(k->mask, attention_mask, sizeof(int32_t) * Ne);
     /* run the encoder once in a temporary workspace, keep only the cross K,V */
     workspace w;
     size_t need = layout_workspace(m, B, T_in, 1, &w, NULL);
-    float *wbase = gs_alloc(sizeof(float) * need);
+    float *wbase = gs_scratch_get(GS_SCRATCH_MODEL_TMP, sizeof(float) * need);
     if (!wbase) {
         gs_t5_cache_free(k);
         return gs_fail(GS_ENOMEM, "out of memory encoding %d inputs for decoding", B);
     }
     layout_workspace(m, B, T_in, 1, &w, wbase);
     st = encoder_forward(m, &w, B, T_in, input_ids, attention_mask, 0.0f, 0);
+    if (!st)
+        for (size_t l = 0; l < Ld; l++)
+            gs_linear_forward(Ne, (int)C, (int)(2 * I), w.enc_out, m->params + m->dec[l].kv_ca, NULL,
+                              k->kv_cross + l * Ne * 2 * I);
+    gs_scratch_put(GS_SCRATCH_MODEL_TMP, wbase);
     if (st) {
-        gs_free(wbase);
         gs_t5_cache_free(k);
         return st;
     }
-    for (size_t l = 0; l < Ld; l++)
-        gs_linear_forward(Ne, (int)C, (int)(2 * I), w.enc_out, m->params + m->dec[l].kv_ca, NULL,
-                          k->kv_cross + l * Ne * 2 * I);
-    gs_free(wbase);
     *out = k;
     return GS_OK;
 }
@@ -899,10 +946,11 @@ static int decode_layers(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens, 
                              c->relative_attention_max_distance, P + m->dec[0].rel_bias, k->bias);
     for (int l = 0; l < c->num_decoder_layers; l++) {
         const block_params *b = &m->dec[l];
+        const gs_packed_b *pw = k->w[l];
         float *ks = k->k_self + (size_t)l * R_all * S * I, *vs = k->v_self + (size_t)l * R_all * S * I;
         // self-attention with the new token's k, v appended at position t
         gs_rmsnorm_forward(R, C, k->x, P + b->ln_sa, eps, k->ln, k->rstd);
-        gs_linear_forward(R, C, 3 * I, k->ln, P + b->qkv, NULL, k->qkv);
+        packed_linear(R, k->ln, &pw[W_QKV], k->qkv);
         for (size_t r = 0; r < R; r++) {
             memcpy(ks + (r * stride * S + t) * I, k->qkv + r * 3 * I + I, sizeof(float) * I);
             memcpy(vs + (r * stride * S + t) * I, k->qkv + r * 3 * I + 2 * I, sizeof(float) * I);
@@ -910,22 +958,24 @@ static int decode_layers(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens, 
         gs_attention_args a = attn_args(m, (int)R, 1, t + 1, 3 * I, I, 0, NULL, k->bias, 0.0f, 0, 0);
         a.kv_batch_stride = stride * S * I;
         if ((st = gs_attention_forward(&a, k->qkv, ks, vs, k->probs, k->att))) return st;
-        gs_linear_forward(R, I, C, k->att, P + b->o_sa, NULL, k->tmp);
+        packed_linear(R, k->att, &pw[W_O_SA], k->tmp);
         add_inplace(R * C, k->x, k->tmp);
         // cross-attention: row r reads the K,V of input r / rows_per_input
         gs_rmsnorm_forward(R, C, k->x, P + b->ln_ca, eps, k->ln, k->rstd);
-        gs_linear_forward(R, C, I, k->ln, P + b->q_ca, NULL, k->q);
+        packed_linear(R, k->ln, &pw[W_Q_CA], k->q);
         const float *kv = k->kv_cross + (size_t)l * Ne * 2 * I;
         /* rows r = input * rows_per_input + beam, so the queries of one input form a
          * (rows_per_input, I) block against its K,V: one attention batch per input */
         gs_attention_args ca = attn_args(m, k->B, (int)(R / k->B), k->T_in, I, 2 * I, 0, k->mask,
                                          NULL, 0.0f, 0, 0);
         if ((st = gs_attention_forward(&ca, k->q, kv, kv + I, k->probs, k->att))) return st;
-        gs_linear_forward(R, I, C, k->att, P + b->o_ca, NULL, k->tmp);
+        packed_linear(R, k->att, &pw[W_O_CA], k->tmp);
         add_inplace(R * C, k->x, k->tmp);
         // feed-forward
         gs_rmsnorm_forward(R, C, k->x, P + b->ln_ff, eps, k->ln, k->rstd);
-        ffn_forward(m, R, k->ln, b, k->hpre, k->act, k->tmp, 0.0f, 0, 0);
+        packed_linear(R, k->ln, &pw[W_WI], k->hpre);
+        ffn_activation(m, R, k->hpre, k->act, 0.0f, 0, 0);
+        packed_linear(R, k->act, &pw[W_WO], k->tmp);
         add_inplace(R * C, k->x, k->tmp);
     }
     gs_rmsnorm_forward(R, C, k->x, P + m->dec_final_ln, eps, k->ln, k->rstd);
@@ -953,10 +1003,9 @@ int gs_t5_decode_step_lse(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens,
 {
     int st = decode_layers(m, k, tokens, live);
     if (st) return st;
-    if (!k->head.data &&
-        (st = gs_packed_b_new(1, m->cfg.d_model, m->cfg.vocab_size, m->params + m->lm_head,
-                              m->cfg.d_model, &k->head)))
-        return st;
+    if (!k->head.data)
+        gs_packed_b_pack(1, m->cfg.d_model, m->cfg.vocab_size, m->params + m->lm_head, m->cfg.d_model,
+                         k->head_data, &k->head);
     // live rows of ln (R, C) gathered into tmp (n, C); their lse computed into lse[0..n-1],
     // then moved to their own rows, last first (row r >= its compact index, no overlap)
     const size_t R = k->rows, C = m->cfg.d_model;
@@ -1019,9 +1068,9 @@ int gs_t5_cache_steps(const gs_t5_cache *k) { return k->t; }
 void gs_t5_cache_free(gs_t5_cache *k)
 {
     if (!k) return;
-    gs_free(k->base);
+    gs_scratch_put(GS_SCRATCH_DECODE, k->base); /* the packed weights live in it too */
     gs_free(k->mask);
     gs_free(k->tok);
-    gs_packed_b_free(&k->head);
+    gs_free(k->w);
     gs_free(k);
 }

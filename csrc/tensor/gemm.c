@@ -898,25 +898,36 @@ void gs_sgemm_bias(int trans_a, int trans_b, int M, int N, int K, const float *A
     sgemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, bias, C, ldc);
 }
 
-int gs_packed_b_new(int trans_b, int K, int N, const float *B, int ldb, gs_packed_b *out)
+size_t gs_packed_b_floats(int K, int N)
+{
+    const size_t cols = (size_t)GS_SGEMM_NR_MAX; /* the widest panel any path uses */
+    return (size_t)K * (((size_t)N + cols - 1) / cols * cols);
+}
+
+void gs_packed_b_pack(int trans_b, int K, int N, const float *B, int ldb, float *data, gs_packed_b *out)
 {
     /* The kernel of this moment is recorded: gs_sgemm_packed_b uses it even if
      * the path changes later, since the panels are shaped for it. */
     const gemm_kernel k = select_kernel();
     const size_t n_panels = ((size_t)N + k.cols - 1) / k.cols;
-    out->K = K, out->N = N, out->isa = gs_isa();
-    out->data = gs_alloc(sizeof(float) * (size_t)K * n_panels * k.cols);
-    if (!out->data) return gs_fail(GS_ENOMEM, "out of memory packing a %d x %d matrix", K, N);
+    out->K = K, out->N = N, out->isa = gs_isa(), out->data = data;
     const int kc_max = slab_depth(K); /* the slabs gs_sgemm_packed_b walks */
     for (int p0 = 0; p0 < K; p0 += kc_max) {
         int kc = K - p0 < kc_max ? K - p0 : kc_max;
-        float *slab = out->data + (size_t)p0 * n_panels * k.cols;
-#pragma omp parallel for schedule(static) num_threads(gs_num_threads())
+        float *slab = data + (size_t)p0 * n_panels * k.cols;
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (n_panels * kc > 4096)
         for (size_t jp = 0; jp < n_panels; jp++) {
             int j = (int)jp * k.cols, nr = N - j < k.cols ? N - j : k.cols;
             pack_b_panel(k.cols, trans_b, B, ldb, p0, kc, j, nr, slab + jp * k.cols * kc);
         }
     }
+}
+
+int gs_packed_b_new(int trans_b, int K, int N, const float *B, int ldb, gs_packed_b *out)
+{
+    float *data = gs_alloc(sizeof(float) * gs_packed_b_floats(K, N));
+    if (!data) return gs_fail(GS_ENOMEM, "out of memory packing a %d x %d matrix", K, N);
+    gs_packed_b_pack(trans_b, K, N, B, ldb, data, out);
     return GS_OK;
 }
 

@@ -17,6 +17,8 @@
 #ifndef GENSAR_GEMM_H
 #define GENSAR_GEMM_H
 
+#include <stddef.h>
+
 void gs_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
 
@@ -39,6 +41,12 @@ typedef struct {
  * release with gs_packed_b_free (safe on a zeroed struct). */
 int gs_packed_b_new(int trans_b, int K, int N, const float *B, int ldb, gs_packed_b *out);
 void gs_packed_b_free(gs_packed_b *pb);
+
+/* The same into memory the caller owns (never give it to gs_packed_b_free):
+ * data holds gs_packed_b_floats(K, N) floats, 64-byte aligned. For callers that
+ * pack several matrices into one reused buffer. */
+size_t gs_packed_b_floats(int K, int N);
+void gs_packed_b_pack(int trans_b, int K, int N, const float *B, int ldb, float *data, gs_packed_b *out);
 
 /* C (M, nc) = A (M, K) @ op(B)[:, j0 : j0 + nc] with op(B) packed: columns j0..j0+nc-1
  * of the packed matrix, j0 a multiple of GS_SGEMM_NR_MAX (any panel width divides it).

@@ -9,6 +9,7 @@
 typedef struct {
     void *buf[GS_SCRATCH_SLOTS];
     size_t cap[GS_SCRATCH_SLOTS];
+    int out[GS_SCRATCH_SLOTS]; /* the buffer is given out and not back yet */
 } scratch_t;
 
 static pthread_key_t key;
@@ -42,17 +43,21 @@ static scratch_t *mine(void)
 void *gs_scratch_get(int slot, size_t bytes)
 {
     scratch_t *s = bytes <= GS_SCRATCH_KEEP_MAX ? mine() : NULL;
-    if (!s) return gs_alloc(bytes);
+    if (!s || s->out[slot]) return gs_alloc(bytes);
     if (s->cap[slot] < bytes) {
         gs_free(s->buf[slot]);
         s->buf[slot] = gs_alloc(bytes);
         s->cap[slot] = s->buf[slot] ? bytes : 0;
     }
+    s->out[slot] = s->buf[slot] != NULL;
     return s->buf[slot];
 }
 
 void gs_scratch_put(int slot, void *p)
 {
     scratch_t *s = p ? mine() : NULL;
-    if (!s || s->buf[slot] != p) gs_free(p); /* not kept: allocated for this call */
+    if (s && s->buf[slot] == p)
+        s->out[slot] = 0;
+    else
+        gs_free(p); /* not kept: allocated for this call */
 }

@@ -3,8 +3,10 @@
  * packing buffers of a matrix multiply or a training step's activations that
  * cost more than the work itself. Each slot holds one buffer per thread, grown
  * on demand and freed when the thread exits; a request above GS_SCRATCH_KEEP_MAX
- * bytes is allocated and freed per call instead. A caller owns its slot for the
- * duration of its call; nested callers use different slots. */
+ * bytes is allocated and freed per call instead. A caller owns its slot until it
+ * gives the buffer back; while it is out, a second get of the same slot on the
+ * same thread (a nested caller, a second decoding cache) gets a fresh allocation,
+ * so slots can be shared without corrupting each other. */
 #ifndef GENSAR_SCRATCH_H
 #define GENSAR_SCRATCH_H
 
@@ -15,7 +17,8 @@ enum {
     GS_SCRATCH_GEMM_B,      /* packed B panels (gemm.c) */
     GS_SCRATCH_ATTENTION,   /* per-thread attention tiles (layers.c) */
     GS_SCRATCH_MODEL_ACTS,  /* a training step's activations (sasrec.c) */
-    GS_SCRATCH_MODEL_TMP,   /* a training step's temporaries (sasrec.c) */
+    GS_SCRATCH_MODEL_TMP,   /* a training step's temporaries (sasrec.c), the encoder pass of a decoding cache (t5.c) */
+    GS_SCRATCH_DECODE,      /* a decoding cache: states and packed weights (t5.c) */
     GS_SCRATCH_SLOTS
 };
 #define GS_SCRATCH_KEEP_MAX ((size_t)256 << 20)
