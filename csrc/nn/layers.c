@@ -557,29 +557,50 @@ int gs_t5_relative_bucket(int relative_position, int bidirectional, int num_buck
     return bucket + large;
 }
 
+/* The bucket of every relative position rel = j - (q0 + i) of a (Tq, Tk) bias, at
+ * out[rel + q0 + Tq - 1]: a bucket depends on rel alone, so Tq + Tk - 1 logf calls
+ * instead of one per (i, j) pair (which cost more than a one-input encoder's
+ * attention). NULL when out of memory: callers then compute each pair's bucket. */
+static int *relative_buckets(int Tq, int Tk, int q0, int bidirectional, int num_buckets, int max_distance)
+{
+    const int lo = -(q0 + Tq - 1), n = Tk - 1 - lo + 1;
+    int *out = gs_alloc(sizeof(int) * (size_t)n);
+    if (out)
+        for (int r = 0; r < n; r++)
+            out[r] = gs_t5_relative_bucket(r + lo, bidirectional, num_buckets, max_distance);
+    return out;
+}
+
+#define BUCKET(i, j)                                                                                   \
+    (buckets ? buckets[(j) - (q0 + (i)) + q0 + Tq - 1]                                                 \
+             : gs_t5_relative_bucket((j) - (q0 + (i)), bidirectional, num_buckets, max_distance))
+
 void gs_relative_bias_forward(int H, int Tq, int Tk, int q0, int bidirectional, int num_buckets,
                               int max_distance, const float *table, float *bias)
 {
+    int *buckets = relative_buckets(Tq, Tk, q0, bidirectional, num_buckets, max_distance);
 #pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if ((size_t)Tq * Tk > 4096)
     for (int i = 0; i < Tq; i++)
-        for (int j = 0; j < Tk; j++) {
-            int bk = gs_t5_relative_bucket(j - (q0 + i), bidirectional, num_buckets, max_distance);
-            for (int h = 0; h < H; h++) bias[((size_t)h * Tq + i) * Tk + j] = table[bk * H + h];
+        for (int h = 0; h < H; h++) {
+            float *row = bias + ((size_t)h * Tq + i) * Tk;
+            for (int j = 0; j < Tk; j++) row[j] = table[BUCKET(i, j) * H + h];
         }
+    gs_free(buckets);
 }
 
 void gs_relative_bias_backward(int H, int Tq, int Tk, int q0, int bidirectional, int num_buckets,
                                int max_distance, const float *dbias, float *dtable)
 {
+    int *buckets = relative_buckets(Tq, Tk, q0, bidirectional, num_buckets, max_distance);
     /* many (i,j) share a bucket: one thread per head, (i,j) in order */
 #pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if ((size_t)Tq * Tk > 4096)
     for (int h = 0; h < H; h++)
         for (int i = 0; i < Tq; i++)
-            for (int j = 0; j < Tk; j++) {
-                int bk = gs_t5_relative_bucket(j - (q0 + i), bidirectional, num_buckets, max_distance);
-                dtable[bk * H + h] += dbias[((size_t)h * Tq + i) * Tk + j];
-            }
+            for (int j = 0; j < Tk; j++)
+                dtable[BUCKET(i, j) * H + h] += dbias[((size_t)h * Tq + i) * Tk + j];
+    gs_free(buckets);
 }
+#undef BUCKET
 
 /* ------------------------------------------------------------ cross-entropy */
 
