@@ -121,6 +121,43 @@ def row(method, protocol, ranks, **extra) -> dict:
 
 
 
+
+def setup_cases(full, held, train, model, args) -> dict:
+    """The cases on held-out items and the baselines' rows (BM25, popularity), which
+    do not depend on the GenSAR variant: model only gives the catalogue order."""
+    n_items = len(model.items_)
+    lookup = pd.Series(np.arange(n_items), index=model.items_["item_id"])
+    qs, hs, targets, dropped = cases(full, held, set(model.items_["item_id"]), args.max_cases, args.seed)
+    if not qs:
+        raise SystemExit("no search event on the held-out items: nothing to measure")
+    tidx = lookup.loc[targets].to_numpy(np.int64)
+    texts = full.items.set_index("item_id").loc[model.items_["item_id"], "text"].tolist()
+    from gensar.datasets._bm25 import BM25Ranker
+
+    ranker = BM25Ranker(texts)
+    bm25 = np.stack([ranker.scores(q) for q in qs])
+    counts = np.zeros(n_items)
+    tr = train.events[train.events["split"] == "train"]
+    counts[:train.n_items] = np.bincount(tr["item"].to_numpy(), minlength=train.n_items)
+    pop = np.broadcast_to(counts, bm25.shape)
+    cand = sampled_candidates(ranker, qs, tidx, args.n_negatives, args.seed)
+    # Scorers tie often (BM25 on short texts; popularity: every new item has 0 clicks):
+    # a seeded random relabelling of the items makes the tie-breaking random, as
+    # gensar.evaluate.scorer_ranks does, instead of favouring low (old) item indices.
+    perm = np.random.default_rng([args.seed, 7]).permutation(n_items)
+    inv = np.argsort(perm)
+    order = np.argsort(perm[cand], axis=1)  # a random but fixed order of each case's candidates
+    target_col = np.argmax(order == 0, axis=1)  # (column 0 of cand is the target)
+    sub = lambda s: np.take_along_axis(np.take_along_axis(s, cand, 1), order, 1)  # noqa: E731
+    base = [row("BM25", "full", ranks_from_scores(bm25[:, perm], inv[tidx])),
+            row("popularity", "full", ranks_from_scores(np.asarray(pop)[:, perm], inv[tidx])),
+            row("BM25", "sampled", ranks_from_scores(sub(bm25), target_col)),
+            row("popularity", "sampled", ranks_from_scores(sub(np.asarray(pop)), target_col))]
+    for r in base:
+        r["items"] = "new"
+    return dict(lookup=lookup, qs=qs, hs=hs, tidx=tidx, cand=cand, dropped=dropped, baselines=base)
+
+
 def main(argv=None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="ml-100k", help="ml-100k (default) or toy (a quick check)")
@@ -135,6 +172,11 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--threads", type=int, default=None, help="OpenMP threads (default: all cores)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--model-cache", default=None,
+                    help="save the model fitted on the reduced data here, or load it if already there "
+                         "(the fit is the slow part; a cached model must come from the same settings)")
+    ap.add_argument("--learn-passes", type=int, default=None,
+                    help="add_items(learn_passes=...) of the learning variants (default: add_items' default)")
     args = ap.parse_args(argv)
     if not 0 < args.share < 1:
         ap.error(f"--share must be in (0, 1), got {args.share}")
@@ -155,64 +197,60 @@ def main(argv=None) -> pd.DataFrame:
     if args.sentence_model:
         cfg["sentence_model"] = args.sentence_model
     print(f"{full!r}: holding out {len(held)} items; training on {train!r}", flush=True)
-    model = gensar.GenSAR(**cfg).fit(train, progress=progress)
-    fit_s = time.perf_counter() - t0
+    cache = Path(args.model_cache) if args.model_cache else None
+    if cache is not None and (cache / "manifest.json").is_file():
+        print(f"loading the fitted model from {cache}", flush=True)
+        fitted = gensar.GenSAR.load(cache, dataset=train)
+        fit_s = float("nan")
+    else:
+        fitted = gensar.GenSAR(**cfg).fit(train, progress=progress)
+        fit_s = time.perf_counter() - t0
+        if cache is not None:
+            fitted.save(cache)
+    import tempfile
 
-    t = time.perf_counter()
-    model.add_items(full.items.iloc[held])
-    add_s = time.perf_counter() - t
-    n_items = len(model.items_)
-    unique = all(len(np.unique(a, axis=0)) == n_items for a in (model.semantic_ids_, model.collaborative_ids_))
+    snapshot = tempfile.TemporaryDirectory()  # each variant starts from the same fitted model
+    fitted.save(snapshot.name)
 
-    lookup = pd.Series(np.arange(n_items), index=model.items_["item_id"])
-    qs, hs, targets, dropped = cases(full, held, set(model.items_["item_id"]), args.max_cases, args.seed)
-    if not qs:
-        raise SystemExit("no search event on the held-out items: nothing to measure")
-    tidx = lookup.loc[targets].to_numpy(np.int64)
-    texts = full.items.set_index("item_id").loc[model.items_["item_id"], "text"].tolist()
-    from gensar.datasets._bm25 import BM25Ranker
+    # The variants of add_items: identifiers only, then the short update (learn_passes) with
+    # each new item's title as its query, and, where the data set has one, with the query its
+    # own rule makes from the item's metadata (ml-100k: genres + decade, `synthetic_query`;
+    # the rule that made every search query of the data, old items' included).
+    learn = {} if args.learn_passes is None else {"learn_passes": args.learn_passes}
+    variants = [("GenSAR, identifiers only", {"learn_passes": 0}),
+                ("GenSAR + learning (title as query)", learn)]
+    if "synthetic_query" in full.items.columns:
+        variants.append(("GenSAR + learning (metadata query)", dict(learn, query_col="synthetic_query")))
 
-    ranker = BM25Ranker(texts)
-    bm25 = np.stack([ranker.scores(q) for q in qs])
-    counts = np.zeros(n_items)
-    tr = train.events[train.events["split"] == "train"]
-    counts[:train.n_items] = np.bincount(tr["item"].to_numpy(), minlength=train.n_items)
-    pop = np.broadcast_to(counts, bm25.shape)
-    cand = sampled_candidates(ranker, qs, tidx, args.n_negatives, args.seed)
-
-    rows = []
-    t = time.perf_counter()
-    out = model.search(qs, hs, k=max(KS), exclude_history=False)
-    ranked = np.full((len(qs), max(KS)), -1, np.int64)
-    ranked[out["case"].to_numpy(), out["rank"].to_numpy() - 1] = lookup.loc[out["item_id"]].to_numpy()
-    rows.append(row("GenSAR", "full", target_ranks(ranked, tidx), seconds=time.perf_counter() - t))
-    # Scorers tie often (BM25 on short texts; popularity: every new item has 0 clicks):
-    # a seeded random relabelling of the items makes the tie-breaking random, as
-    # gensar.evaluate.scorer_ranks does, instead of favouring low (old) item indices.
-    perm = np.random.default_rng([args.seed, 7]).permutation(n_items)
-    inv = np.argsort(perm)
-    rows.append(row("BM25", "full", ranks_from_scores(bm25[:, perm], inv[tidx])))
-    rows.append(row("popularity", "full", ranks_from_scores(np.asarray(pop)[:, perm], inv[tidx])))
-    t = time.perf_counter()
-    cand_ids = [model.items_["item_id"].to_numpy()[c].tolist() for c in cand]
-    out = model.search(qs, hs, k=max(KS), exclude_history=False, candidates=cand_ids)
-    ranked = np.full((len(qs), max(KS)), -1, np.int64)
-    ranked[out["case"].to_numpy(), out["rank"].to_numpy() - 1] = lookup.loc[out["item_id"]].to_numpy()
-    rows.append(row("GenSAR", "sampled", target_ranks(ranked, tidx), seconds=time.perf_counter() - t))
-    order = np.argsort(perm[cand], axis=1)  # a random but fixed order of each case's candidates
-    target_col = np.argmax(order == 0, axis=1)  # (column 0 of cand is the target)
-    sub = lambda s: np.take_along_axis(np.take_along_axis(s, cand, 1), order, 1)  # noqa: E731
-    rows.append(row("BM25", "sampled", ranks_from_scores(sub(bm25), target_col)))
-    rows.append(row("popularity", "sampled", ranks_from_scores(sub(np.asarray(pop)), target_col)))
-    for r in rows:
-        r["items"] = "new"
-    if not args.no_reference:
-        ref = model.evaluate("test", protocols=("full", "sampled"), tasks=("search",),
-                             ks=KS, max_cases=args.max_cases, progress=progress)
-        for _, r in ref.iterrows():
-            rows.append({"method": "GenSAR", "protocol": r["protocol"], "cases": int(r["cases"]),
-                         **{c: float(r[c]) for c in COLUMNS}, "seconds": float(r["seconds"]),
-                         "items": "trained (test split)"})
+    rows, add_s, n_items, unique = [], {}, 0, True
+    shared = None
+    for name, kw in variants:
+        model = gensar.GenSAR.load(snapshot.name, dataset=train)
+        t = time.perf_counter()
+        model.add_items(full.items.iloc[held], progress=progress, **kw)
+        add_s[name] = round(time.perf_counter() - t, 1)
+        n_items = len(model.items_)
+        unique &= all(len(np.unique(a, axis=0)) == n_items for a in (model.semantic_ids_, model.collaborative_ids_))
+        if shared is None:
+            shared = setup_cases(full, held, train, model, args)
+        lookup, qs, hs, tidx, cand = (shared[k] for k in ("lookup", "qs", "hs", "tidx", "cand"))
+        for protocol, c in (("full", None), ("sampled", [model.items_["item_id"].to_numpy()[x].tolist() for x in cand])):
+            t = time.perf_counter()
+            out = model.search(qs, hs, k=max(KS), exclude_history=False, candidates=c)
+            ranked = np.full((len(qs), max(KS)), -1, np.int64)
+            ranked[out["case"].to_numpy(), out["rank"].to_numpy() - 1] = lookup.loc[out["item_id"]].to_numpy()
+            rows.append(dict(row(name, protocol, target_ranks(ranked, tidx), seconds=time.perf_counter() - t),
+                             items="new"))
+        if not args.no_reference:  # the trained items: found as before? (replay keeps them)
+            ref = model.evaluate("test", protocols=("full", "sampled"), tasks=("search",),
+                                 ks=KS, max_cases=args.max_cases, progress=progress)
+            for _, r in ref.iterrows():
+                rows.append({"method": name, "protocol": r["protocol"], "cases": int(r["cases"]),
+                             **{c: float(r[c]) for c in COLUMNS}, "seconds": float(r["seconds"]),
+                             "items": "trained (test split)"})
+    rows += shared["baselines"]
+    qs, dropped = shared["qs"], shared["dropped"]
+    rows.sort(key=lambda r: (r["items"] != "new", r["protocol"] != "full"))
     table = pd.DataFrame(rows)[["items", "method", "protocol", "cases"] + COLUMNS + ["seconds"]]
 
     cpu = gensar.cpu_info()
@@ -221,11 +259,11 @@ def main(argv=None) -> pd.DataFrame:
             "dataset": args.dataset, "preset": args.preset, "seed": args.seed, "held_out_items": int(len(held)),
             "catalogue_items": n_items, "cases": len(qs), "history_items_dropped": int(dropped),
             "cold_start_loo_r2": round(model.cold_start_.loo_r2, 4), "ids_unique": bool(unique),
-            "fit_seconds": round(fit_s, 1), "add_items_seconds": round(add_s, 2)}
+            "fit_seconds": round(fit_s, 1), "add_items_seconds": add_s}
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"new-items-{args.dataset}"
-    csv = table.assign(**{k: v for k, v in info.items() if k not in ("command",)})
+    csv = table.assign(**{k: v for k, v in info.items() if k not in ("command", "add_items_seconds")})
     csv.to_csv(stem.with_suffix(".csv"), index=False)
     md = [f"# New items without retraining: {args.dataset}", "",
           f"{len(held)} items ({args.share:.0%}, seed {args.seed}) held out of training and added afterwards "
@@ -235,8 +273,8 @@ def main(argv=None) -> pd.DataFrame:
           f"new items rank last by it. The last rows: the same model on its own test split (trained items).", "",
           md_table(table), "",
           f"- command: `{info['command']}` at commit {info['commit']}",
-          f"- CPU: {info['cpu']} ({info['isa']}, {info['threads']} thread(s)); fit {info['fit_seconds']} s, "
-          f"add_items {info['add_items_seconds']} s",
+          f"- CPU: {info['cpu']} ({info['isa']}, {info['threads']} thread(s)); fit {info['fit_seconds']} s "
+          f"(nan: loaded from --model-cache); add_items seconds per variant: {json.dumps(add_s)}",
           f"- preset {args.preset}: `{json.dumps(cfg)}`",
           f"- cold-start ridge (semantic -> collaborative embedding) leave-one-out R^2: {info['cold_start_loo_r2']}; "
           f"all identifiers unique after adding: {unique}; history items dropped (not in the catalogue): {dropped}"]

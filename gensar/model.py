@@ -46,6 +46,15 @@ from .tokenizer import REC_ITEM, SRC_ITEM, IDLayout, Tokenizer, escape_text
 DEFAULT_WEIGHTS = dict(REFERENCE_MIXTURE)
 
 
+def _item_queries(value, row: int) -> list:
+    """One cell of add_items' query column -> a non-empty list of query strings."""
+    out = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple, np.ndarray)) else None
+    if out is None or not out or not all(isinstance(q, str) and q.strip() for q in out):
+        raise ValueError(f"items' query column, row {row}: expected a non-empty str or a non-empty list of "
+                         f"non-empty str, got {value!r}")
+    return out
+
+
 @dataclass
 class GenSARConfig:
     """Every setting of a GenSAR run. Defaults: the project's CPU-sized version of
@@ -912,7 +921,9 @@ class GenSAR:
     # ================================================================== new items
     def add_items(self, items, semantic_embeddings=None, *, item_col: str = "item_id",
                   title_col: str = "title", text_col: str | None = None,
-                  category_col: str = "category") -> "GenSAR":
+                  category_col: str = "category", query_col: str | None = None,
+                  learn_passes: int = 8, learn_lr: float | None = None,
+                  progress: bool | None = None) -> "GenSAR":
         """Adds items that arrived after training, without refitting anything.
 
         items : DataFrame, one row per new item, as the ``items`` table of
@@ -936,7 +947,28 @@ class GenSAR:
         Crowding: a shared prefix holds at most K_(L-1) x K_L identifiers (the
         specific codebooks' sizes); new items beyond its room take the nearest
         shared prefix with room (DualIDs.transform). Only when every prefix is
-        full does it raise a ValueError, and then nothing is added."""
+        full does it raise a ValueError, and then nothing is added.
+
+        Learning the new identifiers: a decoder trained only on the old items gives
+        the code paths of new ones almost no probability, so an identifier alone
+        makes a new item reachable, not likely (benchmarks/results/new-items-*.md).
+        With ``learn_passes`` > 0 (default 8) the sequence model then takes a short
+        update, without refitting anything else: ``learn_passes`` passes over the
+        new items' examples, each mixed with as many replayed examples of the
+        trained catalogue so nothing is forgotten. New items' examples: item text ->
+        semantic ID and -> collaborative ID (the alignment tasks), query -> semantic
+        ID (ad-hoc search) and, when the model knows its dataset (fit, or
+        GenSAR.load(path, dataset=...)), personalised search: a random training
+        user's history plus the query -> semantic ID. Replay: the same alignment
+        tasks over trained items and the dataset's own next-item and personalised
+        search examples (titles only when the dataset is not known). Queries of a
+        new item: ``items[query_col]`` (str, or a list of str per item: a query
+        log, a doc2query model's output, a rule over the item's metadata) when
+        given, else its title. AdamW restarts (fresh moments) at ``learn_lr``
+        (default: the config's lr / 2), cosine decay, 10% warm-up. Costs
+        about 2 x learn_passes x 4 x (new items) training examples.
+        learn_passes=0 adds identifiers only.
+        progress : a progress bar for that update (default: as the model was fitted)."""
         from .datasets.protocol import _check_ids, _item_table, _require_columns, _text_column
         from .ids import DualIDs
 
@@ -955,6 +987,16 @@ class GenSAR:
                          "add_items takes the items table of from_pandas; name the columns with item_col / title_col.")
         if len(items) == 0:
             raise ValueError("items is empty: nothing to add")
+        learn_passes = check_int("learn_passes", learn_passes, minimum=0)
+        if learn_lr is not None:
+            learn_lr = check_float("learn_lr", learn_lr, minimum=0.0, strict_min=True)
+        queries = None
+        if query_col is not None:
+            if not isinstance(query_col, str):
+                raise TypeError(f"query_col must be a column name (str) or None, got {query_col!r}")
+            _require_columns(items, [query_col], "items", "query_col names the column of each new item's "
+                             "search queries (a str or a list of str per item).")
+            queries = [_item_queries(v, i) for i, v in enumerate(items[query_col].tolist())]
         kind = _check_ids(items[item_col], f"items[{item_col!r}]")
         ids = items[item_col]
         have = self.items_["item_id"]
@@ -997,7 +1039,72 @@ class GenSAR:
         for name in ("_target_cache", "_item_lookup"):  # decoding tries and id lookup of the old catalogue
             self.__dict__.pop(name, None)
         self._refresh_builders()
+        if learn_passes > 0:
+            if queries is None:
+                queries = [[t] for t in new["title"].tolist()]
+            self._learn_new_items(len(self.items_) - len(new), texts, queries, learn_passes,
+                                  learn_lr if learn_lr is not None else self.config.lr / 2,
+                                  getattr(self, "_progress", False) if progress is None else bool(progress))
         return self
+
+    def _learn_new_items(self, first: int, texts: list, queries: list, passes: int, lr: float,
+                         progress: bool) -> None:
+        """The short update of add_items (see its docstring): items first.. are new,
+        texts[j] / queries[j] (a list of str) belong to item first + j."""
+        from .training import Trainer
+
+        c = self.config
+        rng = np.random.default_rng([c.seed, 31, first])
+        b = self.builder_  # covers every item, the new ones included
+        new = np.arange(first, len(self.items_))
+        rows = []  # (task, fields, target)
+        for j, i in enumerate(new):
+            item = {"item": escape_text(texts[j])}
+            rows += [("item2sem", item, b.target_tokens("item2sem", i)),
+                     ("item2col", item, b.target_tokens("item2col", i))]
+            rows += [("adhoc", {"query": escape_text(q)}, b.target_tokens("adhoc", i)) for q in queries[j]]
+        data = getattr(self, "_data_builder", None) or (b if b.ds is not None else None)
+        replay = []
+        if data is not None:
+            search = data.examples("nsip", "train")
+            if len(search):  # new items in personalised search: a real user's history, the new item's query
+                pick = rng.integers(len(search), size=len(new))
+                rows += [("nsip", {"history": search["fields"].iloc[p]["history"], "query": escape_text(queries[j][0])},
+                          b.target_tokens("nsip", i)) for j, (i, p) in enumerate(zip(new, pick))]
+            replay = [data.examples("nrip", "train"), search]
+        # the trained catalogue's text: the dataset's when known, then titles (items added before)
+        old_text = data.ds.items["text"].astype(str).tolist() if data is not None else []
+        old_text += self.items_["title"].astype(str).tolist()[len(old_text):first]
+        old = rng.integers(first, size=len(rows))
+        align = [(t, {"item": escape_text(old_text[i])}, b.target_tokens(t, i))
+                 for t, i in zip(rng.choice(["item2sem", "item2col"], size=len(rows)), old)]
+        fresh = pd.DataFrame(rows, columns=["task", "fields", "target"])
+        align = pd.DataFrame(align, columns=["task", "fields", "target"])
+        replay = [r[["task", "fields", "target"]] for r in replay if len(r)]
+
+        def make_epoch(epoch):
+            er = np.random.default_rng([c.seed, 32, first, epoch])
+            n_old = len(fresh)  # as many replayed examples as new ones: half alignment, half the dataset's tasks
+            parts = [fresh]
+            if replay:
+                half = n_old // 2
+                pool = pd.concat(replay, ignore_index=True)
+                parts += [align.iloc[er.integers(len(align), size=n_old - half)],
+                          pool.iloc[er.integers(len(pool), size=half)]]
+            else:
+                parts.append(align.iloc[er.integers(len(align), size=n_old)])
+            ep = pd.concat(parts, ignore_index=True)
+            ep = ep.iloc[er.permutation(len(ep))].reset_index(drop=True)
+            inputs, targets = render(ep, er), ep["target"].tolist()
+            return [encode_batch(self.tokenizer_, inputs[s:s + c.batch_size], targets[s:s + c.batch_size],
+                                 self._input_len(), c.max_target_len)
+                    for s in range(0, len(inputs), c.batch_size)]
+
+        m = self.seq2seq_
+        m.adam_m[...] = 0.0  # a new phase: AdamW starts afresh rather than from the fit's stale moments
+        m.adam_v[...] = 0.0
+        Trainer(m, make_epoch, epochs=passes, lr=lr, schedule="cosine", warmup=0.1, progress=progress,
+                description="learning new items", checkpoint_every_s=float("inf")).fit(resume=False)
 
     def _new_item_embeddings(self, texts, given) -> np.ndarray:
         """Semantic embeddings (M, d) of new items: `given` checked, or the text encoded."""

@@ -344,3 +344,60 @@ def test_request_options_bad_input(fitted):
         model.recommend([[1]], exclude_history="yes")
     with pytest.raises(TypeError, match="scores"):
         model.search(["a"], scores=1)
+
+
+# ------------------------------------------------------------------ learning the new identifiers
+def _loaded(fitted, tmp_path, name):
+    ds, model = fitted
+    model.save(tmp_path / name)
+    return gensar.GenSAR.load(tmp_path / name, dataset=ds)
+
+
+def test_learning_makes_new_items_the_answer_to_their_queries(fitted, tmp_path):
+    """Without the update the decoder was never trained on the new code paths; after
+    it, the log-probability of each new item given its own query rises and the new
+    items move up the whole-catalogue ranking, while trained items are still found
+    (replay). A tiny model and a second of training: the ml-100k figures are in
+    benchmarks/results/new-items-ml-100k.md."""
+    ids = list(range(3000, 3008))
+    topics = np.arange(8) % N_TOPICS
+    sem, _ = embeddings(topics, seed=11)
+    items = new_items(ids, topics)
+    items["q"] = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    queries = items["q"].tolist()
+    ranks, logp = {}, {}
+    for passes in (0, 16):
+        m = _loaded(fitted, tmp_path, f"m{passes}")
+        before = m.seq2seq_.params.copy()
+        m.add_items(items, semantic_embeddings=sem, query_col="q", learn_passes=passes, learn_lr=3e-3)
+        assert np.array_equal(m.seq2seq_.params, before) == (passes == 0)
+        got = m.search(queries, k=len(m.items_), exclude_history=False)
+        ranks[passes] = np.array([int(np.flatnonzero(g["item_id"].to_numpy() == i)[0])
+                                  for i, (_, g) in zip(ids, got.groupby("case", sort=True))])
+        logp[passes] = np.array([m.search([q], candidates=[i], k=1)["score"].iloc[0] for q, i in zip(queries, ids)])
+        if passes:
+            table = m.evaluate("test", protocols=("sampled",), max_cases=20, progress=False)
+            assert table["HR@10"].between(0, 1).all()
+    assert (logp[16] > logp[0]).all(), logp
+    assert logp[16].mean() > logp[0].mean() + 1.0, logp  # e-fold more likely at least, on average
+    assert ranks[16].mean() < ranks[0].mean(), ranks
+
+
+def test_learning_options_are_checked(fitted, tmp_path):
+    m = _loaded(fitted, tmp_path, "m")
+    sem, _ = embeddings(np.array([1]), seed=3)
+    items = new_items([4000], [1])
+    with pytest.raises(ValueError, match="learn_passes"):
+        m.add_items(items, semantic_embeddings=sem, learn_passes=-1)
+    with pytest.raises(ValueError, match="learn_lr"):
+        m.add_items(items, semantic_embeddings=sem, learn_lr=0.0)
+    with pytest.raises(ValueError, match="query"):
+        m.add_items(items, semantic_embeddings=sem, query_col="nope")
+    items["q"] = [""]
+    with pytest.raises(ValueError, match="row 0"):
+        m.add_items(items, semantic_embeddings=sem, query_col="q")
+    assert len(m.items_) == ds_items(fitted)  # nothing was added by the refused calls
+
+
+def ds_items(fitted):
+    return fitted[0].n_items

@@ -45,10 +45,13 @@ def test_hold_out_drops_every_event_of_the_held_items_and_cases_target_them():
 @pytest.mark.slow
 def test_new_items_script_runs_end_to_end(tmp_path):
     bench = load_bench()
-    table = bench.main(["--dataset", "toy", "--preset", "smoke", "--sentence-model", "tfidf",
-                        "--out", str(tmp_path), "--no-progress", "--max-cases", "30"])
+    argv = ["--dataset", "toy", "--preset", "smoke", "--sentence-model", "tfidf", "--out", str(tmp_path),
+            "--no-progress", "--max-cases", "30", "--learn-passes", "2", "--model-cache", str(tmp_path / "fit")]
+    table = bench.main(argv)
     new = table[table["items"] == "new"]
-    assert set(zip(new["method"], new["protocol"])) == {(m, p) for m in ("GenSAR", "BM25", "popularity")
+    gensar_variants = ("GenSAR, identifiers only", "GenSAR + learning (title as query)",
+                       "GenSAR + learning (metadata query)")  # toy items have a synthetic_query
+    assert set(zip(new["method"], new["protocol"])) == {(m, p) for m in gensar_variants + ("BM25", "popularity")
                                                         for p in ("full", "sampled")}
     assert (new["cases"] == 30).all() and new["HR@10"].between(0, 1).all()
     # popularity cannot find an item nobody clicked in training
@@ -57,3 +60,7 @@ def test_new_items_script_runs_end_to_end(tmp_path):
     assert len(csv) == len(table) and csv["ids_unique"].all()
     md = (tmp_path / "new-items-toy.md").read_text()
     assert "CPU:" in md and "commit" in md and "HR@10" in md
+    # a second run loads the fitted model from --model-cache: same identifiers-only rows
+    again = bench.main(argv)
+    pick = lambda t: t[t["method"] == gensar_variants[0]][["protocol", "items", "HR@10", "NDCG@10"]]  # noqa: E731
+    pd.testing.assert_frame_equal(pick(again).reset_index(drop=True), pick(table).reset_index(drop=True))
