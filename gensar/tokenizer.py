@@ -243,7 +243,10 @@ class Tokenizer:
                 raise TypeError(f"texts[{i}] must be a string, got {type(t).__name__} {t!r}")
         max_length = check_int("max_length", max_length, minimum=2)
         texts = [_utf8_safe(t) for t in texts]
-        enc = self.backend.encode_batch(texts, add_special_tokens=False)
+        if len(texts) == 1:  # one request: the batch call's thread-pool hand-off costs more than the text
+            enc = [self.backend.encode(texts[0], add_special_tokens=False)]
+        else:
+            enc = self.backend.encode_batch(texts, add_special_tokens=False)
         rows = []
         room = max_length - (1 if eos else 0)
         for e in enc:
