@@ -286,6 +286,28 @@ def test_caches_alive_together_do_not_share_memory():
         gensar.decode.beam_search(m, ids[0], None, trie, num_beams=2, top_k=2)
 
 
+def test_a_cache_made_in_one_thread_can_be_freed_in_another():
+    """A decoding cache held by Python may be dropped on any thread, after the thread
+    that made it has exited; its memory must not be that thread's reusable scratch
+    block (freed twice: once with the cache, once when the thread ends)."""
+    import threading
+
+    m = tiny()
+    ids = np.array([[3, 4, 5]], np.int32)
+    made = []
+    for _ in range(3):
+        t = threading.Thread(target=lambda: made.append(m.decode_cache(ids, np.ones_like(ids), 2, 3)))
+        t.start()
+        t.join()  # the thread is gone; its cache lives on here
+    steps = [m.decode_step(c, np.zeros(2, np.int32)) for c in made]
+    np.testing.assert_array_equal(steps[0], steps[1])
+    del made[:], steps  # freed on this thread
+    trie = gensar.decode.Trie(np.array([[1, 2], [1, 3]]), vocab_size=13)
+    t = threading.Thread(target=lambda: gensar.decode.beam_search(m, ids, None, trie, num_beams=2, top_k=2))
+    t.start()
+    t.join()
+
+
 def test_cache_reorder_moves_histories():
     m = tiny()
     rng = np.random.default_rng(5)

@@ -36,7 +36,7 @@ int gs_t5_beam_search(const gs_t5 *m, const int32_t *input_ids, const int32_t *a
     if (status) return status;
     const int K = gs_beam_width(B, tries, num_beams);
     t5_decoder d = {m, NULL};
-    status = gs_t5_cache_new(m, input_ids, attention_mask, B, T_in, K, tries[0]->depth, &d.cache);
+    status = gs_t5_cache_new_in_call(m, input_ids, attention_mask, B, T_in, K, tries[0]->depth, &d.cache);
     if (status) return status;
     gs_decoder dec = {&d, V, B, K, t5_step, t5_logits, t5_reorder};
     status = gs_beam_search(&dec, tries, top_k, decoder_start_token, out_items, out_scores);

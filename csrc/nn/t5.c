@@ -791,7 +791,8 @@ struct gs_t5_cache {
     float *kv_cross;        /* (Ld, B*T_in, 2I): cross-attention K,V of every input */
     float *k_self, *v_self; /* (Ld, rows, max_steps, I) */
     float *x, *ln, *tmp, *qkv, *q, *att, *hpre, *act, *probs, *bias, *rstd, *reorder;
-    float *base;            /* one block (GS_SCRATCH_DECODE) for all the floats above and below */
+    float *base;            /* one block for all the floats above and below */
+    int in_call;            /* base is the thread's GS_SCRATCH_DECODE block (gs_t5_cache_new_in_call) */
     float *head_data;       /* room for the LM head, packed on first use of the log-sum-exp */
     gs_packed_b head;
     /* Each decoder layer's projections packed once per cache, not once per step as
@@ -819,8 +820,8 @@ static void decode_weight_shapes(const gs_t5 *m, int l, size_t off[], int oc[], 
     for (int i = 0; i < N_DECODE_WEIGHTS; i++) off[i] = o[i], oc[i] = out[i], ic[i] = in[i];
 }
 
-int gs_t5_cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *attention_mask, int B,
-                    int T_in, int rows_per_input, int max_steps, gs_t5_cache **out)
+static int cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *attention_mask, int B,
+                     int T_in, int rows_per_input, int max_steps, int in_call, gs_t5_cache **out)
 {
     *out = NULL;
     if (rows_per_input < 1 || max_steps < 1)
@@ -854,9 +855,10 @@ int gs_t5_cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *att
     }
     const size_t head_at = total;
     total += gs_packed_b_floats((int)C, c->vocab_size);
-    /* kept per thread: a fresh block of this size per request would be fresh pages,
-     * whose zeroing costs more than the decoding itself */
-    k->base = gs_scratch_get(GS_SCRATCH_DECODE, sizeof(float) * total);
+    /* in a call, kept per thread: a fresh block of this size per request would be
+     * fresh pages, whose zeroing costs more than the decoding itself */
+    k->in_call = in_call;
+    k->base = in_call ? gs_scratch_get(GS_SCRATCH_DECODE, sizeof(float) * total) : gs_alloc(sizeof(float) * total);
     k->w = gs_calloc(sizeof *k->w * Ld);
     k->mask = gs_alloc(sizeof(int32_t) * Ne);
     k->tok = gs_alloc(sizeof(int32_t) * R);
@@ -902,6 +904,18 @@ int gs_t5_cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *att
     }
     *out = k;
     return GS_OK;
+}
+
+int gs_t5_cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *attention_mask, int B,
+                    int T_in, int rows_per_input, int max_steps, gs_t5_cache **out)
+{
+    return cache_new(m, input_ids, attention_mask, B, T_in, rows_per_input, max_steps, 0, out);
+}
+
+int gs_t5_cache_new_in_call(const gs_t5 *m, const int32_t *input_ids, const int32_t *attention_mask, int B,
+                            int T_in, int rows_per_input, int max_steps, gs_t5_cache **out)
+{
+    return cache_new(m, input_ids, attention_mask, B, T_in, rows_per_input, max_steps, 1, out);
 }
 
 /* 1 when live marks exactly the first row of each input: the first steps of a
@@ -1068,7 +1082,10 @@ int gs_t5_cache_steps(const gs_t5_cache *k) { return k->t; }
 void gs_t5_cache_free(gs_t5_cache *k)
 {
     if (!k) return;
-    gs_scratch_put(GS_SCRATCH_DECODE, k->base); /* the packed weights live in it too */
+    if (k->in_call) /* the packed weights live in base too */
+        gs_scratch_put(GS_SCRATCH_DECODE, k->base);
+    else
+        gs_free(k->base);
     gs_free(k->mask);
     gs_free(k->tok);
     gs_free(k->w);

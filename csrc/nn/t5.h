@@ -123,6 +123,13 @@ int gs_t5_apply_grads(gs_t5 *m, const gs_t5_train_config *tc, float *grad_norm);
  * encoder output / cross-attention K,V. max_steps bounds the number of decode steps. */
 int gs_t5_cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *attention_mask,
                     int B, int T_in, int rows_per_input, int max_steps, gs_t5_cache **out);
+/* The same for a cache made and freed inside one C call on one thread (a beam
+ * search): its states and packed weights then live in the calling thread's scratch
+ * block, reused between calls instead of fresh pages per request. A cache that may
+ * be freed on another thread (one held by Python) must come from gs_t5_cache_new:
+ * freeing a thread's scratch block from another thread would free it twice. */
+int gs_t5_cache_new_in_call(const gs_t5 *m, const int32_t *input_ids, const int32_t *attention_mask,
+                            int B, int T_in, int rows_per_input, int max_steps, gs_t5_cache **out);
 /* Feeds one token per row (tokens (rows,) int32; the first call gets the decoder start token)
  * and writes next-token logits (rows, vocab) float32. Appends to each row's self-attention KV cache. */
 int gs_t5_decode_step(const gs_t5 *m, gs_t5_cache *c, const int32_t *tokens, float *logits);
