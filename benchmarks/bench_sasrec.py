@@ -53,7 +53,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _child import run_worker  # noqa: E402  (captures the environment before gensar is imported)
+from _child import BASE_ENV, run_worker  # noqa: E402  (captures the environment before gensar is imported)
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 IGNORE = -100
