@@ -1089,14 +1089,14 @@ class GenSAR:
         fresh = pd.DataFrame(rows, columns=["task", "fields", "target"])
         align = pd.DataFrame(align, columns=["task", "fields", "target"])
         replay = [r[["task", "fields", "target"]] for r in replay if len(r)]
+        pool = pd.concat(replay, ignore_index=True) if replay else None
 
         def make_epoch(epoch):
             er = np.random.default_rng([c.seed, 32, first, epoch])
             n_old = len(fresh)  # as many replayed examples as new ones: half alignment, half the dataset's tasks
             parts = [fresh]
-            if replay:
+            if pool is not None:
                 half = n_old // 2
-                pool = pd.concat(replay, ignore_index=True)
                 parts += [align.iloc[er.integers(len(align), size=n_old - half)],
                           pool.iloc[er.integers(len(pool), size=half)]]
             else:
