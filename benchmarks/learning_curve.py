@@ -146,7 +146,9 @@ def report(run_dir: Path, results: Path) -> None:
                     textcoords="offset points", fontsize=7, color=colors[task])
     ax.set_xlabel("training examples seen")
     ax.set_ylabel("validation NDCG@10 (sampled, 100 candidates)")
-    ax.set_title(f"GenSAR on ml-100k: {name}\n{info['cpu']['cpu']}, kernel path {info['cpu']['isa']}, "
+    precision = info["cpu"].get("precision", "fp32")  # opt-in bf16 runs say so (older runs: fp32)
+    path = info["cpu"]["isa"] if precision == "fp32" else f"{info['cpu']['isa']}, {precision} products"
+    ax.set_title(f"GenSAR on ml-100k: {name}\n{info['cpu']['cpu']}\nkernel path {path}, "
                  f"{info['cpu']['threads']} thread(s)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
