@@ -550,10 +550,10 @@ static inline __attribute__((always_inline)) void pack_a_body(const int mr_k, in
         for (int p = 0; p < kc; p++) {
             const float *src = A + (size_t)(p0 + p) * lda + i0;
             int ir = 0;
-            for (; ir + mr_k <= mc; ir += mr_k) {
-                float *d = dst + (size_t)ir * kc + (size_t)p * mr_k;
-                for (int i = 0; i < mr_k; i++) d[i] = src[ir + i];
-            }
+            /* memcpy of a constant size: gcc emits vector moves (the element loop
+             * stayed scalar, since src and dst might alias) */
+            for (; ir + mr_k <= mc; ir += mr_k)
+                memcpy(dst + (size_t)ir * kc + (size_t)p * mr_k, src + ir, sizeof(float) * mr_k);
             if (ir < mc) {
                 float *d = dst + (size_t)ir * kc + (size_t)p * mr_k;
                 int i = 0;
@@ -584,7 +584,7 @@ static inline __attribute__((always_inline)) void pack_b_body(const int nr_k, in
             const float *src = B + (size_t)(p0 + p) * ldb + j;
             float *dp = d + (size_t)p * nr_k;
             if (nr == nr_k) {
-                for (int jj = 0; jj < nr_k; jj++) dp[jj] = src[jj];
+                memcpy(dp, src, sizeof(float) * nr_k); /* constant size: vector moves */
             } else {
                 int jj = 0;
                 for (; jj < nr; jj++) dp[jj] = src[jj];
