@@ -58,6 +58,82 @@ def test_gradients_match_central_differences(train):
         assert np.abs(block).max() > 0, name
 
 
+# negatives shared by the batch: a repeat (3), and items that are some slot's own target
+NEGS = np.array([3, 5, 3, 0], dtype=np.int32)
+LOG_Q = np.log(np.array([4, 1, 2, 6, 1, 3, 1]) / 18.0).astype(np.float32)  # a popularity proposal
+
+
+@pytest.mark.parametrize("log_q", [None, LOG_Q], ids=["uniform", "corrected"])
+def test_sampled_softmax_gradients_match_central_differences(log_q):
+    m = tiny_model()
+    p, g, _, _ = _core.sasrec_buffers(m)
+    loss, count = _core.sasrec_forward_backward(m, SEQS, TGTS, True, 11, negatives=NEGS, log_q=log_q)
+    assert count == int((TGTS != -100).sum()) and np.isfinite(loss)
+    analytic = g.copy()
+    numeric = np.zeros_like(analytic)
+    eps = 1e-3
+    for i in range(p.size):
+        old = p[i]
+        p[i] = old + eps
+        lp = _core.sasrec_forward_backward(m, SEQS, TGTS, True, 11, negatives=NEGS, log_q=log_q)[0]
+        p[i] = old - eps
+        lm = _core.sasrec_forward_backward(m, SEQS, TGTS, True, 11, negatives=NEGS, log_q=log_q)[0]
+        p[i] = old
+        numeric[i] = (lp - lm) / (2 * eps)
+    np.testing.assert_allclose(analytic, numeric, atol=2e-3, rtol=2e-2)
+    d = TINY["hidden"]
+    item_grads = analytic[d: d * (TINY["n_items"] + 1)].reshape(TINY["n_items"], d)
+    touched = set(NEGS.tolist()) | set(TGTS[TGTS != -100].tolist())
+    for i in range(TINY["n_items"]):  # only targets and negatives reach the output layer
+        if i not in touched and i + 1 not in SEQS:
+            assert np.all(item_grads[i] == 0), i
+
+
+def test_sampled_softmax_loss_is_the_softmax_over_target_and_negatives():
+    m = tiny_model(dict(TINY, dropout=0.0))
+    p = _core.sasrec_buffers(m)[0]
+    scores, _ = _core.sasrec_score(m, SEQS)  # last slot's scores over every item
+    tg = np.full_like(SEQS, -100)
+    tg[:, -1] = [2, 0, 5]
+    loss = _core.sasrec_forward_backward(m, SEQS, tg, False, 0, negatives=NEGS)[0]
+    want = []
+    for b, t in enumerate([2, 0, 5]):
+        cols = [t] + [k for k in NEGS.tolist() if k != t]  # a negative equal to the target is left out
+        z = scores[b, cols].astype(np.float64)
+        want.append(np.log(np.exp(z - z.max()).sum()) + z.max() - z[0])
+    assert loss == pytest.approx(np.mean(want), rel=1e-5)
+    # with log_q, every logit (the target's too) is lowered by its item's log q
+    log_q = np.log(np.arange(1, TINY["n_items"] + 1) / 28.0).astype(np.float32)
+    corrected = _core.sasrec_forward_backward(m, SEQS, tg, False, 0, negatives=NEGS, log_q=log_q)[0]
+    want_q = []
+    for b, t in enumerate([2, 0, 5]):
+        cols = [t] + [k for k in NEGS.tolist() if k != t]
+        z = scores[b, cols].astype(np.float64) - log_q[cols]
+        want_q.append(np.log(np.exp(z - z.max()).sum()) + z.max() - z[0])
+    assert corrected == pytest.approx(np.mean(want_q), rel=1e-5)
+    # every item as a negative (once) is the full softmax
+    full = _core.sasrec_forward_backward(m, SEQS, tg, False, 0)[0]
+    every = _core.sasrec_forward_backward(m, SEQS, tg, False, 0, negatives=np.arange(TINY["n_items"], dtype=np.int32))[0]
+    assert every == pytest.approx(full, rel=1e-5)
+
+
+def test_sampled_softmax_rejects_bad_negatives():
+    m = tiny_model()
+    with pytest.raises(ValueError, match=r"negatives\[1\] = 7 is not an item index"):
+        _core.sasrec_forward_backward(m, SEQS, TGTS, negatives=np.array([1, 7], np.int32))
+    with pytest.raises(ValueError, match="negatives is empty"):
+        _core.sasrec_forward_backward(m, SEQS, TGTS, negatives=np.zeros(0, np.int32))
+    with pytest.raises(TypeError, match="negatives"):
+        _core.sasrec_forward_backward(m, SEQS, TGTS, negatives=np.array([1, 2], np.int64))
+    good = np.zeros(TINY["n_items"], np.float32)
+    with pytest.raises(ValueError, match="give negatives too"):
+        _core.sasrec_forward_backward(m, SEQS, TGTS, log_q=good)
+    with pytest.raises(ValueError, match="one value per item"):
+        _core.sasrec_forward_backward(m, SEQS, TGTS, negatives=NEGS, log_q=good[:3])
+    with pytest.raises(ValueError, match=r"log_q\[2\] is not finite"):
+        _core.sasrec_forward_backward(m, SEQS, TGTS, negatives=NEGS, log_q=np.where(np.arange(7) == 2, -np.inf, 0).astype(np.float32))
+
+
 def test_dropout_is_seeded_and_thread_independent():
     m = tiny_model()
     g = _core.sasrec_buffers(m)[1]
@@ -134,6 +210,21 @@ def test_learns_toy_sequences_and_beats_popularity(toy, fitted):
     assert res["NDCG@10"] > pop["NDCG@10"] + 0.2 and res["HR@10"] > 0.6
 
 
+def test_sampled_softmax_learns_and_auto_keeps_the_full_softmax_for_small_catalogues(toy, fitted):
+    from gensar.embeddings import sasrec as sasrec_module
+
+    assert fitted.negatives_ == 0  # "auto" at 240 items: the full softmax, as before the option
+    sampled = SASRec(hidden=32, layers=2, heads=2, max_len=10, dropout=0.1, epochs=60, batch_size=32,
+                     lr=5e-3, eval_every=0, seed=0, negatives=20, show_progress=False).fit(toy)
+    assert sampled.negatives_ == 20
+    pop = evaluate_scorer(toy, Popularity().fit(toy).score, tasks=("rec",), split="test",
+                          protocols=("full",), ks=(10,)).iloc[0]
+    assert sampled.evaluate("test")["NDCG@10"] > pop["NDCG@10"] + 0.2
+    assert not np.array_equal(sampled.item_embeddings_, fitted.item_embeddings_)
+    # above the threshold "auto" samples
+    assert SASRec()._n_negatives(sasrec_module.AUTO_FULL_SOFTMAX_ITEMS + 1) == sasrec_module.AUTO_NEGATIVES
+
+
 def test_training_loss_decreases_and_validation_keeps_best(toy):
     short = SASRec(hidden=16, layers=1, max_len=8, epochs=2, eval_every=0, show_progress=False)
     long = SASRec(hidden=16, layers=1, max_len=8, epochs=20, eval_every=5, patience=10,
@@ -178,6 +269,7 @@ def test_same_seed_same_model(toy):
     (dict(lr=float("nan")), "lr"),
     (dict(layers=0), "layers"),
     (dict(seed=-1), "seed"),
+    (dict(negatives=-1), "negatives"),
 ])
 def test_bad_parameters(toy, kw, message):
     with pytest.raises(ValueError, match=message):
@@ -188,6 +280,7 @@ def test_bad_parameters(toy, kw, message):
     (dict(hidden=True), "hidden must be an integer"),
     (dict(epochs=2.0), "epochs must be an integer"),
     (dict(lr="0.1"), "lr must be a number"),
+    (dict(negatives="some"), "negatives must be 'auto' or an integer"),
 ])
 def test_wrong_parameter_types(toy, kw, message):
     with pytest.raises(TypeError, match=message):

@@ -284,26 +284,84 @@ static int check_seqs(const gs_sasrec_config *c, int B, const int32_t *seqs)
                         "sequence slot (0 = padding, item i written i+1)");
 }
 
+/* The sampled softmax's output layer (see gs_sasrec_forward_backward): hc (Nv,d) hidden
+ * states of the counted slots, tc (Nv) their targets, negatives (K), log_q (n_items) or NULL
+ * (subtracted from every logit: the sampled softmax's correction) -> *loss_sum, *n_count,
+ * dhc (Nv,d) OVERWRITTEN and the item table's gradient ACCUMULATED (gitems, rows of
+ * items). work holds (Nv,1+K) + (Nv,K) + 2 (K,d) floats. Slot r's logits are
+ * [hc_r . item(t_r), hc_r . item(neg_k) for k < K], a negative equal to t_r masked out. */
+static int sampled_output_layer(size_t Nv, int d, const float *hc, const int32_t *tc, int K,
+                                const int32_t *neg, const float *log_q, const float *items, float *gitems,
+                                float *work,
+                                float *row_loss, double *loss_sum, size_t *n_count, float *dhc)
+{
+    const int W = K + 1;
+    float *lg = work, *part = lg + Nv * (size_t)W, *wn = part + Nv * (size_t)K, *dwn = wn + (size_t)K * d;
+    for (int k = 0; k < K; k++) memcpy(wn + (size_t)k * d, items + (size_t)neg[k] * d, d * sizeof(float));
+    gs_linear_forward(Nv, d, K, hc, wn, NULL, part);                         // (Nv,d) -> (Nv,K)
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (Nv * (size_t)W > 65536)
+    for (size_t r = 0; r < Nv; r++) {
+        const float *h = hc + r * d, *e = items + (size_t)tc[r] * d;
+        float dot = 0.0f;
+        for (int j = 0; j < d; j++) dot += h[j] * e[j];
+        float *row = lg + r * W;
+        row[0] = log_q ? dot - log_q[tc[r]] : dot;
+        for (int k = 0; k < K; k++)  // finite, not -inf: exp() of it is exactly 0 all the same
+            row[1 + k] = neg[k] == tc[r] ? -1e30f : log_q ? part[r * K + k] - log_q[neg[k]] : part[r * K + k];
+    }
+    int32_t *zero = (int32_t *)part;  // every slot's target is column 0; part is consumed
+    for (size_t r = 0; r < Nv; r++) zero[r] = 0;
+    int st = gs_cross_entropy_forward_backward(Nv, W, lg, zero, IGNORE_INDEX, row_loss, loss_sum, n_count,
+                                               lg);                          // lg becomes dlogits
+    if (st) return st;
+    for (size_t r = 0; r < Nv; r++) memcpy(part + r * K, lg + r * W + 1, K * sizeof(float));
+    memset(dwn, 0, (size_t)K * d * sizeof(float));
+    gs_linear_backward(Nv, d, K, hc, wn, part, dhc, dwn, NULL);               // dhc, dwn (K,d)
+    // the target column, in slot order (deterministic): dhc += g e_t, d e_t += g h
+    for (size_t r = 0; r < Nv; r++) {
+        const float g = lg[r * W], *h = hc + r * d, *e = items + (size_t)tc[r] * d;
+        float *dh = dhc + r * d, *de = gitems + (size_t)tc[r] * d;
+        for (int j = 0; j < d; j++) {
+            dh[j] += g * e[j];
+            de[j] += g * h[j];
+        }
+    }
+    for (int k = 0; k < K; k++) {  // repeated negatives add up, in k order
+        float *de = gitems + (size_t)neg[k] * d;
+        const float *dw = dwn + (size_t)k * d;
+        for (int j = 0; j < d; j++) de[j] += dw[j];
+    }
+    return GS_OK;
+}
+
 int gs_sasrec_forward_backward(gs_sasrec *m, int B, const int32_t *seqs, const int32_t *targets,
-                               int train, uint64_t seed, double *loss, size_t *count)
+                               int n_negatives, const int32_t *negatives, const float *log_q, int train,
+                               uint64_t seed, double *loss, size_t *count)
 {
     const gs_sasrec_config *c = &m->cfg;
     int st = check_seqs(c, B, seqs);
     if (st) return st;
     const int T = c->max_len, d = c->hidden, I = c->inner, V = c->n_items;
+    const int K = n_negatives;
+    if (K < 0 || (K > 0 && !negatives)) return gs_fail(GS_EINVAL, "n_negatives must be >= 0, with negatives");
+    for (int k = 0; k < K; k++)
+        if (negatives[k] < 0 || negatives[k] >= V)
+            return gs_fail(GS_EINVAL, "negatives[%d] = %d is not an item index in [0, %d)", k, negatives[k], V);
     const size_t N = (size_t)B * T;
     const float p = train ? c->dropout : 0.0f;
     acts A;
     if ((st = acts_alloc(c, B, &A))) return st;
     const size_t P = (size_t)B * c->heads * T * T;
-    const size_t n_scratch = N * (size_t)V + N + N * d * 4 + N * 3 * d + N * I + P + 2 * N;
+    // the output layer's logits: (N,V) for the full softmax, the sampled one's work otherwise
+    const size_t n_out = K ? N * (size_t)(2 * K + 1) + 2 * (size_t)K * d : N * (size_t)V;
+    const size_t n_scratch = n_out + N + N * d * 4 + N * 3 * d + N * I + P + 2 * N;
     float *scratch = gs_scratch_get(GS_SCRATCH_MODEL_TMP, n_scratch * sizeof(float));
     if (!scratch) {
         acts_free(&A);
         return gs_fail(GS_ENOMEM, "out of memory: %zu MB of SASRec gradients for batch %d",
                        n_scratch * sizeof(float) >> 20, B);
     }
-    float *logits = scratch, *row_loss = logits + N * V;
+    float *logits = scratch, *row_loss = logits + n_out;
     float *dx = row_loss + N, *dt = dx + N * d, *dln = dt + N * d, *dqkv = dln + N * d;
     float *dh = dqkv + N * 3 * d, *dscores = dh + N * I, *hc = dscores + P;
     int32_t *rows = (int32_t *)(hc + N * d), *tc = rows + N;  // compacted slots, their targets
@@ -324,18 +382,24 @@ int gs_sasrec_forward_backward(gs_sasrec *m, int B, const int32_t *seqs, const i
     *count = 0;
     if (Nv == 0) goto done;
     const float *items = m->item_emb + d;  // (V,d): the output layer is the item table
-    gs_linear_forward(Nv, d, V, hc, items, NULL, logits);                    // (Nv,d) -> (Nv,V)
+    gs_sasrec *g = m;  // gradient pointers mirror the parameter pointers
+#define G(ptr) (g->grads + ((ptr) - g->params))
     double loss_sum = 0.0;
     size_t n_count = 0;
-    st = gs_cross_entropy_forward_backward(Nv, V, logits, tc, IGNORE_INDEX, row_loss, &loss_sum, &n_count,
-                                           logits);  // logits become dlogits (mean loss)
-    if (st) goto done;
+    if (K) {
+        st = sampled_output_layer(Nv, d, hc, tc, K, negatives, log_q, items, G(items), logits, row_loss, &loss_sum,
+                                  &n_count, dln);                            // -> dhc (Nv,d)
+        if (st) goto done;
+    } else {
+        gs_linear_forward(Nv, d, V, hc, items, NULL, logits);                // (Nv,d) -> (Nv,V)
+        st = gs_cross_entropy_forward_backward(Nv, V, logits, tc, IGNORE_INDEX, row_loss, &loss_sum,
+                                               &n_count, logits);  // logits become dlogits (mean loss)
+        if (st) goto done;
+        gs_linear_backward(Nv, d, V, hc, items, logits, dln, G(items), NULL); // -> dhc (Nv,d)
+    }
     *loss = loss_sum / (double)n_count;
     *count = n_count;
 
-    gs_sasrec *g = m;  // gradient pointers mirror the parameter pointers
-#define G(ptr) (g->grads + ((ptr) - g->params))
-    gs_linear_backward(Nv, d, V, hc, items, logits, dln, G(items), NULL);   // -> dhc (Nv,d)
     memset(dt, 0, N * d * sizeof(float));                                    // dhf (N,d)
     for (size_t r = 0; r < Nv; r++) memcpy(dt + (size_t)rows[r] * d, dln + r * d, d * sizeof(float));
     gs_layernorm_backward(N, d, A.x + (size_t)c->layers * N * d, m->lnf_g, A.meanf, A.rstdf, dt, dx,

@@ -71,9 +71,18 @@ void gs_sasrec_free(gs_sasrec *m);
  *   seqs (B,T) int32 in [0, n_items] (0 = padding), targets (B,T) int32 in [0, n_items) or
  *   -100 (ignored: padding slots, or slots whose next item is unknown)
  *   train: 1 applies dropout with (seed) — 0 is the deterministic evaluation forward
+ *   n_negatives 0: the loss is the full softmax over every item (cost slots x n_items);
+ *   n_negatives K > 0: a sampled softmax over each slot's target and the K items of
+ *   negatives (int32 in [0, n_items), shared by every slot of the batch, repeats allowed;
+ *   a negative equal to a slot's own target is left out of that slot's softmax), cost
+ *   slots x K: what makes catalogues of 10^5 items affordable. log_q (n_items) or NULL: the
+ *   log of each item's sampling probability, subtracted from its logit in the sampled
+ *   softmax (the correction for negatives drawn by popularity; constant, so needless, for
+ *   uniform ones).
  *   -> *loss (mean over counted slots), *count (counted slots; 0 gives loss 0, grads 0) */
 int gs_sasrec_forward_backward(gs_sasrec *m, int B, const int32_t *seqs, const int32_t *targets,
-                               int train, uint64_t seed, double *loss, size_t *count);
+                               int n_negatives, const int32_t *negatives, const float *log_q, int train,
+                               uint64_t seed, double *loss, size_t *count);
 
 /* One AdamW update from the current grads (after clipping them to max_grad_norm if > 0).
  * Returns the gradient norm before clipping in *grad_norm. */

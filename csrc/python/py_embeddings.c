@@ -261,11 +261,12 @@ static int check_seqs_array(gs_sasrec *m, PyArrayObject *a, const char *name)
 static PyObject *py_sasrec_forward_backward(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
-    static char *kwlist[] = {"model", "seqs", "targets", "train", "seed", NULL};
-    PyObject *ocap, *oseq, *otgt, *oseed = NULL;
+    static char *kwlist[] = {"model", "seqs", "targets", "train", "seed", "negatives", "log_q", NULL};
+    PyObject *ocap, *oseq, *otgt, *oseed = NULL, *oneg = Py_None, *ologq = Py_None;
     int train = 1;
     unsigned long long seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|pO", kwlist, &ocap, &oseq, &otgt, &train, &oseed))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|pOOO", kwlist, &ocap, &oseq, &otgt, &train, &oseed,
+                                     &oneg, &ologq))
         return NULL;
     gs_sasrec *m = sasrec_from(ocap);
     if (!m || gs_arg_u64(oseed, "seed", &seed)) return NULL;
@@ -276,12 +277,42 @@ static PyObject *py_sasrec_forward_backward(PyObject *self, PyObject *args, PyOb
     if (gs_same_shape(seqs, "seqs", tgt, "targets")) return NULL;
     int B = check_seqs_array(m, seqs, "seqs");
     if (B < 0) return NULL;
+    PyArrayObject *neg = NULL;
+    int K = 0;
+    if (oneg != Py_None) {  // the sampled softmax; None: the full softmax over every item
+        if (!(neg = gs_check_array(oneg, "negatives", NPY_INT32, 1, 1))) return NULL;
+        if (PyArray_DIM(neg, 0) > INT32_MAX) {  // gs_check_array refuses an empty one
+            PyErr_SetString(PyExc_ValueError, "negatives has more than 2^31 - 1 items");
+            return NULL;
+        }
+        K = (int)PyArray_DIM(neg, 0);
+    }
+    PyArrayObject *logq = NULL;
+    if (ologq != Py_None) {
+        if (!neg) {
+            PyErr_SetString(PyExc_ValueError, "log_q corrects the sampled softmax: give negatives too");
+            return NULL;
+        }
+        if (!(logq = gs_check_array(ologq, "log_q", NPY_FLOAT32, 1, 1))) return NULL;
+        if (PyArray_DIM(logq, 0) != m->cfg.n_items) {
+            PyErr_Format(PyExc_ValueError, "log_q must have one value per item (%d), got %zd", m->cfg.n_items,
+                         (Py_ssize_t)PyArray_DIM(logq, 0));
+            return NULL;
+        }
+        const float *lq = PyArray_DATA(logq);
+        for (npy_intp i = 0; i < PyArray_DIM(logq, 0); i++)
+            if (!isfinite(lq[i])) {
+                PyErr_Format(PyExc_ValueError, "log_q[%zd] is not finite (%g)", (Py_ssize_t)i, (double)lq[i]);
+                return NULL;
+            }
+    }
     double loss = 0.0;
     size_t count = 0;
     int st;
     GS_WRITE_LOCKED(ocap, {
-        st = gs_sasrec_forward_backward(m, B, PyArray_DATA(seqs), PyArray_DATA(tgt), train,
-                                        (uint64_t)seed, &loss, &count);
+        st = gs_sasrec_forward_backward(m, B, PyArray_DATA(seqs), PyArray_DATA(tgt), K,
+                                        neg ? PyArray_DATA(neg) : NULL, logq ? PyArray_DATA(logq) : NULL,
+                                        train, (uint64_t)seed, &loss, &count);
     });
     if (st) return gs_raise(st);
     return Py_BuildValue("(dn)", loss, (Py_ssize_t)count);
@@ -367,7 +398,10 @@ PyMethodDef gs_embeddings_methods[] = {
      "sasrec_step(model, set=-1) -> AdamW steps taken (sets it first if set >= 0)."},
     {"sasrec_forward_backward", (PyCFunction)(void (*)(void))py_sasrec_forward_backward,
      METH_VARARGS | METH_KEYWORDS,
-     "sasrec_forward_backward(model, seqs, targets, train=True, seed=0) -> (mean loss, count). "
+     "sasrec_forward_backward(model, seqs, targets, train=True, seed=0, negatives=None, log_q=None) -> "
+     "(mean loss, count). negatives (K,) int32 item indices: sampled softmax over each slot's target and "
+     "them; None: full softmax. log_q (n_items,) float32: log sampling probabilities subtracted from the "
+     "sampled softmax's logits. "
      "seqs (B, max_len) int32 left-padded, 0 = padding, item i as i+1; targets (B, max_len) "
      "int32 next item in [0, n_items) or -100. Overwrites the gradient buffer."},
     {"sasrec_adamw", (PyCFunction)(void (*)(void))py_sasrec_adamw, METH_VARARGS | METH_KEYWORDS,
