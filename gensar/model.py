@@ -68,6 +68,10 @@ class GenSARConfig:
     id_method: str = "joint"            # joint | residual_kmeans | single | random
     id_epochs: int | None = None        # None: DualIDs' step budget (warm-up + linear decay)
     rec_id: str = "collaborative"       # which ID recommendation generates (ablations)
+    # Training softmax of each identifier code over the codes valid after its prefix only
+    # (as constrained beam search scores it) instead of the whole vocabulary; off: the
+    # reference's loss
+    constrained_loss: bool = False
     search_id: str = "semantic"         # which ID search generates
     # item embeddings (section 1)
     sentence_model: str = "all-MiniLM-L6-v2"
@@ -153,6 +157,8 @@ class GenSARConfig:
                               ("pseudo_query_source", ("auto", "dataset", "doc2query"))):
             if getattr(self, name) not in options:
                 raise ValueError(f"{name} must be one of {options}, got {getattr(self, name)!r}")
+        if not isinstance(self.constrained_loss, (bool, np.bool_)):
+            raise TypeError(f"constrained_loss must be True or False, got {self.constrained_loss!r}")
         if not isinstance(self.group_by_length, (bool, np.bool_)):
             raise TypeError(f"group_by_length must be True or False, got {self.group_by_length!r}")
         if not isinstance(self.sentence_model, str) or not self.sentence_model:
@@ -505,16 +511,13 @@ class GenSAR:
         def make_epoch(epoch):
             ep = epoch_mixture(parts, self.epoch_counts_, c.seed, epoch)
             inputs = render(ep, np.random.default_rng([c.seed, 12, epoch]))
-            targets = ep["target"].tolist()
             if c.group_by_length:
                 batches = length_grouped_batches([len(t) for t in inputs], c.batch_size,
                                                  np.random.default_rng([c.seed, 14, epoch]))
             else:
                 batches = [np.arange(i, min(i + c.batch_size, len(inputs)))
                            for i in range(0, len(inputs), c.batch_size)]
-            return [encode_batch(self.tokenizer_, [inputs[i] for i in b], [targets[i] for i in b],
-                                 self.input_len_, c.max_target_len)
-                    for b in batches]
+            return self._encode_batches(ep, inputs, batches)
 
         tasks = self._eval_tasks()
         validate = None
@@ -545,6 +548,22 @@ class GenSAR:
                                 progress=self._progress, description="gensar")
         self.history_ = self.trainer_.fit()
         self.loss_curve_ = self.trainer_.loss_curve
+
+    def _encode_batches(self, examples, inputs, batches) -> list:
+        """Training batches (dicts for Seq2Seq.train_step) of examples (a task frame) with
+        their rendered inputs, one per index array of batches; with constrained_loss,
+        each carries its ``allowed`` mask (TaskBuilder.allowed_mask)."""
+        c = self.config
+        targets = examples["target"].tolist()
+        out = [encode_batch(self.tokenizer_, [inputs[i] for i in b], [targets[i] for i in b],
+                            self._input_len(), c.max_target_len)
+               for b in batches]
+        if c.constrained_loss:
+            tasks, items = examples["task"].to_numpy(), examples["item"].to_numpy()
+            for b, batch in zip(batches, out):
+                batch["allowed"] = self.builder_.allowed_mask(tasks[b], items[b], batch["labels"].shape[1],
+                                                              self.tokenizer_.vocab_size)
+        return out
 
     def _teacher_forced_loss(self, examples, batch_size: int = 64) -> float:
         """Mean target-token cross-entropy (nats) of examples, phrasing 0, dropout off."""
@@ -1103,10 +1122,8 @@ class GenSAR:
                 parts.append(align.iloc[er.integers(len(align), size=n_old)])
             ep = pd.concat(parts, ignore_index=True)
             ep = ep.iloc[er.permutation(len(ep))].reset_index(drop=True)
-            inputs, targets = render(ep, er), ep["target"].tolist()
-            return [encode_batch(self.tokenizer_, inputs[s:s + c.batch_size], targets[s:s + c.batch_size],
-                                 self._input_len(), c.max_target_len)
-                    for s in range(0, len(inputs), c.batch_size)]
+            return self._encode_batches(ep, render(ep, er), [np.arange(s, min(s + c.batch_size, len(ep)))
+                                                             for s in range(0, len(ep), c.batch_size)])
 
         m = self.seq2seq_
         m.adam_m[...] = 0.0  # a new phase: AdamW starts afresh rather than from the fit's stale moments

@@ -429,6 +429,18 @@ class Seq2Seq:
             return None
         return batch[key]
 
+    @classmethod
+    def _allowed(cls, batch: Mapping[str, Any]):
+        """The batch's optional ``allowed`` mask (B, T_dec, vocab_size): bool or uint8,
+        True where a position's softmax may put mass (the constrained loss)."""
+        a = cls._get(batch, "allowed", False)
+        if a is None:
+            return None
+        a = np.asarray(a)
+        if a.dtype == np.bool_:
+            a = a.view(np.uint8)
+        return np.ascontiguousarray(a)  # dtype and shape are checked by the core, by name
+
     def logits(self, input_ids, attention_mask=None, decoder_input_ids=None) -> np.ndarray:
         """Teacher-forced logits (B, T_dec, vocab_size) float32, dropout off.
         input_ids, attention_mask (B, T_in), decoder_input_ids (B, T_dec) integers."""
@@ -443,11 +455,14 @@ class Seq2Seq:
                                           self._get(batch, "attention_mask", False),
                                           self._get(batch, "decoder_input_ids", False),
                                           self._get(batch, "labels"))
-        return _core.t5_forward_backward(self._model, ids, mask, dec, lab, dropout=dropout, seed=seed)
+        return _core.t5_forward_backward(self._model, ids, mask, dec, lab, dropout=dropout, seed=seed,
+                                         allowed=self._allowed(batch))
 
     def train_step(self, batch: Mapping[str, Any], lr: float | None = None) -> float:
         """One AdamW step on ``batch`` (dict: input_ids, attention_mask, labels with
-        -100 = ignored, optional decoder_input_ids, else labels shifted right).
+        -100 = ignored, optional decoder_input_ids, else labels shifted right, optional
+        allowed (B, T_dec, vocab_size) bool: each position's softmax over its True tokens
+        only, the trie-constrained loss).
         Returns the mean token loss before the update. ``lr`` overrides the
         schedule / constant learning rate for this step."""
         ids, mask, dec, lab = self._batch(self._get(batch, "input_ids"),
@@ -458,7 +473,7 @@ class Seq2Seq:
         loss, norm = _core.t5_train_step(
             self._model, ids, mask, dec, lab, lr=lr, beta1=self.betas[0],
             beta2=self.betas[1], eps=self.eps, weight_decay=self.weight_decay,
-            max_grad_norm=self.max_grad_norm, seed=self.seed)
+            max_grad_norm=self.max_grad_norm, seed=self.seed, allowed=self._allowed(batch))
         self.last_grad_norm = norm
         return loss
 
@@ -490,7 +505,7 @@ class Seq2Seq:
                                           self._get(batch, "decoder_input_ids", False),
                                           self._get(batch, "labels"))
         seed = self.seed if dropout_seed is None else dropout_seed
-        return _core.t5_train_grads(self._model, ids, mask, dec, lab, seed=seed)
+        return _core.t5_train_grads(self._model, ids, mask, dec, lab, seed=seed, allowed=self._allowed(batch))
 
     def apply_grads(self, lr: float | None = None) -> float:
         """Clipping + AdamW of ``train_step`` on ``grads`` as they are now; returns the

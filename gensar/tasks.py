@@ -215,6 +215,40 @@ class TaskBuilder:
         kind, behaviour = self.target_id[task]
         return [self.tok.behaviour_ids[behaviour], *self.id_tokens[kind][item].tolist(), self.tok.eos_id]
 
+    def _valid_codes(self, kind: str) -> list:
+        """Per level l of identifier kind: {prefix (first l tokens) -> token ids valid next},
+        the catalogue's trie as the constrained loss uses it; built once per builder."""
+        cache = self.__dict__.setdefault("_valid_cache", {})
+        if kind not in cache:
+            ids = self.id_tokens[kind]
+            levels = []
+            for lv in range(ids.shape[1]):
+                nxt = {}
+                for row in np.unique(ids[:, :lv + 1], axis=0):
+                    nxt.setdefault(tuple(row[:lv].tolist()), []).append(int(row[lv]))
+                levels.append({k: np.array(v, np.int64) for k, v in nxt.items()})
+            cache[kind] = levels
+        return cache[kind]
+
+    def allowed_mask(self, tasks, items, T: int, vocab_size: int) -> np.ndarray:
+        """The constrained loss's mask (B, T, vocab_size) bool for a batch's examples
+        (their task names and target items): at each identifier code of an ID target
+        only the codes valid after its prefix in the catalogue (what constrained beam
+        search renormalises over); every other position (behaviour token, </s>, text
+        targets) is unconstrained."""
+        mask = np.ones((len(tasks), T, vocab_size), bool)
+        for b, (task, item) in enumerate(zip(tasks, items)):
+            if task not in self.target_id or item < 0:
+                continue
+            kind = self.target_id[task][0]
+            path = self.id_tokens[kind][item].tolist()
+            for lv, nxt in enumerate(self._valid_codes(kind)):
+                if 1 + lv >= T:
+                    break
+                mask[b, 1 + lv] = False
+                mask[b, 1 + lv, nxt[tuple(path[:lv])]] = True
+        return mask
+
     def text_target_tokens(self, text: str, behaviour: str | None = None) -> list:
         ids = self.tok.encode_text(text)  # user text: escaped, text tokens only
         head = [self.tok.behaviour_ids[behaviour]] if behaviour else []

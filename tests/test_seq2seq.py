@@ -218,6 +218,66 @@ def test_every_gradient_matches_central_differences(variant, one_thread):
         np.testing.assert_allclose(grads[name], fd, rtol=2e-3, atol=2e-4, err_msg=name)
 
 
+def test_constrained_loss_matches_numpy_reference_and_central_differences(one_thread):
+    """allowed (B, T_dec, V): each position's softmax over its allowed tokens only.
+    Loss against the float64 NumPy reference with the disallowed logits removed;
+    gradients against central differences of that reference (every decoder-side
+    tensor entry of a tiny model, same tolerance as the unconstrained check)."""
+    m = tiny(**VARIANTS[0])
+    rng = np.random.default_rng(7)
+    b = make_batch(rng, B=2, T_in=5, T_dec=4)
+    allowed = rng.random((2, 4, 13)) < 0.4
+    lab = b["labels"]
+    for r, t in zip(*np.nonzero(lab != -100)):
+        allowed[r, t, lab[r, t]] = True
+    allowed[1, 2, :] = True  # a position without constraint
+    b["allowed"] = allowed
+    dec = shift_right(lab)
+    loss = m.loss_and_grads(b)
+    cfg = full_cfg(m)
+    P = {k: v.astype(np.float64) for k, v in m.named_params().items()}
+
+    def f():
+        z = ref_forward(P, cfg, b["input_ids"], b["attention_mask"], dec)
+        return ref_loss(np.where(allowed, z, -np.inf), lab)
+
+    assert abs(loss - f()) < 1e-5
+    assert abs(loss - m.loss_and_grads({k: v for k, v in b.items() if k != "allowed"})) > 1e-3
+    m.loss_and_grads(b)
+    grads = m.named_grads()
+    eps = 1e-5
+    for name in ("shared.weight", "decoder.final_layer_norm.weight"):
+        p = P[name]
+        fd = np.zeros_like(p)
+        flat = p.reshape(-1)
+        for i in range(flat.size):
+            old = flat[i]
+            flat[i] = old + eps
+            lp = f()
+            flat[i] = old - eps
+            lm = f()
+            flat[i] = old
+            fd.reshape(-1)[i] = (lp - lm) / (2 * eps)
+        np.testing.assert_allclose(grads[name], fd, rtol=2e-3, atol=2e-4, err_msg=name)
+    # an all-True mask is the unconstrained loss, bit for bit
+    full = dict(b, allowed=np.ones_like(allowed))
+    plain = {k: v for k, v in b.items() if k != "allowed"}
+    assert m.loss_and_grads(full) == m.loss_and_grads(plain)
+
+
+def test_constrained_loss_rejects_bad_masks():
+    m = tiny()
+    b = make_batch(np.random.default_rng(8), B=2, T_in=5, T_dec=4)
+    with pytest.raises(ValueError, match=r"allowed must have shape \(batch 2, target positions 4, vocabulary 13\)"):
+        m.train_step(dict(b, allowed=np.ones((2, 4, 12), bool)))
+    with pytest.raises(TypeError, match="allowed"):
+        m.train_step(dict(b, allowed=np.ones((2, 4, 13), np.float32)))
+    bad = np.ones((2, 4, 13), bool)
+    bad[0, 1, b["labels"][0, 1]] = False
+    with pytest.raises(ValueError, match=r"labels\[0, 1\] = \d+ is not among the tokens allowed"):
+        m.train_step(dict(b, allowed=bad))
+
+
 @pytest.mark.parametrize("ffn", ["gated-gelu", "relu"])  # relu: the fused ReLU + dropout kernels
 def test_gradient_with_dropout_matches_finite_differences_of_same_masks(one_thread, ffn):
     """With dropout on, a fixed seed fixes the masks, so the loss is a smooth function of

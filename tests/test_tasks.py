@@ -56,6 +56,25 @@ def test_targets_are_behaviour_token_id_and_eos(world):
     assert tok.decode(nsqp["target"].iloc[0][1:]) == q
 
 
+def test_allowed_mask_is_the_catalogue_trie_at_identifier_codes_only(world):
+    ds, tok, sem, col = world
+    tb = TaskBuilder(ds, tok, sem, col)
+    tasks = np.array(["nrip", "nsip", "nsqp", "item2sem"])
+    items = np.array([3, 7, -1, 11])
+    T, V = 7, tok.vocab_size
+    mask = tb.allowed_mask(tasks, items, T, V)
+    assert mask.shape == (4, T, V) and mask.dtype == bool
+    for b, (kind, ids) in {0: ("collaborative", col), 1: ("semantic", sem), 3: ("semantic", sem)}.items():
+        path = tok.id_token_ids(kind, ids[[items[b]]])[0]
+        every = tok.id_token_ids(kind, ids)  # (n_items, L): brute force over the catalogue
+        assert mask[b, 0].all() and mask[b, 1 + len(path):].all()  # behaviour token, </s>, padding
+        for lv in range(len(path)):
+            same_prefix = (every[:, :lv] == path[:lv]).all(1)
+            assert set(np.nonzero(mask[b, 1 + lv])[0]) == set(every[same_prefix, lv].tolist())
+            assert mask[b, 1 + lv, path[lv]]  # the target itself is always allowed
+    assert mask[2].all()  # a text target (next query) is not constrained
+
+
 def test_item_tasks_and_pseudo_queries(world):
     ds, tok, sem, col = world
     tb = TaskBuilder(ds, tok, sem, col)

@@ -704,9 +704,30 @@ int gs_t5_logits(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
                            logits);
 }
 
+/* Checks that every counted label is allowed at its position (else its loss would be
+ * infinite), then sets the logits of the tokens not allowed to -1e30: their softmax
+ * probability, and so their gradient, is exactly 0. */
+static int mask_logits(size_t N, int T_dec, int V, const int32_t *labels, const uint8_t *allowed,
+                       float *logits)
+{
+    for (size_t i = 0; i < N; i++)
+        if (labels[i] != -100 && !allowed[i * V + labels[i]])
+            return gs_fail(GS_EINVAL, "labels[%zu, %zu] = %d is not among the tokens allowed there",
+                           i / (size_t)T_dec, i % (size_t)T_dec, labels[i]);
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N * (size_t)V > 65536)
+    for (size_t i = 0; i < N; i++) {
+        const uint8_t *a = allowed + i * V;
+        float *z = logits + i * V;
+        for (int j = 0; j < V; j++)
+            if (!a[j]) z[j] = -1e30f;  /* finite: exp() gives 0 without inf - inf */
+    }
+    return GS_OK;
+}
+
 int gs_t5_forward_backward(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
                            const int32_t *attention_mask, const int32_t *decoder_input_ids,
-                           const int32_t *labels, int dropout, uint64_t dropout_seed, float *loss)
+                           const int32_t *labels, const uint8_t *allowed, int dropout,
+                           uint64_t dropout_seed, float *loss)
 {
     int st = gs_t5_check_batch(m, B, T_in, T_dec, input_ids, attention_mask, decoder_input_ids,
                                labels);
@@ -718,6 +739,7 @@ int gs_t5_forward_backward(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *
         (st = decoder_forward(m, w, B, T_in, T_dec, decoder_input_ids, attention_mask, p,
                               dropout_seed, w->logits)))
         return st;
+    if (allowed && (st = mask_logits(N, T_dec, m->cfg.vocab_size, labels, allowed, w->logits))) return st;
     double sum;
     size_t count;
     st = gs_cross_entropy_forward_backward(N, m->cfg.vocab_size, w->logits, labels, -100, w->row_loss,
@@ -731,12 +753,12 @@ int gs_t5_forward_backward(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *
 
 int gs_t5_train_grads(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
                       const int32_t *attention_mask, const int32_t *decoder_input_ids,
-                      const int32_t *labels, uint64_t dropout_seed, float *loss)
+                      const int32_t *labels, const uint8_t *allowed, uint64_t dropout_seed, float *loss)
 {
     /* a fresh mask per step, fixed by (seed, step) */
     uint64_t seed = dropout_seed * 0x9e3779b97f4a7c15ULL + (uint64_t)m->step * 0xd1b54a32d192ed03ULL;
     return gs_t5_forward_backward(m, B, T_in, T_dec, input_ids, attention_mask, decoder_input_ids,
-                                  labels, 1, seed, loss);
+                                  labels, allowed, 1, seed, loss);
 }
 
 static int check_train_config(const gs_t5_train_config *tc, gs_adamw_config *ac)
@@ -763,13 +785,13 @@ int gs_t5_apply_grads(gs_t5 *m, const gs_t5_train_config *tc, float *grad_norm)
 
 int gs_t5_train_step(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
                      const int32_t *attention_mask, const int32_t *decoder_input_ids,
-                     const int32_t *labels, const gs_t5_train_config *tc, float *loss,
-                     float *grad_norm)
+                     const int32_t *labels, const uint8_t *allowed, const gs_t5_train_config *tc,
+                     float *loss, float *grad_norm)
 {
     gs_adamw_config ac;
     int st = check_train_config(tc, &ac); /* before the costly forward pass */
     if (st || (st = gs_t5_train_grads(m, B, T_in, T_dec, input_ids, attention_mask,
-                                      decoder_input_ids, labels, tc->dropout_seed, loss)))
+                                      decoder_input_ids, labels, allowed, tc->dropout_seed, loss)))
         return st;
     st = gs_t5_apply_grads(m, tc, grad_norm);
     if (st == GS_ERUNTIME)

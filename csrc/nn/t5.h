@@ -89,18 +89,22 @@ int gs_t5_logits(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
                  const int32_t *attention_mask, const int32_t *decoder_input_ids, float *logits);
 
 /* Forward + backward: grads OVERWRITTEN with d(mean token loss)/d(params); *loss = that loss.
- * dropout: 0 = off (gradient checks), 1 = config dropout_rate with dropout_seed. */
+ * dropout: 0 = off (gradient checks), 1 = config dropout_rate with dropout_seed.
+ * allowed (B,T_dec,V) uint8 or NULL: each position's softmax covers only the tokens marked 1
+ * there (the trie-constrained loss: an identifier code against the codes valid after its
+ * prefix, as constrained beam search scores it); every counted label must be allowed. */
 int gs_t5_forward_backward(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
                            const int32_t *attention_mask, const int32_t *decoder_input_ids,
-                           const int32_t *labels, int dropout, uint64_t dropout_seed, float *loss);
+                           const int32_t *labels, const uint8_t *allowed, int dropout,
+                           uint64_t dropout_seed, float *loss);
 
 /* One training step: forward + backward (dropout on, masks from tc->dropout_seed and the step
  * number) + global grad-norm clipping + AdamW (no decay where tensor.decay == 0).
  * *loss = mean token loss before the update, *grad_norm = norm before clipping (may be NULL). */
 int gs_t5_train_step(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
                      const int32_t *attention_mask, const int32_t *decoder_input_ids,
-                     const int32_t *labels, const gs_t5_train_config *tc, float *loss,
-                     float *grad_norm);
+                     const int32_t *labels, const uint8_t *allowed, const gs_t5_train_config *tc,
+                     float *loss, float *grad_norm);
 
 /* The two halves of gs_t5_train_step, for data-parallel training (gensar/distributed.py):
  * gs_t5_train_grads = its forward + backward (same dropout masks), grads overwritten;
@@ -108,7 +112,7 @@ int gs_t5_train_step(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_
  * sum of every process's gradients). train_grads then apply_grads == train_step, bit for bit. */
 int gs_t5_train_grads(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
                       const int32_t *attention_mask, const int32_t *decoder_input_ids,
-                      const int32_t *labels, uint64_t dropout_seed, float *loss);
+                      const int32_t *labels, const uint8_t *allowed, uint64_t dropout_seed, float *loss);
 int gs_t5_apply_grads(gs_t5 *m, const gs_t5_train_config *tc, float *grad_norm);
 
 /* The grads buffer holds gs_t5_num_params() + GS_T5_GRAD_EXTRA floats. The C core never

@@ -170,7 +170,24 @@ static PyArrayObject *check_ids2d(PyObject *o, const char *name, int *B, int *T)
 typedef struct {
     int B, T_in, T_dec;
     const int32_t *ids, *mask, *dec, *labels;
+    const uint8_t *allowed; /* (B, T_dec, V) or NULL */
 } batch_args;
+
+/* The optional per-position token mask of the constrained loss (None: every token). */
+static int parse_allowed(PyObject *o, const gs_t5 *m, batch_args *b)
+{
+    if (!o || o == Py_None) return 0;
+    PyArrayObject *a = gs_check_array(o, "allowed", NPY_UINT8, 3, 3);
+    if (!a) return -1;
+    if (PyArray_DIM(a, 0) != b->B || PyArray_DIM(a, 1) != b->T_dec || PyArray_DIM(a, 2) != gs_t5_vocab_size(m)) {
+        PyErr_Format(PyExc_ValueError, "allowed must have shape (batch %d, target positions %d, vocabulary %d), "
+                     "got (%zd, %zd, %zd)", b->B, b->T_dec, gs_t5_vocab_size(m), (Py_ssize_t)PyArray_DIM(a, 0),
+                     (Py_ssize_t)PyArray_DIM(a, 1), (Py_ssize_t)PyArray_DIM(a, 2));
+        return -1;
+    }
+    b->allowed = PyArray_DATA(a);
+    return 0;
+}
 
 static int parse_batch(PyObject *oids, PyObject *omask, PyObject *odec, PyObject *olab,
                        batch_args *b)
@@ -216,22 +233,23 @@ static PyObject *py_t5_forward_backward(PyObject *self, PyObject *args, PyObject
 {
     (void)self;
     static char *kwlist[] = {"model", "input_ids", "attention_mask", "decoder_input_ids", "labels",
-                             "dropout", "seed", NULL};
-    PyObject *cap, *oids, *omask, *odec, *olab, *oseed = NULL;
+                             "dropout", "seed", "allowed", NULL};
+    PyObject *cap, *oids, *omask, *odec, *olab, *oseed = NULL, *oallowed = NULL;
     int dropout = 0;
     unsigned long long seed = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|pO", kwlist, &cap, &oids, &omask, &odec,
-                                     &olab, &dropout, &oseed))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|pOO", kwlist, &cap, &oids, &omask, &odec,
+                                     &olab, &dropout, &oseed, &oallowed))
         return NULL;
     gs_t5 *m = get_model(cap);
     batch_args b;
-    if (!m || parse_batch(oids, omask, odec, olab, &b) || gs_arg_u64(oseed, "seed", &seed))
+    if (!m || parse_batch(oids, omask, odec, olab, &b) || parse_allowed(oallowed, m, &b) ||
+        gs_arg_u64(oseed, "seed", &seed))
         return NULL;
     float loss = 0.0f;
     int st;
     GS_WRITE_LOCKED(cap, {
-        st = gs_t5_forward_backward(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, dropout,
-                                    seed, &loss);
+        st = gs_t5_forward_backward(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, b.allowed,
+                                    dropout, seed, &loss);
     });
     if (st) return gs_raise(st);
     return PyFloat_FromDouble(loss);
@@ -242,14 +260,15 @@ static PyObject *py_t5_train_step(PyObject *self, PyObject *args, PyObject *kw)
     (void)self;
     static char *kwlist[] = {"model", "input_ids", "attention_mask", "decoder_input_ids", "labels",
                              "lr", "beta1", "beta2", "eps", "weight_decay", "max_grad_norm",
-                             "seed", NULL};
+                             "seed", "allowed", NULL};
     PyObject *cap, *oids, *omask, *odec, *olab, *olr, *ob1, *ob2, *oeps, *owd, *oclip, *oseed;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOO", kwlist, &cap, &oids, &omask, &odec,
-                                     &olab, &olr, &ob1, &ob2, &oeps, &owd, &oclip, &oseed))
+    PyObject *oallowed = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOO|O", kwlist, &cap, &oids, &omask, &odec,
+                                     &olab, &olr, &ob1, &ob2, &oeps, &owd, &oclip, &oseed, &oallowed))
         return NULL;
     gs_t5 *m = get_model(cap);
     batch_args b;
-    if (!m || parse_batch(oids, omask, odec, olab, &b)) return NULL;
+    if (!m || parse_batch(oids, omask, odec, olab, &b) || parse_allowed(oallowed, m, &b)) return NULL;
     gs_adamw_config ac;
     gs_t5_train_config tc = {0};
     unsigned long long seed = 0;
@@ -262,8 +281,8 @@ static PyObject *py_t5_train_step(PyObject *self, PyObject *args, PyObject *kw)
     float loss = 0.0f, norm = 0.0f;
     int st;
     GS_WRITE_LOCKED(cap, {
-        st = gs_t5_train_step(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, &tc, &loss,
-                              &norm);
+        st = gs_t5_train_step(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, b.allowed, &tc,
+                              &loss, &norm);
     });
     if (st) return gs_raise(st);
     return Py_BuildValue("dd", (double)loss, (double)norm);
@@ -273,20 +292,22 @@ static PyObject *py_t5_train_grads(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
     static char *kwlist[] = {"model", "input_ids", "attention_mask", "decoder_input_ids", "labels",
-                             "seed", NULL};
-    PyObject *cap, *oids, *omask, *odec, *olab, *oseed;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOO", kwlist, &cap, &oids, &omask, &odec,
-                                     &olab, &oseed))
+                             "seed", "allowed", NULL};
+    PyObject *cap, *oids, *omask, *odec, *olab, *oseed, *oallowed = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOO|O", kwlist, &cap, &oids, &omask, &odec,
+                                     &olab, &oseed, &oallowed))
         return NULL;
     gs_t5 *m = get_model(cap);
     batch_args b;
     unsigned long long seed = 0;
-    if (!m || parse_batch(oids, omask, odec, olab, &b) || gs_arg_u64(oseed, "seed", &seed))
+    if (!m || parse_batch(oids, omask, odec, olab, &b) || parse_allowed(oallowed, m, &b) ||
+        gs_arg_u64(oseed, "seed", &seed))
         return NULL;
     float loss = 0.0f;
     int st;
     GS_WRITE_LOCKED(cap, {
-        st = gs_t5_train_grads(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, seed, &loss);
+        st = gs_t5_train_grads(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, b.allowed, seed,
+                               &loss);
     });
     if (st) return gs_raise(st);
     return PyFloat_FromDouble(loss);
