@@ -242,7 +242,7 @@ _LOGITS_BUDGET_FLOATS = 16 * 2**20  # 64 MB
 
 
 def beam_search(model, input_ids, attention_mask, trie_or_candidates, num_beams=30, top_k=None,
-                batch_size=None):
+                batch_size=None, renormalise=False):
     """Trie-constrained beam search with a ``gensar.Seq2Seq`` model (C, GIL released).
 
     Parameters
@@ -255,13 +255,20 @@ def beam_search(model, input_ids, attention_mask, trie_or_candidates, num_beams=
     top_k : items returned per input, <= num_beams (default num_beams)
     batch_size : inputs per C call (default: as many as keep one step's logits
         under 64 MB); results do not depend on it
+    renormalise : False (default, as HF generate with a prefix constraint): each
+        token's log-probability over the full vocabulary; True: over the tokens the
+        trie allows after its prefix (the scores of a model trained with
+        GenSARConfig.constrained_softmax)
 
     Returns
     -------
     items : (B, top_k) int64 item indices (rows of the id table), best first
     scores : (B, top_k) float32 summed natural-log probabilities of the identifier
-        tokens, each normalised over the full vocabulary (see module docstring)
+        tokens, each normalised over the full vocabulary (see module docstring), or
+        over its trie siblings with renormalise
     """
+    if not isinstance(renormalise, (bool, np.bool_)):
+        raise TypeError(f"renormalise must be True or False, got {renormalise!r}")
     ids = _int32_2d(input_ids, "input_ids")
     mask = np.ones_like(ids) if attention_mask is None else _int32_2d(attention_mask, "attention_mask")
     if mask.shape != ids.shape:
@@ -281,5 +288,6 @@ def beam_search(model, input_ids, attention_mask, trie_or_candidates, num_beams=
         e = min(B, s + batch_size)
         items[s:e], scores[s:e] = _core.t5_beam_search(
             model._model, np.ascontiguousarray(ids[s:e]), np.ascontiguousarray(mask[s:e]),
-            num_beams, top_k, start_token, **_target_kwargs(trie_or_candidates, s, e))
+            num_beams, top_k, start_token, renormalise=bool(renormalise),
+            **_target_kwargs(trie_or_candidates, s, e))
     return items, scores

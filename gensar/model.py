@@ -68,10 +68,10 @@ class GenSARConfig:
     id_method: str = "joint"            # joint | residual_kmeans | single | random
     id_epochs: int | None = None        # None: DualIDs' step budget (warm-up + linear decay)
     rec_id: str = "collaborative"       # which ID recommendation generates (ablations)
-    # Training softmax of each identifier code over the codes valid after its prefix only
-    # (as constrained beam search scores it) instead of the whole vocabulary; off: the
-    # reference's loss
-    constrained_loss: bool = False
+    # Each identifier code's softmax over the codes valid after its prefix only, in the
+    # training loss and in the beam search's scores, instead of over the whole vocabulary
+    # (off: the reference's loss and HF generate's scores)
+    constrained_softmax: bool = False
     search_id: str = "semantic"         # which ID search generates
     # item embeddings (section 1)
     sentence_model: str = "all-MiniLM-L6-v2"
@@ -157,8 +157,8 @@ class GenSARConfig:
                               ("pseudo_query_source", ("auto", "dataset", "doc2query"))):
             if getattr(self, name) not in options:
                 raise ValueError(f"{name} must be one of {options}, got {getattr(self, name)!r}")
-        if not isinstance(self.constrained_loss, (bool, np.bool_)):
-            raise TypeError(f"constrained_loss must be True or False, got {self.constrained_loss!r}")
+        if not isinstance(self.constrained_softmax, (bool, np.bool_)):
+            raise TypeError(f"constrained_softmax must be True or False, got {self.constrained_softmax!r}")
         if not isinstance(self.group_by_length, (bool, np.bool_)):
             raise TypeError(f"group_by_length must be True or False, got {self.group_by_length!r}")
         if not isinstance(self.sentence_model, str) or not self.sentence_model:
@@ -551,14 +551,14 @@ class GenSAR:
 
     def _encode_batches(self, examples, inputs, batches) -> list:
         """Training batches (dicts for Seq2Seq.train_step) of examples (a task frame) with
-        their rendered inputs, one per index array of batches; with constrained_loss,
+        their rendered inputs, one per index array of batches; with constrained_softmax,
         each carries its ``allowed`` mask (TaskBuilder.allowed_mask)."""
         c = self.config
         targets = examples["target"].tolist()
         out = [encode_batch(self.tokenizer_, [inputs[i] for i in b], [targets[i] for i in b],
                             self._input_len(), c.max_target_len)
                for b in batches]
-        if c.constrained_loss:
+        if c.constrained_softmax:
             tasks, items = examples["task"].to_numpy(), examples["item"].to_numpy()
             for b, batch in zip(batches, out):
                 batch["allowed"] = self.builder_.allowed_mask(tasks[b], items[b], batch["labels"].shape[1],
@@ -690,6 +690,7 @@ class GenSAR:
             ids, mask = self.tokenizer_.encode(inputs[s:e], self._input_len())
             kk = min(k, candidates.shape[1])
             it, sc = self.seq2seq_.beam_search(ids, mask, CandidateSets(table, candidates[s:e]),
+                                               renormalise=self.config.constrained_softmax,
                                                num_beams=max(beams, kk), top_k=kk)
             items[s:e, :kk], scores[s:e, :kk] = it, sc
         return items, scores
@@ -704,7 +705,8 @@ class GenSAR:
                       desc=f"decode {task}"):
             e = min(len(inputs), s + batch_size)
             ids, mask = self.tokenizer_.encode(inputs[s:e], self._input_len())
-            items[s:e], scores[s:e] = self.seq2seq_.beam_search(ids, mask, trie, num_beams=beams, top_k=k)
+            items[s:e], scores[s:e] = self.seq2seq_.beam_search(ids, mask, trie, num_beams=beams, top_k=k,
+                                                                renormalise=self.config.constrained_softmax)
         return items, scores
 
     def evaluate(self, split: str = "test", protocols=("sampled", "sampled-uniform", "full"), tasks=None,

@@ -550,13 +550,13 @@ class Seq2Seq:
         return _core.t5_decode_step(cache, np.ascontiguousarray(t, dtype=np.int32))
 
     def beam_search(self, input_ids, attention_mask, trie_or_candidates, num_beams: int = 30,
-                    top_k: int | None = None, batch_size: int | None = None):
+                    top_k: int | None = None, batch_size: int | None = None, renormalise: bool = False):
         """Trie-constrained beam search: (items (B, top_k) int64, scores (B, top_k)
         float32), best first. See gensar.decode.beam_search."""
         from .decode import beam_search
 
         return beam_search(self, input_ids, attention_mask, trie_or_candidates, num_beams, top_k,
-                           batch_size)
+                           batch_size, renormalise)
 
     # ------------------------------------------------------------ save / load
     def save(self, path) -> None:

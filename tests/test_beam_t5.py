@@ -117,6 +117,49 @@ def test_candidate_sets_wide_beam_equals_brute_force(seed):
                        *brute_force(model, ids, mask, b, table, cand[b][cand[b] >= 0]))
 
 
+def renormalised_scores(model, ids, mask, b, table, items):
+    """Brute force of renormalise=True: each token's log-probability over the tokens
+    that follow its prefix among the given items' paths -> (items, scores) ranked."""
+    items = np.asarray(items)
+    paths = table[items]
+    n, L = paths.shape
+    dec = np.zeros((n, L), np.int32)
+    dec[:, 0] = model.config.decoder_start_token_id
+    dec[:, 1:] = paths[:, :-1]
+    x = model.logits(np.repeat(ids[b:b + 1], n, 0), np.repeat(mask[b:b + 1], n, 0), dec).astype(np.float64)
+    s = np.zeros(n)
+    for i in range(n):
+        for t in range(L):
+            siblings = np.unique(paths[(paths[:, :t] == paths[i, :t]).all(1), t])
+            z = x[i, t, siblings]
+            s[i] += x[i, t, paths[i, t]] - (z.max() + np.log(np.exp(z - z.max()).sum()))
+    order = np.lexsort(tuple(paths.T[::-1]) + (-s,))
+    return items[order], s[order]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_renormalised_wide_beam_equals_brute_force(seed):
+    rng = np.random.default_rng(80 + seed)
+    V = 40
+    model = tiny_model(seed, V)
+    table = distinct_table(rng, 60, 3, 3, V, behaviour=1)
+    B = 2
+    ids, mask = random_inputs(rng, B, 6, V)
+    items, scores = beam_search(model, ids, mask, Trie(table), num_beams=60, top_k=60, renormalise=True)
+    plain, _ = beam_search(model, ids, mask, Trie(table), num_beams=60, top_k=60)
+    for b in range(B):
+        assert_ranking(items[b], scores[b], *renormalised_scores(model, ids, mask, b, table, np.arange(60)))
+    assert np.exp(scores.astype(np.float64)).sum(1) == pytest.approx(1.0, rel=1e-4)  # a distribution over items
+    assert not np.array_equal(items, plain)  # the normaliser changes the ranking
+    cand = np.stack([rng.choice(60, 15, replace=False) for _ in range(B)])
+    items, scores = beam_search(model, ids, mask, CandidateSets(table, cand), num_beams=15, top_k=15,
+                                renormalise=True)
+    for b in range(B):
+        assert_ranking(items[b], scores[b], *renormalised_scores(model, ids, mask, b, table, cand[b]))
+    with pytest.raises(TypeError, match="renormalise must be True or False"):
+        beam_search(model, ids, mask, Trie(table), renormalise="yes")
+
+
 def test_narrow_beam_matches_reference_beam_search():
     """Pruned search (num_beams < items) keeps exactly the beams a plain
     reference beam search keeps, scoring prefixes by teacher forcing."""

@@ -136,8 +136,8 @@ def test_pseudo_query_source_is_recorded_and_saved(fitted, tmp_path):
         gensar.GenSAR(task_weights={"nrip": 0.0})
 
 
-def test_constrained_loss_trains_on_valid_codes_only(fitted, monkeypatch, tmp_path):
-    """constrained_loss=True: every training batch carries the catalogue-trie mask and the
+def test_constrained_softmax_trains_on_valid_codes_only(fitted, monkeypatch, tmp_path):
+    """constrained_softmax=True: every training batch carries the catalogue-trie mask and the
     model still trains (loss falls) and decodes; the setting is saved with the model."""
     ds, _ = fitted
     seen = []
@@ -148,13 +148,13 @@ def test_constrained_loss_trains_on_valid_codes_only(fitted, monkeypatch, tmp_pa
         return real(self, batch, lr)
 
     monkeypatch.setattr(gensar.Seq2Seq, "train_step", spy)
-    model = gensar.GenSAR(**dict(TINY, constrained_loss=True)).fit(ds, ids=unique_ids(ds.n_items), progress=False)
+    model = gensar.GenSAR(**dict(TINY, constrained_softmax=True)).fit(ds, ids=unique_ids(ds.n_items), progress=False)
     assert seen and all(a is not None and a.dtype == bool for a in seen)
     assert any((~a).any() for a in seen)  # some positions are constrained
     h = model.history_
     assert h["loss"].iloc[-1] < h["loss"].iloc[0]
     assert len(model.recommend([[0, 1, 2]], k=5)) == 5
     model.save(tmp_path / "m")
-    assert gensar.GenSAR.load(tmp_path / "m").config.constrained_loss is True
-    with pytest.raises(TypeError, match="constrained_loss must be True or False"):
-        gensar.GenSAR(constrained_loss="yes")
+    assert gensar.GenSAR.load(tmp_path / "m").config.constrained_softmax is True
+    with pytest.raises(TypeError, match="constrained_softmax must be True or False"):
+        gensar.GenSAR(constrained_softmax="yes")

@@ -218,7 +218,7 @@ def test_every_gradient_matches_central_differences(variant, one_thread):
         np.testing.assert_allclose(grads[name], fd, rtol=2e-3, atol=2e-4, err_msg=name)
 
 
-def test_constrained_loss_matches_numpy_reference_and_central_differences(one_thread):
+def test_constrained_softmax_matches_numpy_reference_and_central_differences(one_thread):
     """allowed (B, T_dec, V): each position's softmax over its allowed tokens only.
     Loss against the float64 NumPy reference with the disallowed logits removed;
     gradients against central differences of that reference (every decoder-side
@@ -265,7 +265,7 @@ def test_constrained_loss_matches_numpy_reference_and_central_differences(one_th
     assert m.loss_and_grads(full) == m.loss_and_grads(plain)
 
 
-def test_constrained_loss_rejects_bad_masks():
+def test_constrained_softmax_rejects_bad_masks():
     m = tiny()
     b = make_batch(np.random.default_rng(8), B=2, T_in=5, T_dec=4)
     with pytest.raises(ValueError, match=r"allowed must have shape \(batch 2, target positions 4, vocabulary 13\)"):

@@ -158,11 +158,29 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
                         break;
                     }
                     const int32_t end = tr->child_start[node[r] + 1];
+                    double norm = lse[r];
+                    if (dec->renormalise) { /* a first pass: log-sum-exp over the children only */
+                        double mx = -INFINITY, sum = 0.0;
+                        for (int32_t c0 = tr->child_start[node[r]]; c0 < end; c0 += CHILD_BATCH) {
+                            int n = end - c0 < CHILD_BATCH ? end - c0 : CHILD_BATCH;
+                            dec->logits(dec->ctx, r, n, tr->token + c0, child_logits);
+                            for (int i = 0; i < n; i++) {
+                                double z = child_logits[i];
+                                if (z > mx) {
+                                    sum = sum * exp(mx - z) + 1.0;
+                                    mx = z;
+                                } else {
+                                    sum += exp(z - mx);
+                                }
+                            }
+                        }
+                        norm = mx + log(sum);
+                    }
                     for (int32_t c0 = tr->child_start[node[r]]; c0 < end; c0 += CHILD_BATCH) {
                         int n = end - c0 < CHILD_BATCH ? end - c0 : CHILD_BATCH;
                         dec->logits(dec->ctx, r, n, tr->token + c0, child_logits);
                         for (int i = 0; i < n; i++) {
-                            proposal p = {score[r] + ((double)child_logits[i] - lse[r]), c0 + i, j};
+                            proposal p = {score[r] + ((double)child_logits[i] - norm), c0 + i, j};
                             heap_offer(heap, &kept, K, p);
                         }
                     }

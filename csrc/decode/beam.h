@@ -48,6 +48,10 @@ typedef struct gs_decoder {
     void (*logits)(void *ctx, size_t row, int n, const int32_t *token_ids, float *out);
     /* afterwards row r holds the history of old row src_rows[r] (same input) */
     int (*reorder)(void *ctx, const int32_t *src_rows);
+    /* 0 (default): log p over the full vocabulary (as above); 1: renormalised over
+     * the node's trie children, log p(c) = logit_c - log sum over children: the
+     * scores of a model trained with the constrained softmax (GenSARConfig). */
+    int renormalise;
 } gs_decoder;
 
 /* Validates a search before any decoder work: num_beams >= 1, 1 <= top_k <=
