@@ -139,7 +139,8 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
 
     for (int t = 0; t < L; t++) {
         for (size_t r = 0; r < rows; r++) live[r] = node[r] >= 0;
-        if ((status = dec->step(dec->ctx, tokens, live, lse))) goto done;
+        /* renormalised scores need no full-vocabulary normaliser: the decoder may skip it */
+        if ((status = dec->step(dec->ctx, tokens, live, dec->renormalise ? NULL : lse))) goto done;
         /* Each input's bookkeeping is independent and serial inside, so the
          * result does not depend on the thread count. */
 #pragma omp parallel num_threads(gs_num_threads())
@@ -153,7 +154,7 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
                 for (int j = 0; j < K; j++) {
                     size_t r = (size_t)b * K + j;
                     if (node[r] < 0) continue;
-                    if (!isfinite(lse[r])) {
+                    if (!dec->renormalise && !isfinite(lse[r])) {
                         bad[b] = 1;
                         break;
                     }
@@ -175,6 +176,10 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
                             }
                         }
                         norm = mx + log(sum);
+                        if (!isfinite(norm)) {
+                            bad[b] = 1;
+                            break;
+                        }
                     }
                     for (int32_t c0 = tr->child_start[node[r]]; c0 < end; c0 += CHILD_BATCH) {
                         int n = end - c0 < CHILD_BATCH ? end - c0 : CHILD_BATCH;

@@ -37,6 +37,8 @@ typedef struct gs_decoder {
      * each live row, log sum_v exp(logit_v) of its next-token logits over the
      * whole vocabulary (the normaliser; the decoder may fuse it with its output
      * layer and never store the logits).
+     * lse is NULL when the search renormalises (then only the decoder state is
+     * needed, for the logits calls below).
      * live (B * rows_per_input) uint8: only rows with live[r] = 1 need an answer.
      * A decoder may skip the others (leave their lse and the history of this
      * position stale): an idle row is always overwritten by reorder from a live

@@ -1039,6 +1039,10 @@ int gs_t5_decode_step_lse(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens,
 {
     int st = decode_layers(m, k, tokens, live);
     if (st) return st;
+    if (!lse) { /* the caller renormalises over a few tokens: no LM head over the vocabulary */
+        k->t++;
+        return GS_OK;
+    }
     if (!k->head.data)
         gs_packed_b_pack(1, m->cfg.d_model, m->cfg.vocab_size, m->params + m->lm_head, m->cfg.d_model,
                          k->head_data, &k->head);

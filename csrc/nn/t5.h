@@ -140,7 +140,8 @@ int gs_t5_decode_step(const gs_t5 *m, gs_t5_cache *c, const int32_t *tokens, flo
 /* Same step for beam search: the LM head runs on live rows only (early steps have
  * 1 live beam per input) and fused with its normaliser, so the (rows, vocab)
  * logits are never stored: lse[r] = log sum_v exp(logit[r, v]) for rows with
- * live[r] != 0 (others left unspecified). live (rows) uint8, lse (rows) double. */
+ * live[r] != 0 (others left unspecified). live (rows) uint8, lse (rows) double, or NULL
+ * to skip the LM head (a search that renormalises over a few tokens needs no normaliser). */
 int gs_t5_decode_step_lse(const gs_t5 *m, gs_t5_cache *c, const int32_t *tokens,
                           const uint8_t *live, double *lse);
 /* After a step: out[i] = logit of token_ids[i] (n of them) at row `row`. Read-only,
