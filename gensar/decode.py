@@ -257,8 +257,10 @@ def beam_search(model, input_ids, attention_mask, trie_or_candidates, num_beams=
         under 64 MB); results do not depend on it
     renormalise : False (default, as HF generate with a prefix constraint): each
         token's log-probability over the full vocabulary; True: over the tokens the
-        trie allows after its prefix (the scores of a model trained with
-        GenSARConfig.constrained_softmax)
+        searched trie allows after its prefix; a Trie (the whole catalogue's): over
+        the tokens that trie allows after the prefix, so that candidate sets are
+        ranked by catalogue-normalised probabilities (the scores of a model trained
+        with GenSARConfig.constrained_softmax); every searched path must be in it
 
     Returns
     -------
@@ -267,8 +269,11 @@ def beam_search(model, input_ids, attention_mask, trie_or_candidates, num_beams=
         tokens, each normalised over the full vocabulary (see module docstring), or
         over its trie siblings with renormalise
     """
-    if not isinstance(renormalise, (bool, np.bool_)):
-        raise TypeError(f"renormalise must be True or False, got {renormalise!r}")
+    norm_trie = None
+    if isinstance(renormalise, Trie):
+        norm_trie, renormalise = renormalise._handle, True
+    elif not isinstance(renormalise, (bool, np.bool_)):
+        raise TypeError(f"renormalise must be True, False or a Trie, got {renormalise!r}")
     ids = _int32_2d(input_ids, "input_ids")
     mask = np.ones_like(ids) if attention_mask is None else _int32_2d(attention_mask, "attention_mask")
     if mask.shape != ids.shape:
@@ -288,6 +293,6 @@ def beam_search(model, input_ids, attention_mask, trie_or_candidates, num_beams=
         e = min(B, s + batch_size)
         items[s:e], scores[s:e] = _core.t5_beam_search(
             model._model, np.ascontiguousarray(ids[s:e]), np.ascontiguousarray(mask[s:e]),
-            num_beams, top_k, start_token, renormalise=bool(renormalise),
+            num_beams, top_k, start_token, renormalise=bool(renormalise), norm_trie=norm_trie,
             **_target_kwargs(trie_or_candidates, s, e))
     return items, scores

@@ -662,6 +662,9 @@ class GenSAR:
 
         c = self.config
         table, target = self._decode_target(task)
+        # constrained_softmax: scores normalised over the catalogue's codes after each prefix
+        # (the model's item probabilities), also when ranking only a few candidates
+        renormalise = target if c.constrained_softmax else False
         if candidates is None:
             k = min(k, target.n_paths)
         beams = max(c.num_beams, k)
@@ -690,7 +693,7 @@ class GenSAR:
             ids, mask = self.tokenizer_.encode(inputs[s:e], self._input_len())
             kk = min(k, candidates.shape[1])
             it, sc = self.seq2seq_.beam_search(ids, mask, CandidateSets(table, candidates[s:e]),
-                                               renormalise=self.config.constrained_softmax,
+                                               renormalise=renormalise,
                                                num_beams=max(beams, kk), top_k=kk)
             items[s:e, :kk], scores[s:e, :kk] = it, sc
         return items, scores

@@ -117,11 +117,13 @@ def test_candidate_sets_wide_beam_equals_brute_force(seed):
                        *brute_force(model, ids, mask, b, table, cand[b][cand[b] >= 0]))
 
 
-def renormalised_scores(model, ids, mask, b, table, items):
+def renormalised_scores(model, ids, mask, b, table, items, over=None):
     """Brute force of renormalise=True: each token's log-probability over the tokens
-    that follow its prefix among the given items' paths -> (items, scores) ranked."""
+    that follow its prefix among the given items' paths (or among the paths of the
+    items `over`) -> (items, scores) ranked."""
     items = np.asarray(items)
     paths = table[items]
+    norm = paths if over is None else table[np.asarray(over)]
     n, L = paths.shape
     dec = np.zeros((n, L), np.int32)
     dec[:, 0] = model.config.decoder_start_token_id
@@ -130,7 +132,7 @@ def renormalised_scores(model, ids, mask, b, table, items):
     s = np.zeros(n)
     for i in range(n):
         for t in range(L):
-            siblings = np.unique(paths[(paths[:, :t] == paths[i, :t]).all(1), t])
+            siblings = np.unique(norm[(norm[:, :t] == paths[i, :t]).all(1), t])
             z = x[i, t, siblings]
             s[i] += x[i, t, paths[i, t]] - (z.max() + np.log(np.exp(z - z.max()).sum()))
     order = np.lexsort(tuple(paths.T[::-1]) + (-s,))
@@ -156,7 +158,15 @@ def test_renormalised_wide_beam_equals_brute_force(seed):
                                 renormalise=True)
     for b in range(B):
         assert_ranking(items[b], scores[b], *renormalised_scores(model, ids, mask, b, table, cand[b]))
-    with pytest.raises(TypeError, match="renormalise must be True or False"):
+    # normalised over the whole catalogue's siblings, not the candidates'
+    items, scores = beam_search(model, ids, mask, CandidateSets(table, cand), num_beams=15, top_k=15,
+                                renormalise=Trie(table))
+    for b in range(B):
+        assert_ranking(items[b], scores[b],
+                       *renormalised_scores(model, ids, mask, b, table, cand[b], over=np.arange(60)))
+    with pytest.raises(ValueError, match="not in the trie that normalises"):
+        beam_search(model, ids, mask, CandidateSets(table, cand), num_beams=15, renormalise=Trie(table[:30]))
+    with pytest.raises(TypeError, match="renormalise must be True, False or a Trie"):
         beam_search(model, ids, mask, Trie(table), renormalise="yes")
 
 

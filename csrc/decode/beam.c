@@ -118,13 +118,16 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
     int32_t *tokens = gs_alloc(rows * sizeof *tokens);
     int32_t *src = gs_alloc(rows * sizeof *src);
     int32_t *node = gs_alloc(rows * sizeof *node), *new_node = gs_alloc(rows * sizeof *node);
+    /* with dec->norm_trie: each row's node there (same prefix), and the next step's */
+    const gs_trie *nt = dec->renormalise ? dec->norm_trie : NULL;
+    int32_t *nnode = gs_alloc(rows * sizeof *nnode), *new_nnode = gs_alloc(rows * sizeof *nnode);
     double *score = gs_alloc(rows * sizeof *score), *new_score = gs_alloc(rows * sizeof *score);
     double *lse = gs_alloc(rows * sizeof *lse); /* log-sum-exp of each row's logits */
     uint8_t *live = gs_alloc(rows);             /* rows holding a beam this step */
     proposal *heaps = gs_alloc(rows * sizeof *heaps);
     uint8_t *bad = gs_calloc((size_t)B);
     if (!tokens || !src || !node || !new_node || !score || !new_score || !lse || !live || !heaps ||
-        !bad) {
+        !bad || !nnode || !new_nnode) {
         status = gs_fail(GS_ENOMEM, "out of memory for beam search (%d inputs x %d beams x %d vocab)",
                          B, K, V);
         goto done;
@@ -134,6 +137,7 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
     for (size_t r = 0; r < rows; r++) {
         tokens[r] = start_token;
         node[r] = r % (size_t)K == 0 ? 0 : -1;
+        nnode[r] = 0;
         score[r] = 0.0;
     }
 
@@ -162,9 +166,11 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
                     double norm = lse[r];
                     if (dec->renormalise) { /* a first pass: log-sum-exp over the children only */
                         double mx = -INFINITY, sum = 0.0;
-                        for (int32_t c0 = tr->child_start[node[r]]; c0 < end; c0 += CHILD_BATCH) {
-                            int n = end - c0 < CHILD_BATCH ? end - c0 : CHILD_BATCH;
-                            dec->logits(dec->ctx, r, n, tr->token + c0, child_logits);
+                        const gs_trie *ntr = nt ? nt : tr; /* whose children normalise */
+                        const int32_t nn = nt ? nnode[r] : node[r], nend = ntr->child_start[nn + 1];
+                        for (int32_t c0 = ntr->child_start[nn]; c0 < nend; c0 += CHILD_BATCH) {
+                            int n = nend - c0 < CHILD_BATCH ? nend - c0 : CHILD_BATCH;
+                            dec->logits(dec->ctx, r, n, ntr->token + c0, child_logits);
                             for (int i = 0; i < n; i++) {
                                 double z = child_logits[i];
                                 if (z > mx) {
@@ -193,6 +199,21 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
                 qsort(heap, (size_t)kept, sizeof *heap, proposal_cmp);
                 for (int j = 0; j < K; j++) {
                     size_t r = (size_t)b * K + j;
+                    new_nnode[r] = -1;
+                    if (j < kept && nt) { /* the chosen child's node in the normalising trie */
+                        const int32_t p = nnode[(size_t)b * K + heap[j].parent], tok = tr->token[heap[j].node];
+                        int32_t lo = nt->child_start[p], hi = nt->child_start[p + 1];
+                        while (lo < hi) { /* children are sorted by token */
+                            int32_t mid = lo + (hi - lo) / 2;
+                            if (nt->token[mid] < tok) lo = mid + 1;
+                            else hi = mid;
+                        }
+                        if (lo == nt->child_start[p + 1] || nt->token[lo] != tok) {
+                            bad[b] = 2;
+                            break;
+                        }
+                        new_nnode[r] = lo;
+                    }
                     if (j < kept) {
                         new_node[r] = heap[j].node;
                         new_score[r] = heap[j].score;
@@ -208,7 +229,11 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
             }
         } /* omp parallel */
         for (int b = 0; b < B; b++)
-            if (bad[b]) {
+            if (bad[b] == 2) {
+                status = gs_fail(GS_EINVAL, "input %d: a searched identifier path is not in the trie "
+                                 "that normalises the scores (every candidate must be a catalogue item)", b);
+                goto done;
+            } else if (bad[b]) {
                 status = gs_fail(GS_ERUNTIME,
                                  "the decoder produced non-finite logits (NaN or inf) for input %d "
                                  "at step %d; check the model weights",
@@ -217,6 +242,8 @@ int gs_beam_search(const gs_decoder *dec, const gs_trie *const *tries, int top_k
             }
         int32_t *ti = node;
         node = new_node, new_node = ti;
+        ti = nnode;
+        nnode = new_nnode, new_nnode = ti;
         double *ts = score;
         score = new_score, new_score = ts;
         if (t + 1 < L && (status = dec->reorder(dec->ctx, src))) goto done;
@@ -245,6 +272,8 @@ done:
     gs_free(src);
     gs_free(node);
     gs_free(new_node);
+    gs_free(nnode);
+    gs_free(new_nnode);
     gs_free(score);
     gs_free(new_score);
     gs_free(heaps);

@@ -54,6 +54,11 @@ typedef struct gs_decoder {
      * the node's trie children, log p(c) = logit_c - log sum over children: the
      * scores of a model trained with the constrained softmax (GenSARConfig). */
     int renormalise;
+    /* With renormalise: NULL normalises over the children in the search's own trie;
+     * a trie (the whole catalogue's) normalises over the children of the same prefix
+     * there instead, so that a search restricted to a few candidates ranks them by the
+     * model's catalogue-normalised probabilities. Every path searched must be in it. */
+    const gs_trie *norm_trie;
 } gs_decoder;
 
 /* Validates a search before any decoder work: num_beams >= 1, 1 <= top_k <=

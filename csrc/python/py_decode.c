@@ -247,13 +247,22 @@ static PyObject *py_t5_beam_search(PyObject *self, PyObject *args, PyObject *kw)
     (void)self;
     static char *kwlist[] = {"model",        "input_ids",  "attention_mask", "num_beams",
                              "top_k",        "decoder_start_token_id", "trie", "id_sequences",
-                             "candidates",   "on_duplicate", "renormalise", NULL};
+                             "candidates",   "on_duplicate", "renormalise", "norm_trie", NULL};
     PyObject *omodel, *oids, *omask, *otrie = Py_None, *otable = Py_None, *ocand = Py_None;
-    PyObject *obeams, *otopk, *ostart = NULL, *odup = NULL;
+    PyObject *obeams, *otopk, *ostart = NULL, *odup = NULL, *onorm = Py_None;
     int num_beams, top_k, start = 0, on_dup = GS_TRIE_DUP_ERROR, renormalise = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|OOOOOp", kwlist, &omodel, &oids, &omask,
-                                     &obeams, &otopk, &ostart, &otrie, &otable, &ocand, &odup, &renormalise))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO|OOOOOpO", kwlist, &omodel, &oids, &omask,
+                                     &obeams, &otopk, &ostart, &otrie, &otable, &ocand, &odup, &renormalise,
+                                     &onorm))
         return NULL;
+    const gs_trie *norm_trie = NULL;
+    if (onorm != Py_None) {
+        if (!renormalise) {
+            PyErr_SetString(PyExc_ValueError, "norm_trie normalises renormalised scores: pass renormalise=True");
+            return NULL;
+        }
+        if (!(norm_trie = trie_from(onorm))) return NULL;
+    }
     if (!PyCapsule_IsValid(omodel, GS_T5_CAPSULE)) {
         PyErr_SetString(PyExc_TypeError, "expected a T5 model capsule (Seq2Seq._model)");
         return NULL;
@@ -292,8 +301,8 @@ static PyObject *py_t5_beam_search(PyObject *self, PyObject *args, PyObject *kw)
     gs_model_lock *lk = gs_capsule_lock(omodel); /* the model's workspace (py_t5.c) */
     Py_BEGIN_ALLOW_THREADS
     gs_lock_read(lk);
-    status = gs_t5_beam_search(m, pi, pm, (int)B, (int)T, tg.tries, num_beams, top_k, start, renormalise, po,
-                               ps);
+    status = gs_t5_beam_search(m, pi, pm, (int)B, (int)T, tg.tries, num_beams, top_k, start, renormalise,
+                               norm_trie, po, ps);
     gs_unlock(lk);
     Py_END_ALLOW_THREADS
     target_free(&tg);
@@ -380,6 +389,7 @@ PyMethodDef gs_decode_methods[] = {
     {"t5_beam_search", (PyCFunction)(void (*)(void))py_t5_beam_search, METH_VARARGS | METH_KEYWORDS,
      "t5_beam_search(model, input_ids (B, T) int32, attention_mask (B, T) int32, num_beams, top_k, "
      "decoder_start_token_id=0, trie=None, id_sequences=None, candidates=None, on_duplicate=0, "
-     "renormalise=False) -> (items (B, top_k) int64, scores (B, top_k) float32); renormalise: each "
-     "token's log-probability over its trie siblings, not the vocabulary"},
+     "renormalise=False, norm_trie=None) -> (items (B, top_k) int64, scores (B, top_k) float32); "
+     "renormalise: each token's log-probability over its trie siblings, not the vocabulary; norm_trie: "
+     "the trie whose siblings normalise (default the searched one)"},
     {NULL, NULL, 0, NULL}};
