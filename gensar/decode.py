@@ -12,9 +12,12 @@ which items are allowed:
   test case.
 
 Scores are summed natural-log probabilities of the identifier tokens, each
-normalised over the model's FULL vocabulary (a masked log-softmax), no length
-penalty, no end token. Equal scores rank the lexicographically smaller
-identifier (token-id path) first.
+normalised over the model's FULL vocabulary (a masked log-softmax, as HF generate
+with a prefix constraint), no length penalty, no end token. With
+``beam_search(..., renormalise=...)`` each token is normalised over the tokens
+the trie allows after its prefix instead (the catalogue's, when a Trie is given:
+what a model trained with GenSARConfig.constrained_softmax learnt). Equal scores
+rank the lexicographically smaller identifier (token-id path) first.
 """
 import warnings
 
