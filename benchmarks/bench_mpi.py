@@ -100,7 +100,7 @@ def report():
              f"{base['threads_per_rank']} OpenMP thread(s) per rank. Model: the quick preset's "
              f"Seq2Seq, {P:,} parameters, so each step's one allreduce moves {S / 1e6:.2f} MB "
              f"(float32 gradients + the loss slot). Global batch {base['global_batch']}.", "",
-             "## Measured on this machine (2 cores, shared with other jobs: rough figures)", "",
+             "## Measured on this machine (2 cores; the note says whether other jobs shared it)", "",
              "| ranks | threads/rank | step (s) | examples/s | allreduce alone (ms) | AdamW update (ms) | note |",
              "|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
