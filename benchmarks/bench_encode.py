@@ -2,11 +2,15 @@
 model (all-MiniLM-L6-v2 by default), same texts, same thread counts, in one run.
 
     python benchmarks/bench_encode.py [--model all-MiniLM-L6-v2] [--n 2000] [--repeats 3]
+    python benchmarks/bench_encode.py --precision both   # gensar fp32 and bf16 products
 
 The texts are ~2000 synthetic movie/product-like titles (a fixed seed). Each engine and thread
 count is run `repeats` times, alternating engines, and the median texts/s is reported with
 the ratio gensar / sentence-transformers. The machine is shared: read ratios, not absolutes.
-Every result line names the CPU model and gensar's kernel path (--isa forces one).
+Every result line names the CPU model and gensar's kernel path (--isa forces one) and, for
+bf16, the product kernel (AMX tiles or VDPBF16PS). sentence-transformers always runs in
+its default fp32; the cosine columns say how far each gensar engine's unit vectors are
+from it (mean and worst text).
 """
 import argparse
 import os
@@ -51,10 +55,15 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--isa", choices=gensar.cpu.ISAS, help="force gensar's kernel path (default: the best)")
+    ap.add_argument("--precision", choices=("fp32", "bf16", "both"), default="fp32",
+                    help="gensar's matrix products: fp32 (default), bf16 (AVX512-BF16 / AMX CPUs), "
+                         "or both as two engines in the same rounds")
     args = ap.parse_args()
     if args.isa:
         gensar.set_isa(args.isa)
-    tag = f"[{gensar.cpu.cpu_model()}, {gensar.get_isa()}]"
+    precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
+    if "bf16" in precisions and not gensar.cpu_info()["bf16"]:
+        ap.error("--precision bf16 needs a CPU with AVX512-BF16 or AMX")
     print(f"CPU: {gensar.cpu.cpu_model()}; gensar kernel path: {gensar.get_isa()}")
     texts = make_titles(args.n)
     enc = SentenceEncoder(args.model, allow_fallback=False)
@@ -69,8 +78,9 @@ def main():
         st = None
         print("sentence-transformers not importable: gensar only")
 
-    def run_gensar(threads):
+    def run_gensar(threads, precision="fp32"):
         gensar.set_num_threads(threads)
+        gensar.set_precision(precision)
         t = time.perf_counter()
         v = enc.encode(texts, batch_size=args.batch_size, show_progress=False)
         return time.perf_counter() - t, v
@@ -87,22 +97,27 @@ def main():
     if st:
         run_st(2)
     for threads in args.threads:
-        g_times, s_times = [], []
+        g_times, s_times, vg = {p: [] for p in precisions}, [], {}
         for _ in range(args.repeats):
-            dt, vg = run_gensar(threads)
-            g_times.append(dt)
+            for p in precisions:  # engines alternate inside each round
+                dt, vg[p] = run_gensar(threads, p)
+                g_times[p].append(dt)
             if st:
                 dt, vs = run_st(threads)
                 s_times.append(dt)
-        g = len(texts) / statistics.median(g_times)
-        line = f"threads {threads}: gensar {g:8.1f} texts/s"
-        if st:
-            s = len(texts) / statistics.median(s_times)
-            cos = float((vg * vs).sum(1).mean())
-            line += (f" | sentence-transformers {s:8.1f} texts/s | ratio gensar/st {g / s:5.2f}"
-                     f" | mean cosine {cos:.7f}")
-        print(line + f"  (median of {args.repeats})  {tag}", flush=True)
+        for p in precisions:
+            g = len(texts) / statistics.median(g_times[p])
+            line = f"threads {threads}: gensar {p} {g:8.1f} texts/s"
+            if st:
+                s = len(texts) / statistics.median(s_times)
+                cos = (vg[p] * vs).sum(1)  # both engines return unit vectors
+                line += (f" | sentence-transformers (fp32) {s:8.1f} texts/s | ratio gensar/st {g / s:5.2f}"
+                         f" | cosine to st mean {cos.mean():.7f} min {cos.min():.7f}")
+            gensar.set_precision(p)
+            tag = f"[{gensar.cpu.describe()}]"
+            print(line + f"  (median of {args.repeats})  {tag}", flush=True)
     gensar.set_num_threads(0)
+    gensar.set_precision("fp32")
 
 
 if __name__ == "__main__":

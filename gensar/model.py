@@ -566,17 +566,19 @@ class GenSAR:
         return out
 
     def _teacher_forced_loss(self, examples, batch_size: int = 64) -> float:
-        """Mean target-token cross-entropy (nats) of examples, phrasing 0, dropout off."""
+        """Mean target-token cross-entropy (nats) of examples, phrasing 0, dropout off;
+        with constrained_softmax, the loss the model trains (over the valid codes only)."""
         from .seq2seq import shift_right
 
         total, count = 0.0, 0
         inputs, targets = render(examples), examples["target"].tolist()
-        for s in range(0, len(inputs), batch_size):
-            b = encode_batch(self.tokenizer_, inputs[s:s + batch_size], targets[s:s + batch_size],
-                             self._input_len(), self.config.max_target_len)
+        batches = [np.arange(s, min(s + batch_size, len(inputs))) for s in range(0, len(inputs), batch_size)]
+        for b in self._encode_batches(examples, inputs, batches):
             labels = b["labels"]
             dec = shift_right(labels, self.seq2seq_.config.decoder_start_token_id, 0)
             logits = self.seq2seq_.logits(b["input_ids"], b["attention_mask"], dec).astype(np.float64)
+            if "allowed" in b:
+                logits = np.where(b["allowed"], logits, -np.inf)
             logits -= logits.max(-1, keepdims=True)
             logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
             keep = labels != -100

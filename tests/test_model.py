@@ -154,6 +154,13 @@ def test_constrained_softmax_trains_on_valid_codes_only(fitted, monkeypatch, tmp
     h = model.history_
     assert h["loss"].iloc[-1] < h["loss"].iloc[0]
     assert len(model.recommend([[0, 1, 2]], k=5)) == 5
+    # the validation loss probe measures the loss the model trains: over the valid codes,
+    # so below the same model's whole-vocabulary cross-entropy
+    probe = model._builder(ds).examples("nrip", "valid")
+    constrained = model._teacher_forced_loss(probe)
+    model.config.constrained_softmax = False
+    assert constrained < model._teacher_forced_loss(probe)
+    model.config.constrained_softmax = True
     model.save(tmp_path / "m")
     assert gensar.GenSAR.load(tmp_path / "m").config.constrained_softmax is True
     with pytest.raises(TypeError, match="constrained_softmax must be True or False"):

@@ -292,8 +292,7 @@ static int check_seqs(const gs_sasrec_config *c, int B, const int32_t *seqs)
  * [hc_r . item(t_r), hc_r . item(neg_k) for k < K], a negative equal to t_r masked out. */
 static int sampled_output_layer(size_t Nv, int d, const float *hc, const int32_t *tc, int K,
                                 const int32_t *neg, const float *log_q, const float *items, float *gitems,
-                                float *work,
-                                float *row_loss, double *loss_sum, size_t *n_count, float *dhc)
+                                float *work, float *row_loss, double *loss_sum, size_t *n_count, float *dhc)
 {
     const int W = K + 1;
     float *lg = work, *part = lg + Nv * (size_t)W, *wn = part + Nv * (size_t)K, *dwn = wn + (size_t)K * d;
