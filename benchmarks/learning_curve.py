@@ -153,7 +153,9 @@ def report(run_dir: Path, results: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(results / f"learning-curve-{name}.png", dpi=120)
+    fig.savefig(results / f"learning-curve-{name}.png", dpi=120,  # the CPU in the file's metadata too
+                metadata={"Description": f"{info['cpu']['cpu']}, kernel path {path}, "
+                                         f"{info['cpu']['threads']} thread(s)"})
     cfg = info["config"]
     total = cfg.get("epochs")
     lines = [f"# Learning curve: {name}", "",

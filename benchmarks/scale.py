@@ -304,7 +304,9 @@ def report(csv_path: Path) -> None:
     fig.suptitle(f"gensar stages vs data size ({r0['cpu']}, {r0['kernel_path']}, {r0['threads']} thread(s))",
                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(csv_path.with_suffix(".png"), dpi=110)
+    fig.savefig(csv_path.with_suffix(".png"), dpi=110,  # the CPU in the file's metadata too
+                metadata={"Description": f"{r0['cpu']}, kernel path {r0['kernel_path']}, "
+                                         f"{r0['threads']} thread(s)"})
 
 
 def main():
