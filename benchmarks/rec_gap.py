@@ -45,14 +45,12 @@ from gensar.tasks import encode_batch, render  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def level_losses(model, examples, items, batch_size=64):
-    """(n, L) -log p of each target code: over the vocabulary and renormalised."""
+def level_losses(model, builder, examples, items, batch_size=64):
+    """(n, L) -log p of each target code: over the vocabulary and renormalised; and the
+    valid codes (per level: prefix -> next tokens, the constrained softmax's table)."""
     table = model._id_table("rec")  # (n_items, 1 + L): behaviour token + codes
     L = table.shape[1] - 1
-    siblings = [{} for _ in range(L)]  # level -> prefix -> valid next tokens
-    for lv in range(L):
-        for row in np.unique(table[:, 1:2 + lv], axis=0):
-            siblings[lv].setdefault(tuple(row[:lv].tolist()), []).append(int(row[lv]))
+    siblings = builder._valid_codes(model.config.rec_id)
     inputs, targets = render(examples), examples["target"].tolist()
     full, renorm = np.zeros((len(items), L)), np.zeros((len(items), L))
     for s in range(0, len(items), batch_size):
@@ -104,9 +102,10 @@ def main(argv=None):
     t0 = time.perf_counter()
     ds = datasets.load("ml-100k", seed=0)
     model = gensar.GenSAR.load(args.model, dataset=ds)
-    examples = model._builder(ds).examples("nrip", "valid")
+    builder = model._builder(ds)
+    examples = builder.examples("nrip", "valid")
     items = examples["item"].to_numpy()
-    full, renorm, siblings = level_losses(model, examples, items)
+    full, renorm, siblings = level_losses(model, builder, examples, items)
     sas, sas_ndcg = sasrec_levels(ds, model, items, args.sasrec_epochs, model.config.seed)
     table = model._id_table("rec")[:, 1:]
     uniform = np.array([[np.log(len(siblings[lv][tuple(table[i, :lv].tolist())])) for lv in range(table.shape[1])]

@@ -48,14 +48,19 @@ def distinct_table(rng, n, L, lo, hi, behaviour=None):
     return table
 
 
-def teacher_forced_scores(model, ids, mask, b, paths):
-    """(n, L) paths -> (n,) float64 log-probabilities for input b."""
+def teacher_forced_logits(model, ids, mask, b, paths):
+    """(n, L) paths -> (n, L, V) float64 logits of input b, each path teacher-forced."""
     n, L = paths.shape
     dec = np.zeros((n, L), np.int32)
     dec[:, 0] = model.config.decoder_start_token_id
     dec[:, 1:] = paths[:, :-1]
-    logits = model.logits(np.repeat(ids[b:b + 1], n, 0), np.repeat(mask[b:b + 1], n, 0), dec)
-    x = logits.astype(np.float64)
+    return model.logits(np.repeat(ids[b:b + 1], n, 0), np.repeat(mask[b:b + 1], n, 0), dec).astype(np.float64)
+
+
+def teacher_forced_scores(model, ids, mask, b, paths):
+    """(n, L) paths -> (n,) float64 log-probabilities for input b."""
+    n, L = paths.shape
+    x = teacher_forced_logits(model, ids, mask, b, paths)
     m = x.max(axis=2, keepdims=True)
     logp = x - m - np.log(np.exp(x - m).sum(axis=2, keepdims=True))
     return logp[np.arange(n)[:, None], np.arange(L)[None, :], paths].sum(axis=1)
@@ -125,10 +130,7 @@ def renormalised_scores(model, ids, mask, b, table, items, over=None):
     paths = table[items]
     norm = paths if over is None else table[np.asarray(over)]
     n, L = paths.shape
-    dec = np.zeros((n, L), np.int32)
-    dec[:, 0] = model.config.decoder_start_token_id
-    dec[:, 1:] = paths[:, :-1]
-    x = model.logits(np.repeat(ids[b:b + 1], n, 0), np.repeat(mask[b:b + 1], n, 0), dec).astype(np.float64)
+    x = teacher_forced_logits(model, ids, mask, b, paths)
     s = np.zeros(n)
     for i in range(n):
         for t in range(L):

@@ -184,6 +184,24 @@ def test_parameter_table_is_contiguous_and_hf_named():
     assert m.params[info["shared.weight"][0]] == 42.0
 
 
+def assert_grads_match_central_differences(grads, P, f, names, eps=1e-5):
+    """grads[name] against central differences of the float64 loss f() in each entry of
+    the float64 parameters P[name] (changed in place and restored), for every name.
+    Tolerance: |g - g_fd| <= 2e-4 + 2e-3 |g_fd| (float32 backward vs float64 FD)."""
+    for name in names:
+        flat = P[name].reshape(-1)
+        fd = np.zeros(flat.size)
+        for i in range(flat.size):
+            old = flat[i]
+            flat[i] = old + eps
+            lp = f()
+            flat[i] = old - eps
+            lm = f()
+            flat[i] = old
+            fd[i] = (lp - lm) / (2 * eps)
+        np.testing.assert_allclose(grads[name], fd.reshape(P[name].shape), rtol=2e-3, atol=2e-4, err_msg=name)
+
+
 # ---------------------------------------------------------------- gradients
 @pytest.mark.parametrize("variant", VARIANTS, ids=["relu-tied", "gated-untied"])
 def test_every_gradient_matches_central_differences(variant, one_thread):
@@ -202,20 +220,7 @@ def test_every_gradient_matches_central_differences(variant, one_thread):
         return ref_loss(ref_forward(P, cfg, b["input_ids"], b["attention_mask"], dec), b["labels"])
 
     assert abs(loss - f()) < 1e-5
-    grads = m.named_grads()
-    eps = 1e-5
-    for name, p in P.items():
-        fd = np.zeros_like(p)
-        flat = p.reshape(-1)
-        for i in range(flat.size):
-            old = flat[i]
-            flat[i] = old + eps
-            lp = f()
-            flat[i] = old - eps
-            lm = f()
-            flat[i] = old
-            fd.reshape(-1)[i] = (lp - lm) / (2 * eps)
-        np.testing.assert_allclose(grads[name], fd, rtol=2e-3, atol=2e-4, err_msg=name)
+    assert_grads_match_central_differences(m.named_grads(), P, f, P)
 
 
 def test_constrained_softmax_matches_numpy_reference_and_central_differences(one_thread):
@@ -244,21 +249,8 @@ def test_constrained_softmax_matches_numpy_reference_and_central_differences(one
     assert abs(loss - f()) < 1e-5
     assert abs(loss - m.loss_and_grads({k: v for k, v in b.items() if k != "allowed"})) > 1e-3
     m.loss_and_grads(b)
-    grads = m.named_grads()
-    eps = 1e-5
-    for name in ("shared.weight", "decoder.final_layer_norm.weight"):
-        p = P[name]
-        fd = np.zeros_like(p)
-        flat = p.reshape(-1)
-        for i in range(flat.size):
-            old = flat[i]
-            flat[i] = old + eps
-            lp = f()
-            flat[i] = old - eps
-            lm = f()
-            flat[i] = old
-            fd.reshape(-1)[i] = (lp - lm) / (2 * eps)
-        np.testing.assert_allclose(grads[name], fd, rtol=2e-3, atol=2e-4, err_msg=name)
+    assert_grads_match_central_differences(m.named_grads(), P, f,
+                                           ("shared.weight", "decoder.final_layer_norm.weight"))
     # an all-True mask is the unconstrained loss, bit for bit
     full = dict(b, allowed=np.ones_like(allowed))
     plain = {k: v for k, v in b.items() if k != "allowed"}
