@@ -1,4 +1,5 @@
 """The GenSAR estimator end to end on a tiny synthetic dataset (given IDs, tiny model)."""
+import json
 import numpy as np
 import pandas as pd
 import pytest
@@ -163,5 +164,14 @@ def test_constrained_softmax_trains_on_valid_codes_only(fitted, monkeypatch, tmp
     model.config.constrained_softmax = True
     model.save(tmp_path / "m")
     assert gensar.GenSAR.load(tmp_path / "m").config.constrained_softmax is True
+    # a model saved before the setting existed was trained with the full softmax: it loads so
+    cfg_path = tmp_path / "m" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["constrained_softmax"]
+    cfg_path.write_text(json.dumps(cfg))
+    (tmp_path / "m" / "manifest.json").unlink()  # an old save (no manifest to check it against)
+    with pytest.warns(UserWarning, match="no manifest.json"):
+        assert gensar.GenSAR.load(tmp_path / "m").config.constrained_softmax is False
+    assert gensar.GenSARConfig().constrained_softmax is True  # the default since the validation study
     with pytest.raises(TypeError, match="constrained_softmax must be True or False"):
         gensar.GenSAR(constrained_softmax="yes")

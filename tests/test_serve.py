@@ -47,7 +47,8 @@ def fresh(model, task, inputs, k):
     trie = Trie(table, vocab_size=model.tokenizer_.vocab_size)
     k = min(k, trie.n_paths)
     ids, mask = model.tokenizer_.encode(inputs, model._input_len())
-    return model.seq2seq_.beam_search(ids, mask, trie, num_beams=max(model.config.num_beams, k), top_k=k)
+    return model.seq2seq_.beam_search(ids, mask, trie, num_beams=max(model.config.num_beams, k), top_k=k,
+                                      renormalise=model.config.constrained_softmax)
 
 
 def histories(ds, n):
