@@ -1,0 +1,269 @@
+"""Is it the identifiers or the code-by-code generation? A SASRec that sees items only
+through GenSAR's identifier codes.
+
+GenSAR's encoder sees a history item only as its identifier's codes, and its decoder
+generates the next item code by code. This probe asks how much of SASRec's
+recommendation quality survives each of those two steps, with everything else held
+fixed (the same causal transformer, data, optimiser and epochs; PyTorch, 1 thread):
+
+  item            SASRec: one learnt embedding per item, in the history and as the
+                  output (item score = h . e_item, softmax over the catalogue)
+  codes_in        history items as the sum of their codes' embeddings (one table
+                  per level, as GenSAR's token embeddings); output as `item`
+  codes           codes in and out: an item's output embedding is the sum of its
+                  codes' embeddings too (the identifiers are all the model knows)
+  codes_generative  codes in; out, the item's log-probability generated code by
+                  code: level l's code from an MLP of h + the embeddings of the
+                  codes before it, softmax over the codes valid after that prefix in
+                  the catalogue (GenSAR's decoder with constrained_softmax, reduced
+                  to an MLP per level)
+
+Identifiers: the collaborative IDs of a saved GenSAR model (``--model DIR``, e.g.
+``gensar run --preset quick --out DIR``). Data: ml-100k's training events (both
+kinds, as gensar's SASRec), windows of ``--max-len`` items with a target at every
+position; validation next-item cases scored on the sampled protocol (100
+candidates, popularity negatives) with gensar's own metric code. Validation only.
+
+    python benchmarks/id_factorisation.py --model DIR [--epochs 40] [--seeds 0 1]
+
+Writes benchmarks/results/id-factorisation-<name>.{md,csv}. Needs torch (optional
+dependency, ``pip install torch``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _provenance import commit  # noqa: E402
+
+VARIANTS = ("item", "codes_in", "codes", "codes_generative")
+
+
+def windows(seqs, T):
+    """(inputs, targets) int64 (n, T): left-padded windows, -1 = no item, -100 = no target;
+    consecutive windows overlap by one item so every item is a target once per epoch."""
+    X, Y = [], []
+    for s in seqs:
+        end = len(s)
+        while end >= 2:
+            start = max(0, end - T - 1)
+            w = s[start:end]
+            x, y = np.full(T, -1), np.full(T, -100)
+            x[T - len(w) + 1:], y[T - len(w) + 1:] = w[:-1], w[1:]
+            X.append(x)
+            Y.append(y)
+            end = start + 1
+    return np.stack(X), np.stack(Y)
+
+
+def valid_code_masks(codes, K):
+    """(N, L, K) bool: at each level, the codes valid after the item's own prefix."""
+    N, L = codes.shape
+    out = np.zeros((N, L, K), bool)
+    for lv in range(L):
+        groups = {}
+        for i in range(N):
+            groups.setdefault(tuple(codes[i, :lv]), set()).add(int(codes[i, lv]))
+        for i in range(N):
+            out[i, lv, sorted(groups[tuple(codes[i, :lv])])] = True
+    return out
+
+
+def build(variant, codes, T, H, torch):
+    nn = torch.nn
+    N, L = codes.shape
+    K = int(codes.max()) + 1
+    code_t = torch.as_tensor(codes)
+    allowed = torch.as_tensor(valid_code_masks(codes, K))
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.item = nn.Embedding(N, H)
+            self.code = nn.ModuleList(nn.Embedding(K, H) for _ in range(L))
+            self.pos = nn.Embedding(T, H)
+            layer = nn.TransformerEncoderLayer(H, 1, H, 0.2, batch_first=True, norm_first=True)
+            self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+            self.ln, self.drop = nn.LayerNorm(H), nn.Dropout(0.2)
+            # generative head: level l's code from h + embeddings of the codes before it
+            self.prev = nn.ModuleList(nn.Embedding(K, H) for _ in range(L))
+            self.head = nn.ModuleList(nn.Sequential(nn.Linear(H, H), nn.GELU(), nn.Linear(H, K))
+                                      for _ in range(L))
+            for e in (self.item, *self.code, *self.prev):
+                nn.init.normal_(e.weight, std=0.05)
+
+        def composed(self, idx):
+            return sum(self.code[lv](code_t[idx, lv]) for lv in range(L))
+
+        def hidden(self, x):
+            pad = x < 0
+            xi = x.clamp(min=0)
+            e = self.item(xi) if variant == "item" else self.composed(xi)
+            e = self.drop(e * H ** 0.5 + self.pos.weight[None]) * (~pad)[..., None]
+            causal = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
+            return self.ln(self.enc(e, mask=causal))
+
+        def level_logp(self, ctx, lv, items):
+            """log p of level lv's codes (..., K), over the codes valid after each item's prefix."""
+            z = self.head[lv](ctx).masked_fill(~allowed[items, lv], float("-inf"))
+            return torch.log_softmax(z, -1)
+
+        def loss(self, h, y):
+            keep = y >= 0
+            h, y = h[keep], y[keep]
+            if variant != "codes_generative":
+                out = self.item.weight if variant in ("item", "codes_in") else self.composed(torch.arange(N))
+                return nn.functional.cross_entropy(h @ out.T, y)
+            total, ctx = 0.0, h
+            for lv in range(L):
+                total = total - self.level_logp(ctx, lv, y).gather(-1, code_t[y, lv, None]).mean()
+                ctx = ctx + self.prev[lv](code_t[y, lv])
+            return total
+
+        def scores(self, h):
+            """(B, N) log-scores of every item after hidden states h (B, H)."""
+            if variant != "codes_generative":
+                out = self.item.weight if variant in ("item", "codes_in") else self.composed(torch.arange(N))
+                return h @ out.T
+            items = torch.arange(N)
+            ctx, total = h[:, None, :].expand(-1, N, -1), 0.0
+            for lv in range(L):
+                total = total + self.level_logp(ctx, lv, items).gather(-1, code_t[None, :, lv, None].expand(len(h), -1, 1))[..., 0]
+                ctx = ctx + self.prev[lv](code_t[:, lv])[None]
+            return total
+
+    return Probe()
+
+
+def run(variant, seed, a, ds, codes, seqs, torch, log):
+    from gensar.evaluate import evaluate_scorer
+
+    torch.manual_seed(seed)
+    T = a.max_len
+    X, Y = (torch.as_tensor(v) for v in windows(seqs, T))
+    m = build(variant, codes, T, a.hidden, torch)
+    opt = torch.optim.Adam(m.parameters(), a.lr)
+    ev_items = ds.events["item"].to_numpy()
+
+    def score(task, ex):
+        m.eval()
+        xs = np.full((len(ex), T), -1)
+        for i, h in enumerate(ex["history"]):
+            h = ev_items[h][-T:]
+            if len(h):
+                xs[i, T - len(h):] = h
+        with torch.no_grad():
+            hid = m.hidden(torch.as_tensor(xs))[:, -1]
+            out = np.concatenate([m.scores(hid[s:s + 64]).numpy() for s in range(0, len(hid), 64)])
+        m.train()
+        return out
+
+    gen = torch.Generator().manual_seed(seed)
+    rows, t0 = [], time.perf_counter()
+    for epoch in range(1, a.epochs + 1):
+        total, n = 0.0, 0
+        order = torch.randperm(len(X), generator=gen)
+        for s in range(0, len(X), a.batch_size):
+            idx = order[s:s + a.batch_size]
+            loss = m.loss(m.hidden(X[idx]), Y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, n = total + float(loss), n + 1
+        if epoch % a.eval_every == 0 or epoch == a.epochs:
+            table = evaluate_scorer(ds, score, tasks=("rec",), split="valid", protocols=("sampled",),
+                                    method=variant, seed=seed)
+            row = dict(variant=variant, seed=seed, epoch=epoch, train_loss=round(total / n, 4),
+                       **{k: float(table[k].iloc[0]) for k in ("HR@10", "NDCG@10")},
+                       seconds=round(time.perf_counter() - t0, 1))
+            rows.append(row)
+            log(f"{variant} seed {seed} epoch {epoch}: loss {row['train_loss']:.3f} "
+                f"valid sampled NDCG@10 {row['NDCG@10']:.4f} ({row['seconds']:.0f} s)")
+    return rows
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="a saved GenSAR model (its collaborative IDs are used)")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--max-len", type=int, default=15, help="history items (GenSAR quick: 10 rec + 5 search)")
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--name", default="ml-100k")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    a = p.parse_args()
+    try:
+        import torch
+    except ImportError:
+        raise SystemExit("this probe needs torch: pip install torch") from None
+    torch.set_num_threads(1)
+    from gensar import datasets
+
+    ds = datasets.load("ml-100k", seed=0)
+    with np.load(Path(a.model) / "ids.npz") as z:
+        codes = z["collaborative"].astype(np.int64)
+    if len(codes) != ds.n_items:
+        raise SystemExit(f"{a.model} holds IDs of {len(codes)} items; ml-100k has {ds.n_items}")
+    ev = ds.events
+    keep = ev["split"].to_numpy() == "train"
+    users, items = ev["user"].to_numpy()[keep], ev["item"].to_numpy()[keep]
+    bounds = np.searchsorted(users, np.arange(ds.n_users + 1))
+    seqs = [items[bounds[u]:bounds[u + 1]] for u in range(ds.n_users)]
+    rev = commit()
+    rows = []
+    for seed in a.seeds:
+        for v in a.variants:
+            rows += run(v, seed, a, ds, codes, seqs, torch, lambda s: print(s, flush=True))
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    import gensar
+
+    cpu = gensar.cpu_info()["cpu"]
+    with open(out / f"id-factorisation-{a.name}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[*rows[0], "cpu", "commit"])
+        w.writeheader()
+        w.writerows(dict(r, cpu=cpu, commit=rev) for r in rows)
+    last = {}
+    for r in rows:
+        last.setdefault(r["variant"], {})[r["seed"]] = r
+    lines = [f"# Identifiers or generation? SASRec seeing items through GenSAR's codes ({a.name})", "",
+             f"Command: `python benchmarks/id_factorisation.py --model {a.model} --epochs {a.epochs} "
+             f"--seeds {' '.join(map(str, a.seeds))}` at commit {rev}; {cpu}; PyTorch, 1 thread. "
+             f"Identifiers: {codes.shape[1]} levels, collaborative IDs of {a.model}. "
+             f"Causal transformer (2 layers, hidden {a.hidden}, dropout 0.2), windows of {a.max_len} items, "
+             f"Adam lr {a.lr}, batch {a.batch_size}. Validation next-item cases, sampled protocol "
+             f"(100 candidates, popularity negatives), NDCG@10 after the last epoch; mean over seeds.", "",
+             "| variant | what the model knows of an item | valid NDCG@10 (last epoch) | per seed |",
+             "|---|---|---|---|"]
+    what = {"item": "its own embedding, in and out (SASRec)",
+            "codes_in": "its codes in the history, its own embedding as output",
+            "codes": "its codes only, in and out",
+            "codes_generative": "its codes in; generated code by code (constrained softmax per level)"}
+    for v in a.variants:
+        vals = [last[v][s]["NDCG@10"] for s in a.seeds]
+        lines.append(f"| {v} | {what[v]} | {np.mean(vals):.4f} | {', '.join(f'{x:.4f}' for x in vals)} |")
+    lines += ["", "Learning curves (validation NDCG@10 by epoch):", "",
+              "| variant | seed | " + " | ".join(str(r["epoch"]) for r in rows if r["variant"] == rows[0]["variant"]
+                                                  and r["seed"] == rows[0]["seed"]) + " |",
+              "|---|---|" + "---|" * sum(1 for r in rows if r["variant"] == rows[0]["variant"]
+                                          and r["seed"] == rows[0]["seed"])]
+    for v in a.variants:
+        for s in a.seeds:
+            lines.append(f"| {v} | {s} | " + " | ".join(f"{r['NDCG@10']:.4f}" for r in rows
+                                                           if r["variant"] == v and r["seed"] == s) + " |")
+    (out / f"id-factorisation-{a.name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
