@@ -47,10 +47,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def level_losses(model, builder, examples, items, batch_size=64):
     """(n, L) -log p of each target code: over the vocabulary and renormalised; and the
-    valid codes (per level: prefix -> next tokens, the constrained softmax's table)."""
+    catalogue trie (which codes follow a prefix: what the constrained softmax normalises over)."""
     table = model._id_table("rec")  # (n_items, 1 + L): behaviour token + codes
     L = table.shape[1] - 1
-    siblings = builder._valid_codes(model.config.rec_id)
+    trie = builder.id_trie(model.config.rec_id)
     inputs, targets = render(examples), examples["target"].tolist()
     full, renorm = np.zeros((len(items), L)), np.zeros((len(items), L))
     for s in range(0, len(items), batch_size):
@@ -62,10 +62,10 @@ def level_losses(model, builder, examples, items, batch_size=64):
             path = table[items[s + r], 1:].tolist()
             for lv in range(L):
                 row = z[r, 1 + lv]  # position 0 predicts the behaviour token
-                allowed = row[siblings[lv][tuple(path[:lv])]]
+                allowed = row[trie.children(path[:lv])]
                 full[s + r, lv] = _lse(row) - row[path[lv]]
                 renorm[s + r, lv] = _lse(allowed) - row[path[lv]]
-    return full, renorm, siblings
+    return full, renorm, trie
 
 
 def _lse(x):
@@ -105,10 +105,10 @@ def main(argv=None):
     builder = model._builder(ds)
     examples = builder.examples("nrip", "valid")
     items = examples["item"].to_numpy()
-    full, renorm, siblings = level_losses(model, builder, examples, items)
+    full, renorm, trie = level_losses(model, builder, examples, items)
     sas, sas_ndcg = sasrec_levels(ds, model, items, args.sasrec_epochs, model.config.seed)
     table = model._id_table("rec")[:, 1:]
-    uniform = np.array([[np.log(len(siblings[lv][tuple(table[i, :lv].tolist())])) for lv in range(table.shape[1])]
+    uniform = np.array([[np.log(len(trie.children(table[i, :lv]))) for lv in range(table.shape[1])]
                         for i in items])
 
     ndcg = {}

@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .decode import Trie
 from .tokenizer import HISTORY_SEPARATOR, REC_ITEM, SRC_ITEM, SRC_QUERY, Tokenizer, escape_text
 
 NO_HISTORY = "(no history yet)"
@@ -215,20 +216,14 @@ class TaskBuilder:
         kind, behaviour = self.target_id[task]
         return [self.tok.behaviour_ids[behaviour], *self.id_tokens[kind][item].tolist(), self.tok.eos_id]
 
-    def _valid_codes(self, kind: str) -> list:
-        """Per level l of identifier kind: {prefix (first l tokens) -> token ids valid next},
-        the catalogue's trie as the constrained loss uses it; built once per builder."""
-        cache = self.__dict__.setdefault("_valid_cache", {})
-        if kind not in cache:
-            ids = self.id_tokens[kind]
-            levels = []
-            for lv in range(ids.shape[1]):
-                nxt = {}
-                for row in np.unique(ids[:, :lv + 1], axis=0):
-                    nxt.setdefault(tuple(row[:lv].tolist()), []).append(int(row[lv]))
-                levels.append({k: np.array(v, np.int64) for k, v in nxt.items()})
-            cache[kind] = levels
-        return cache[kind]
+    def id_trie(self, kind: str) -> Trie:
+        """The catalogue's trie of identifier kind (code tokens, no behaviour token): which
+        codes may follow a prefix, what the constrained loss normalises over. Built once."""
+        tries = self.__dict__.setdefault("_tries", {})
+        if kind not in tries:
+            # "first": items sharing an identifier share its prefixes, all the mask needs
+            tries[kind] = Trie(self.id_tokens[kind], vocab_size=self.tok.vocab_size, on_duplicate="first")
+        return tries[kind]
 
     def allowed_mask(self, tasks, items, T: int, vocab_size: int) -> np.ndarray:
         """The constrained loss's mask (B, T, vocab_size) bool for a batch's examples
@@ -241,12 +236,10 @@ class TaskBuilder:
             if task not in self.target_id or item < 0:
                 continue
             kind = self.target_id[task][0]
-            path = self.id_tokens[kind][item].tolist()
-            for lv, nxt in enumerate(self._valid_codes(kind)):
-                if 1 + lv >= T:
-                    break
+            trie, path = self.id_trie(kind), self.id_tokens[kind][item]
+            for lv in range(min(len(path), T - 1)):
                 mask[b, 1 + lv] = False
-                mask[b, 1 + lv, nxt[tuple(path[:lv])]] = True
+                mask[b, 1 + lv, trie.children(path[:lv])] = True
         return mask
 
     def text_target_tokens(self, text: str, behaviour: str | None = None) -> list:
