@@ -175,7 +175,7 @@ def run(variant, seed, a, ds, codes, seqs, torch, log):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total, n = total + float(loss), n + 1
+            total, n = total + loss.item(), n + 1
         if epoch % a.eval_every == 0 or epoch == a.epochs:
             table = evaluate_scorer(ds, score, tasks=("rec",), split="valid", protocols=("sampled",),
                                     method=variant, seed=seed)
