@@ -42,14 +42,24 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _provenance import commit  # noqa: E402
 
-VARIANTS = ("item", "codes_in", "codes", "codes_generative")
+VARIANTS = ("item", "codes_in", "codes", "codes_generative", "code_tokens_generative")
 
 
-def windows(seqs, T):
-    """(inputs, targets) int64 (n, T): left-padded windows, -1 = no item, -100 = no target;
-    consecutive windows overlap by one item so every item is a target once per epoch."""
+def windows(seqs, T, targets="all"):
+    """(inputs, targets) int64 (n, T): left-padded windows, -1 = no item, -100 = no target.
+    targets "all" (SASRec): consecutive windows overlap by one item and every position
+    has a target, so every item is a target once per epoch; "last" (GenSAR's examples):
+    one window per target, the up to T items before it, a target at the last position only."""
     X, Y = [], []
     for s in seqs:
+        if targets == "last":
+            for t in range(1, len(s)):
+                h = s[max(0, t - T):t]
+                x, y = np.full(T, -1), np.full(T, -100)
+                x[T - len(h):], y[-1] = h, s[t]
+                X.append(x)
+                Y.append(y)
+            continue
         end = len(s)
         while end >= 2:
             start = max(0, end - T - 1)
@@ -93,6 +103,7 @@ def build(variant, codes, T, H, torch):
             self.ln, self.drop = nn.LayerNorm(H), nn.Dropout(0.2)
             # generative head: level l's code from h + embeddings of the codes before it
             self.prev = nn.ModuleList(nn.Embedding(K, H) for _ in range(L))
+            self.level = nn.Parameter(torch.zeros(L, H))  # code_tokens: which level a position holds
             self.head = nn.ModuleList(nn.Sequential(nn.Linear(H, H), nn.GELU(), nn.Linear(H, K))
                                       for _ in range(L))
             for e in (self.item, *self.code, *self.prev):
@@ -104,6 +115,13 @@ def build(variant, codes, T, H, torch):
         def hidden(self, x):
             pad = x < 0
             xi = x.clamp(min=0)
+            if variant == "code_tokens_generative":  # L positions per item, as GenSAR's tokens
+                e = torch.stack([self.code[lv](code_t[xi, lv]) + self.level[lv] for lv in range(L)], 2)
+                e = self.drop(e * H ** 0.5 + self.pos.weight[None, :, None]).reshape(len(x), T * L, H)
+                # bidirectional, as GenSAR's encoder (so "last" targets only): item t's state
+                # is its last code's
+                out = self.enc(e, src_key_padding_mask=pad.repeat_interleave(L, 1))
+                return self.ln(out.reshape(len(x), T, L, H)[:, :, -1])
             e = self.item(xi) if variant == "item" else self.composed(xi)
             e = self.drop(e * H ** 0.5 + self.pos.weight[None]) * (~pad)[..., None]
             causal = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
@@ -117,7 +135,7 @@ def build(variant, codes, T, H, torch):
         def loss(self, h, y):
             keep = y >= 0
             h, y = h[keep], y[keep]
-            if variant != "codes_generative":
+            if not variant.endswith("generative"):
                 out = self.item.weight if variant in ("item", "codes_in") else self.composed(torch.arange(N))
                 return nn.functional.cross_entropy(h @ out.T, y)
             total, ctx = 0.0, h
@@ -128,7 +146,7 @@ def build(variant, codes, T, H, torch):
 
         def scores(self, h):
             """(B, N) log-scores of every item after hidden states h (B, H)."""
-            if variant != "codes_generative":
+            if not variant.endswith("generative"):
                 out = self.item.weight if variant in ("item", "codes_in") else self.composed(torch.arange(N))
                 return h @ out.T
             items = torch.arange(N)
@@ -146,7 +164,7 @@ def run(variant, seed, a, ds, codes, seqs, torch, log):
 
     torch.manual_seed(seed)
     T = a.max_len
-    X, Y = (torch.as_tensor(v) for v in windows(seqs, T))
+    X, Y = (torch.as_tensor(v) for v in windows(seqs, T, a.targets))
     m = build(variant, codes, T, a.hidden, torch)
     opt = torch.optim.Adam(m.parameters(), a.lr)
     ev_items = ds.events["item"].to_numpy()
@@ -168,8 +186,8 @@ def run(variant, seed, a, ds, codes, seqs, torch, log):
     rows, t0 = [], time.perf_counter()
     for epoch in range(1, a.epochs + 1):
         total, n = 0.0, 0
-        order = torch.randperm(len(X), generator=gen)
-        for s in range(0, len(X), a.batch_size):
+        order = torch.randperm(len(X), generator=gen)[:a.examples_per_epoch or None]
+        for s in range(0, len(order), a.batch_size):
             idx = order[s:s + a.batch_size]
             loss = m.loss(m.hidden(X[idx]), Y[idx])
             opt.zero_grad()
@@ -179,7 +197,8 @@ def run(variant, seed, a, ds, codes, seqs, torch, log):
         if epoch % a.eval_every == 0 or epoch == a.epochs:
             table = evaluate_scorer(ds, score, tasks=("rec",), split="valid", protocols=("sampled",),
                                     method=variant, seed=seed)
-            row = dict(variant=variant, seed=seed, epoch=epoch, train_loss=round(total / n, 4),
+            row = dict(variant=variant, targets=a.targets, seed=seed, epoch=epoch,
+                       targets_seen=epoch * int((Y[order] >= 0).sum()), train_loss=round(total / n, 4),
                        **{k: float(table[k].iloc[0]) for k in ("HR@10", "NDCG@10")},
                        seconds=round(time.perf_counter() - t0, 1))
             rows.append(row)
@@ -196,12 +215,19 @@ def main():
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--max-len", type=int, default=15, help="history items (GenSAR quick: 10 rec + 5 search)")
+    p.add_argument("--targets", default="all", choices=("all", "last"),
+                   help="all: a target at every position (SASRec); last: one example per target (GenSAR)")
+    p.add_argument("--examples-per-epoch", type=int, default=0,
+                   help="windows drawn per epoch (0: all); GenSAR's quick preset: 41,000 next-item examples")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--name", default="ml-100k")
+    p.add_argument("--name", default=None, help="default: ml-100k, ml-100k-last with --targets last")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     a = p.parse_args()
+    if "code_tokens_generative" in a.variants and a.targets != "last":
+        raise SystemExit("code_tokens_generative reads a bidirectional encoder: use it with --targets last")
+    a.name = a.name or ("ml-100k" if a.targets == "all" else "ml-100k-last")
     try:
         import torch
     except ImportError:
@@ -220,6 +246,7 @@ def main():
     bounds = np.searchsorted(users, np.arange(ds.n_users + 1))
     seqs = [items[bounds[u]:bounds[u + 1]] for u in range(ds.n_users)]
     rev = commit()
+    per_epoch = int((windows(seqs, a.max_len, a.targets)[1] >= 0).sum())
     rows = []
     for seed in a.seeds:
         for v in a.variants:
@@ -238,17 +265,22 @@ def main():
         last.setdefault(r["variant"], {})[r["seed"]] = r
     lines = [f"# Identifiers or generation? SASRec seeing items through GenSAR's codes ({a.name})", "",
              f"Command: `python benchmarks/id_factorisation.py --model {a.model} --epochs {a.epochs} "
-             f"--seeds {' '.join(map(str, a.seeds))}` at commit {rev}; {cpu}; PyTorch, 1 thread. "
+             f"--seeds {' '.join(map(str, a.seeds))} --targets {a.targets}"
+             + (f" --examples-per-epoch {a.examples_per_epoch}" if a.examples_per_epoch else "") + f"` at commit {rev}; {cpu}; PyTorch, 1 thread. "
              f"Identifiers: {codes.shape[1]} levels, collaborative IDs of {a.model}. "
              f"Causal transformer (2 layers, hidden {a.hidden}, dropout 0.2), windows of {a.max_len} items, "
-             f"Adam lr {a.lr}, batch {a.batch_size}. Validation next-item cases, sampled protocol "
-             f"(100 candidates, popularity negatives), NDCG@10 after the last epoch; mean over seeds.", "",
+             f"Adam lr {a.lr}, batch {a.batch_size}, targets: {a.targets} ({'a target at every position, as SASRec' if a.targets == 'all' else 'one example per target, its target at the last position, as GenSAR'}). Validation next-item cases, sampled protocol "
+             f"(100 candidates, popularity negatives), NDCG@10 after the last epoch; mean over seeds. "
+             f"Targets per epoch: {per_epoch:,}" + (f" (windows drawn per epoch: {a.examples_per_epoch:,})"
+                                                     if a.examples_per_epoch else "") + ".", "",
              "| variant | what the model knows of an item | valid NDCG@10 (last epoch) | per seed |",
              "|---|---|---|---|"]
     what = {"item": "its own embedding, in and out (SASRec)",
             "codes_in": "its codes in the history, its own embedding as output",
             "codes": "its codes only, in and out",
-            "codes_generative": "its codes in; generated code by code (constrained softmax per level)"}
+            "codes_generative": "its codes in; generated code by code (constrained softmax per level)",
+            "code_tokens_generative": "its codes as L tokens in a bidirectional encoder (GenSAR's input); "
+                                      "generated code by code"}
     for v in a.variants:
         vals = [last[v][s]["NDCG@10"] for s in a.seeds]
         lines.append(f"| {v} | {what[v]} | {np.mean(vals):.4f} | {', '.join(f'{x:.4f}' for x in vals)} |")
