@@ -209,7 +209,8 @@ def run(variant, seed, a, ds, codes, seqs, torch, log):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="a saved GenSAR model (its collaborative IDs are used)")
+    p.add_argument("--model", required=True, nargs="+",
+                   help="saved GenSAR model(s): their collaborative IDs are used; one, or one per seed")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--epochs", type=int, default=40)
@@ -236,10 +237,14 @@ def main():
     from gensar import datasets
 
     ds = datasets.load("ml-100k", seed=0)
-    with np.load(Path(a.model) / "ids.npz") as z:
-        codes = z["collaborative"].astype(np.int64)
-    if len(codes) != ds.n_items:
-        raise SystemExit(f"{a.model} holds IDs of {len(codes)} items; ml-100k has {ds.n_items}")
+    if len(a.model) not in (1, len(a.seeds)):
+        raise SystemExit(f"give one --model, or one per seed ({len(a.seeds)}), got {len(a.model)}")
+    codes_of = {}
+    for seed, d in zip(a.seeds, a.model * len(a.seeds) if len(a.model) == 1 else a.model):
+        with np.load(Path(d) / "ids.npz") as z:
+            codes_of[seed] = z["collaborative"].astype(np.int64)
+        if len(codes_of[seed]) != ds.n_items:
+            raise SystemExit(f"{d} holds IDs of {len(codes_of[seed])} items; ml-100k has {ds.n_items}")
     ev = ds.events
     keep = ev["split"].to_numpy() == "train"
     users, items = ev["user"].to_numpy()[keep], ev["item"].to_numpy()[keep]
@@ -250,7 +255,7 @@ def main():
     rows = []
     for seed in a.seeds:
         for v in a.variants:
-            rows += run(v, seed, a, ds, codes, seqs, torch, lambda s: print(s, flush=True))
+            rows += run(v, seed, a, ds, codes_of[seed], seqs, torch, lambda s: print(s, flush=True))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     import gensar
@@ -264,10 +269,11 @@ def main():
     for r in rows:
         last.setdefault(r["variant"], {})[r["seed"]] = r
     lines = [f"# Identifiers or generation? SASRec seeing items through GenSAR's codes ({a.name})", "",
-             f"Command: `python benchmarks/id_factorisation.py --model {a.model} --epochs {a.epochs} "
+             f"Command: `python benchmarks/id_factorisation.py --model {' '.join(a.model)} --epochs {a.epochs} "
              f"--seeds {' '.join(map(str, a.seeds))} --targets {a.targets}"
              + (f" --examples-per-epoch {a.examples_per_epoch}" if a.examples_per_epoch else "") + f"` at commit {rev}; {cpu}; PyTorch, 1 thread. "
-             f"Identifiers: {codes.shape[1]} levels, collaborative IDs of {a.model}. "
+             f"Identifiers: the collaborative IDs of {', '.join(a.model)} (one per seed when several), "
+             f"{codes_of[a.seeds[0]].shape[1]} levels. "
              f"Causal transformer (2 layers, hidden {a.hidden}, dropout 0.2), windows of {a.max_len} items, "
              f"Adam lr {a.lr}, batch {a.batch_size}, targets: {a.targets} ({'a target at every position, as SASRec' if a.targets == 'all' else 'one example per target, its target at the last position, as GenSAR'}). Validation next-item cases, sampled protocol "
              f"(100 candidates, popularity negatives), NDCG@10 after the last epoch; mean over seeds. "
