@@ -11,8 +11,11 @@ must share the Python API of ``_core`` (any build of this repository does).
     git worktree add /tmp/base <commit> && (cd /tmp/base && python setup.py build_ext --inplace)
     python benchmarks/bench_train_ab.py /tmp/base/gensar                 # quick preset's model
     python benchmarks/bench_train_ab.py /tmp/base/gensar --model default --threads 2
+    python benchmarks/bench_train_ab.py /tmp/base/gensar --model sasrec     # one SASRec epoch on ml-100k
 
-Prints each build's median step time and the ratio installed / other (< 1: the
+With ``--model sasrec`` a "step" is one SASRec training epoch on ml-100k (default
+settings, seed 0), and the two builds must give the same epoch loss. Prints each
+build's median step time and the ratio installed / other (< 1: the
 installed build is faster), with the CPU model and kernel path.
 """
 from __future__ import annotations
@@ -34,12 +37,14 @@ import gensar.seq2seq as seq2seq  # noqa: E402
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("other", help="the other build's gensar package directory (holding its _core*.so)")
-    ap.add_argument("--model", choices=("quick", "default"), default="quick",
-                    help="the quick preset's model or bench_train.py's defaults")
+    ap.add_argument("--model", choices=("quick", "default", "sasrec"), default="quick",
+                    help="the quick preset's model, bench_train.py's defaults, or one SASRec epoch")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=10, help="blocks per build")
     ap.add_argument("--block", type=int, default=5, help="steps per block")
     args = ap.parse_args(argv)
+    if args.model == "sasrec":
+        return sasrec_ab(args)
     sizes = argparse.Namespace(**(PRESETS["quick"] if args.model == "quick" else DEFAULTS))
     cores = {"installed": seq2seq._core, "other": load_core(Path(args.other))}
     ids, mask, labels = make_batch(sizes.batch, sizes.t_in, sizes.t_dec, sizes.vocab)
@@ -70,6 +75,37 @@ def main(argv=None):
               f"p10 {sorted(t)[len(t) // 10] * 1e3:7.2f} ms ({len(t)} steps)")
     ratio = statistics.median(times["installed"]) / statistics.median(times["other"])
     print(f"  ratio installed / other (median step): {ratio:.3f}")
+
+
+def sasrec_ab(args):
+    """One SASRec epoch on ml-100k per step, the two builds alternating."""
+    import gensar.embeddings.sasrec as sasrec_mod
+    from gensar import datasets
+
+    ds = datasets.load("ml-100k", seed=0)
+    cores = {"installed": sasrec_mod._core, "other": load_core(Path(args.other))}
+    times, losses = {key: [] for key in cores}, {key: set() for key in cores}
+    try:
+        for _ in range(args.rounds):
+            for key, core in cores.items():
+                core.set_num_threads(args.threads)
+                sasrec_mod._core = core
+                t = time.perf_counter()
+                m = sasrec_mod.SASRec(epochs=1, eval_every=0, seed=0, show_progress=False).fit(ds)
+                times[key].append(time.perf_counter() - t)
+                losses[key].add(round(m.loss_, 4))
+    finally:
+        sasrec_mod._core = cores["installed"]
+    if losses["installed"] != losses["other"]:
+        raise SystemExit(f"the two builds disagree on the epoch loss: {losses}")
+    info = gensar.cpu_info()
+    print(f"SASRec on ml-100k, one epoch per step (epoch loss {sorted(losses['installed'])}), {args.threads} "
+          f"thread(s); CPU {info['cpu']}, kernel path {info['isa']}")
+    for key, t in times.items():
+        print(f"  {key:>9}: median epoch {statistics.median(t):6.3f} s, p10 {sorted(t)[len(t) // 10]:6.3f} s "
+              f"({len(t)} epochs)")
+    print(f"  ratio installed / other (median epoch): "
+          f"{statistics.median(times['installed']) / statistics.median(times['other']):.3f}")
 
 
 if __name__ == "__main__":

@@ -660,6 +660,40 @@ void gs_cross_entropy_backward(size_t N, int V, const float *logits, const int32
     }
 }
 
+/* Rows r0..r1 of the cross-entropy: each row's loss and d(mean loss)/dlogits (scale =
+ * 1 / counted rows). Compiled per ISA (GS_MULTIVERSION) so the max and scaling loops are
+ * vector loops; dlogits may be logits (each row's target logit is read first). */
+GS_INLINE void ce_rows_body(size_t r0, size_t r1, int V, const float *logits, const int32_t *targets,
+                            int ignore_index, float scale, float *row_loss, float *dlogits)
+{
+    for (size_t n = r0; n < r1; n++) {
+        const float *x = logits + n * V;
+        float *dx = dlogits + n * V;
+        if (targets[n] == ignore_index) {
+            row_loss[n] = 0.0f;
+            memset(dx, 0, sizeof(float) * V);
+            continue;
+        }
+        const float xt = x[targets[n]]; /* read before dx (which may be x) is written */
+        float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+        for (int j = 0; j < V; j++) mx = x[j] > mx ? x[j] : mx;
+        if (!(mx > -INFINITY && mx < INFINITY)) { /* NaN or inf logits: say so, do not train on them */
+            row_loss[n] = NAN;
+            for (int j = 0; j < V; j++) dx[j] = NAN;
+            continue;
+        }
+        const float sum = gs_exp_shifted(V, x, mx, dx); /* dx = exp(x - max) */
+        row_loss[n] = mx + logf(sum) - xt;
+        const float k = scale / sum;
+        for (int j = 0; j < V; j++) dx[j] *= k;
+        dx[targets[n]] -= scale;
+    }
+}
+GS_MULTIVERSION(ce_rows, (size_t r0, size_t r1, int V, const float *logits, const int32_t *targets,
+                          int ignore_index, float scale, float *row_loss, float *dlogits),
+                (r0, r1, V, logits, targets, ignore_index, scale, row_loss, dlogits))
+
 int gs_cross_entropy_forward_backward(size_t N, int V, const float *logits, const int32_t *targets,
                                       int ignore_index, float *row_loss, double *loss_sum, size_t *count,
                                       float *dlogits)
@@ -674,29 +708,10 @@ int gs_cross_entropy_forward_backward(size_t N, int V, const float *logits, cons
         c++;
     }
     const float scale = c ? 1.0f / (float)c : 0.0f;
-#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N * (size_t)V > 32768)
-    for (size_t n = 0; n < N; n++) {
-        const float *x = logits + n * V;
-        float *dx = dlogits + n * V;
-        if (targets[n] == ignore_index) {
-            row_loss[n] = 0.0f;
-            memset(dx, 0, sizeof(float) * V);
-            continue;
-        }
-        const float xt = x[targets[n]]; /* read before dx (which may be x) is written */
-        float mx = -INFINITY;
-        for (int j = 0; j < V; j++) mx = x[j] > mx ? x[j] : mx;
-        if (!(mx > -INFINITY && mx < INFINITY)) { /* NaN or inf logits: say so, do not train on them */
-            row_loss[n] = NAN;
-            for (int j = 0; j < V; j++) dx[j] = NAN;
-            continue;
-        }
-        const float sum = gs_exp_shifted(V, x, mx, dx); /* dx = exp(x - max) */
-        row_loss[n] = mx + logf(sum) - xt;
-        const float k = scale / sum;
-        for (int j = 0; j < V; j++) dx[j] *= k;
-        dx[targets[n]] -= scale;
-    }
+    const ce_rows_fn rows = ce_rows_pick();
+    /* one row per chunk: rows are independent, so the result does not depend on threads */
+    GS_FOR_CHUNKS(N, 1, 32768 / (V > 0 ? V : 1), r0, r1,
+                  rows(r0, r1, V, logits, targets, ignore_index, scale, row_loss, dlogits));
     double s = 0.0;
     for (size_t n = 0; n < N; n++) s += row_loss[n];
     *loss_sum = s;
