@@ -17,6 +17,14 @@ fixed (the same causal transformer, data, optimiser and epochs; PyTorch, 1 threa
                   codes before it, softmax over the codes valid after that prefix in
                   the catalogue (GenSAR's decoder with constrained_softmax, reduced
                   to an MLP per level)
+  code_tokens_generative  (--targets last) each history item as L code tokens (an
+                  item position and a level embedding) in a bidirectional encoder,
+                  read at the last item; generated as codes_generative
+  t5_tokens_generative  (--targets last) the same tokens plus a separator per item
+                  in HuggingFace's T5 encoder (relative position bias only, as
+                  GenSAR's encoder); generated as codes_generative
+  t5_marked_generative  (--targets last) as t5_tokens_generative, each item's
+                  separator replaced by a token saying how recent it is (0 = last)
 
 Identifiers: the collaborative IDs of a saved GenSAR model (``--model DIR``, e.g.
 ``gensar run --preset quick --out DIR``). Data: ml-100k's training events (both
@@ -42,7 +50,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _provenance import commit  # noqa: E402
 
-VARIANTS = ("item", "codes_in", "codes", "codes_generative", "code_tokens_generative")
+VARIANTS = ("item", "codes_in", "codes", "codes_generative", "code_tokens_generative", "t5_tokens_generative",
+            "t5_marked_generative")
 
 
 def windows(seqs, T, targets="all"):
@@ -108,6 +117,12 @@ def build(variant, codes, T, H, torch):
                                       for _ in range(L))
             for e in (self.item, *self.code, *self.prev):
                 nn.init.normal_(e.weight, std=0.05)
+            if variant in ("t5_tokens_generative", "t5_marked_generative"):  # HF's T5 encoder: relative positions only
+                import transformers
+
+                self.t5 = transformers.T5EncoderModel(transformers.T5Config(
+                    vocab_size=L * K + 2 + T, d_model=H, d_kv=H // 2, num_heads=2, d_ff=H, num_layers=2,
+                    dropout_rate=0.2, feed_forward_proj="relu"))
 
         def composed(self, idx):
             return sum(self.code[lv](code_t[idx, lv]) for lv in range(L))
@@ -115,6 +130,17 @@ def build(variant, codes, T, H, torch):
         def hidden(self, x):
             pad = x < 0
             xi = x.clamp(min=0)
+            if variant in ("t5_tokens_generative", "t5_marked_generative"):
+                # each item as its L code tokens (ids level * K + code + 2) and a separator (1),
+                # as GenSAR writes a history; marked: the separator is a token saying how
+                # recent the item is (T - 1 - slot: 0 = the last item). 0 = padding. The
+                # state read is the last token's.
+                sep = (torch.ones(len(x), T, 1, dtype=torch.long) if variant == "t5_tokens_generative" else
+                       (2 + L * K + torch.arange(T - 1, -1, -1))[None, :, None].expand(len(x), T, 1))
+                tok = torch.cat([code_t[xi] + 2 + torch.arange(L) * K, sep], 2)
+                tok = tok.masked_fill(pad[..., None], 0).reshape(len(x), T * (L + 1))
+                out = self.t5(input_ids=tok, attention_mask=(tok > 0).long()).last_hidden_state
+                return out.reshape(len(x), T, L + 1, H)[:, :, -1]
             if variant == "code_tokens_generative":  # L positions per item, as GenSAR's tokens
                 e = torch.stack([self.code[lv](code_t[xi, lv]) + self.level[lv] for lv in range(L)], 2)
                 e = self.drop(e * H ** 0.5 + self.pos.weight[None, :, None]).reshape(len(x), T * L, H)
@@ -226,8 +252,8 @@ def main():
     p.add_argument("--name", default=None, help="default: ml-100k, ml-100k-last with --targets last")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     a = p.parse_args()
-    if "code_tokens_generative" in a.variants and a.targets != "last":
-        raise SystemExit("code_tokens_generative reads a bidirectional encoder: use it with --targets last")
+    if {"code_tokens_generative", "t5_tokens_generative", "t5_marked_generative"} & set(a.variants) and a.targets != "last":
+        raise SystemExit("the *_tokens_generative variants read a bidirectional encoder: use them with --targets last")
     a.name = a.name or ("ml-100k" if a.targets == "all" else "ml-100k-last")
     try:
         import torch
@@ -286,7 +312,11 @@ def main():
             "codes": "its codes only, in and out",
             "codes_generative": "its codes in; generated code by code (constrained softmax per level)",
             "code_tokens_generative": "its codes as L tokens in a bidirectional encoder (GenSAR's input); "
-                                      "generated code by code"}
+                                      "generated code by code",
+            "t5_tokens_generative": "its codes as L tokens + a separator in HF's T5 encoder (relative "
+                                    "positions only, as GenSAR's); generated code by code",
+            "t5_marked_generative": "as t5_tokens_generative, each separator a token saying how recent the "
+                                    "item is"}
     for v in a.variants:
         vals = [last[v][s]["NDCG@10"] for s in a.seeds]
         lines.append(f"| {v} | {what[v]} | {np.mean(vals):.4f} | {', '.join(f'{x:.4f}' for x in vals)} |")
