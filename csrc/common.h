@@ -38,6 +38,11 @@ void gs_free(void *p);
  * OpenMP cannot create a million threads (it crashed), and more threads than
  * max(256, processors) only thrash. */
 int gs_set_num_threads(int n);
+/* Denormals flushed to zero on the OpenMP pool's worker threads (see common.c), and on the
+ * calling thread between gs_ftz_enter() and gs_ftz_leave(its return value). */
+void gs_flush_denormals(void);
+unsigned gs_ftz_enter(void);
+void gs_ftz_leave(unsigned old);
 int gs_max_threads(void);
 int gs_num_threads(void);
 /* This thread's index in the current OpenMP team (0 outside parallel regions). */

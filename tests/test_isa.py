@@ -189,3 +189,14 @@ def test_paths_agree_on_a_training_step(rng):
     ref = losses[SUPPORTED[0]]
     for name, ls in losses.items():
         np.testing.assert_allclose(ls, ref, rtol=1e-4, err_msg=name)
+
+
+def test_calling_thread_keeps_subnormals_after_gensar_calls():
+    """gensar flushes denormals inside its own calls only (csrc/common.c): NumPy on the
+    caller's thread still computes IEEE subnormals after a training step."""
+    m = gensar.Seq2Seq(dict(vocab_size=50, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_decoder_layers=1,
+                            num_heads=4), seed=0)
+    ids = np.arange(1, 13, dtype=np.int32).reshape(2, 6)
+    m.train_step(dict(input_ids=ids, attention_mask=np.ones_like(ids), labels=ids[:, :3]))
+    tiny = np.float32(1e-39)  # subnormal in float32
+    assert tiny * np.float32(1.0) != 0 and np.float32(1e-38) / np.float32(100.0) != 0

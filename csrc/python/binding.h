@@ -84,7 +84,9 @@ void gs_unlock(gs_model_lock *lk);
     do {                                                                                           \
         gs_model_lock *gs_lk_ = gs_capsule_lock(cap);                                              \
         Py_BEGIN_ALLOW_THREADS take(gs_lk_);                                                       \
+        unsigned gs_csr_ = gs_ftz_enter(); /* denormals flushed inside the call only */           \
         __VA_ARGS__;                                                                               \
+        gs_ftz_leave(gs_csr_);                                                                     \
         gs_unlock(gs_lk_);                                                                         \
         Py_END_ALLOW_THREADS                                                                       \
     } while (0)

@@ -475,6 +475,7 @@ static struct PyModuleDef core_module = {PyModuleDef_HEAD_INIT, "_core",
 PyMODINIT_FUNC PyInit__core(void)
 {
     import_array();
+    gs_flush_denormals();
     size_t count = 0;
     for (PyMethodDef **t = method_tables; *t; t++)
         for (PyMethodDef *m = *t; m->ml_name; m++) count++;
