@@ -45,6 +45,17 @@ def load_core(package_dir: Path):
     return mod
 
 
+def report_ab(title, times, unit="ms", what="call"):
+    """Prints each build's median and p10 time (times: {"installed": [s], "other": [s]}) and
+    the ratio installed / other of the medians (< 1: the installed build is faster)."""
+    scale = 1e3 if unit == "ms" else 1.0
+    print(title)
+    for key, t in times.items():
+        print(f"  {key:>9}: median {np.median(t) * scale:7.3f} {unit}, p10 {np.percentile(t, 10) * scale:7.3f} "
+              f"{unit} ({len(t)} {what}s)")
+    print(f"  ratio installed / other (median {what}): {np.median(times['installed']) / np.median(times['other']):.3f}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("other", help="the other build's gensar package directory (holding its _core*.so)")
@@ -82,12 +93,8 @@ def main(argv=None):
                 times[key].append(time.perf_counter() - t)
     decode._core = cores["installed"]
     info = gensar.cpu_info()
-    print(f"{name}, {args.call}, 1 request per call, 1 thread, 30 beams; CPU {info['cpu']}, "
-          f"kernel path {info['isa']}")
-    for key, t in times.items():
-        print(f"  {key:>9}: p50 {np.median(t) * 1e3:6.2f} ms, p10 {np.percentile(t, 10) * 1e3:6.2f} ms "
-              f"({len(t)} calls)")
-    print(f"  ratio installed / other (p50): {np.median(times['installed']) / np.median(times['other']):.3f}")
+    report_ab(f"{name}, {args.call}, 1 request per call, 1 thread, 30 beams; CPU {info['cpu']}, "
+              f"kernel path {info['isa']}", times)
 
 
 if __name__ == "__main__":

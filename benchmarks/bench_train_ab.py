@@ -21,13 +21,12 @@ installed build is faster), with the CPU model and kernel path.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve_ab import load_core  # noqa: E402
+from bench_serve_ab import load_core, report_ab  # noqa: E402
 from bench_train import DEFAULTS, PRESETS, config, make_batch  # noqa: E402
 
 import gensar  # noqa: E402
@@ -67,14 +66,9 @@ def main(argv=None):
                 times[key].append(time.perf_counter() - t)
     seq2seq._core = cores["installed"]
     info = gensar.cpu_info()
-    print(f"model {args.model} (batch {sizes.batch}, input {sizes.t_in}, target {sizes.t_dec}, vocab "
-          f"{sizes.vocab}, d_model {sizes.d_model}, {sizes.layers}+{sizes.layers} layers), {args.threads} "
-          f"thread(s); CPU {info['cpu']}, kernel path {info['isa']}")
-    for key, t in times.items():
-        print(f"  {key:>9}: median step {statistics.median(t) * 1e3:7.2f} ms, "
-              f"p10 {sorted(t)[len(t) // 10] * 1e3:7.2f} ms ({len(t)} steps)")
-    ratio = statistics.median(times["installed"]) / statistics.median(times["other"])
-    print(f"  ratio installed / other (median step): {ratio:.3f}")
+    report_ab(f"model {args.model} (batch {sizes.batch}, input {sizes.t_in}, target {sizes.t_dec}, vocab "
+              f"{sizes.vocab}, d_model {sizes.d_model}, {sizes.layers}+{sizes.layers} layers), {args.threads} "
+              f"thread(s); CPU {info['cpu']}, kernel path {info['isa']}", times, what="step")
 
 
 def sasrec_ab(args):
@@ -99,13 +93,8 @@ def sasrec_ab(args):
     if losses["installed"] != losses["other"]:
         raise SystemExit(f"the two builds disagree on the epoch loss: {losses}")
     info = gensar.cpu_info()
-    print(f"SASRec on ml-100k, one epoch per step (epoch loss {sorted(losses['installed'])}), {args.threads} "
-          f"thread(s); CPU {info['cpu']}, kernel path {info['isa']}")
-    for key, t in times.items():
-        print(f"  {key:>9}: median epoch {statistics.median(t):6.3f} s, p10 {sorted(t)[len(t) // 10]:6.3f} s "
-              f"({len(t)} epochs)")
-    print(f"  ratio installed / other (median epoch): "
-          f"{statistics.median(times['installed']) / statistics.median(times['other']):.3f}")
+    report_ab(f"SASRec on ml-100k, one epoch per step (epoch loss {sorted(losses['installed'])}), {args.threads} "
+              f"thread(s); CPU {info['cpu']}, kernel path {info['isa']}", times, unit="s", what="epoch")
 
 
 if __name__ == "__main__":

@@ -56,41 +56,36 @@ VARIANTS = ("item", "codes_in", "codes", "codes_generative", "code_tokens_genera
 
 def windows(seqs, T, targets="all"):
     """(inputs, targets) int64 (n, T): left-padded windows, -1 = no item, -100 = no target.
-    targets "all" (SASRec): consecutive windows overlap by one item and every position
-    has a target, so every item is a target once per epoch; "last" (GenSAR's examples):
-    one window per target, the up to T items before it, a target at the last position only."""
+    targets "all": gensar's SASRec windows (every position a target, every item a target
+    once per epoch); "last" (GenSAR's examples): one window per target, the up to T items
+    before it, a target at the last position only."""
+    if targets == "all":
+        from gensar.embeddings.sasrec import IGNORE, SASRec
+
+        x, y = SASRec(max_len=T)._windows(seqs)  # slots hold item + 1, 0 = none
+        return x.astype(np.int64) - 1, np.where(y == IGNORE, -100, y).astype(np.int64)
     X, Y = [], []
     for s in seqs:
-        if targets == "last":
-            for t in range(1, len(s)):
-                h = s[max(0, t - T):t]
-                x, y = np.full(T, -1), np.full(T, -100)
-                x[T - len(h):], y[-1] = h, s[t]
-                X.append(x)
-                Y.append(y)
-            continue
-        end = len(s)
-        while end >= 2:
-            start = max(0, end - T - 1)
-            w = s[start:end]
+        for t in range(1, len(s)):
+            h = s[max(0, t - T):t]
             x, y = np.full(T, -1), np.full(T, -100)
-            x[T - len(w) + 1:], y[T - len(w) + 1:] = w[:-1], w[1:]
+            x[T - len(h):], y[-1] = h, s[t]
             X.append(x)
             Y.append(y)
-            end = start + 1
     return np.stack(X), np.stack(Y)
 
 
 def valid_code_masks(codes, K):
-    """(N, L, K) bool: at each level, the codes valid after the item's own prefix."""
+    """(N, L, K) bool: at each level, the codes valid after the item's own prefix (the
+    catalogue trie's children, as GenSAR's constrained softmax uses them)."""
+    from gensar import Trie
+
+    trie = Trie(codes, on_duplicate="first")
     N, L = codes.shape
     out = np.zeros((N, L, K), bool)
-    for lv in range(L):
-        groups = {}
-        for i in range(N):
-            groups.setdefault(tuple(codes[i, :lv]), set()).add(int(codes[i, lv]))
-        for i in range(N):
-            out[i, lv, sorted(groups[tuple(codes[i, :lv])])] = True
+    for i in range(N):
+        for lv in range(L):
+            out[i, lv, trie.children(codes[i, :lv])] = True
     return out
 
 
