@@ -418,7 +418,9 @@ static PyObject *py_t5_decode_step(PyObject *self, PyObject *args)
     gs_model_lock *lk = gs_capsule_lock(PyCapsule_GetContext(cc)); /* the model's lock */
     Py_BEGIN_ALLOW_THREADS
     gs_lock_write(lk); /* the cache itself is written: one call at a time */
+    unsigned csr = gs_ftz_enter(); /* denormals flushed inside the call, as GS_LOCKED_ does */
     st = gs_t5_decode_step(m, c, pt, po);
+    gs_ftz_leave(csr);
     gs_unlock(lk);
     Py_END_ALLOW_THREADS
     if (st) {
