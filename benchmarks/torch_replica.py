@@ -14,7 +14,7 @@ training engine differs from a plain fit. Dropout masks differ (torch draws its 
 
 Prints and writes benchmarks/results/torch-replica-ml-100k-s<seed>.md: validation
 sampled NDCG@10 of both tasks. Compare with a plain fit of the same settings
-(benchmarks/softmax_study.py's constrained rows, or fit + evaluate yourself).
+(benchmarks/paired_study.py's cells, or fit + evaluate yourself).
 Needs torch and transformers (optional dependencies); 1 thread; about 25 minutes.
 """
 from __future__ import annotations

@@ -1,0 +1,211 @@
+"""Two GenSAR settings compared on the validation split, paired over seeds.
+
+Each arm is a name plus settings: lower-case ``key=value`` pairs override the preset's
+GenSAR config (values are JSON: ``epochs=3``, ``constrained_softmax=false``),
+upper-case ``KEY=value`` pairs are environment variables of the arm's process
+(``GENSAR_KEEP_DENORMALS=1``). Every (seed, arm) is fitted and evaluated in its own
+child process (an environment variable can only act from a process's start), saved
+under ``--cache/<arm>-s<seed>`` with its validation table and per-case ranks; a
+finished cell is reused, not refitted. Evaluation: both tasks, the sampled protocol
+(100 candidates: popularity negatives for recommendation, BM25 hard negatives for
+search) and the full catalogue. Test is never looked at. The second arm is compared
+with the first: mean difference, a paired t over seeds and over every (seed, case).
+
+    python benchmarks/paired_study.py --name softmax --cache DIR --seeds 0 1 2 --threads 1 --jobs 2 \\
+        --arm reference constrained_softmax=false --arm constrained constrained_softmax=true
+    python benchmarks/paired_study.py --name denormals --cache DIR --seeds 0 1 2 --threads 1 --jobs 2 \\
+        --arm keep GENSAR_KEEP_DENORMALS=1 --arm flush
+
+Writes benchmarks/results/<name>-study-ml-100k.{md,csv}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _child import BASE_ENV  # noqa: E402  (the user's environment, before gensar's import)
+from _provenance import commit, md_table  # noqa: E402
+
+import gensar  # noqa: E402
+from gensar import datasets  # noqa: E402
+from gensar.cli import PRESETS  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def case_ndcg(ranks, k=10):
+    """Per-case NDCG@k from 0-based target ranks (-1: not in the list)."""
+    r = np.asarray(ranks)
+    return np.where((r >= 0) & (r < k), 1.0 / np.log2(np.maximum(r, 0) + 2.0), 0.0)
+
+
+def paired_t(d):
+    """(t, two-sided p) of a paired t-test on differences d (Student's t via scipy
+    when it is there, else the normal approximation)."""
+    d = np.asarray(d, float)
+    n = len(d)
+    if n < 2 or d.std(ddof=1) == 0:
+        return float("nan"), float("nan")
+    t = d.mean() / (d.std(ddof=1) / np.sqrt(n))
+    try:
+        from scipy import stats
+
+        p = 2 * stats.t.sf(abs(t), n - 1)
+    except ImportError:
+        from math import erfc, sqrt
+
+        p = erfc(abs(t) / sqrt(2))
+    return float(t), float(p)
+
+
+def parse_arm(tokens):
+    """["name", "k=v", "ENV=v", ...] -> {"name", "config": {...}, "env": {...}}."""
+    if not tokens or "=" in tokens[0]:
+        raise SystemExit(f"--arm needs a name first, then key=value settings; got {tokens}")
+    arm = {"name": tokens[0], "config": {}, "env": {}}
+    for kv in tokens[1:]:
+        key, sep, value = kv.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"arm {tokens[0]}: setting {kv!r} is not key=value")
+        if key.isupper():
+            arm["env"][key] = value
+        else:
+            try:
+                arm["config"][key] = json.loads(value)
+            except json.JSONDecodeError:
+                arm["config"][key] = value  # a bare string, e.g. id_mode=semantic
+    return arm
+
+
+def worker(args):
+    """One cell: fit (or load) the arm's model for one seed, evaluate on validation,
+    write eval.csv and ranks.npz beside the saved model."""
+    arm = json.loads(args.worker)
+    out = Path(args.out)
+    if args.threads:
+        gensar.set_num_threads(args.threads)
+    ds = datasets.load("ml-100k", seed=0)
+    t0 = time.perf_counter()
+    if (out / "manifest.json").is_file():
+        model = gensar.GenSAR.load(out, dataset=ds)
+    else:
+        model = gensar.GenSAR(**dict(PRESETS[args.preset], seed=args.seed, **arm["config"])).fit(ds, progress=False)
+        model.save(out)
+    fit_s = time.perf_counter() - t0
+    table = model.evaluate("valid", protocols=("sampled", "full"), progress=False)
+    table.insert(0, "fit_s", round(fit_s, 1))
+    table.to_csv(out / "eval.csv", index=False)
+    np.savez(out / "ranks.npz", **{f"{t}|{p}": np.asarray(r) for (t, p), r in model.eval_ranks_.items()})
+
+
+def run_cells(cells, args):
+    """Runs the missing cells as child processes, at most --jobs at a time."""
+    todo = [c for c in cells if not (c["dir"] / "eval.csv").is_file()]
+    running = []
+    while todo or running:
+        while todo and len(running) < args.jobs:
+            c = todo.pop(0)
+            c["dir"].mkdir(parents=True, exist_ok=True)
+            env = dict(BASE_ENV, OMP_NUM_THREADS=str(args.threads or 1), **c["arm"]["env"])
+            cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(c["arm"]),
+                   "--out", str(c["dir"]), "--seed", str(c["seed"]), "--preset", args.preset,
+                   "--threads", str(args.threads)]
+            log = open(c["dir"] / "log.txt", "w")
+            running.append((c, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+            print(f"started {c['arm']['name']} seed {c['seed']}", flush=True)
+        time.sleep(2)
+        for item in list(running):
+            c, proc, log = item
+            if proc.poll() is not None:
+                log.close()
+                running.remove(item)
+                if proc.returncode:
+                    raise SystemExit(f"{c['arm']['name']} seed {c['seed']} failed; see {c['dir'] / 'log.txt'}")
+                print(f"finished {c['arm']['name']} seed {c['seed']}", flush=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--name", help="study name: results go to results/<name>-study-ml-100k.*")
+    ap.add_argument("--cache", help="folder of the fitted cells (<arm>-s<seed>)")
+    ap.add_argument("--arm", action="append", nargs="+", default=[], metavar="NAME [k=v ...]",
+                    help="an arm: a name, then config overrides (lower case) and env variables (UPPER case)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--preset", default="quick", choices=sorted(PRESETS))
+    ap.add_argument("--threads", type=int, default=1, help="threads per cell")
+    ap.add_argument("--jobs", type=int, default=1, help="cells run at once")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        return worker(args)
+    if not args.name or not args.cache or len(args.arm) != 2:
+        ap.error("--name, --cache and exactly two --arm are required")
+    arms = [parse_arm(a) for a in args.arm]
+    if arms[0]["name"] == arms[1]["name"]:
+        ap.error("the two arms need different names")
+    t0 = time.perf_counter()
+    code = commit()
+    cells = [{"arm": a, "seed": s, "dir": Path(args.cache) / f"{a['name']}-s{s}"} for s in args.seeds for a in arms]
+    run_cells(cells, args)
+
+    rows, per_case = [], {}
+    for c in cells:
+        table = pd.read_csv(c["dir"] / "eval.csv")
+        ranks = np.load(c["dir"] / "ranks.npz")
+        for r in table.to_dict("records"):
+            rows.append({"seed": c["seed"], "arm": c["arm"]["name"], "task": r["task"], "protocol": r["protocol"],
+                         "cases": r["cases"], "HR@10": r["HR@10"], "NDCG@10": r["NDCG@10"], "fit_s": r["fit_s"]})
+            per_case[(c["seed"], c["arm"]["name"], r["task"], r["protocol"])] = \
+                case_ndcg(ranks[f"{r['task']}|{r['protocol']}"])
+    df = pd.DataFrame(rows)
+    a, b = arms[0]["name"], arms[1]["name"]
+    summary = []
+    for (task, protocol), g in df.groupby(["task", "protocol"], sort=False):
+        piv = g.pivot(index="seed", columns="arm", values="NDCG@10")
+        diff = piv[b] - piv[a]
+        t_seeds, p_seeds = paired_t(diff)
+        t_cases, p_cases = paired_t(np.concatenate(
+            [per_case[(s, b, task, protocol)] - per_case[(s, a, task, protocol)] for s in args.seeds]))
+        summary.append({"task": task, "protocol": protocol,
+                        f"{a} NDCG@10": f"{piv[a].mean():.4f} ± {piv[a].std(ddof=1):.4f}",
+                        f"{b} NDCG@10": f"{piv[b].mean():.4f} ± {piv[b].std(ddof=1):.4f}",
+                        "difference per seed": ", ".join(f"{v:+.4f}" for v in diff),
+                        "mean difference": f"{diff.mean():+.4f}",
+                        "paired t over seeds (p)": f"{t_seeds:.2f} ({p_seeds:.3f})",
+                        "paired t over seed x case (p)": f"{t_cases:.2f} ({p_cases:.2g})"})
+    fit = df.drop_duplicates(["seed", "arm"]).groupby("arm", sort=False)["fit_s"].median()
+    info = gensar.cpu_info()
+    describe = lambda arm: " ".join([arm["name"]] + [f"{k}={json.dumps(v)}" for k, v in arm["config"].items()]  # noqa: E731
+                                    + [f"{k}={v}" for k, v in arm["env"].items()])
+    text = "\n".join([
+        f"# {a} vs {b} (ml-100k, validation)", "",
+        f"Command: `python benchmarks/paired_study.py --name {args.name} --cache {args.cache} --seeds "
+        f"{' '.join(map(str, args.seeds))} --preset {args.preset} --threads {args.threads} --jobs {args.jobs} "
+        + " ".join(f"--arm {describe(arm)}" for arm in arms) + f"` at commit {code}; CPU {info['cpu']}, "
+        f"kernel path {info['isa']}; {time.perf_counter() - t0:.0f} s here.", "",
+        f"Preset {args.preset}, one model per seed and arm, the same data split (dataset seed 0) for all. "
+        f"NDCG@10, mean ± std over seeds; differences are {b} - {a}. Median fit seconds per arm "
+        f"({args.threads} thread(s) each, {args.jobs} cell(s) at once, so indicative only): "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in fit.items()) + ".", "",
+        md_table(pd.DataFrame(summary)), "",
+        "Per seed:", "",
+        md_table(df.sort_values(["task", "protocol", "seed", "arm"])), ""])
+    RESULTS.mkdir(exist_ok=True)
+    df.to_csv(RESULTS / f"{args.name}-study-ml-100k.csv", index=False)
+    (RESULTS / f"{args.name}-study-ml-100k.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
