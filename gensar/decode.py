@@ -229,17 +229,6 @@ def _check_beam_args(num_beams, top_k, n_inputs, trie_or_candidates):
     return int(num_beams), int(top_k)
 
 
-def _int32_2d(x, name):
-    a = np.asarray(x)
-    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
-        raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
-    if a.ndim != 2 or a.size == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D (batch, length) array, got shape {a.shape}")
-    if a.dtype != np.int32 and (a.min() < np.iinfo(np.int32).min or a.max() > np.iinfo(np.int32).max):
-        raise ValueError(f"{name} holds values outside the int32 range")
-    return np.ascontiguousarray(a, dtype=np.int32)
-
-
 # Logits of one decode step for a chunk of inputs: chunk * beams * vocab floats.
 _LOGITS_BUDGET_FLOATS = 16 * 2**20  # 64 MB
 
@@ -251,7 +240,8 @@ def beam_search(model, input_ids, attention_mask, trie_or_candidates, num_beams=
     Parameters
     ----------
     model : gensar.Seq2Seq
-    input_ids, attention_mask : (B, T_in) integer arrays (mask 0/1; None = all ones)
+    input_ids, attention_mask : (B, T_in) integer arrays (mask 0/1; None = all ones);
+        input_ids may be item bags (B, T_in, K) (gensar.seq2seq.encoder_input)
     trie_or_candidates : Trie (every input may produce any catalogue item) or
         CandidateSets (input b may only produce its own candidates)
     num_beams : beams kept per input (reference setting: 30)
@@ -277,10 +267,9 @@ def beam_search(model, input_ids, attention_mask, trie_or_candidates, num_beams=
         norm_trie, renormalise = renormalise._handle, True
     elif not isinstance(renormalise, (bool, np.bool_)):
         raise TypeError(f"renormalise must be True, False or a Trie, got {renormalise!r}")
-    ids = _int32_2d(input_ids, "input_ids")
-    mask = np.ones_like(ids) if attention_mask is None else _int32_2d(attention_mask, "attention_mask")
-    if mask.shape != ids.shape:
-        raise ValueError(f"attention_mask shape {mask.shape} does not match input_ids shape {ids.shape}")
+    from .seq2seq import encoder_input
+
+    ids, mask = encoder_input(input_ids, attention_mask)
     B = ids.shape[0]
     num_beams, top_k = _check_beam_args(num_beams, top_k, B, trie_or_candidates)
     _target_kwargs(trie_or_candidates)  # type check before any work

@@ -92,6 +92,10 @@ class GenSARConfig:
     # 30% more time per example, so 10 + 5 is the default (the reference: 5 + 5).
     n_rec: int = 10
     n_search: int = 5
+    # Item bags: each identifier in the encoder's input (a history item's behaviour token
+    # and codes) is one position, the sum of its tokens' embeddings, instead of L + 1
+    # positions (Tokenizer.bag_identifiers). False: the reference's token-per-code input.
+    item_bags: bool = False
     # sequence model (section 3)
     d_model: int = 128
     num_layers: int = 4
@@ -161,6 +165,8 @@ class GenSARConfig:
                 raise ValueError(f"{name} must be one of {options}, got {getattr(self, name)!r}")
         if not isinstance(self.constrained_softmax, (bool, np.bool_)):
             raise TypeError(f"constrained_softmax must be True or False, got {self.constrained_softmax!r}")
+        if not isinstance(self.item_bags, (bool, np.bool_)):
+            raise TypeError(f"item_bags must be True or False, got {self.item_bags!r}")
         if not isinstance(self.group_by_length, (bool, np.bool_)):
             raise TypeError(f"group_by_length must be True or False, got {self.group_by_length!r}")
         if not isinstance(self.sentence_model, str) or not self.sentence_model:
@@ -473,6 +479,12 @@ class GenSAR:
                 longest = max(longest, max(len(e.ids) for e in enc) + 3)
         return longest
 
+    def _encode_inputs(self, texts):
+        """Input texts -> the encoder's (input_ids, attention_mask): (B, T) tokens, or
+        (B, T', bag_width) item bags with item_bags."""
+        ids, mask = self.tokenizer_.encode(texts, self._input_len())
+        return self.tokenizer_.bag_identifiers(ids, mask) if self.config.item_bags else (ids, mask)
+
     def _input_len(self) -> int:
         """max_input_len, or the length fitted to the data when it is 0."""
         if self.config.max_input_len:
@@ -558,7 +570,7 @@ class GenSAR:
         c = self.config
         targets = examples["target"].tolist()
         out = [encode_batch(self.tokenizer_, [inputs[i] for i in b], [targets[i] for i in b],
-                            self._input_len(), c.max_target_len)
+                            self._input_len(), c.max_target_len, bags=c.item_bags)
                for b in batches]
         if c.constrained_softmax:
             tasks, items = examples["task"].to_numpy(), examples["item"].to_numpy()
@@ -694,7 +706,7 @@ class GenSAR:
         for s in tqdm(range(0, len(inputs), batch_size), disable=not progress, leave=False,
                       desc=f"decode {task}"):
             e = min(len(inputs), s + batch_size)
-            ids, mask = self.tokenizer_.encode(inputs[s:e], self._input_len())
+            ids, mask = self._encode_inputs(inputs[s:e])
             kk = min(k, candidates.shape[1])
             it, sc = self.seq2seq_.beam_search(ids, mask, CandidateSets(table, candidates[s:e]),
                                                renormalise=renormalise,
@@ -711,7 +723,7 @@ class GenSAR:
         for s in tqdm(range(0, len(inputs), batch_size), disable=not progress, leave=False,
                       desc=f"decode {task}"):
             e = min(len(inputs), s + batch_size)
-            ids, mask = self.tokenizer_.encode(inputs[s:e], self._input_len())
+            ids, mask = self._encode_inputs(inputs[s:e])
             items[s:e], scores[s:e] = self.seq2seq_.beam_search(ids, mask, trie, num_beams=beams, top_k=k,
                                                                 renormalise=self.config.constrained_softmax)
         return items, scores
@@ -1267,6 +1279,11 @@ class GenSAR:
         from .tokenizer import EOS, PAD, UNK
 
         self._check_fitted()
+        if self.config.item_bags:
+            raise ValueError("this model reads identifiers as item bags (item_bags=True): one encoder "
+                             "position sums several token embeddings, which HF T5 cannot take as token "
+                             "ids. Export a model trained with item_bags=False, or feed HF inputs_embeds "
+                             "built from shared.weight yourself (see Tokenizer.bag_identifiers)")
         tok = self.tokenizer_
         d = self.seq2seq_.to_hf_t5(path)
         tok.save(d)  # tokenizer.json and id_layout.json, as in GenSAR.save

@@ -178,13 +178,16 @@ def shift_right(labels: np.ndarray, decoder_start_token_id: int = 0, pad_token_i
     return dec
 
 
-def _ids(x, name: str) -> np.ndarray:
-    """A (B, T) int32 C-contiguous copy/view of integer array-like ``x``."""
+def _ids(x, name: str, bags: bool = False) -> np.ndarray:
+    """A (B, T) int32 C-contiguous copy/view of integer array-like ``x`` ((B, T) or
+    (B, T, K) when ``bags``)."""
     a = np.asarray(x)
     if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
         raise TypeError(f"{name} must be an integer array (token ids / 0-1 mask), got dtype {a.dtype}")
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be 2-dimensional (batch, length), got shape {a.shape}")
+    if a.ndim != 2 and not (bags and a.ndim == 3):
+        raise ValueError(f"{name} must be 2-dimensional (batch, length)"
+                         + (" or 3-dimensional (batch, length, tokens per position)" if bags else "")
+                         + f", got shape {a.shape}")
     if a.size == 0:
         raise ValueError(f"{name} is empty (shape {a.shape}): pass at least one row and one column")
     if a.dtype != np.int32:
@@ -192,6 +195,19 @@ def _ids(x, name: str) -> np.ndarray:
             raise ValueError(f"{name} holds values outside the int32 range")
         a = a.astype(np.int32)
     return np.ascontiguousarray(a)
+
+
+def encoder_input(input_ids, attention_mask) -> tuple[np.ndarray, np.ndarray]:
+    """The encoder's input, checked: input_ids (B, T) token ids, or (B, T, K) item bags
+    (K token slots per position whose embeddings are summed: slot 0 a token, the others
+    a token or -1 = empty; see gensar.tokenizer.Tokenizer.bag_identifiers), and
+    attention_mask (B, T) 0/1 or None (all ones). Returns both int32, C-contiguous."""
+    ids = _ids(input_ids, "input_ids", bags=True)
+    mask = np.ones(ids.shape[:2], np.int32) if attention_mask is None else _ids(attention_mask, "attention_mask")
+    if mask.shape != ids.shape[:2]:
+        raise ValueError(f"attention_mask shape {mask.shape} does not match input_ids shape {ids.shape}: "
+                         "it needs one 0/1 entry per input position (batch, length)")
+    return ids, mask
 
 
 def _read_hf_dir(path) -> tuple[dict, dict]:
@@ -389,10 +405,7 @@ class Seq2Seq:
 
     # ----------------------------------------------------------------- batches
     def _batch(self, input_ids, attention_mask, decoder_input_ids=None, labels=None):
-        ids = _ids(input_ids, "input_ids")
-        mask = np.ones_like(ids) if attention_mask is None else _ids(attention_mask, "attention_mask")
-        if mask.shape != ids.shape:
-            raise ValueError(f"attention_mask shape {mask.shape} does not match input_ids shape {ids.shape}")
+        ids, mask = encoder_input(input_ids, attention_mask)
         lab = None
         if labels is not None:
             lab = _ids(labels, "labels")
@@ -443,7 +456,8 @@ class Seq2Seq:
 
     def logits(self, input_ids, attention_mask=None, decoder_input_ids=None) -> np.ndarray:
         """Teacher-forced logits (B, T_dec, vocab_size) float32, dropout off.
-        input_ids, attention_mask (B, T_in), decoder_input_ids (B, T_dec) integers."""
+        input_ids (B, T_in) or item bags (B, T_in, K) (see encoder_input), attention_mask
+        (B, T_in), decoder_input_ids (B, T_dec) integers."""
         if decoder_input_ids is None:
             raise ValueError("decoder_input_ids is required (start with decoder_start_token_id)")
         ids, mask, dec, _ = self._batch(input_ids, attention_mask, decoder_input_ids)
@@ -527,10 +541,7 @@ class Seq2Seq:
     def decode_cache(self, input_ids, attention_mask=None, rows_per_input: int = 1,
                      max_steps: int = 32):
         """Encodes the inputs once; returns a cache capsule for ``decode_step``."""
-        ids = _ids(input_ids, "input_ids")
-        mask = np.ones_like(ids) if attention_mask is None else _ids(attention_mask, "attention_mask")
-        if mask.shape != ids.shape:
-            raise ValueError(f"attention_mask shape {mask.shape} does not match input_ids shape {ids.shape}")
+        ids, mask = encoder_input(input_ids, attention_mask)
         # passed as given: the core refuses 2.9 or True (rather than truncating) and names them
         return _core.t5_cache_new(self._model, ids, mask, rows_per_input, max_steps)
 

@@ -435,10 +435,14 @@ def length_grouped_batches(lengths, batch_size: int, rng: np.random.Generator, g
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def encode_batch(tokenizer: Tokenizer, inputs, targets, max_input: int, max_target: int):
+def encode_batch(tokenizer: Tokenizer, inputs, targets, max_input: int, max_target: int,
+                 bags: bool = False):
     """Inputs (strings) and targets (token id lists) -> a training batch dict:
-    input_ids / attention_mask int32 (B, T_in), labels int32 (B, T_out) with -100 on padding."""
+    input_ids / attention_mask int32 (B, T_in), labels int32 (B, T_out) with -100 on padding.
+    bags: identifiers folded into item bags, input_ids (B, T_in, K) (Tokenizer.bag_identifiers)."""
     ids, mask = tokenizer.encode(inputs, max_input)
+    if bags:
+        ids, mask = tokenizer.bag_identifiers(ids, mask)
     T = min(max_target, max(len(t) for t in targets))
     labels = np.full((len(targets), T), -100, np.int32)
     for i, t in enumerate(targets):

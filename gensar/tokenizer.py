@@ -260,6 +260,51 @@ class Tokenizer:
             mask[i, :len(r)] = 1
         return out, mask
 
+    @property
+    def bag_width(self) -> int:
+        """Token slots of an item bag: a behaviour token and one identifier's codes."""
+        return 1 + self.layout.length
+
+    def bag_identifiers(self, ids, mask):
+        """Item bags: each identifier of encoded inputs (a behaviour token ``<rec_item>``
+        or ``<src_item>`` and the code tokens after it) folded into one position whose
+        slots hold its tokens (the model sums their embeddings: gensar.seq2seq.encoder_input);
+        every other token keeps a position of its own, its other slots -1. A history item
+        then takes one encoder position instead of layout.length + 1, so the encoder's
+        relative positions count events, not tokens.
+
+        ids, mask : int (B, T) from :meth:`encode` (right-padded, mask 0 on padding)
+        returns : ids int32 (B, T', bag_width), mask int32 (B, T'), T' <= T
+        """
+        ids, mask = np.asarray(ids), np.asarray(mask)
+        if ids.ndim != 2 or ids.shape != mask.shape:
+            raise ValueError(f"ids and mask must be 2-D arrays of one shape, got {ids.shape} and {mask.shape}")
+        B, T = ids.shape
+        K = self.bag_width
+        live = mask.astype(bool)
+        is_code = (ids >= self.level_offsets[0]) & (ids < self.first_text_id)
+        opens = (ids == self.behaviour_ids[REC_ITEM]) | (ids == self.behaviour_ids[SRC_ITEM])
+        cont = np.zeros((B, T), bool)  # token t joins the bag of token t - 1
+        cont[:, 1:] = is_code[:, 1:] & (is_code[:, :-1] | opens[:, :-1]) & live[:, 1:]
+        t = np.arange(T)
+        while True:  # a run longer than a bag (never rendered by gensar) opens a new bag
+            start = np.maximum.accumulate(np.where(cont, 0, t), axis=1)
+            slot = t - start
+            over = slot >= K
+            if not over.any():
+                break
+            first = over & ~np.concatenate([np.zeros((B, 1), bool), over[:, :-1]], 1)
+            cont[first] = False
+        group = np.cumsum(~cont, axis=1) - 1
+        Tn = max(1, int((np.where(live, group, -1)).max()) + 1)
+        out = np.full((B, Tn, K), -1, np.int32)
+        out[:, :, 0] = self.pad_id
+        new_mask = np.zeros((B, Tn), np.int32)
+        r, c = np.nonzero(live)
+        out[r, group[r, c], slot[r, c]] = ids[r, c]
+        new_mask[r, group[r, c]] = 1
+        return out, new_mask
+
     def encode_text(self, text: str) -> list:
         """Token ids (list of int) of one piece of user text, escaped first
         (:func:`escape_text`) so it holds text tokens (and <unk>) only."""

@@ -137,6 +137,37 @@ def test_pseudo_query_source_is_recorded_and_saved(fitted, tmp_path):
         gensar.GenSAR(task_weights={"nrip": 0.0})
 
 
+def test_item_bags_train_decode_and_save(fitted, monkeypatch, tmp_path):
+    """item_bags=True: training batches and beam search read each identifier as one encoder
+    position (input_ids (B, T, bag_width)); the model trains, evaluates, recommends, saves
+    and loads with the setting, and refuses an HF export it could not be fed through."""
+    ds, _ = fitted
+    shapes = []
+    real = gensar.Seq2Seq.train_step
+
+    def spy(self, batch, lr=None):
+        shapes.append(batch["input_ids"].shape)
+        return real(self, batch, lr)
+
+    monkeypatch.setattr(gensar.Seq2Seq, "train_step", spy)
+    model = gensar.GenSAR(**dict(TINY, item_bags=True)).fit(ds, ids=unique_ids(ds.n_items), progress=False)
+    K = model.tokenizer_.bag_width
+    assert shapes and all(len(s) == 3 and s[2] == K for s in shapes)
+    assert model.history_["loss"].iloc[-1] < model.history_["loss"].iloc[0]
+    table = model.evaluate("valid", protocols=("sampled",), progress=False)
+    assert ((table["NDCG@10"] >= 0) & (table["NDCG@10"] <= 1)).all()
+    rec = model.recommend([[0, 1, 2]], k=5)
+    model.save(tmp_path / "m")
+    back = gensar.GenSAR.load(tmp_path / "m")
+    assert back.config.item_bags is True
+    pd.testing.assert_frame_equal(back.recommend([[0, 1, 2]], k=5), rec)
+    with pytest.raises(ValueError, match="item bags"):
+        model.to_hf_t5(tmp_path / "hf")
+    assert gensar.GenSARConfig().item_bags is False
+    with pytest.raises(TypeError, match="item_bags must be True or False"):
+        gensar.GenSAR(item_bags=1)
+
+
 def test_constrained_softmax_trains_on_valid_codes_only(fitted, monkeypatch, tmp_path):
     """constrained_softmax=True: every training batch carries the catalogue-trie mask and the
     model still trains (loss falls) and decodes; the setting is saved with the model."""

@@ -72,3 +72,37 @@ def test_history_separator_survives_tokenisation():
     assert t.unk_id not in enc.ids
     assert enc.tokens.count(";") == 2
     assert t.decode(t.encode([text], 64, eos=False)[0][0]).count(";") == 2
+
+
+def test_bag_identifiers_fold_each_identifier_into_one_position(tok):
+    codes = np.array([[1, 2, 3, 1], [3, 0, 4, 0]])
+    col = tok.id_token_ids("collaborative", codes, behaviour="<rec_item>")
+    sem = tok.id_token_ids("semantic", codes[1:], behaviour="<src_item>")[0]
+    rec, src = tok.id_strings("collaborative", codes), tok.id_strings("semantic", codes[1:])[0]
+    texts = [f"history: <rec_item>{rec[0]}; <src_query> toy story <src_item>{src}; <rec_item>{rec[1]}. next",
+             "four rooms"]
+    ids, mask = tok.encode(texts, max_length=64)
+    bags, bmask = tok.bag_identifiers(ids, mask)
+    assert bags.shape[2] == tok.bag_width == 5 and bags.dtype == np.int32 and bmask.dtype == np.int32
+    L = tok.layout.length
+    # three identifiers of L + 1 tokens became three positions
+    assert bmask[0].sum() == mask[0].sum() - 3 * L and bmask[1].sum() == mask[1].sum()
+    rows = bags[0][bmask[0] == 1]
+    full = [r for r in rows if (r >= 0).all()]
+    assert [r.tolist() for r in full] == [col[0].tolist(), sem.tolist(), col[1].tolist()]
+    # every other position is one token, the same tokens in the same order
+    flat = [t for r in rows for t in r.tolist() if t >= 0]
+    assert flat == ids[0][mask[0] == 1].tolist()
+    assert (bags[1][bmask[1] == 1][:, 1:] == -1).all()
+    assert (bags[bmask == 0][:, 0] == tok.pad_id).all() and (bags[bmask == 0][:, 1:] == -1).all()
+
+
+def test_bag_identifiers_cut_code_runs_longer_than_a_bag(tok):
+    codes = np.array([[1, 2, 3, 1]])
+    two = "".join(tok.id_strings("collaborative", codes)) * 2  # 8 codes after one behaviour token
+    ids, mask = tok.encode([f"<rec_item>{two}"], max_length=64, eos=False)
+    bags, bmask = tok.bag_identifiers(ids, mask)
+    assert bmask.sum() == 2 and (bags[0, 0] >= 0).all() and (bags[0, 1, :4] >= 0).all()
+    assert [t for t in bags[0].ravel().tolist() if t >= 0] == ids[0].tolist()
+    with pytest.raises(ValueError, match="same shape|one shape"):
+        tok.bag_identifiers(ids, mask[:, :2])

@@ -28,7 +28,7 @@ static int t5_reorder(void *ctx, const int32_t *src_rows)
 }
 
 int gs_t5_beam_search(const gs_t5 *m, const int32_t *input_ids, const int32_t *attention_mask,
-                      int B, int T_in, const gs_trie *const *tries, int num_beams, int top_k,
+                      int B, int T_in, int K_in, const gs_trie *const *tries, int num_beams, int top_k,
                       int32_t decoder_start_token, int renormalise, const gs_trie *norm_trie,
                       int64_t *out_items, float *out_scores)
 {
@@ -40,7 +40,8 @@ int gs_t5_beam_search(const gs_t5 *m, const int32_t *input_ids, const int32_t *a
                        norm_trie->depth, tries[0]->depth);
     const int K = gs_beam_width(B, tries, num_beams);
     t5_decoder d = {m, NULL};
-    status = gs_t5_cache_new_in_call(m, input_ids, attention_mask, B, T_in, K, tries[0]->depth, &d.cache);
+    status = gs_t5_cache_new_in_call(m, input_ids, attention_mask, B, T_in, K_in, K, tries[0]->depth,
+                                     &d.cache);
     if (status) return status;
     gs_decoder dec = {&d, V, B, K, t5_step, t5_logits, t5_reorder, renormalise, norm_trie};
     status = gs_beam_search(&dec, tries, top_k, decoder_start_token, out_items, out_scores);

@@ -49,6 +49,63 @@ void gs_embedding_backward(size_t N, int C, const int32_t *ids, const float *dou
     }
 }
 
+int gs_check_bag_ids(size_t N, int K, const int32_t *ids, int V, const char *what)
+{
+    if (K < 1) return gs_fail(GS_EINVAL, "%s: %d tokens per position, need >= 1", what, K);
+    for (size_t n = 0; n < N; n++)
+        for (int k = 0; k < K; k++) {
+            int32_t v = ids[n * K + k];
+            if (v >= V || v < (k ? -1 : 0))
+                return gs_fail(GS_EINVAL,
+                               "%s[%zu, %d] = %d is not a valid token id: ids must be in [0, %d)%s",
+                               what, n, k, (int)v, V,
+                               k ? " or -1 (empty slot)" : " (the first slot of a position is never empty)");
+        }
+    return GS_OK;
+}
+
+void gs_embedding_bag_forward(size_t N, int K, int C, const int32_t *ids, const float *table,
+                              float *out)
+{
+    if (K == 1) {
+        gs_embedding_forward(N, C, ids, table, out);
+        return;
+    }
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N * (size_t)C * K > 32768)
+    for (size_t n = 0; n < N; n++) {
+        float *o = out + n * C;
+        memcpy(o, table + (size_t)ids[n * K] * C, sizeof(float) * (size_t)C);
+        for (int k = 1; k < K; k++) {
+            int32_t v = ids[n * K + k];
+            if (v < 0) continue;
+            const float *row = table + (size_t)v * C;
+            for (int c = 0; c < C; c++) o[c] += row[c];
+        }
+    }
+}
+
+void gs_embedding_bag_backward(size_t N, int K, int C, const int32_t *ids, const float *dout,
+                               float *dtable)
+{
+    if (K == 1) {
+        gs_embedding_backward(N, C, ids, dout, dtable);
+        return;
+    }
+    int nblocks = (C + 15) / 16;  // as gs_embedding_backward: one thread per column block
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if (N * (size_t)C * K > 32768)
+    for (int blk = 0; blk < nblocks; blk++) {
+        int c0 = blk * 16, c1 = c0 + 16 < C ? c0 + 16 : C;
+        for (size_t n = 0; n < N; n++)
+            for (int k = 0; k < K; k++) {
+                int32_t v = ids[n * K + k];
+                if (v < 0) continue;
+                float *dst = dtable + (size_t)v * C;
+                const float *src = dout + n * C;
+                for (int c = c0; c < c1; c++) dst[c] += src[c];
+            }
+    }
+}
+
 /* ------------------------------------------------------------------ dropout */
 
 /* splitmix64 finaliser: a bijective mix with full avalanche, enough to turn a

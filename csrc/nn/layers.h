@@ -25,6 +25,17 @@ void gs_embedding_forward(size_t N, int C, const int32_t *ids, const float *tabl
 // (columns are split among threads, so the sum order never depends on the thread count)
 void gs_embedding_backward(size_t N, int C, const int32_t *ids, const float *dout, float *dtable);
 
+/* Bags of K tokens per position (an item's behaviour and identifier tokens read as one
+ * encoder position): ids (N, K), slot 0 a token in [0,V), slots 1..K-1 a token or -1
+ * (empty). out[n] = sum of table[ids[n, k]] over the non-empty slots, summed in slot order.
+ * K == 1 is gs_embedding_forward. */
+int gs_check_bag_ids(size_t N, int K, const int32_t *ids, int V, const char *what);
+void gs_embedding_bag_forward(size_t N, int K, int C, const int32_t *ids, const float *table,
+                              float *out);
+// dtable[ids[n, k]] += dout[n] for every non-empty slot, in order (n, k): deterministic
+void gs_embedding_bag_backward(size_t N, int K, int C, const int32_t *ids, const float *dout,
+                               float *dtable);
+
 /* ------------------------------------------------------------------ dropout */
 
 /* Counter-based dropout: element i of the stream (seed, stream) is kept iff a

@@ -329,7 +329,7 @@ static int check_ids(const char *what, const int32_t *ids, size_t n, int V)
     return gs_check_ids(n, ids, V, what);
 }
 
-int gs_t5_check_batch(const gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
+int gs_t5_check_batch(const gs_t5 *m, int B, int T_in, int K_in, int T_dec, const int32_t *input_ids,
                       const int32_t *attention_mask, const int32_t *decoder_input_ids,
                       const int32_t *labels)
 {
@@ -337,9 +337,11 @@ int gs_t5_check_batch(const gs_t5 *m, int B, int T_in, int T_dec, const int32_t 
     if (B < 1 || T_in < 1 || (decoder_input_ids && T_dec < 1))
         return gs_fail(GS_EINVAL, "empty batch: B=%d, T_in=%d, T_dec=%d must all be >= 1", B, T_in,
                        T_dec);
-    if ((double)B * T_in > 2e9 || (double)B * T_dec * V > 4e9)
+    if (K_in < 1 || K_in > 64)
+        return gs_fail(GS_EINVAL, "input_ids has %d tokens per position; need 1 to 64", K_in);
+    if ((double)B * T_in * K_in > 2e9 || (double)B * T_dec * V > 4e9)
         return gs_fail(GS_EINVAL, "batch too large (B=%d, T_in=%d, T_dec=%d)", B, T_in, T_dec);
-    int st = check_ids("input_ids", input_ids, (size_t)B * T_in, V);
+    int st = gs_check_bag_ids((size_t)B * T_in, K_in, input_ids, V, "input_ids");
     if (st) return st;
     for (int b = 0; b < B; b++) {
         int any = 0;
@@ -473,7 +475,7 @@ static gs_attention_args attn_args(const gs_t5 *m, int B, int Tq, int Tk, int ld
 
 /* ------------------------------------------------------------------ forward */
 
-static int encoder_forward(const gs_t5 *m, const workspace *w, int B, int T, const int32_t *ids,
+static int encoder_forward(const gs_t5 *m, const workspace *w, int B, int T, int K, const int32_t *ids,
                             const int32_t *mask, float p, uint64_t seed)
 {
     const gs_t5_config *c = &m->cfg;
@@ -484,7 +486,7 @@ static int encoder_forward(const gs_t5 *m, const workspace *w, int B, int T, con
     int st;
     gs_relative_bias_forward(H, T, T, 0, 1, c->relative_attention_num_buckets,
                              c->relative_attention_max_distance, P + m->enc[0].rel_bias, w->e_bias);
-    gs_embedding_forward(N, C, ids, P + m->shared, w->e_x);
+    gs_embedding_bag_forward(N, K, C, ids, P + m->shared, w->e_x);
     gs_dropout(NC, p, seed, STREAM(0, -1, SITE_EMB), w->e_x, w->e_x);
     for (int l = 0; l < c->num_layers; l++) {
         const block_params *b = &m->enc[l];
@@ -614,7 +616,7 @@ static void ffn_sublayer_backward(gs_t5 *m, const workspace *w, const block_para
 }
 
 /* w->logits must hold dL/dlogits. Grads are accumulated (callers zero them first). */
-static int t5_backward(gs_t5 *m, const workspace *w, int B, int Te, int Td, const int32_t *ids,
+static int t5_backward(gs_t5 *m, const workspace *w, int B, int Te, int Ke, int Td, const int32_t *ids,
                         const int32_t *mask, const int32_t *dec_ids, float p, uint64_t seed)
 {
     const gs_t5_config *c = &m->cfg;
@@ -687,19 +689,19 @@ static int t5_backward(gs_t5 *m, const workspace *w, int B, int Te, int Td, cons
         if (st) return st;
     }
     gs_dropout(NeC, p, seed, STREAM(0, -1, SITE_EMB), dx, dx);
-    gs_embedding_backward(Ne, C, ids, dx, G + m->shared);
+    gs_embedding_bag_backward(Ne, Ke, C, ids, dx, G + m->shared);
     gs_relative_bias_backward(H, Te, Te, 0, 1, nb, maxd, w->dbias_e, G + m->enc[0].rel_bias);
     return GS_OK;
 }
 
 /* ---------------------------------------------------------------- public API */
 
-int gs_t5_logits(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
+int gs_t5_logits(gs_t5 *m, int B, int T_in, int K_in, int T_dec, const int32_t *input_ids,
                  const int32_t *attention_mask, const int32_t *decoder_input_ids, float *logits)
 {
-    int st = gs_t5_check_batch(m, B, T_in, T_dec, input_ids, attention_mask, decoder_input_ids, NULL);
+    int st = gs_t5_check_batch(m, B, T_in, K_in, T_dec, input_ids, attention_mask, decoder_input_ids, NULL);
     if (st || (st = ensure_workspace(m, B, T_in, T_dec))) return st;
-    if ((st = encoder_forward(m, &m->ws, B, T_in, input_ids, attention_mask, 0.0f, 0))) return st;
+    if ((st = encoder_forward(m, &m->ws, B, T_in, K_in, input_ids, attention_mask, 0.0f, 0))) return st;
     return decoder_forward(m, &m->ws, B, T_in, T_dec, decoder_input_ids, attention_mask, 0.0f, 0,
                            logits);
 }
@@ -724,18 +726,18 @@ static int mask_logits(size_t N, int T_dec, int V, const int32_t *labels, const 
     return GS_OK;
 }
 
-int gs_t5_forward_backward(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
+int gs_t5_forward_backward(gs_t5 *m, int B, int T_in, int K_in, int T_dec, const int32_t *input_ids,
                            const int32_t *attention_mask, const int32_t *decoder_input_ids,
                            const int32_t *labels, const uint8_t *allowed, int dropout,
                            uint64_t dropout_seed, float *loss)
 {
-    int st = gs_t5_check_batch(m, B, T_in, T_dec, input_ids, attention_mask, decoder_input_ids,
+    int st = gs_t5_check_batch(m, B, T_in, K_in, T_dec, input_ids, attention_mask, decoder_input_ids,
                                labels);
     if (st || (st = ensure_workspace(m, B, T_in, T_dec))) return st;
     const workspace *w = &m->ws;
     const float p = dropout ? m->cfg.dropout_rate : 0.0f;
     const size_t N = (size_t)B * T_dec;
-    if ((st = encoder_forward(m, w, B, T_in, input_ids, attention_mask, p, dropout_seed)) ||
+    if ((st = encoder_forward(m, w, B, T_in, K_in, input_ids, attention_mask, p, dropout_seed)) ||
         (st = decoder_forward(m, w, B, T_in, T_dec, decoder_input_ids, attention_mask, p,
                               dropout_seed, w->logits)))
         return st;
@@ -747,17 +749,17 @@ int gs_t5_forward_backward(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *
     if (st) return st;
     *loss = (float)(sum / (double)count);
     memset(m->grads, 0, sizeof(float) * m->n_params);
-    return t5_backward(m, w, B, T_in, T_dec, input_ids, attention_mask, decoder_input_ids, p,
+    return t5_backward(m, w, B, T_in, K_in, T_dec, input_ids, attention_mask, decoder_input_ids, p,
                        dropout_seed);
 }
 
-int gs_t5_train_grads(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
+int gs_t5_train_grads(gs_t5 *m, int B, int T_in, int K_in, int T_dec, const int32_t *input_ids,
                       const int32_t *attention_mask, const int32_t *decoder_input_ids,
                       const int32_t *labels, const uint8_t *allowed, uint64_t dropout_seed, float *loss)
 {
     /* a fresh mask per step, fixed by (seed, step) */
     uint64_t seed = dropout_seed * 0x9e3779b97f4a7c15ULL + (uint64_t)m->step * 0xd1b54a32d192ed03ULL;
-    return gs_t5_forward_backward(m, B, T_in, T_dec, input_ids, attention_mask, decoder_input_ids,
+    return gs_t5_forward_backward(m, B, T_in, K_in, T_dec, input_ids, attention_mask, decoder_input_ids,
                                   labels, allowed, 1, seed, loss);
 }
 
@@ -783,14 +785,14 @@ int gs_t5_apply_grads(gs_t5 *m, const gs_t5_train_config *tc, float *grad_norm)
     return GS_OK;
 }
 
-int gs_t5_train_step(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
+int gs_t5_train_step(gs_t5 *m, int B, int T_in, int K_in, int T_dec, const int32_t *input_ids,
                      const int32_t *attention_mask, const int32_t *decoder_input_ids,
                      const int32_t *labels, const uint8_t *allowed, const gs_t5_train_config *tc,
                      float *loss, float *grad_norm)
 {
     gs_adamw_config ac;
     int st = check_train_config(tc, &ac); /* before the costly forward pass */
-    if (st || (st = gs_t5_train_grads(m, B, T_in, T_dec, input_ids, attention_mask,
+    if (st || (st = gs_t5_train_grads(m, B, T_in, K_in, T_dec, input_ids, attention_mask,
                                       decoder_input_ids, labels, allowed, tc->dropout_seed, loss)))
         return st;
     st = gs_t5_apply_grads(m, tc, grad_norm);
@@ -843,7 +845,7 @@ static void decode_weight_shapes(const gs_t5 *m, int l, size_t off[], int oc[], 
 }
 
 static int cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *attention_mask, int B,
-                     int T_in, int rows_per_input, int max_steps, int in_call, gs_t5_cache **out)
+                     int T_in, int K_in, int rows_per_input, int max_steps, int in_call, gs_t5_cache **out)
 {
     *out = NULL;
     if (rows_per_input < 1 || max_steps < 1)
@@ -851,7 +853,7 @@ static int cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *at
                        rows_per_input, max_steps);
     if ((double)B * rows_per_input > 1e8 || max_steps > 1000000)
         return gs_fail(GS_EINVAL, "too many decoding rows or steps");
-    int st = gs_t5_check_batch(m, B, T_in, 1, input_ids, attention_mask, NULL, NULL);
+    int st = gs_t5_check_batch(m, B, T_in, K_in, 1, input_ids, attention_mask, NULL, NULL);
     if (st) return st;
     const gs_t5_config *c = &m->cfg;
     const size_t C = c->d_model, I = m->I, F = c->d_ff, F2 = m->F2, H = c->num_heads;
@@ -914,7 +916,7 @@ static int cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *at
         return gs_fail(GS_ENOMEM, "out of memory encoding %d inputs for decoding", B);
     }
     layout_workspace(m, B, T_in, 1, &w, wbase);
-    st = encoder_forward(m, &w, B, T_in, input_ids, attention_mask, 0.0f, 0);
+    st = encoder_forward(m, &w, B, T_in, K_in, input_ids, attention_mask, 0.0f, 0);
     if (!st)
         for (size_t l = 0; l < Ld; l++)
             gs_linear_forward(Ne, (int)C, (int)(2 * I), w.enc_out, m->params + m->dec[l].kv_ca, NULL,
@@ -929,15 +931,15 @@ static int cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *at
 }
 
 int gs_t5_cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *attention_mask, int B,
-                    int T_in, int rows_per_input, int max_steps, gs_t5_cache **out)
+                    int T_in, int K_in, int rows_per_input, int max_steps, gs_t5_cache **out)
 {
-    return cache_new(m, input_ids, attention_mask, B, T_in, rows_per_input, max_steps, 0, out);
+    return cache_new(m, input_ids, attention_mask, B, T_in, K_in, rows_per_input, max_steps, 0, out);
 }
 
 int gs_t5_cache_new_in_call(const gs_t5 *m, const int32_t *input_ids, const int32_t *attention_mask, int B,
-                            int T_in, int rows_per_input, int max_steps, gs_t5_cache **out)
+                            int T_in, int K_in, int rows_per_input, int max_steps, gs_t5_cache **out)
 {
-    return cache_new(m, input_ids, attention_mask, B, T_in, rows_per_input, max_steps, 1, out);
+    return cache_new(m, input_ids, attention_mask, B, T_in, K_in, rows_per_input, max_steps, 1, out);
 }
 
 /* 1 when live marks exactly the first row of each input: the first steps of a

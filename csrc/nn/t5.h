@@ -78,14 +78,20 @@ void gs_t5_set_step(gs_t5 *m, long step);
 /* Bytes of the activation workspace currently allocated. */
 size_t gs_t5_workspace_bytes(const gs_t5 *m);
 
-/* Checks a batch (shapes given as ints, values scanned): ids in [0,V), masks 0/1 with a 1
- * per row, labels in [0,V) or -100 with at least one target. labels / dec_ids may be NULL. */
-int gs_t5_check_batch(const gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
+/* Encoder inputs: input_ids (B, T_in, K_in), K_in token slots per position, whose embeddings
+ * are summed (gs_embedding_bag_forward: slot 0 a token, the others a token or -1 = empty).
+ * K_in = 1 is a plain (B, T_in) token sequence. An item bag (its behaviour and identifier
+ * tokens) lets a history item take one encoder position instead of L + 1.
+ *
+ * Checks a batch (shapes given as ints, values scanned): ids in [0,V) (-1 in bag slots > 0),
+ * masks 0/1 with a 1 per row, labels in [0,V) or -100 with at least one target. labels /
+ * dec_ids may be NULL. */
+int gs_t5_check_batch(const gs_t5 *m, int B, int T_in, int K_in, int T_dec, const int32_t *input_ids,
                       const int32_t *attention_mask, const int32_t *decoder_input_ids,
                       const int32_t *labels);
 
 /* Forward (dropout off) -> logits (B,T_dec,V). */
-int gs_t5_logits(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
+int gs_t5_logits(gs_t5 *m, int B, int T_in, int K_in, int T_dec, const int32_t *input_ids,
                  const int32_t *attention_mask, const int32_t *decoder_input_ids, float *logits);
 
 /* Forward + backward: grads OVERWRITTEN with d(mean token loss)/d(params); *loss = that loss.
@@ -93,7 +99,7 @@ int gs_t5_logits(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
  * allowed (B,T_dec,V) uint8 or NULL: each position's softmax covers only the tokens marked 1
  * there (the trie-constrained loss: an identifier code against the codes valid after its
  * prefix, as constrained beam search scores it); every counted label must be allowed. */
-int gs_t5_forward_backward(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
+int gs_t5_forward_backward(gs_t5 *m, int B, int T_in, int K_in, int T_dec, const int32_t *input_ids,
                            const int32_t *attention_mask, const int32_t *decoder_input_ids,
                            const int32_t *labels, const uint8_t *allowed, int dropout,
                            uint64_t dropout_seed, float *loss);
@@ -101,7 +107,7 @@ int gs_t5_forward_backward(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *
 /* One training step: forward + backward (dropout on, masks from tc->dropout_seed and the step
  * number) + global grad-norm clipping + AdamW (no decay where tensor.decay == 0).
  * *loss = mean token loss before the update, *grad_norm = norm before clipping (may be NULL). */
-int gs_t5_train_step(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
+int gs_t5_train_step(gs_t5 *m, int B, int T_in, int K_in, int T_dec, const int32_t *input_ids,
                      const int32_t *attention_mask, const int32_t *decoder_input_ids,
                      const int32_t *labels, const uint8_t *allowed, const gs_t5_train_config *tc,
                      float *loss, float *grad_norm);
@@ -110,7 +116,7 @@ int gs_t5_train_step(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_
  * gs_t5_train_grads = its forward + backward (same dropout masks), grads overwritten;
  * gs_t5_apply_grads = its clipping + AdamW on whatever the grads buffer holds then (e.g. the
  * sum of every process's gradients). train_grads then apply_grads == train_step, bit for bit. */
-int gs_t5_train_grads(gs_t5 *m, int B, int T_in, int T_dec, const int32_t *input_ids,
+int gs_t5_train_grads(gs_t5 *m, int B, int T_in, int K_in, int T_dec, const int32_t *input_ids,
                       const int32_t *attention_mask, const int32_t *decoder_input_ids,
                       const int32_t *labels, const uint8_t *allowed, uint64_t dropout_seed, float *loss);
 int gs_t5_apply_grads(gs_t5 *m, const gs_t5_train_config *tc, float *grad_norm);
@@ -122,18 +128,18 @@ int gs_t5_apply_grads(gs_t5 *m, const gs_t5_train_config *tc, float *grad_norm);
 
 /* ---- cached incremental decoding (dropout off) ---- */
 
-/* Encodes B inputs (input_ids (B,T_in) int32, attention_mask (B,T_in) int32 0/1) once and makes a
+/* Encodes B inputs (input_ids (B,T_in,K_in) int32, attention_mask (B,T_in) int32 0/1) once and makes a
  * cache of B*rows_per_input decoder rows: row r belongs to input r / rows_per_input and shares its
  * encoder output / cross-attention K,V. max_steps bounds the number of decode steps. */
 int gs_t5_cache_new(const gs_t5 *m, const int32_t *input_ids, const int32_t *attention_mask,
-                    int B, int T_in, int rows_per_input, int max_steps, gs_t5_cache **out);
+                    int B, int T_in, int K_in, int rows_per_input, int max_steps, gs_t5_cache **out);
 /* The same for a cache made and freed inside one C call on one thread (a beam
  * search): its states and packed weights then live in the calling thread's scratch
  * block, reused between calls instead of fresh pages per request. A cache that may
  * be freed on another thread (one held by Python) must come from gs_t5_cache_new:
  * freeing a thread's scratch block from another thread would free it twice. */
 int gs_t5_cache_new_in_call(const gs_t5 *m, const int32_t *input_ids, const int32_t *attention_mask,
-                            int B, int T_in, int rows_per_input, int max_steps, gs_t5_cache **out);
+                            int B, int T_in, int K_in, int rows_per_input, int max_steps, gs_t5_cache **out);
 /* Feeds one token per row (tokens (rows,) int32; the first call gets the decoder start token)
  * and writes next-token logits (rows, vocab) float32. Appends to each row's self-attention KV cache. */
 int gs_t5_decode_step(const gs_t5 *m, gs_t5_cache *c, const int32_t *tokens, float *logits);

@@ -98,6 +98,12 @@ size_t gs_rows(PyArrayObject *a);
 int gs_last_dim(PyArrayObject *a);
 /* Raises ValueError unless a and b have identical shapes. Returns 0 on success. */
 int gs_same_shape(PyArrayObject *a, const char *na, PyArrayObject *b, const char *nb);
+/* The encoder input of a T5 call: input_ids int32 (B, T) or (B, T, K) (K token slots per
+ * position whose embeddings are summed: an item bag, see gs_t5_check_batch) and
+ * attention_mask int32 (B, T). Sets *B, *T, *K (1 for 2-D ids) and the data pointers.
+ * 0, or -1 with a ValueError / TypeError naming the argument. */
+int gs_parse_encoder_input(PyObject *oids, PyObject *omask, int *B, int *T, int *K,
+                           const int32_t **ids, const int32_t **mask);
 /* A new uninitialised float32 array shaped like `like` (or with given dims). */
 PyArrayObject *gs_new_f32_like(PyArrayObject *like);
 PyArrayObject *gs_new_f32(int ndim, const npy_intp *dims);

@@ -335,6 +335,30 @@ int gs_same_shape(PyArrayObject *a, const char *na, PyArrayObject *b, const char
     return -1;
 }
 
+int gs_parse_encoder_input(PyObject *oids, PyObject *omask, int *B, int *T, int *K,
+                           const int32_t **ids, const int32_t **mask)
+{
+    PyArrayObject *a = gs_check_array(oids, "input_ids", NPY_INT32, 2, 3);
+    if (!a) return -1;
+    PyArrayObject *m = gs_check_array(omask, "attention_mask", NPY_INT32, 2, 2);
+    if (!m) return -1;
+    if (PyArray_DIM(m, 0) != PyArray_DIM(a, 0) || PyArray_DIM(m, 1) != PyArray_DIM(a, 1)) {
+        PyErr_Format(PyExc_ValueError, "attention_mask has shape (%zd, %zd); it needs one entry per "
+                     "input position: (%zd, %zd), the first two axes of input_ids",
+                     (Py_ssize_t)PyArray_DIM(m, 0), (Py_ssize_t)PyArray_DIM(m, 1),
+                     (Py_ssize_t)PyArray_DIM(a, 0), (Py_ssize_t)PyArray_DIM(a, 1));
+        return -1;
+    }
+    npy_intp k = PyArray_NDIM(a) == 3 ? PyArray_DIM(a, 2) : 1;
+    if (PyArray_DIM(a, 0) > INT32_MAX || PyArray_DIM(a, 1) > INT32_MAX || k > 64) {
+        PyErr_Format(PyExc_ValueError, "input_ids is too large (at most 64 tokens per position)");
+        return -1;
+    }
+    *B = (int)PyArray_DIM(a, 0), *T = (int)PyArray_DIM(a, 1), *K = (int)k;
+    *ids = PyArray_DATA(a), *mask = PyArray_DATA(m);
+    return 0;
+}
+
 PyArrayObject *gs_new_f32(int ndim, const npy_intp *dims)
 {
     return (PyArrayObject *)PyArray_SimpleNew(ndim, (npy_intp *)dims, NPY_FLOAT32);

@@ -240,8 +240,8 @@ static int new_outputs(int B, int top_k, PyArrayObject **items, PyArrayObject **
 }
 
 
-/* Beam search on a T5 model (Seq2Seq._model capsule). input_ids, attention_mask
- * (B, T_in) int32. Returns (items (B, top_k) int64, scores (B, top_k) float32). */
+/* Beam search on a T5 model (Seq2Seq._model capsule). input_ids (B, T_in) or
+ * (B, T_in, K) int32 (item bags, see gs_parse_encoder_input), attention_mask (B, T_in) int32. Returns (items (B, top_k) int64, scores (B, top_k) float32). */
 static PyObject *py_t5_beam_search(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
@@ -274,35 +274,28 @@ static PyObject *py_t5_beam_search(PyObject *self, PyObject *args, PyObject *kw)
         gs_arg_int(ostart, "decoder_start_token_id", 0, gs_t5_vocab_size(m) - 1, &start) ||
         gs_arg_int(odup, "on_duplicate", 0, 1, &on_dup))
         return NULL;
-    PyArrayObject *ids = gs_check_array(oids, "input_ids", NPY_INT32, 2, 2);
-    if (!ids) return NULL;
-    PyArrayObject *mask = gs_check_array(omask, "attention_mask", NPY_INT32, 2, 2);
-    if (!mask || gs_same_shape(ids, "input_ids", mask, "attention_mask")) return NULL;
-    npy_intp B = PyArray_DIM(ids, 0), T = PyArray_DIM(ids, 1);
-    if (B > INT32_MAX || T > INT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "input_ids too large");
-        return NULL;
-    }
+    int B, T, K_in;
+    const int32_t *pi, *pm;
+    if (gs_parse_encoder_input(oids, omask, &B, &T, &K_in, &pi, &pm)) return NULL;
     beam_target tg;
-    if (target_parse(otrie, otable, ocand, on_dup, (int)B, gs_t5_vocab_size(m), &tg)) return NULL;
-    int status = gs_beam_check((int)B, tg.tries, gs_t5_vocab_size(m), num_beams, top_k);
+    if (target_parse(otrie, otable, ocand, on_dup, B, gs_t5_vocab_size(m), &tg)) return NULL;
+    int status = gs_beam_check(B, tg.tries, gs_t5_vocab_size(m), num_beams, top_k);
     if (status) {
         target_free(&tg);
         return gs_raise(status);
     }
     PyArrayObject *items, *scores;
-    if (new_outputs((int)B, top_k, &items, &scores)) {
+    if (new_outputs(B, top_k, &items, &scores)) {
         target_free(&tg);
         return NULL;
     }
-    const int32_t *pi = PyArray_DATA(ids), *pm = PyArray_DATA(mask);
     int64_t *po = PyArray_DATA(items);
     float *ps = PyArray_DATA(scores);
     gs_model_lock *lk = gs_capsule_lock(omodel); /* the model's workspace (py_t5.c) */
     Py_BEGIN_ALLOW_THREADS
     gs_lock_read(lk);
     unsigned csr = gs_ftz_enter(); /* denormals flushed inside the call, as GS_LOCKED_ does */
-    status = gs_t5_beam_search(m, pi, pm, (int)B, (int)T, tg.tries, num_beams, top_k, start, renormalise,
+    status = gs_t5_beam_search(m, pi, pm, B, T, K_in, tg.tries, num_beams, top_k, start, renormalise,
                                norm_trie, po, ps);
     gs_ftz_leave(csr);
     gs_unlock(lk);

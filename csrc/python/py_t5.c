@@ -166,9 +166,10 @@ static PyArrayObject *check_ids2d(PyObject *o, const char *name, int *B, int *T)
     return a;
 }
 
-/* input_ids, attention_mask (B,T_in), decoder_input_ids (B,T_dec), labels (B,T_dec) or NULL */
+/* input_ids (B,T_in) or (B,T_in,K_in), attention_mask (B,T_in), decoder_input_ids (B,T_dec),
+ * labels (B,T_dec) or NULL */
 typedef struct {
-    int B, T_in, T_dec;
+    int B, T_in, K_in, T_dec;
     const int32_t *ids, *mask, *dec, *labels;
     const uint8_t *allowed; /* (B, T_dec, V) or NULL */
 } batch_args;
@@ -193,13 +194,10 @@ static int parse_batch(PyObject *oids, PyObject *omask, PyObject *odec, PyObject
                        batch_args *b)
 {
     memset(b, 0, sizeof *b);
-    PyArrayObject *ids = check_ids2d(oids, "input_ids", &b->B, &b->T_in);
-    if (!ids) return -1;
-    PyArrayObject *mask = check_ids2d(omask, "attention_mask", &b->B, &b->T_in);
-    if (!mask) return -1;
+    if (gs_parse_encoder_input(oids, omask, &b->B, &b->T_in, &b->K_in, &b->ids, &b->mask)) return -1;
     PyArrayObject *dec = check_ids2d(odec, "decoder_input_ids", &b->B, &b->T_dec);
     if (!dec) return -1;
-    b->ids = PyArray_DATA(ids), b->mask = PyArray_DATA(mask), b->dec = PyArray_DATA(dec);
+    b->dec = PyArray_DATA(dec);
     if (olab) {
         PyArrayObject *lab = check_ids2d(olab, "labels", &b->B, &b->T_dec);
         if (!lab) return -1;
@@ -221,7 +219,7 @@ static PyObject *py_t5_logits(PyObject *self, PyObject *args)
     if (!out) return NULL;
     int st;
     float *po = PyArray_DATA(out);
-    GS_WRITE_LOCKED(cap, st = gs_t5_logits(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, po));
+    GS_WRITE_LOCKED(cap, st = gs_t5_logits(m, b.B, b.T_in, b.K_in, b.T_dec, b.ids, b.mask, b.dec, po));
     if (st) {
         Py_DECREF(out);
         return gs_raise(st);
@@ -248,7 +246,7 @@ static PyObject *py_t5_forward_backward(PyObject *self, PyObject *args, PyObject
     float loss = 0.0f;
     int st;
     GS_WRITE_LOCKED(cap, {
-        st = gs_t5_forward_backward(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, b.allowed,
+        st = gs_t5_forward_backward(m, b.B, b.T_in, b.K_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, b.allowed,
                                     dropout, seed, &loss);
     });
     if (st) return gs_raise(st);
@@ -281,7 +279,7 @@ static PyObject *py_t5_train_step(PyObject *self, PyObject *args, PyObject *kw)
     float loss = 0.0f, norm = 0.0f;
     int st;
     GS_WRITE_LOCKED(cap, {
-        st = gs_t5_train_step(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, b.allowed, &tc,
+        st = gs_t5_train_step(m, b.B, b.T_in, b.K_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, b.allowed, &tc,
                               &loss, &norm);
     });
     if (st) return gs_raise(st);
@@ -306,7 +304,7 @@ static PyObject *py_t5_train_grads(PyObject *self, PyObject *args, PyObject *kw)
     float loss = 0.0f;
     int st;
     GS_WRITE_LOCKED(cap, {
-        st = gs_t5_train_grads(m, b.B, b.T_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, b.allowed, seed,
+        st = gs_t5_train_grads(m, b.B, b.T_in, b.K_in, b.T_dec, b.ids, b.mask, b.dec, b.labels, b.allowed, seed,
                                &loss);
     });
     if (st) return gs_raise(st);
@@ -374,15 +372,12 @@ static PyObject *py_t5_cache_new(PyObject *self, PyObject *args)
     if (!m || gs_arg_int(orpi, "rows_per_input", 1, INT32_MAX, &rpi) ||
         gs_arg_int(osteps, "max_steps", 1, INT32_MAX, &max_steps))
         return NULL;
-    int B = 0, T = 0;
-    PyArrayObject *ids = check_ids2d(oids, "input_ids", &B, &T);
-    if (!ids) return NULL;
-    PyArrayObject *mask = check_ids2d(omask, "attention_mask", &B, &T);
-    if (!mask) return NULL;
+    int B, T, K;
+    const int32_t *pi, *pm;
+    if (gs_parse_encoder_input(oids, omask, &B, &T, &K, &pi, &pm)) return NULL;
     gs_t5_cache *c;
     int st;
-    const int32_t *pi = PyArray_DATA(ids), *pm = PyArray_DATA(mask);
-    GS_READ_LOCKED(cap, st = gs_t5_cache_new(m, pi, pm, B, T, rpi, max_steps, &c));
+    GS_READ_LOCKED(cap, st = gs_t5_cache_new(m, pi, pm, B, T, K, rpi, max_steps, &c));
     if (st) return gs_raise(st);
     PyObject *cc = PyCapsule_New(c, GS_T5_CACHE_CAPSULE, cache_capsule_free);
     if (!cc) {
@@ -485,7 +480,7 @@ PyMethodDef gs_t5_methods[] = {
     {"t5_workspace_bytes", py_t5_workspace_bytes, METH_O,
      "t5_workspace_bytes(model) -> bytes of the activation workspace"},
     {"t5_logits", py_t5_logits, METH_VARARGS,
-     "t5_logits(model, input_ids (B,T_in), attention_mask (B,T_in), decoder_input_ids (B,T_dec)) "
+     "t5_logits(model, input_ids (B,T_in) or (B,T_in,K), attention_mask (B,T_in), decoder_input_ids (B,T_dec)) "
      "-> logits (B,T_dec,V) float32 (dropout off)"},
     {"t5_forward_backward", (PyCFunction)(void (*)(void))py_t5_forward_backward,
      METH_VARARGS | METH_KEYWORDS,
@@ -503,7 +498,7 @@ PyMethodDef gs_t5_methods[] = {
      "t5_train_step(model, input_ids, attention_mask, decoder_input_ids, labels, lr, beta1, beta2, "
      "eps, weight_decay, max_grad_norm, seed) -> (loss, grad_norm before clipping)"},
     {"t5_cache_new", py_t5_cache_new, METH_VARARGS,
-     "t5_cache_new(model, input_ids (B,T_in), attention_mask (B,T_in), rows_per_input, max_steps) "
+     "t5_cache_new(model, input_ids (B,T_in) or (B,T_in,K), attention_mask (B,T_in), rows_per_input, max_steps) "
      "-> cache of B*rows_per_input decoder rows"},
     {"t5_decode_step", py_t5_decode_step, METH_VARARGS,
      "t5_decode_step(cache, tokens (rows,) int32) -> next-token logits (rows, V)"},
