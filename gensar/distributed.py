@@ -177,7 +177,7 @@ def data_parallel_step(model, batch: dict, lr: float, w: World | None = None) ->
     global batch's mean token loss (equal on every rank). See the module doc.
 
     model : a gensar.Seq2Seq (train_grads / apply_grads / grad_buffer)
-    batch : dict with input_ids (B, T_in), labels (B, T_dec) (-100 = ignored) and
+    batch : dict with input_ids (B, T_in) (or item bags (B, T_in, K)), labels (B, T_dec) (-100 = ignored) and
         optional attention_mask / decoder_input_ids; the same on every rank
     """
     w = world() if w is None else w
