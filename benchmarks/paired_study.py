@@ -95,14 +95,15 @@ def worker(args):
         gensar.set_num_threads(args.threads)
     ds = datasets.load("ml-100k", seed=0)
     t0 = time.perf_counter()
-    if (out / "manifest.json").is_file():
+    fitted = not (out / "manifest.json").is_file()
+    if not fitted:  # a model saved there before (e.g. copied from an earlier study)
         model = gensar.GenSAR.load(out, dataset=ds)
     else:
         model = gensar.GenSAR(**dict(PRESETS[args.preset], seed=args.seed, **arm["config"])).fit(ds, progress=False)
         model.save(out)
     fit_s = time.perf_counter() - t0
     table = model.evaluate("valid", protocols=("sampled", "full"), progress=False)
-    table.insert(0, "fit_s", round(fit_s, 1))
+    table.insert(0, "fit_s", round(fit_s, 1) if fitted else float("nan"))
     table.to_csv(out / "eval.csv", index=False)
     np.savez(out / "ranks.npz", **{f"{t}|{p}": np.asarray(r) for (t, p), r in model.eval_ranks_.items()})
 
@@ -184,7 +185,10 @@ def main(argv=None):
                         "mean difference": f"{diff.mean():+.4f}",
                         "paired t over seeds (p)": f"{t_seeds:.2f} ({p_seeds:.3f})",
                         "paired t over seed x case (p)": f"{t_cases:.2f} ({p_cases:.2g})"})
-    fit = df.drop_duplicates(["seed", "arm"]).groupby("arm", sort=False)["fit_s"].median()
+    cells_df = df.drop_duplicates(["seed", "arm"])
+    fit = [f"{arm} {g['fit_s'].median():.0f} s ({g['fit_s'].notna().sum()} of {len(g)} fitted here"
+           + (", the others loaded from an earlier fit)" if g["fit_s"].isna().any() else ")")
+           for arm, g in cells_df.groupby("arm", sort=False)]
     info = gensar.cpu_info()
     describe = lambda arm: " ".join([arm["name"]] + [f"{k}={json.dumps(v)}" for k, v in arm["config"].items()]  # noqa: E731
                                     + [f"{k}={v}" for k, v in arm["env"].items()])
@@ -197,7 +201,7 @@ def main(argv=None):
         f"Preset {args.preset}, one model per seed and arm, the same data split (dataset seed 0) for all. "
         f"NDCG@10, mean ± std over seeds; differences are {b} - {a}. Median fit seconds per arm "
         f"({args.threads} thread(s) each, {args.jobs} cell(s) at once, so indicative only): "
-        + ", ".join(f"{k} {v:.0f} s" for k, v in fit.items()) + ".", "",
+        + "; ".join(fit) + ".", "",
         md_table(pd.DataFrame(summary)), "",
         "Per seed:", "",
         md_table(df.sort_values(["task", "protocol", "seed", "arm"])), ""])
