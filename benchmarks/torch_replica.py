@@ -89,7 +89,8 @@ def main():
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)  # torch's dropout masks
     gensar.set_num_threads(1)
-    cfg = dict(PRESETS["quick"], seed=a.seed)
+    # HF T5 takes one token per encoder position: identifiers as tokens, not item bags
+    cfg = dict(PRESETS["quick"], seed=a.seed, item_bags=False)
     for kv in a.overrides:
         k, v = kv.split("=", 1)
         cfg[k] = json.loads(v)

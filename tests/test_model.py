@@ -163,7 +163,15 @@ def test_item_bags_train_decode_and_save(fitted, monkeypatch, tmp_path):
     pd.testing.assert_frame_equal(back.recommend([[0, 1, 2]], k=5), rec)
     with pytest.raises(ValueError, match="item bags"):
         model.to_hf_t5(tmp_path / "hf")
-    assert gensar.GenSARConfig().item_bags is False
+    assert gensar.GenSARConfig().item_bags is True  # the default since the validation study
+    # a model saved before the setting existed read identifiers as tokens: it loads so
+    cfg_path = tmp_path / "m" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["item_bags"]
+    cfg_path.write_text(json.dumps(cfg))
+    (tmp_path / "m" / "manifest.json").unlink()
+    with pytest.warns(UserWarning, match="no manifest.json"):
+        assert gensar.GenSAR.load(tmp_path / "m").config.item_bags is False
     with pytest.raises(TypeError, match="item_bags must be True or False"):
         gensar.GenSAR(item_bags=1)
 

@@ -46,7 +46,7 @@ def fresh(model, task, inputs, k):
     table = model.tokenizer_.id_token_ids(kind, codes, behaviour=REC_ITEM if task == "rec" else SRC_ITEM)
     trie = Trie(table, vocab_size=model.tokenizer_.vocab_size)
     k = min(k, trie.n_paths)
-    ids, mask = model.tokenizer_.encode(inputs, model._input_len())
+    ids, mask = model._encode_inputs(inputs)  # tokens, or item bags (the default)
     return model.seq2seq_.beam_search(ids, mask, trie, num_beams=max(model.config.num_beams, k), top_k=k,
                                       renormalise=model.config.constrained_softmax)
 
