@@ -241,7 +241,8 @@ static int new_outputs(int B, int top_k, PyArrayObject **items, PyArrayObject **
 
 
 /* Beam search on a T5 model (Seq2Seq._model capsule). input_ids (B, T_in) or
- * (B, T_in, K) int32 (item bags, see gs_parse_encoder_input), attention_mask (B, T_in) int32. Returns (items (B, top_k) int64, scores (B, top_k) float32). */
+ * (B, T_in, K) int32 (item bags, see gs_parse_encoder_input), attention_mask (B, T_in)
+ * int32. Returns (items (B, top_k) int64, scores (B, top_k) float32). */
 static PyObject *py_t5_beam_search(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
