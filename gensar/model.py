@@ -98,7 +98,7 @@ class GenSARConfig:
     # (needed for GenSAR.to_hf_t5: HF T5 takes one token per position). On by default: on
     # ml-100k validation (3 seeds paired, quick preset) no worse (rec NDCG@10 +0.006,
     # search +0.003, neither significant; benchmarks/results/item-bags-study-ml-100k.md)
-    # with 45% fewer encoder positions and a training step 0.56-0.59x as long
+    # with 45% fewer encoder positions and a training step 0.55-0.59x as long
     # (benchmarks/results/item-bags-speed-ml-100k.md).
     item_bags: bool = True
     # sequence model (section 3)
