@@ -319,7 +319,7 @@ def test_item_bags_refuse_bad_input():
         m.logits(bags, np.ones(bags.shape, np.int32), dec)
     with pytest.raises(ValueError, match="3-dimensional"):
         m.logits(bags[..., None], mask, dec)
-    with pytest.raises(ValueError, match="64 tokens"):
+    with pytest.raises(ValueError, match="65 tokens per position; need 1 to 64"):
         m.decode_cache(np.zeros((1, 2, 65), np.int32), np.ones((1, 2), np.int32))
 
 

@@ -292,15 +292,8 @@ static PyObject *py_t5_beam_search(PyObject *self, PyObject *args, PyObject *kw)
     }
     int64_t *po = PyArray_DATA(items);
     float *ps = PyArray_DATA(scores);
-    gs_model_lock *lk = gs_capsule_lock(omodel); /* the model's workspace (py_t5.c) */
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_read(lk);
-    unsigned csr = gs_ftz_enter(); /* denormals flushed inside the call, as GS_LOCKED_ does */
-    status = gs_t5_beam_search(m, pi, pm, B, T, K_in, tg.tries, num_beams, top_k, start, renormalise,
-                               norm_trie, po, ps);
-    gs_ftz_leave(csr);
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    GS_READ_LOCKED(omodel, status = gs_t5_beam_search(m, pi, pm, B, T, K_in, tg.tries, num_beams, top_k,
+                                                      start, renormalise, norm_trie, po, ps));
     target_free(&tg);
     if (status) {
         Py_DECREF(items);

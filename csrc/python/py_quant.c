@@ -621,12 +621,7 @@ static PyObject *py_rqvae_code_usage(PyObject *self, PyObject *cap)
     PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, n, NPY_INT64);
     if (!out) return NULL;
     int64_t *po = PyArray_DATA(out);
-    gs_model_lock *lk = gs_capsule_lock(cap); /* counters written by training steps */
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_write(lk);
-    gs_rqvae_code_usage(m, po);
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    GS_WRITE_LOCKED(cap, gs_rqvae_code_usage(m, po)); /* counters written by training steps */
     return (PyObject *)out;
 }
 

@@ -410,14 +410,8 @@ static PyObject *py_t5_decode_step(PyObject *self, PyObject *args)
     int st;
     const int32_t *pt = PyArray_DATA(tok);
     float *po = PyArray_DATA(out);
-    gs_model_lock *lk = gs_capsule_lock(PyCapsule_GetContext(cc)); /* the model's lock */
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_write(lk); /* the cache itself is written: one call at a time */
-    unsigned csr = gs_ftz_enter(); /* denormals flushed inside the call, as GS_LOCKED_ does */
-    st = gs_t5_decode_step(m, c, pt, po);
-    gs_ftz_leave(csr);
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    /* the model's lock, exclusive: the cache itself is written, one call at a time */
+    GS_WRITE_LOCKED(PyCapsule_GetContext(cc), st = gs_t5_decode_step(m, c, pt, po));
     if (st) {
         Py_DECREF(out);
         return gs_raise(st);
@@ -441,12 +435,8 @@ static PyObject *py_t5_cache_reorder(PyObject *self, PyObject *args)
     }
     int st;
     const int32_t *ps = PyArray_DATA(src);
-    gs_model_lock *lk = gs_capsule_lock(PyCapsule_GetContext(cc));
-    Py_BEGIN_ALLOW_THREADS
-    gs_lock_write(lk); /* the cache itself is written: one call at a time */
-    st = gs_t5_cache_reorder(c, ps);
-    gs_unlock(lk);
-    Py_END_ALLOW_THREADS
+    /* the model's lock, exclusive: the cache itself is written, one call at a time */
+    GS_WRITE_LOCKED(PyCapsule_GetContext(cc), st = gs_t5_cache_reorder(c, ps));
     if (st) return gs_raise(st);
     Py_RETURN_NONE;
 }
