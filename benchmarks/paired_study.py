@@ -38,33 +38,9 @@ from _provenance import commit, md_table  # noqa: E402
 import gensar  # noqa: E402
 from gensar import datasets  # noqa: E402
 from gensar.cli import PRESETS  # noqa: E402
+from gensar.stats import ndcg_at, paired_test  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def case_ndcg(ranks, k=10):
-    """Per-case NDCG@k from 0-based target ranks (-1: not in the list)."""
-    r = np.asarray(ranks)
-    return np.where((r >= 0) & (r < k), 1.0 / np.log2(np.maximum(r, 0) + 2.0), 0.0)
-
-
-def paired_t(d):
-    """(t, two-sided p) of a paired t-test on differences d (Student's t via scipy
-    when it is there, else the normal approximation)."""
-    d = np.asarray(d, float)
-    n = len(d)
-    if n < 2 or d.std(ddof=1) == 0:
-        return float("nan"), float("nan")
-    t = d.mean() / (d.std(ddof=1) / np.sqrt(n))
-    try:
-        from scipy import stats
-
-        p = 2 * stats.t.sf(abs(t), n - 1)
-    except ImportError:
-        from math import erfc, sqrt
-
-        p = erfc(abs(t) / sqrt(2))
-    return float(t), float(p)
 
 
 def parse_arm(tokens):
@@ -104,6 +80,8 @@ def worker(args):
     fit_s = time.perf_counter() - t0
     table = model.evaluate("valid", protocols=("sampled", "full"), progress=False)
     table.insert(0, "fit_s", round(fit_s, 1) if fitted else float("nan"))
+    info = gensar.cpu_info()  # every cell names the CPU, kernel path and code it ran on
+    table["cpu"], table["kernel_path"], table["commit"] = info["cpu"], info["isa"], commit()
     table.to_csv(out / "eval.csv", index=False)
     np.savez(out / "ranks.npz", **{f"{t}|{p}": np.asarray(r) for (t, p), r in model.eval_ranks_.items()})
 
@@ -166,25 +144,26 @@ def main(argv=None):
         ranks = np.load(c["dir"] / "ranks.npz")
         for r in table.to_dict("records"):
             rows.append({"seed": c["seed"], "arm": c["arm"]["name"], "task": r["task"], "protocol": r["protocol"],
-                         "cases": r["cases"], "HR@10": r["HR@10"], "NDCG@10": r["NDCG@10"], "fit_s": r["fit_s"]})
+                         "cases": r["cases"], "HR@10": r["HR@10"], "NDCG@10": r["NDCG@10"], "fit_s": r["fit_s"],
+                         **{k: r.get(k, "unrecorded") for k in ("cpu", "kernel_path", "commit")}})
             per_case[(c["seed"], c["arm"]["name"], r["task"], r["protocol"])] = \
-                case_ndcg(ranks[f"{r['task']}|{r['protocol']}"])
+                ndcg_at(ranks[f"{r['task']}|{r['protocol']}"])
     df = pd.DataFrame(rows)
     a, b = arms[0]["name"], arms[1]["name"]
     summary = []
     for (task, protocol), g in df.groupby(["task", "protocol"], sort=False):
         piv = g.pivot(index="seed", columns="arm", values="NDCG@10")
         diff = piv[b] - piv[a]
-        t_seeds, p_seeds = paired_t(diff)
-        t_cases, p_cases = paired_t(np.concatenate(
-            [per_case[(s, b, task, protocol)] - per_case[(s, a, task, protocol)] for s in args.seeds]))
+        over_seeds = paired_test(piv[b].to_numpy(), piv[a].to_numpy())
+        over_cases = paired_test(*(np.concatenate([per_case[(s, arm, task, protocol)] for s in args.seeds])
+                                   for arm in (b, a)))
         summary.append({"task": task, "protocol": protocol,
                         f"{a} NDCG@10": f"{piv[a].mean():.4f} ± {piv[a].std(ddof=1):.4f}",
                         f"{b} NDCG@10": f"{piv[b].mean():.4f} ± {piv[b].std(ddof=1):.4f}",
                         "difference per seed": ", ".join(f"{v:+.4f}" for v in diff),
                         "mean difference": f"{diff.mean():+.4f}",
-                        "paired t over seeds (p)": f"{t_seeds:.2f} ({p_seeds:.3f})",
-                        "paired t over seed x case (p)": f"{t_cases:.2f} ({p_cases:.2g})"})
+                        "paired t over seeds (p)": f"{over_seeds['t']:.2f} ({over_seeds['p_ttest']:.3f})",
+                        "paired t over seed x case (p)": f"{over_cases['t']:.2f} ({over_cases['p_ttest']:.2g})"})
     cells_df = df.drop_duplicates(["seed", "arm"])
     fit = [f"{arm} {g['fit_s'].median():.0f} s ({g['fit_s'].notna().sum()} of {len(g)} fitted here"
            + (", the others loaded from an earlier fit)" if g["fit_s"].isna().any() else ")")
@@ -197,7 +176,9 @@ def main(argv=None):
         f"Command: `python benchmarks/paired_study.py --name {args.name} --cache {args.cache} --seeds "
         f"{' '.join(map(str, args.seeds))} --preset {args.preset} --threads {args.threads} --jobs {args.jobs} "
         + " ".join(f"--arm {describe(arm)}" for arm in arms) + f"` at commit {code}; CPU {info['cpu']}, "
-        f"kernel path {info['isa']}; {time.perf_counter() - t0:.0f} s here.", "",
+        f"kernel path {info['isa']}; {time.perf_counter() - t0:.0f} s here. The cells ran on: "
+        + "; ".join(f"{cpu}, kernel path {isa}, commit {com} ({len(g)} cells)" for (cpu, isa, com), g in
+                    cells_df.groupby(["cpu", "kernel_path", "commit"])) + ".", "",
         f"Preset {args.preset}, one model per seed and arm, the same data split (dataset seed 0) for all. "
         f"NDCG@10, mean ± std over seeds; differences are {b} - {a}. Median fit seconds per arm "
         f"({args.threads} thread(s) each, {args.jobs} cell(s) at once, so indicative only): "
