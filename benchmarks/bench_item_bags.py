@@ -21,37 +21,32 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # the checkout
 import gensar  # noqa: E402
 from gensar import datasets  # noqa: E402
 from gensar.seq2seq import Seq2Seq  # noqa: E402
-from gensar.tasks import encode_batch, length_grouped_batches, render  # noqa: E402
+from gensar.tasks import length_grouped_batches, render  # noqa: E402
 
 
 def batches_both_ways(model, ds, n_batches, seed):
-    """(token batches, bag batches): the same examples, encoded as tokens and as bags."""
-    c = model.config
+    """(token batches, bag batches): the same examples, encoded by the model's own
+    training-batch code (GenSAR._encode_batches) once with item_bags off, once on."""
     builder = model._builder(ds)
     rng = np.random.default_rng(seed)
-    ex = [builder.examples(t, "train") for t in ("nrip", "nsip")]
-    import pandas as pd
-
-    pool = pd.concat(ex, ignore_index=True)
-    pick = pool.iloc[rng.permutation(len(pool))[: n_batches * c.batch_size]].reset_index(drop=True)
+    pool = pd.concat([builder.examples(t, "train") for t in ("nrip", "nsip")], ignore_index=True)
+    size = model.config.batch_size
+    pick = pool.iloc[rng.permutation(len(pool))[: n_batches * size]].reset_index(drop=True)
     inputs = render(pick, rng)
-    groups = length_grouped_batches([len(s) for s in inputs], c.batch_size, rng)
-    targets = pick["target"].tolist()
-    out = {}
-    for bags in (False, True):
-        out[bags] = []
-        for b in groups:
-            batch = encode_batch(model.tokenizer_, [inputs[i] for i in b], [targets[i] for i in b],
-                                 model._input_len(), c.max_target_len, bags=bags)
-            if c.constrained_softmax:
-                batch["allowed"] = builder.allowed_mask(pick["task"].to_numpy()[b], pick["item"].to_numpy()[b],
-                                                        batch["labels"].shape[1], model.tokenizer_.vocab_size)
-            out[bags].append(batch)
+    groups = length_grouped_batches([len(s) for s in inputs], size, rng)
+    saved, out = model.config.item_bags, {}
+    try:
+        for bags in (False, True):
+            model.config.item_bags = bags
+            out[bags] = model._encode_batches(pick, inputs, groups)
+    finally:
+        model.config.item_bags = saved
     return out[False], out[True]
 
 
