@@ -37,7 +37,7 @@ from ._validate import check_float, check_int, check_ks, check_str_list, is_int
 from .cold_start import ColdStart
 from .evaluate import check_protocols, check_tasks
 from .metrics import DEFAULT_KS, target_ranks
-from .tasks import (REFERENCE_MIXTURE, TASKS, TEMPLATES, TaskBuilder, encode_batch, epoch_counts,
+from .tasks import (PROMPT_STYLES, REFERENCE_MIXTURE, TASKS, TaskBuilder, encode_batch, epoch_counts,
                     length_grouped_batches,
                     epoch_mixture, render)
 from .tokenizer import REC_ITEM, SRC_ITEM, IDLayout, Tokenizer, escape_text
@@ -101,6 +101,10 @@ class GenSARConfig:
     # with 45% fewer encoder positions and a training step 0.55-0.59x as long
     # (benchmarks/results/item-bags-speed-ml-100k.md).
     item_bags: bool = True
+    # Prompt style: "phrasings" (ten instruction phrasings per task, events separated by
+    # "; ", as the reference) or "bare" (a task word and the fields, no separators:
+    # gensar.tasks.BARE_TEMPLATES); a study setting.
+    prompts: str = "phrasings"
     # sequence model (section 3)
     d_model: int = 128
     num_layers: int = 4
@@ -165,7 +169,8 @@ class GenSARConfig:
                               ("search_id", ("semantic", "collaborative")),
                               ("feed_forward_proj", ("relu", "gated-gelu")),
                               ("schedule", ("constant", "linear", "cosine")),
-                              ("pseudo_query_source", ("auto", "dataset", "doc2query"))):
+                              ("pseudo_query_source", ("auto", "dataset", "doc2query")),
+                              ("prompts", tuple(PROMPT_STYLES))):
             if getattr(self, name) not in options:
                 raise ValueError(f"{name} must be one of {options}, got {getattr(self, name)!r}")
         if not isinstance(self.constrained_softmax, (bool, np.bool_)):
@@ -343,7 +348,7 @@ class GenSAR:
         self.semantic_ids_, self.collaborative_ids_ = sem, col
         t = time.perf_counter()
         texts = (dataset.items["text"].tolist() + dataset.events["query"].unique().tolist()
-                 + [p for v in TEMPLATES.values() for p in v])
+                 + [p for v in self._templates.values() for p in v])
         self.tokenizer_ = Tokenizer.train(texts, self._layout(), vocab_size=c.vocab_size)
         self.builder_ = self._builder(dataset)
         self.timings_["tokenizer"] = time.perf_counter() - t
@@ -375,13 +380,22 @@ class GenSAR:
         return IDLayout(tuple(int(s) for s in sizes[:ls]), tuple(int(s) for s in sizes[ls:ls + lp]),
                         tuple(int(s) for s in sizes[ls + lp:]))
 
+    @property
+    def _templates(self) -> dict:
+        """Task -> instruction phrasings of the configured prompt style."""
+        return PROMPT_STYLES[self.config.prompts][0]
+
+    def _builder_settings(self) -> dict:
+        c = self.config
+        return dict(n_rec=c.n_rec, n_search=c.n_search, rec_id=c.rec_id, search_id=c.search_id,
+                    separator=PROMPT_STYLES[c.prompts][1])
+
     def _builder(self, dataset) -> TaskBuilder:
         """Examples of `dataset` (whose items are the first dataset.n_items of the
         catalogue; items added later have no events)."""
         n = dataset.n_items
         return TaskBuilder(dataset, self.tokenizer_, self.semantic_ids_[:n], self.collaborative_ids_[:n],
-                           n_rec=self.config.n_rec, n_search=self.config.n_search,
-                           rec_id=self.config.rec_id, search_id=self.config.search_id)
+                           **self._builder_settings())
 
     def _identifiers(self, dataset, ids, semantic_embeddings, collaborative_embeddings):
         c = self.config
@@ -466,19 +480,19 @@ class GenSAR:
         """The longest input in tokens (+ </s>) among example frames (each of one
         task), every example rendered with its task's longest phrasing (the phrasings
         differ only by fixed words)."""
-        longest = 2
+        longest, tpl = 2, self._templates
         for ex in frames:
             if len(ex) == 0:
                 continue
             task = ex["task"].iloc[0]
             probe = ex.iloc[:1]
-            k = int(np.argmax([len(self.tokenizer_.backend.encode(render(probe, template=j)[0],
+            k = int(np.argmax([len(self.tokenizer_.backend.encode(render(probe, template=j, templates=tpl)[0],
                                                                    add_special_tokens=False).ids)
-                               for j in range(len(TEMPLATES[task]))]))
+                               for j in range(len(tpl[task]))]))
             # In chunks: the tokenizer's Encoding objects take ~100 bytes per token, so a
             # whole frame at once held ~2 GB per 100k examples (Amazon size: ~20 GB).
             for s in range(0, len(ex), 4096):
-                enc = self.tokenizer_.backend.encode_batch(render(ex.iloc[s:s + 4096], template=k),
+                enc = self.tokenizer_.backend.encode_batch(render(ex.iloc[s:s + 4096], template=k, templates=tpl),
                                                            add_special_tokens=False)
                 # + 1 for </s>, + 2 for words that split differently at a placeholder's edges
                 longest = max(longest, max(len(e.ids) for e in enc) + 3)
@@ -529,7 +543,7 @@ class GenSAR:
 
         def make_epoch(epoch):
             ep = epoch_mixture(parts, self.epoch_counts_, c.seed, epoch)
-            inputs = render(ep, np.random.default_rng([c.seed, 12, epoch]))
+            inputs = render(ep, np.random.default_rng([c.seed, 12, epoch]), templates=self._templates)
             if c.group_by_length:
                 batches = length_grouped_batches([len(t) for t in inputs], c.batch_size,
                                                  np.random.default_rng([c.seed, 14, epoch]))
@@ -590,7 +604,7 @@ class GenSAR:
         from .seq2seq import shift_right
 
         total, count = 0.0, 0
-        inputs, targets = render(examples), examples["target"].tolist()
+        inputs, targets = render(examples, templates=self._templates), examples["target"].tolist()
         batches = [np.arange(s, min(s + batch_size, len(inputs))) for s in range(0, len(inputs), batch_size)]
         for b in self._encode_batches(examples, inputs, batches):
             labels = b["labels"]
@@ -773,7 +787,7 @@ class GenSAR:
             ex = getattr(self, "_data_builder", self.builder_).examples("nrip" if task == "rec" else "nsip", split)
             if max_cases is not None:
                 ex = ex.iloc[:max_cases]
-            inputs = render(ex)
+            inputs = render(ex, templates=self._templates)
             targets = ex["item"].to_numpy()
             for protocol in protocols:
                 if not applies(task, protocol):
@@ -937,7 +951,7 @@ class GenSAR:
         if not histories:
             raise ValueError("histories is empty: pass at least one history (a list of item ids, may be empty)")
         hist = self._history_strings(histories, indices)
-        return [TEMPLATES["nrip"][0].format(history=h) for h in hist]
+        return [self._templates["nrip"][0].format(history=h) for h in hist]
 
     def search(self, queries, histories=None, k: int = 10, *, exclude_history: bool = False,
                candidates=None, scores: bool = True) -> pd.DataFrame:
@@ -969,7 +983,7 @@ class GenSAR:
         if len(histories) != len(queries):
             raise ValueError(f"got {len(queries)} queries but {len(histories)} histories")
         hist = self._history_strings(histories, indices)
-        return [TEMPLATES["nsip"][0].format(history=h, query=escape_text(q)) for h, q in zip(hist, queries)]
+        return [self._templates["nsip"][0].format(history=h, query=escape_text(q)) for h, q in zip(hist, queries)]
 
     # ================================================================== new items
     def add_items(self, items, semantic_embeddings=None, *, item_col: str = "item_id",
@@ -1149,7 +1163,7 @@ class GenSAR:
                 parts.append(align.iloc[er.integers(len(align), size=n_old)])
             ep = pd.concat(parts, ignore_index=True)
             ep = ep.iloc[er.permutation(len(ep))].reset_index(drop=True)
-            return self._encode_batches(ep, render(ep, er), [np.arange(s, min(s + c.batch_size, len(ep)))
+            return self._encode_batches(ep, render(ep, er, templates=self._templates), [np.arange(s, min(s + c.batch_size, len(ep)))
                                                              for s in range(0, len(ep), c.batch_size)])
 
         m = self.seq2seq_
@@ -1199,8 +1213,7 @@ class GenSAR:
         every item; evaluation keeps the dataset's own builder (items added later
         have no events in it)."""
         self.builder_ = TaskBuilder.for_items(self.tokenizer_, self.semantic_ids_, self.collaborative_ids_,
-                                              n_rec=self.config.n_rec, n_search=self.config.n_search,
-                                              rec_id=self.config.rec_id, search_id=self.config.search_id)
+                                              **self._builder_settings())
         if hasattr(self, "dataset_"):
             self._data_builder = self._builder(self.dataset_)
 
@@ -1375,8 +1388,7 @@ class GenSAR:
         self.seq2seq_ = Seq2Seq.load(d / "model.safetensors")
         self._check_loaded(d)
         self.builder_ = TaskBuilder.for_items(self.tokenizer_, self.semantic_ids_, self.collaborative_ids_,
-                                              n_rec=self.config.n_rec, n_search=self.config.n_search,
-                                              rec_id=self.config.rec_id, search_id=self.config.search_id)
+                                              **self._builder_settings())
         if dataset is not None:
             self._attach_dataset(dataset)
         return self

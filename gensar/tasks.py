@@ -136,6 +136,24 @@ TEMPLATES = {
     ],
 }
 
+# The "bare" prompt style (GenSARConfig.prompts): one phrasing per task, a task word and
+# the fields only, and histories without separators (each event starts with its
+# behaviour token anyway). About 25 fewer encoder positions per history input than the
+# phrasings; a study setting that asks what the instruction text costs or gives.
+BARE_TEMPLATES = {
+    "nrip": ["recommend: {history}"],
+    "nsip": ["search: {history} " + SRC_QUERY + " {query}"],
+    "nsqp": ["query: {history}"],
+    "adhoc": ["search: " + SRC_QUERY + " {query}"],
+    "item2sem": ["semantic: {item}"],
+    "item2col": ["collaborative: {item}"],
+    "sem2item": ["title: {item}"],
+    "col2item": ["title: {item}"],
+}
+# prompt style -> (templates, history separator)
+PROMPT_STYLES = {"phrasings": (TEMPLATES, HISTORY_SEPARATOR), "bare": (BARE_TEMPLATES, " ")}
+
+
 class TaskBuilder:
     """Turns a :class:`gensar.datasets.Dataset` plus identifiers into task examples.
 
@@ -146,11 +164,15 @@ class TaskBuilder:
     n_rec, n_search : how many recent recommendation items / search clicks a history keeps
     rec_id, search_id : which identifier recommendation / search items are written
         with (GenSAR: collaborative / semantic; the ablations use one kind for both)
+    separator : what separates a history's events (PROMPT_STYLES)
     """
 
     def __init__(self, dataset, tokenizer: Tokenizer, semantic_ids, collaborative_ids,
                  n_rec: int = 5, n_search: int = 5, rec_id: str = "collaborative",
-                 search_id: str = "semantic"):
+                 search_id: str = "semantic", separator: str = HISTORY_SEPARATOR):
+        if not isinstance(separator, str):
+            raise TypeError(f"separator must be a string, got {type(separator).__name__}")
+        self.separator = separator
         semantic_ids, collaborative_ids = np.asarray(semantic_ids), np.asarray(collaborative_ids)
         n = len(semantic_ids) if dataset is None else dataset.n_items
         for name, ids in (("semantic_ids", semantic_ids), ("collaborative_ids", collaborative_ids)):
@@ -198,7 +220,7 @@ class TaskBuilder:
         """Event rows of the dataset (oldest first) -> the history string."""
         rows = np.asarray(history_rows, dtype=np.int64)
         keep = rows[self._latest(self._kind_is_rec[rows])]
-        return HISTORY_SEPARATOR.join(self._event_text[keep]) if len(keep) else NO_HISTORY
+        return self.separator.join(self._event_text[keep]) if len(keep) else NO_HISTORY
 
     def render_history(self, events) -> str:
         """[(kind, item index, query), ...] oldest first -> the history string."""
@@ -210,7 +232,7 @@ class TaskBuilder:
             kind, item, query = events[p]
             parts.append(self.rec_text[item] if kind == "rec"
                          else f"{SRC_QUERY} {escape_text(query)} {self.src_text[item]}")
-        return HISTORY_SEPARATOR.join(parts)
+        return self.separator.join(parts)
 
     def target_tokens(self, task: str, item: int) -> list:
         kind, behaviour = self.target_id[task]
@@ -303,12 +325,14 @@ class TaskBuilder:
         return pd.DataFrame({"task": task, "fields": fields, "target": tgt, "item": items})
 
 
-def render(examples: pd.DataFrame, rng: np.random.Generator | None = None, template: int = 0) -> list:
+def render(examples: pd.DataFrame, rng: np.random.Generator | None = None, template: int = 0,
+           templates: dict = TEMPLATES) -> list:
     """Input strings of examples: a random phrasing per example when rng is given
-    (training), else phrasing `template` (evaluation)."""
+    (training), else phrasing `template` (evaluation); `templates`: TEMPLATES or
+    BARE_TEMPLATES (one phrasing per task)."""
     out = []
     for task, fields in zip(examples["task"], examples["fields"]):
-        options = TEMPLATES[task]
+        options = templates[task]
         k = int(rng.integers(len(options))) if rng is not None else template
         out.append(options[k].format(**fields))
     return out

@@ -176,6 +176,38 @@ def test_item_bags_train_decode_and_save(fitted, monkeypatch, tmp_path):
         gensar.GenSAR(item_bags=1)
 
 
+def test_bare_prompts_train_with_task_words_only(fitted, monkeypatch, tmp_path):
+    """prompts="bare": training and inference inputs are a task word and the fields, with
+    no separators between history events; the model trains, recommends and saves so."""
+    from gensar.tasks import BARE_TEMPLATES
+
+    ds, _ = fitted
+    texts = []
+    real = gensar.GenSAR._encode_batches
+
+    def spy(self, examples, inputs, batches):
+        texts.extend(inputs)
+        return real(self, examples, inputs, batches)
+
+    monkeypatch.setattr(gensar.GenSAR, "_encode_batches", spy)
+    model = gensar.GenSAR(**dict(TINY, prompts="bare")).fit(ds, ids=unique_ids(ds.n_items), progress=False)
+    starts = tuple(t.split("{")[0] for v in BARE_TEMPLATES.values() for t in v)
+    assert texts and all(t.startswith(starts) for t in texts)
+    assert not any("; " in t for t in texts)  # no history separator
+    assert any(t.startswith("recommend: <rec_item>") for t in texts)
+    assert model._rec_inputs([[0, 1]])[0].startswith("recommend: <rec_item>")
+    assert "; " not in model._rec_inputs([[0, 1]])[0]
+    assert model.history_["loss"].iloc[-1] < model.history_["loss"].iloc[0]
+    rec = model.recommend([[0, 1, 2]], k=5)
+    model.save(tmp_path / "m")
+    back = gensar.GenSAR.load(tmp_path / "m")
+    assert back.config.prompts == "bare"
+    pd.testing.assert_frame_equal(back.recommend([[0, 1, 2]], k=5), rec)
+    assert gensar.GenSARConfig().prompts == "phrasings"
+    with pytest.raises(ValueError, match="prompts must be one of"):
+        gensar.GenSAR(prompts="short")
+
+
 def test_constrained_softmax_trains_on_valid_codes_only(fitted, monkeypatch, tmp_path):
     """constrained_softmax=True: every training batch carries the catalogue-trie mask and the
     model still trains (loss falls) and decodes; the setting is saved with the model."""
