@@ -101,6 +101,11 @@ class GenSARConfig:
     # with 45% fewer encoder positions and a training step 0.55-0.59x as long
     # (benchmarks/results/item-bags-speed-ml-100k.md).
     item_bags: bool = True
+    # Recency embeddings (with item_bags): each history identifier's bag also sums a learned
+    # embedding of its recency (0 = the newest identifier of the input, up to
+    # n_rec + n_search - 1): SASRec's absolute positions counted from the end, beside
+    # T5's relative position bias (Tokenizer.bag_identifiers). A study setting.
+    recency_embeddings: bool = False
     # Prompt style: "phrasings" (ten instruction phrasings per task, events separated by
     # "; ", as the reference) or "bare" (a task word and the fields, no separators:
     # gensar.tasks.BARE_TEMPLATES); a study setting.
@@ -177,6 +182,11 @@ class GenSARConfig:
             raise TypeError(f"constrained_softmax must be True or False, got {self.constrained_softmax!r}")
         if not isinstance(self.item_bags, (bool, np.bool_)):
             raise TypeError(f"item_bags must be True or False, got {self.item_bags!r}")
+        if not isinstance(self.recency_embeddings, (bool, np.bool_)):
+            raise TypeError(f"recency_embeddings must be True or False, got {self.recency_embeddings!r}")
+        if self.recency_embeddings and not self.item_bags:
+            raise ValueError("recency_embeddings=True needs item_bags=True: the recency embedding is a slot of "
+                             "each identifier's bag")
         if not isinstance(self.group_by_length, (bool, np.bool_)):
             raise TypeError(f"group_by_length must be True or False, got {self.group_by_length!r}")
         if not isinstance(self.sentence_model, str) or not self.sentence_model:
@@ -502,7 +512,15 @@ class GenSAR:
         """Input texts -> the encoder's (input_ids, attention_mask): (B, T) tokens, or
         (B, T', bag_width) item bags with item_bags."""
         ids, mask = self.tokenizer_.encode(texts, self._input_len())
-        return self.tokenizer_.bag_identifiers(ids, mask) if self.config.item_bags else (ids, mask)
+        if not self.config.item_bags:
+            return ids, mask
+        return self.tokenizer_.bag_identifiers(ids, mask, self._recency_tokens)
+
+    @property
+    def _recency_tokens(self) -> int:
+        """Recency tokens past the tokenizer's vocabulary (recency_embeddings), else 0."""
+        c = self.config
+        return max(1, c.n_rec + c.n_search) if c.recency_embeddings else 0
 
     def _input_len(self) -> int:
         """max_input_len, or the length fitted to the data when it is 0."""
@@ -539,7 +557,7 @@ class GenSAR:
             frames = list(parts.values()) + [self.builder_.examples(t, s) for t in ("nrip", "nsip")
                                              for s in ("valid", "test")]
             self.input_len_ = self._fit_input_len(frames)
-        self.seq2seq_ = self._new_seq2seq(self.tokenizer_.vocab_size, c.seed)
+        self.seq2seq_ = self._new_seq2seq(self.tokenizer_.vocab_size + self._recency_tokens, c.seed)
 
         def make_epoch(epoch):
             ep = epoch_mixture(parts, self.epoch_counts_, c.seed, epoch)
@@ -589,13 +607,14 @@ class GenSAR:
         c = self.config
         targets = examples["target"].tolist()
         out = [encode_batch(self.tokenizer_, [inputs[i] for i in b], [targets[i] for i in b],
-                            self._input_len(), c.max_target_len, bags=c.item_bags)
+                            self._input_len(), c.max_target_len, bags=c.item_bags,
+                            recency=self._recency_tokens)
                for b in batches]
         if c.constrained_softmax:
             tasks, items = examples["task"].to_numpy(), examples["item"].to_numpy()
             for b, batch in zip(batches, out):
                 batch["allowed"] = self.builder_.allowed_mask(tasks[b], items[b], batch["labels"].shape[1],
-                                                              self.tokenizer_.vocab_size)
+                                                              self.seq2seq_.config.vocab_size)
         return out
 
     def _teacher_forced_loss(self, examples, batch_size: int = 64) -> float:
@@ -1163,8 +1182,8 @@ class GenSAR:
                 parts.append(align.iloc[er.integers(len(align), size=n_old)])
             ep = pd.concat(parts, ignore_index=True)
             ep = ep.iloc[er.permutation(len(ep))].reset_index(drop=True)
-            return self._encode_batches(ep, render(ep, er, templates=self._templates), [np.arange(s, min(s + c.batch_size, len(ep)))
-                                                             for s in range(0, len(ep), c.batch_size)])
+            batches = [np.arange(s, min(s + c.batch_size, len(ep))) for s in range(0, len(ep), c.batch_size)]
+            return self._encode_batches(ep, render(ep, er, templates=self._templates), batches)
 
         m = self.seq2seq_
         m.adam_m[...] = 0.0  # a new phase: AdamW starts afresh rather than from the fit's stale moments
@@ -1417,7 +1436,7 @@ class GenSAR:
             if getattr(c, name) != getattr(m, name):
                 raise ValueError(f"{d / 'config.json'} says {name}={getattr(c, name)!r} but {d / 'model.safetensors'} "
                                  f"holds a model with {name}={getattr(m, name)!r}: the files come from different saves")
-        if m.vocab_size != self.tokenizer_.vocab_size:
+        if m.vocab_size != self.tokenizer_.vocab_size + self._recency_tokens:
             raise ValueError(f"{d / 'tokenizer'} has {self.tokenizer_.vocab_size} tokens but {d / 'model.safetensors'} "
                              f"was trained with {m.vocab_size}: the files come from different saves")
         try:

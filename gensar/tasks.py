@@ -460,13 +460,14 @@ def length_grouped_batches(lengths, batch_size: int, rng: np.random.Generator, g
 
 
 def encode_batch(tokenizer: Tokenizer, inputs, targets, max_input: int, max_target: int,
-                 bags: bool = False):
+                 bags: bool = False, recency: int = 0):
     """Inputs (strings) and targets (token id lists) -> a training batch dict:
     input_ids / attention_mask int32 (B, T_in), labels int32 (B, T_out) with -100 on padding.
-    bags: identifiers folded into item bags, input_ids (B, T_in, K) (Tokenizer.bag_identifiers)."""
+    bags: identifiers folded into item bags, input_ids (B, T_in, K) (Tokenizer.bag_identifiers);
+    recency: that method's recency tokens (R > 0, bags only)."""
     ids, mask = tokenizer.encode(inputs, max_input)
     if bags:
-        ids, mask = tokenizer.bag_identifiers(ids, mask)
+        ids, mask = tokenizer.bag_identifiers(ids, mask, recency)
     T = min(max_target, max(len(t) for t in targets))
     labels = np.full((len(targets), T), -100, np.int32)
     for i, t in enumerate(targets):

@@ -265,7 +265,7 @@ class Tokenizer:
         """Token slots of an item bag: a behaviour token and one identifier's codes."""
         return 1 + self.layout.length
 
-    def bag_identifiers(self, ids, mask):
+    def bag_identifiers(self, ids, mask, recency: int = 0):
         """Item bags: each identifier of encoded inputs (a behaviour token ``<rec_item>``
         or ``<src_item>`` and the code tokens after it) folded into one position whose
         slots hold its tokens (the model sums their embeddings: gensar.seq2seq.encoder_input);
@@ -273,9 +273,15 @@ class Tokenizer:
         then takes one encoder position instead of layout.length + 1, so the encoder's
         relative positions count events, not tokens.
 
+        recency : R > 0 adds a slot to every identifier bag holding a recency token, id
+            vocab_size + min(r, R - 1) with r the number of identifiers after it in its
+            row (0: the newest): R input-only tokens past the vocabulary whose
+            embeddings act as learned positions counted from the end of the history
+            (SASRec's positions); text positions leave that slot empty
         ids, mask : int (B, T) from :meth:`encode` (right-padded, mask 0 on padding)
-        returns : ids int32 (B, T', bag_width), mask int32 (B, T'), T' <= T
+        returns : ids int32 (B, T', bag_width (+ 1 with recency)), mask int32 (B, T'), T' <= T
         """
+        recency = check_int("recency", recency, minimum=0)
         ids, mask = np.asarray(ids), np.asarray(mask)
         if ids.ndim != 2 or ids.shape != mask.shape:
             raise ValueError(f"ids and mask must be 2-D arrays of one shape, got {ids.shape} and {mask.shape}")
@@ -303,6 +309,12 @@ class Tokenizer:
         r, c = np.nonzero(live)
         out[r, group[r, c], slot[r, c]] = ids[r, c]
         new_mask[r, group[r, c]] = 1
+        if recency:
+            is_id = (out[:, :, 1] >= 0) & np.isin(out[:, :, 0], [self.behaviour_ids[REC_ITEM],
+                                                                 self.behaviour_ids[SRC_ITEM]])
+            after = np.cumsum(is_id[:, ::-1], axis=1)[:, ::-1] - is_id  # identifiers after each position
+            slot_r = np.where(is_id, self.vocab_size + np.minimum(after, recency - 1), -1).astype(np.int32)
+            out = np.concatenate([out, slot_r[:, :, None]], axis=2)
         return out, new_mask
 
     def encode_text(self, text: str) -> list:

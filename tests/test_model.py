@@ -176,6 +176,37 @@ def test_item_bags_train_decode_and_save(fitted, monkeypatch, tmp_path):
         gensar.GenSAR(item_bags=1)
 
 
+def test_recency_embeddings_add_input_only_tokens(fitted, monkeypatch, tmp_path):
+    """recency_embeddings=True: every bag gets a recency slot, the model's vocabulary holds
+    n_rec + n_search input-only tokens past the tokenizer's, it trains, decodes and
+    saves so; without item bags the setting is refused."""
+    ds, _ = fitted
+    seen = []
+    real = gensar.Seq2Seq.train_step
+
+    def spy(self, batch, lr=None):
+        seen.append(batch)
+        return real(self, batch, lr)
+
+    monkeypatch.setattr(gensar.Seq2Seq, "train_step", spy)
+    model = gensar.GenSAR(**dict(TINY, item_bags=True, recency_embeddings=True))
+    model.fit(ds, ids=unique_ids(ds.n_items), progress=False)
+    V, R = model.tokenizer_.vocab_size, model.config.n_rec + model.config.n_search
+    assert model.seq2seq_.config.vocab_size == V + R
+    ids = np.concatenate([b["input_ids"].reshape(-1, b["input_ids"].shape[2]) for b in seen])
+    assert ids.shape[1] == model.tokenizer_.bag_width + 1
+    used = ids[:, -1][ids[:, -1] >= 0]
+    assert used.min() == V and used.max() < V + R and len(np.unique(used)) > 1
+    assert all(b["allowed"].shape[2] == V + R for b in seen)
+    assert model.history_["loss"].iloc[-1] < model.history_["loss"].iloc[0]
+    rec = model.recommend([[0, 1, 2]], k=5)
+    model.save(tmp_path / "m")
+    back = gensar.GenSAR.load(tmp_path / "m")
+    pd.testing.assert_frame_equal(back.recommend([[0, 1, 2]], k=5), rec)
+    with pytest.raises(ValueError, match="needs item_bags=True"):
+        gensar.GenSAR(item_bags=False, recency_embeddings=True)
+
+
 def test_bare_prompts_train_with_task_words_only(fitted, monkeypatch, tmp_path):
     """prompts="bare": training and inference inputs are a task word and the fields, with
     no separators between history events; the model trains, recommends and saves so."""

@@ -97,6 +97,29 @@ def test_bag_identifiers_fold_each_identifier_into_one_position(tok):
     assert (bags[bmask == 0][:, 0] == tok.pad_id).all() and (bags[bmask == 0][:, 1:] == -1).all()
 
 
+def test_bag_identifiers_recency_slot_counts_identifiers_from_the_newest(tok):
+    codes = np.array([[1, 2, 3, 1], [3, 0, 4, 0]])
+    rec, src = tok.id_strings("collaborative", codes), tok.id_strings("semantic", codes[1:])[0]
+    texts = [f"history: <rec_item>{rec[0]}; <src_query> toy story <src_item>{src}; <rec_item>{rec[1]}. next",
+             f"<rec_item>{rec[1]} only", "no identifier"]
+    ids, mask = tok.encode(texts, max_length=64)
+    plain, pmask = tok.bag_identifiers(ids, mask)
+    bags, bmask = tok.bag_identifiers(ids, mask, recency=2)
+    assert bags.shape[2] == tok.bag_width + 1
+    np.testing.assert_array_equal(bags[:, :, :-1], plain)  # the other slots are unchanged
+    np.testing.assert_array_equal(bmask, pmask)
+    V = tok.vocab_size
+    is_id = plain[:, :, 1] >= 0
+    # row 0: three identifiers, newest last: recency 2 (clipped from 2), 1, 0
+    assert bags[0, is_id[0], -1].tolist() == [V + 1, V + 1, V + 0]
+    assert bags[1, is_id[1], -1].tolist() == [V + 0]
+    assert (bags[~is_id][:, -1] == -1).all() and not is_id[2].any()
+    wide = tok.bag_identifiers(ids, mask, recency=10)[0]
+    assert wide[0, is_id[0], -1].tolist() == [V + 2, V + 1, V + 0]
+    with pytest.raises(ValueError, match="recency"):
+        tok.bag_identifiers(ids, mask, recency=-1)
+
+
 def test_bag_identifiers_cut_code_runs_longer_than_a_bag(tok):
     codes = np.array([[1, 2, 3, 1]])
     two = "".join(tok.id_strings("collaborative", codes)) * 2  # 8 codes after one behaviour token
