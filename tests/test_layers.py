@@ -74,6 +74,9 @@ CASES = [
     (2, 3, 4, 4, 5, True, False, True, 1.0),
     (2, 2, 3, 6, 4, True, True, False, 0.5),  # causal with Tk > Tq (cached decoding offset)
     (1, 2, 17, 17, 8, True, True, True, 0.35),
+    # heads of 16k columns: multiplied in place, not through padded scratch (layers.c mm_head)
+    (2, 2, 5, 19, 16, True, True, True, 1.0),
+    (2, 3, 4, 6, 32, False, True, False, 0.7),
 ]
 
 

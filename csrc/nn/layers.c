@@ -250,8 +250,9 @@ void gs_dropout_add(size_t n, float p, uint64_t seed, uint64_t stream, const flo
 /* The per-(batch, head) products are small (T x T x d_head), too small for
  * gs_sgemm's packing and threads, so each thread runs them through small_mm, a
  * register-blocked serial kernel compiled twice (AVX2+FMA and baseline x86-64)
- * and picked at run time. Operands are repacked per (batch, head) into
- * zero-padded scratch so the vectorised operand has a multiple of 16 columns. */
+ * and picked at run time. The vectorised operand needs a multiple of 16 columns: a
+ * head of 16k columns is read in place, others are repacked per (batch, head) into
+ * zero-padded scratch (mm_head). */
 typedef float v8f __attribute__((vector_size(32)));
 /* the same vector type at float alignment, for unaligned loads and stores (macros, not
  * functions: passing 32-byte vectors by value to a baseline-ABI function is not portable) */
@@ -310,10 +311,38 @@ GS_TARGET_AVX2 static void small_mm_avx2(int M, int N16, int K, const float *A, 
 #endif
 
 #ifdef GS_HAVE_AVX512_PATH
+/* AVX-512: blocks of R rows x 16 columns, one zmm accumulator per row (R = 8 keeps 8
+ * independent FMA chains in flight; the shared body, compiled for AVX-512, stays at
+ * 256-bit vectors). Each element is the same fused sum over k in the same order as
+ * the AVX2 clone's. */
+GS_TARGET_AVX512 static inline __attribute__((always_inline)) void
+small_mm_rows512(int R, int N16, int K, const float *A, size_t a_rs, size_t a_ks, const float *B, int ldb,
+                 float *C, int ldc)
+{
+    for (int n = 0; n < N16; n += 16) {
+        __m512 c[8];
+        for (int r = 0; r < R; r++) c[r] = _mm512_setzero_ps();
+        for (int k = 0; k < K; k++) {
+            const __m512 b = _mm512_loadu_ps(B + (size_t)k * ldb + n);
+            const float *ak = A + (size_t)k * a_ks;
+            for (int r = 0; r < R; r++) c[r] = _mm512_fmadd_ps(_mm512_set1_ps(ak[(size_t)r * a_rs]), b, c[r]);
+        }
+        for (int r = 0; r < R; r++) _mm512_storeu_ps(C + (size_t)r * ldc + n, c[r]);
+    }
+}
+
 GS_TARGET_AVX512 static void small_mm_avx512(int M, int N16, int K, const float *A, size_t a_rs,
                                              size_t a_ks, const float *B, int ldb, float *C, int ldc)
 {
-    small_mm_body(M, N16, K, A, a_rs, a_ks, B, ldb, C, ldc);
+    int m = 0;
+    for (; m + 8 <= M; m += 8)
+        small_mm_rows512(8, N16, K, A + (size_t)m * a_rs, a_rs, a_ks, B, ldb, C + (size_t)m * ldc, ldc);
+    if (m + 4 <= M) {
+        small_mm_rows512(4, N16, K, A + (size_t)m * a_rs, a_rs, a_ks, B, ldb, C + (size_t)m * ldc, ldc);
+        m += 4;
+    }
+    for (; m < M; m++)
+        small_mm_rows512(1, N16, K, A + (size_t)m * a_rs, a_rs, a_ks, B, ldb, C + (size_t)m * ldc, ldc);
 }
 #endif
 
@@ -348,6 +377,23 @@ static void pack_rows(int n, int cols, const float *src, size_t ld, float *dst, 
         memcpy(dst + (size_t)r * ld_dst, src + r * ld, sizeof(float) * cols);
         memset(dst + (size_t)r * ld_dst + cols, 0, sizeof(float) * (ld_dst - cols));
     }
+}
+
+/* C (M, dh), row stride ldc, = op(A) (M, K) @ B (K, dh), row stride ldb (one head's
+ * columns of a strided tensor). With dh a multiple of 16 small_mm reads and writes the
+ * tensors in place; otherwise B goes through the zero-padded scratch Bp (K, D16) and
+ * the product through R (M, D16). The same sums in the same order either way. */
+static void mm_head(small_mm_fn mm, int M, int dh, int K, const float *A, size_t a_rs, size_t a_ks,
+                    const float *B, int ldb, float *Bp, float *C, int ldc, float *R)
+{
+    if (dh % 16 == 0) {
+        mm(M, dh, K, A, a_rs, a_ks, B, ldb, C, ldc);
+        return;
+    }
+    const int D16 = round16(dh);
+    pack_rows(K, dh, B, ldb, Bp, D16);
+    mm(M, D16, K, A, a_rs, a_ks, Bp, D16, R, D16);
+    for (int i = 0; i < M; i++) memcpy(C + (size_t)i * ldc, R + (size_t)i * D16, sizeof(float) * dh);
 }
 
 // rows (n, cols) with row stride ld -> transposed dst (cols, ld_dst), zero-padded columns
@@ -496,11 +542,8 @@ int gs_attention_forward(const gs_attention_args *a, const float *q, const float
                         bias, km, a->scale, use_drop, key, thr, keep_scale, ((uint64_t)bh * Tq + i) * Tk, f);
             }
             // out_bh (Tq,dh) = dropout(P) (Tq,Tk) @ v_bh (Tk,D16)
-            pack_rows(Tk, dh, vb, a->ldv, Vp, D16);
-            small_mm(Tq, D16, Tk, S, Tk16, 1, Vp, D16, O, D16);
-            for (int i = 0; i < Tq; i++)
-                memcpy(out + ((size_t)b * Tq + i) * a->ldo + h * dh, O + (size_t)i * D16,
-                       sizeof(float) * dh);
+            mm_head(small_mm, Tq, dh, Tk, S, Tk16, 1, vb, a->ldv, Vp,
+                    out + (size_t)b * Tq * a->ldo + h * dh, a->ldo, O);
         }
     }
     gs_scratch_put(GS_SCRATCH_ATTENTION, scratch);
@@ -552,23 +595,14 @@ int gs_attention_backward(const gs_attention_args *a, const float *q, const floa
                         Pd + (size_t)i * Tk16, dscores + ((size_t)bh * Tq + i) * Tk, a->scale, use_drop, key,
                         thr, keep_scale, ((uint64_t)bh * Tq + i) * Tk, f);
             // dv_bh (Tk,dh) = Pd^T (Tk,Tq) @ dout_bh (Tq,D16)
-            pack_rows(Tq, dh, dob, a->ldo, dOp, D16);
-            small_mm(Tk, D16, Tq, Pd, 1, Tk16, dOp, D16, R, D16);
-            for (int j = 0; j < Tk; j++)
-                memcpy(dv + ((size_t)b * Tk + j) * a->ldv + h * dh, R + (size_t)j * D16,
-                       sizeof(float) * dh);
+            mm_head(small_mm, Tk, dh, Tq, Pd, 1, Tk16, dob, a->ldo, dOp,
+                    dv + (size_t)b * Tk * a->ldv + h * dh, a->ldv, R);
             // dk_bh (Tk,dh) = dS^T (Tk,Tq) @ q_bh (Tq,D16)
-            pack_rows(Tq, dh, qb, a->ldq, Qp, D16);
-            small_mm(Tk, D16, Tq, dP, 1, Tk16, Qp, D16, R, D16);
-            for (int j = 0; j < Tk; j++)
-                memcpy(dk + ((size_t)b * Tk + j) * a->ldk + h * dh, R + (size_t)j * D16,
-                       sizeof(float) * dh);
+            mm_head(small_mm, Tk, dh, Tq, dP, 1, Tk16, qb, a->ldq, Qp,
+                    dk + (size_t)b * Tk * a->ldk + h * dh, a->ldk, R);
             // dq_bh (Tq,dh) = dS (Tq,Tk) @ k_bh (Tk,D16)
-            pack_rows(Tk, dh, kb, a->ldk, Kp, D16);
-            small_mm(Tq, D16, Tk, dP, Tk16, 1, Kp, D16, R, D16);
-            for (int i = 0; i < Tq; i++)
-                memcpy(dq + ((size_t)b * Tq + i) * a->ldq + h * dh, R + (size_t)i * D16,
-                       sizeof(float) * dh);
+            mm_head(small_mm, Tq, dh, Tk, dP, Tk16, 1, kb, a->ldk, Kp,
+                    dq + (size_t)b * Tq * a->ldq + h * dh, a->ldq, R);
         }
     }
     gs_scratch_put(GS_SCRATCH_ATTENTION, scratch);
