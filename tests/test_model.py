@@ -150,7 +150,8 @@ def test_item_bags_train_decode_and_save(fitted, monkeypatch, tmp_path):
         return real(self, batch, lr)
 
     monkeypatch.setattr(gensar.Seq2Seq, "train_step", spy)
-    model = gensar.GenSAR(**dict(TINY, item_bags=True)).fit(ds, ids=unique_ids(ds.n_items), progress=False)
+    model = gensar.GenSAR(**dict(TINY, item_bags=True, recency_embeddings=False))
+    model.fit(ds, ids=unique_ids(ds.n_items), progress=False)
     K = model.tokenizer_.bag_width
     assert shapes and all(len(s) == 3 and s[2] == K for s in shapes)
     assert model.history_["loss"].iloc[-1] < model.history_["loss"].iloc[0]
@@ -205,6 +206,17 @@ def test_recency_embeddings_add_input_only_tokens(fitted, monkeypatch, tmp_path)
     pd.testing.assert_frame_equal(back.recommend([[0, 1, 2]], k=5), rec)
     with pytest.raises(ValueError, match="needs item_bags=True"):
         gensar.GenSAR(item_bags=False, recency_embeddings=True)
+    assert gensar.GenSARConfig().recency_embeddings is True  # the default with item bags since the study
+    assert gensar.GenSARConfig(item_bags=False).recency_embeddings is False
+    # a model saved before the setting existed had no recency tokens: it loads so
+    cfg_path = tmp_path / "m" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["recency_embeddings"]
+    cfg_path.write_text(json.dumps(cfg))
+    (tmp_path / "m" / "manifest.json").unlink()
+    with pytest.warns(UserWarning, match="no manifest.json"):
+        with pytest.raises(ValueError, match="different saves"):
+            gensar.GenSAR.load(tmp_path / "m")  # this one did have them: its vocabulary says so
 
 
 def test_bare_prompts_train_with_task_words_only(fitted, monkeypatch, tmp_path):
