@@ -89,7 +89,9 @@ class GenSARConfig:
     # and 28 searches (benchmarks/history_lengths.py), yet 20 + 10 did no better than
     # 10 + 5 on validation (NDCG@10 rec 0.151 vs 0.157, search 0.169 vs 0.181, one
     # epoch of the quick model, all 943 cases; learning-curve-s2-h20-e1.md) and costs
-    # 30% more time per example, so 10 + 5 is the default (the reference: 5 + 5).
+    # 30% more time per example, so 10 + 5 is the default (the reference: 5 + 5). With
+    # item bags and recency embeddings 30 + 5 is worse than 10 + 5 on validation (3 seeds,
+    # sampled NDCG@10 rec -0.016, search -0.018; recency-history-30-study-ml-100k.md).
     n_rec: int = 10
     n_search: int = 5
     # Item bags: each identifier in the encoder's input (a history item's behaviour token
