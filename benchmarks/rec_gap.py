@@ -40,7 +40,7 @@ import gensar  # noqa: E402
 from gensar import datasets  # noqa: E402
 from gensar.embeddings.sasrec import SASRec  # noqa: E402
 from gensar.seq2seq import shift_right  # noqa: E402
-from gensar.tasks import encode_batch, render  # noqa: E402
+from gensar.tasks import render  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -51,11 +51,11 @@ def level_losses(model, builder, examples, items, batch_size=64):
     table = model._id_table("rec")  # (n_items, 1 + L): behaviour token + codes
     L = table.shape[1] - 1
     trie = builder.id_trie(model.config.rec_id)
-    inputs, targets = render(examples), examples["target"].tolist()
+    inputs = render(examples, templates=model._templates)
     full, renorm = np.zeros((len(items), L)), np.zeros((len(items), L))
     for s in range(0, len(items), batch_size):
-        b = encode_batch(model.tokenizer_, inputs[s:s + batch_size], targets[s:s + batch_size],
-                         model._input_len(), model.config.max_target_len)
+        # the model's own input encoding (item bags, recency tokens) and targets
+        b = model._encode_batches(examples, inputs, [np.arange(s, min(s + batch_size, len(items)))])[0]
         dec = shift_right(b["labels"], model.seq2seq_.config.decoder_start_token_id, 0)
         z = model.seq2seq_.logits(b["input_ids"], b["attention_mask"], dec).astype(np.float64)
         for r in range(len(z)):

@@ -132,18 +132,17 @@ def child(a) -> None:
 
     def tasks():
         from gensar.model import GenSAR
-        from gensar.tasks import encode_batch, epoch_mixture, length_grouped_batches, render
+        from gensar.tasks import epoch_mixture, length_grouped_batches, render
 
         g = GenSAR(**cfg)
         g.timings_, g._progress = {}, False
         g.dataset_ = ds = S["ds"]
         g.items_ = ds.items[["item_id", "title"]].reset_index(drop=True)
         g.semantic_ids_, g.collaborative_ids_ = S["ids"]
-        from gensar.tasks import TEMPLATES
         from gensar.tokenizer import Tokenizer
 
         texts = (ds.items["text"].tolist() + ds.events["query"].unique().tolist()
-                 + [p for v in TEMPLATES.values() for p in v])
+                 + [p for v in g._templates.values() for p in v])
         g.tokenizer_ = Tokenizer.train(texts, g._layout(), vocab_size=g.config.vocab_size)
         g.builder_ = g._builder(ds)
         pseudo = g._pseudo_queries(ds)
@@ -154,18 +153,16 @@ def child(a) -> None:
         g.input_len_ = g._fit_input_len(frames)
         c = g.config
         ep = epoch_mixture(parts, counts, c.seed, 0)
-        inputs = render(ep, np.random.default_rng([c.seed, 12, 0]))
-        targets = ep["target"].tolist()
+        inputs = render(ep, np.random.default_rng([c.seed, 12, 0]), templates=g._templates)
         order = length_grouped_batches([len(t) for t in inputs], c.batch_size, np.random.default_rng([c.seed, 14, 0]))
-        batches = [encode_batch(g.tokenizer_, [inputs[i] for i in b], [targets[i] for i in b],
-                                g.input_len_, c.max_target_len) for b in order]
+        batches = g._encode_batches(ep, inputs, order)  # as fit makes them (item bags, recency, masks)
         S["g"], S["batches"] = g, batches
         return (f"vocab {g.tokenizer_.vocab_size}, input {g.input_len_} tokens, epoch of {len(ep)} examples "
                 f"({len(batches)} batches)")
 
     def train():
         g = S["g"]
-        g.seq2seq_ = g._new_seq2seq(g.tokenizer_.vocab_size, g.config.seed)
+        g.seq2seq_ = g._new_seq2seq(g.tokenizer_.vocab_size + g._recency_tokens, g.config.seed)
         losses = [g.seq2seq_.train_step(b, g.config.lr) for b in S["batches"][:a.steps]]
         S.pop("batches")
         return f"{len(losses)} steps of {g.config.batch_size}, {g.seq2seq_.num_params} params, loss {losses[-1]:.3f}"

@@ -630,7 +630,7 @@ class GenSAR:
         from .seq2seq import shift_right
 
         total, count = 0.0, 0
-        inputs, targets = render(examples, templates=self._templates), examples["target"].tolist()
+        inputs = render(examples, templates=self._templates)
         batches = [np.arange(s, min(s + batch_size, len(inputs))) for s in range(0, len(inputs), batch_size)]
         for b in self._encode_batches(examples, inputs, batches):
             labels = b["labels"]
