@@ -137,6 +137,16 @@ def test_pseudo_query_source_is_recorded_and_saved(fitted, tmp_path):
         gensar.GenSAR(task_weights={"nrip": 0.0})
 
 
+def _as_saved_before(directory, setting):
+    """Makes a saved model look as if saved before `setting` existed: the key gone from
+    its config.json, and no manifest (older saves had none)."""
+    cfg_path = directory / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.pop(setting, None)
+    cfg_path.write_text(json.dumps(cfg))
+    (directory / "manifest.json").unlink(missing_ok=True)
+
+
 def test_item_bags_train_decode_and_save(fitted, monkeypatch, tmp_path):
     """item_bags=True: training batches and beam search read each identifier as one encoder
     position (input_ids (B, T, bag_width)); the model trains, evaluates, recommends, saves
@@ -165,12 +175,14 @@ def test_item_bags_train_decode_and_save(fitted, monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="item bags"):
         model.to_hf_t5(tmp_path / "hf")
     assert gensar.GenSARConfig().item_bags is True  # the default since the validation study
-    # a model saved before the setting existed read identifiers as tokens: it loads so
-    cfg_path = tmp_path / "m" / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    del cfg["item_bags"]
-    cfg_path.write_text(json.dumps(cfg))
-    (tmp_path / "m" / "manifest.json").unlink()
+    # a bag model saved before recency embeddings existed had none: it loads without them
+    _as_saved_before(tmp_path / "m", "recency_embeddings")
+    with pytest.warns(UserWarning, match="no manifest.json"):
+        old = gensar.GenSAR.load(tmp_path / "m")
+    assert old.config.recency_embeddings is False
+    pd.testing.assert_frame_equal(old.recommend([[0, 1, 2]], k=5), rec)
+    # a model saved before item bags existed read identifiers as tokens: it loads so
+    _as_saved_before(tmp_path / "m", "item_bags")
     with pytest.warns(UserWarning, match="no manifest.json"):
         assert gensar.GenSAR.load(tmp_path / "m").config.item_bags is False
     with pytest.raises(TypeError, match="item_bags must be True or False"):
@@ -208,15 +220,12 @@ def test_recency_embeddings_add_input_only_tokens(fitted, monkeypatch, tmp_path)
         gensar.GenSAR(item_bags=False, recency_embeddings=True)
     assert gensar.GenSARConfig().recency_embeddings is True  # the default with item bags since the study
     assert gensar.GenSARConfig(item_bags=False).recency_embeddings is False
-    # a model saved before the setting existed had no recency tokens: it loads so
-    cfg_path = tmp_path / "m" / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    del cfg["recency_embeddings"]
-    cfg_path.write_text(json.dumps(cfg))
-    (tmp_path / "m" / "manifest.json").unlink()
+    # with the setting dropped from its config, this model's weights (a vocabulary with the
+    # recency tokens) no longer match: refused, named
+    _as_saved_before(tmp_path / "m", "recency_embeddings")
     with pytest.warns(UserWarning, match="no manifest.json"):
         with pytest.raises(ValueError, match="different saves"):
-            gensar.GenSAR.load(tmp_path / "m")  # this one did have them: its vocabulary says so
+            gensar.GenSAR.load(tmp_path / "m")
 
 
 def test_bare_prompts_train_with_task_words_only(fitted, monkeypatch, tmp_path):
