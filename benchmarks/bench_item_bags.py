@@ -38,7 +38,7 @@ def batches_both_ways(model, ds, n_batches, seed):
     pool = pd.concat([builder.examples(t, "train") for t in ("nrip", "nsip")], ignore_index=True)
     size = model.config.batch_size
     pick = pool.iloc[rng.permutation(len(pool))[: n_batches * size]].reset_index(drop=True)
-    inputs = render(pick, rng)
+    inputs = render(pick, rng, templates=model._templates)
     groups = length_grouped_batches([len(s) for s in inputs], size, rng)
     saved, out = model.config.item_bags, {}
     try:

@@ -199,7 +199,7 @@ def main():
 
 def breakdown(model, c, a):
     """Times the pieces of make_epoch, re-enacted with the same data (see the docstring)."""
-    from gensar.tasks import TASKS, encode_batch, mix, render
+    from gensar.tasks import TASKS, mix, render
 
     try:
         weights = {t: float(c.task_weights.get(t, 0.0)) for t in TASKS}
@@ -216,15 +216,15 @@ def breakdown(model, c, a):
         t_mix = lap() / len(ep)  # per example
         ep = ep.iloc[:200 * c.batch_size]  # the rest costs the same per batch
         lap()
-        inputs = render(ep, rng)
-        targets = ep["target"].tolist()
+        ep = ep.reset_index(drop=True)
+        inputs = render(ep, rng, templates=model._templates)
         t_render = lap()
         B = c.batch_size
         for i in range(0, len(inputs), B):
-            tok.encode(inputs[i:i + B], c.max_input_len)
+            tok.encode(inputs[i:i + B], model._input_len())
         t_encode = lap()
-        for i in range(0, len(inputs), B):
-            encode_batch(tok, inputs[i:i + B], targets[i:i + B], c.max_input_len, c.max_target_len)
+        for i in range(0, len(inputs), B):  # the training batches as fit makes them
+            model._encode_batches(ep, inputs, [np.arange(i, min(i + B, len(inputs)))])
         t_batch = lap()
     except Exception as e:  # noqa: BLE001 - the pieces are other modules' internals
         print(f"\nbreakdown of (a) skipped: make_epoch's pieces changed ({type(e).__name__}: {e})")
@@ -234,7 +234,8 @@ def breakdown(model, c, a):
     for name, sec in (("mix (task mixture, shuffle), amortised over the epoch", t_mix * B),
                       ("render (templates)", t_render),
                       ("tokenizer.encode", t_encode),
-                      ("encode_batch (encode + labels), done separately", t_batch)):
+                      ("GenSAR._encode_batches (encode, item bags, labels, masks), done separately",
+                       t_batch)):
         print(f"  {name:50s} {1000 * sec / n:7.2f}")
 
 

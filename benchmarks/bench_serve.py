@@ -265,7 +265,7 @@ def profile(model, histories, args):
         hist_idx = []
         inputs = model._rec_inputs(h, hist_idx)
         t1 = time.perf_counter()
-        ids, mask = model.tokenizer_.encode(inputs, model._input_len())
+        ids, mask = model._encode_inputs(inputs)  # tokens, or item bags (+ recency) as the model reads them
         t2 = time.perf_counter()
         _, trie = model._decode_target("rec")
         t3 = time.perf_counter()

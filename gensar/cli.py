@@ -23,9 +23,9 @@ import time
 # The full preset is the quick model trained towards its plateau: 10 epochs (cosine),
 # validation after each (300 cases per task), the best epoch kept, early stopping after
 # 3 epochs without gain. With item bags and recency embeddings validation NDCG@10 still
-# rises at epoch 5 of a 6-epoch run (learning-curve-lc-recency-e6.md); the 10-epoch
-# curve is learning-curve-lc-full-e10.md. The smoke preset only checks that a pipeline
-# runs end to end (minutes on ml-100k); its numbers mean nothing.
+# rises at epoch 5 of a 6-epoch run (benchmarks/results/learning-curve-lc-recency-e6.md).
+# The smoke preset only checks that a pipeline runs end to end (minutes on ml-100k);
+# its numbers mean nothing.
 _QUICK = dict(d_model=128, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=32, d_ff=512,
               n_rec=10, n_search=5, max_input_len=0, epochs=1, examples_per_epoch=41_000,
               batch_size=64, lr=2e-3, id_epochs=500, sasrec_epochs=20,

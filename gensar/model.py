@@ -106,7 +106,11 @@ class GenSARConfig:
     # Recency embeddings (item bags only): each identifier's bag also sums a learned
     # embedding of its recency (0 = the newest identifier of the input, up to
     # n_rec + n_search - 1): SASRec's absolute positions counted from the end, beside
-    # T5's relative position bias (Tokenizer.bag_identifiers). None: on with item_bags.
+    # T5's relative position bias (Tokenizer.bag_identifiers). None: on with item_bags
+    # (resolved where used, GenSARConfig.uses_recency, so a config copied with another
+    # item_bags follows it). The R tokens are input-only: they are in the decoder's
+    # output vocabulary too (tied embeddings) but never a target, and the default
+    # constrained softmax normalises identifier codes over valid codes only.
     # On ml-100k validation (3 seeds paired, quick preset) it lifts sampled NDCG@10 rec
     # 0.184 -> 0.212 and search 0.214 -> 0.243 (+0.029 each, positive in every seed;
     # benchmarks/results/recency-study-ml-100k.md).
@@ -159,6 +163,11 @@ class GenSARConfig:
     patience: int = 3
     seed: int = 0
 
+    @property
+    def uses_recency(self) -> bool:
+        """Whether identifier bags carry recency tokens (recency_embeddings, None: item_bags)."""
+        return bool(self.item_bags if self.recency_embeddings is None else self.recency_embeddings)
+
     def __post_init__(self):
         """Checks every setting (type and range) so a bad one fails here, named,
         rather than as a silently wrong run or an error deep inside training."""
@@ -187,11 +196,10 @@ class GenSARConfig:
             raise TypeError(f"constrained_softmax must be True or False, got {self.constrained_softmax!r}")
         if not isinstance(self.item_bags, (bool, np.bool_)):
             raise TypeError(f"item_bags must be True or False, got {self.item_bags!r}")
-        if self.recency_embeddings is None:
-            self.recency_embeddings = bool(self.item_bags)
-        if not isinstance(self.recency_embeddings, (bool, np.bool_)):
-            raise TypeError(f"recency_embeddings must be True, False or None, got {self.recency_embeddings!r}")
-        if self.recency_embeddings and not self.item_bags:
+        if self.recency_embeddings is not None and not isinstance(self.recency_embeddings, (bool, np.bool_)):
+            raise TypeError(f"recency_embeddings must be True, False or None (on with item_bags), "
+                            f"got {self.recency_embeddings!r}")
+        if self.recency_embeddings is True and not self.item_bags:
             raise ValueError("recency_embeddings=True needs item_bags=True: the recency embedding is a slot of "
                              "each identifier's bag")
         if not isinstance(self.group_by_length, (bool, np.bool_)):
@@ -517,7 +525,7 @@ class GenSAR:
 
     def _encode_inputs(self, texts):
         """Input texts -> the encoder's (input_ids, attention_mask): (B, T) tokens, or
-        (B, T', bag_width) item bags with item_bags."""
+        (B, T', bag_width) item bags with item_bags ((B, T', bag_width + 1) with recency tokens)."""
         ids, mask = self.tokenizer_.encode(texts, self._input_len())
         if not self.config.item_bags:
             return ids, mask
@@ -527,7 +535,12 @@ class GenSAR:
     def _recency_tokens(self) -> int:
         """Recency tokens past the tokenizer's vocabulary (recency_embeddings), else 0."""
         c = self.config
-        return max(1, c.n_rec + c.n_search) if c.recency_embeddings else 0
+        return max(1, c.n_rec + c.n_search) if c.uses_recency else 0
+
+    @property
+    def _model_vocab(self) -> int:
+        """The sequence model's vocabulary: the tokenizer's plus the recency tokens."""
+        return self.tokenizer_.vocab_size + self._recency_tokens
 
     def _input_len(self) -> int:
         """max_input_len, or the length fitted to the data when it is 0."""
@@ -564,7 +577,7 @@ class GenSAR:
             frames = list(parts.values()) + [self.builder_.examples(t, s) for t in ("nrip", "nsip")
                                              for s in ("valid", "test")]
             self.input_len_ = self._fit_input_len(frames)
-        self.seq2seq_ = self._new_seq2seq(self.tokenizer_.vocab_size + self._recency_tokens, c.seed)
+        self.seq2seq_ = self._new_seq2seq(self._model_vocab, c.seed)
 
         def make_epoch(epoch):
             ep = epoch_mixture(parts, self.epoch_counts_, c.seed, epoch)
@@ -621,7 +634,7 @@ class GenSAR:
             tasks, items = examples["task"].to_numpy(), examples["item"].to_numpy()
             for b, batch in zip(batches, out):
                 batch["allowed"] = self.builder_.allowed_mask(tasks[b], items[b], batch["labels"].shape[1],
-                                                              self.seq2seq_.config.vocab_size)
+                                                              self._model_vocab)
         return out
 
     def _teacher_forced_loss(self, examples, batch_size: int = 64) -> float:
@@ -1444,9 +1457,12 @@ class GenSAR:
             if getattr(c, name) != getattr(m, name):
                 raise ValueError(f"{d / 'config.json'} says {name}={getattr(c, name)!r} but {d / 'model.safetensors'} "
                                  f"holds a model with {name}={getattr(m, name)!r}: the files come from different saves")
-        if m.vocab_size != self.tokenizer_.vocab_size + self._recency_tokens:
-            raise ValueError(f"{d / 'tokenizer'} has {self.tokenizer_.vocab_size} tokens but {d / 'model.safetensors'} "
-                             f"was trained with {m.vocab_size}: the files come from different saves")
+        if m.vocab_size != self._model_vocab:
+            raise ValueError(f"{d / 'tokenizer'} has {self.tokenizer_.vocab_size} tokens and {d / 'config.json'} "
+                             f"asks for {self._recency_tokens} recency tokens (recency_embeddings="
+                             f"{self.config.recency_embeddings!r}), {self._model_vocab} in all, but "
+                             f"{d / 'model.safetensors'} was trained with {m.vocab_size}: the files come from "
+                             f"different saves, or config.json was edited")
         try:
             self.tokenizer_.id_token_ids("semantic", self.semantic_ids_)
             self.tokenizer_.id_token_ids("collaborative", self.collaborative_ids_)

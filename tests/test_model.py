@@ -218,8 +218,12 @@ def test_recency_embeddings_add_input_only_tokens(fitted, monkeypatch, tmp_path)
     pd.testing.assert_frame_equal(back.recommend([[0, 1, 2]], k=5), rec)
     with pytest.raises(ValueError, match="needs item_bags=True"):
         gensar.GenSAR(item_bags=False, recency_embeddings=True)
-    assert gensar.GenSARConfig().recency_embeddings is True  # the default with item bags since the study
-    assert gensar.GenSARConfig(item_bags=False).recency_embeddings is False
+    # the default (None) follows item_bags, also in a config made from another one
+    assert gensar.GenSARConfig().uses_recency is True and gensar.GenSARConfig().recency_embeddings is None
+    assert gensar.GenSARConfig(item_bags=False).uses_recency is False
+    assert gensar.GenSAR(gensar.GenSARConfig(), item_bags=False).config.uses_recency is False
+    with pytest.raises(TypeError, match="recency_embeddings must be"):
+        gensar.GenSAR(recency_embeddings="yes")
     # with the setting dropped from its config, this model's weights (a vocabulary with the
     # recency tokens) no longer match: refused, named
     _as_saved_before(tmp_path / "m", "recency_embeddings")
@@ -246,6 +250,7 @@ def test_bare_prompts_train_with_task_words_only(fitted, monkeypatch, tmp_path):
     starts = tuple(t.split("{")[0] for v in BARE_TEMPLATES.values() for t in v)
     assert texts and all(t.startswith(starts) for t in texts)
     assert not any("; " in t for t in texts)  # no history separator
+    assert any(t.count("<rec_item>") + t.count("<src_item>") >= 3 for t in texts)  # histories of several events
     assert any(t.startswith("recommend: <rec_item>") for t in texts)
     assert model._rec_inputs([[0, 1]])[0].startswith("recommend: <rec_item>")
     assert "; " not in model._rec_inputs([[0, 1]])[0]

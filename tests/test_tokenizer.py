@@ -110,7 +110,7 @@ def test_bag_identifiers_recency_slot_counts_identifiers_from_the_newest(tok):
     np.testing.assert_array_equal(bmask, pmask)
     V = tok.vocab_size
     is_id = plain[:, :, 1] >= 0
-    # row 0: three identifiers, newest last: recency 2 (clipped from 2), 1, 0
+    # row 0: three identifiers, newest last: ranks 2, 1, 0, with 2 clipped to R - 1 = 1
     assert bags[0, is_id[0], -1].tolist() == [V + 1, V + 1, V + 0]
     assert bags[1, is_id[1], -1].tolist() == [V + 0]
     assert (bags[~is_id][:, -1] == -1).all() and not is_id[2].any()

@@ -541,7 +541,7 @@ int gs_attention_forward(const gs_attention_args *a, const float *q, const float
                 fwd_row(last_key(a, i) + 1, Tk, S + (size_t)i * Tk16, probs + ((size_t)bh * Tq + i) * Tk,
                         bias, km, a->scale, use_drop, key, thr, keep_scale, ((uint64_t)bh * Tq + i) * Tk, f);
             }
-            // out_bh (Tq,dh) = dropout(P) (Tq,Tk) @ v_bh (Tk,D16)
+            // out_bh (Tq,dh) = dropout(P) (Tq,Tk) @ v_bh (Tk,dh)
             mm_head(small_mm, Tq, dh, Tk, S, Tk16, 1, vb, a->ldv, Vp,
                     out + (size_t)b * Tq * a->ldo + h * dh, a->ldo, O);
         }
@@ -594,13 +594,13 @@ int gs_attention_backward(const gs_attention_args *a, const float *q, const floa
                 bwd_row(last_key(a, i) + 1, Tk, probs + ((size_t)bh * Tq + i) * Tk, dP + (size_t)i * Tk16,
                         Pd + (size_t)i * Tk16, dscores + ((size_t)bh * Tq + i) * Tk, a->scale, use_drop, key,
                         thr, keep_scale, ((uint64_t)bh * Tq + i) * Tk, f);
-            // dv_bh (Tk,dh) = Pd^T (Tk,Tq) @ dout_bh (Tq,D16)
+            // dv_bh (Tk,dh) = Pd^T (Tk,Tq) @ dout_bh (Tq,dh)
             mm_head(small_mm, Tk, dh, Tq, Pd, 1, Tk16, dob, a->ldo, dOp,
                     dv + (size_t)b * Tk * a->ldv + h * dh, a->ldv, R);
-            // dk_bh (Tk,dh) = dS^T (Tk,Tq) @ q_bh (Tq,D16)
+            // dk_bh (Tk,dh) = dS^T (Tk,Tq) @ q_bh (Tq,dh)
             mm_head(small_mm, Tk, dh, Tq, dP, 1, Tk16, qb, a->ldq, Qp,
                     dk + (size_t)b * Tk * a->ldk + h * dh, a->ldk, R);
-            // dq_bh (Tq,dh) = dS (Tq,Tk) @ k_bh (Tk,D16)
+            // dq_bh (Tq,dh) = dS (Tq,Tk) @ k_bh (Tk,dh)
             mm_head(small_mm, Tq, dh, Tk, dP, Tk16, 1, kb, a->ldk, Kp,
                     dq + (size_t)b * Tq * a->ldq + h * dh, a->ldq, R);
         }
