@@ -44,8 +44,16 @@ KN_VALUES = ((64, 64), (128, 128), (128, 512), (512, 128), (512, 512), (128, 204
 FORMS = ((False, False), (False, True), (True, False), (True, True))
 
 
+# After a call, OpenBLAS's worker threads keep spinning for about 2^28 cycles (its
+# THREAD_TIMEOUT, ~0.1 s) and take the second core from whatever runs next: gensar's
+# 2-thread SGEMM measured right after numpy ran at 0.5-0.7x its own speed. Each timed
+# block therefore starts after the other library's threads have gone to sleep.
+SETTLE_S = 0.3
+
+
 def block_median(fn, reps):
-    fn()  # warm-up: page faults, the other library's spinning threads
+    time.sleep(SETTLE_S)
+    fn()  # warm-up: page faults
     times = []
     for _ in range(reps):
         t = time.perf_counter()
