@@ -169,38 +169,18 @@ def test_log_sum_exp_every_path(rng, isa):
     assert gensar._core.log_sum_exp_kernel_name() in cpu.ISAS
 
 
-@pytest.mark.parametrize("dh", [3, 16, 32])
-def test_attention_every_path(rng, isa, dh):
-    """Attention forward and backward: heads of 16k columns are multiplied in place, others
-    through padded scratch (layers.c mm_head); both against float64 NumPy on every path."""
-    from test_layers import attention_ref
+@pytest.mark.parametrize("case", [(3, 2, 5, 7, 3, False, True, True, 1.0),
+                                  (2, 2, 5, 19, 16, True, True, True, 1.0),
+                                  (2, 3, 4, 6, 32, False, True, False, 0.7)],
+                         ids=["3-col-heads", "16-col-heads", "32-col-heads"])
+def test_attention_every_path(isa, case):
+    """Attention forward against float64 NumPy and every gradient against central
+    differences (test_layers' checks), on every path: heads of 16k columns are multiplied
+    in place, others through padded scratch (layers.c mm_head)."""
+    from test_layers import test_attention_backward, test_attention_forward
 
-    B, H, Tq, Tk = 2, 2, 9, 13
-    q, k, v = f32(rng, B, Tq, H * dh), f32(rng, B, Tk, H * dh), f32(rng, B, Tk, H * dh)
-    mask = np.ones((B, Tk), np.int32)
-    mask[1, 9:] = 0
-    bias = f32(rng, H, Tq, Tk)
-    out, probs = gensar._core.attention(q, k, v, H, scale=0.5, causal=False, key_mask=mask, pos_bias=bias)
-    ref, _ = attention_ref(q, k, v, H, 0.5, False, mask, bias)
-    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
-    G = f32(rng, *out.shape)
-    dq, dk, dv, _ = gensar._core.attention_backward(q, k, v, probs, G, H, scale=0.5, causal=False,
-                                                     key_mask=mask, pos_bias=bias)
-    # dv = P^T G per head, exactly (no dropout): the in-place product against NumPy
-    p = probs.astype(np.float64)  # (B, H, Tq, Tk)
-    G4 = G.reshape(B, Tq, H, dh).transpose(0, 2, 1, 3).astype(np.float64)
-    ref_dv = np.einsum("bhqk,bhqd->bhkd", p, G4).transpose(0, 2, 1, 3).reshape(B, Tk, H * dh)
-    np.testing.assert_allclose(dv, ref_dv, rtol=1e-4, atol=1e-5)
-    # dq, dk against the chain rule through the softmax, in float64
-    v4 = v.reshape(B, Tk, H, dh).transpose(0, 2, 1, 3).astype(np.float64)
-    dp = np.einsum("bhqd,bhkd->bhqk", G4, v4)
-    ds = p * (dp - (p * dp).sum(-1, keepdims=True)) * 0.5
-    q4 = q.reshape(B, Tq, H, dh).transpose(0, 2, 1, 3).astype(np.float64)
-    k4 = k.reshape(B, Tk, H, dh).transpose(0, 2, 1, 3).astype(np.float64)
-    ref_dq = np.einsum("bhqk,bhkd->bhqd", ds, k4).transpose(0, 2, 1, 3).reshape(B, Tq, H * dh)
-    ref_dk = np.einsum("bhqk,bhqd->bhkd", ds, q4).transpose(0, 2, 1, 3).reshape(B, Tk, H * dh)
-    np.testing.assert_allclose(dq, ref_dq, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(dk, ref_dk, rtol=1e-4, atol=1e-5)
+    test_attention_forward(*case)
+    test_attention_backward(*case, dropout_p=0.3)
 
 
 def test_paths_agree_on_a_training_step(rng):
