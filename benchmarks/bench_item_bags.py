@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import gensar  # noqa: E402
 from gensar import datasets  # noqa: E402
 from gensar.seq2seq import Seq2Seq  # noqa: E402
-from gensar.tasks import length_grouped_batches, render  # noqa: E402
+from gensar.tasks import length_grouped_batches  # noqa: E402
 
 
 def batches_both_ways(model, ds, n_batches, seed):
@@ -38,7 +38,7 @@ def batches_both_ways(model, ds, n_batches, seed):
     pool = pd.concat([builder.examples(t, "train") for t in ("nrip", "nsip")], ignore_index=True)
     size = model.config.batch_size
     pick = pool.iloc[rng.permutation(len(pool))[: n_batches * size]].reset_index(drop=True)
-    inputs = render(pick, rng, templates=model._templates)
+    inputs = model._render(pick, rng)
     groups = length_grouped_batches([len(s) for s in inputs], size, rng)
     saved, out = model.config.item_bags, {}
     try:

@@ -199,7 +199,7 @@ def main():
 
 def breakdown(model, c, a):
     """Times the pieces of make_epoch, re-enacted with the same data (see the docstring)."""
-    from gensar.tasks import TASKS, mix, render
+    from gensar.tasks import TASKS, mix
 
     try:
         weights = {t: float(c.task_weights.get(t, 0.0)) for t in TASKS}
@@ -217,7 +217,7 @@ def breakdown(model, c, a):
         ep = ep.iloc[:200 * c.batch_size]  # the rest costs the same per batch
         lap()
         ep = ep.reset_index(drop=True)
-        inputs = render(ep, rng, templates=model._templates)
+        inputs = model._render(ep, rng)
         t_render = lap()
         B = c.batch_size
         for i in range(0, len(inputs), B):

@@ -40,7 +40,6 @@ import gensar  # noqa: E402
 from gensar import datasets  # noqa: E402
 from gensar.embeddings.sasrec import SASRec  # noqa: E402
 from gensar.seq2seq import shift_right  # noqa: E402
-from gensar.tasks import render  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -51,7 +50,7 @@ def level_losses(model, builder, examples, items, batch_size=64):
     table = model._id_table("rec")  # (n_items, 1 + L): behaviour token + codes
     L = table.shape[1] - 1
     trie = builder.id_trie(model.config.rec_id)
-    inputs = render(examples, templates=model._templates)
+    inputs = model._render(examples)
     full, renorm = np.zeros((len(items), L)), np.zeros((len(items), L))
     for s in range(0, len(items), batch_size):
         # the model's own input encoding (item bags, recency tokens) and targets

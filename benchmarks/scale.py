@@ -132,7 +132,7 @@ def child(a) -> None:
 
     def tasks():
         from gensar.model import GenSAR
-        from gensar.tasks import epoch_mixture, length_grouped_batches, render
+        from gensar.tasks import epoch_mixture, length_grouped_batches
 
         g = GenSAR(**cfg)
         g.timings_, g._progress = {}, False
@@ -153,7 +153,7 @@ def child(a) -> None:
         g.input_len_ = g._fit_input_len(frames)
         c = g.config
         ep = epoch_mixture(parts, counts, c.seed, 0)
-        inputs = render(ep, np.random.default_rng([c.seed, 12, 0]), templates=g._templates)
+        inputs = g._render(ep, np.random.default_rng([c.seed, 12, 0]))
         order = length_grouped_batches([len(t) for t in inputs], c.batch_size, np.random.default_rng([c.seed, 14, 0]))
         batches = g._encode_batches(ep, inputs, order)  # as fit makes them (item bags, recency, masks)
         S["g"], S["batches"] = g, batches

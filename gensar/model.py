@@ -410,6 +410,10 @@ class GenSAR:
         """Task -> instruction phrasings of the configured prompt style."""
         return PROMPT_STYLES[self.config.prompts][0]
 
+    def _render(self, examples, rng=None, template: int = 0) -> list:
+        """gensar.tasks.render in this model's prompt style."""
+        return render(examples, rng, template, self._templates)
+
     def _builder_settings(self) -> dict:
         c = self.config
         return dict(n_rec=c.n_rec, n_search=c.n_search, rec_id=c.rec_id, search_id=c.search_id,
@@ -505,19 +509,19 @@ class GenSAR:
         """The longest input in tokens (+ </s>) among example frames (each of one
         task), every example rendered with its task's longest phrasing (the phrasings
         differ only by fixed words)."""
-        longest, tpl = 2, self._templates
+        longest = 2
         for ex in frames:
             if len(ex) == 0:
                 continue
             task = ex["task"].iloc[0]
             probe = ex.iloc[:1]
-            k = int(np.argmax([len(self.tokenizer_.backend.encode(render(probe, template=j, templates=tpl)[0],
+            k = int(np.argmax([len(self.tokenizer_.backend.encode(self._render(probe, template=j)[0],
                                                                    add_special_tokens=False).ids)
-                               for j in range(len(tpl[task]))]))
+                               for j in range(len(self._templates[task]))]))
             # In chunks: the tokenizer's Encoding objects take ~100 bytes per token, so a
             # whole frame at once held ~2 GB per 100k examples (Amazon size: ~20 GB).
             for s in range(0, len(ex), 4096):
-                enc = self.tokenizer_.backend.encode_batch(render(ex.iloc[s:s + 4096], template=k, templates=tpl),
+                enc = self.tokenizer_.backend.encode_batch(self._render(ex.iloc[s:s + 4096], template=k),
                                                            add_special_tokens=False)
                 # + 1 for </s>, + 2 for words that split differently at a placeholder's edges
                 longest = max(longest, max(len(e.ids) for e in enc) + 3)
@@ -581,7 +585,7 @@ class GenSAR:
 
         def make_epoch(epoch):
             ep = epoch_mixture(parts, self.epoch_counts_, c.seed, epoch)
-            inputs = render(ep, np.random.default_rng([c.seed, 12, epoch]), templates=self._templates)
+            inputs = self._render(ep, np.random.default_rng([c.seed, 12, epoch]))
             if c.group_by_length:
                 batches = length_grouped_batches([len(t) for t in inputs], c.batch_size,
                                                  np.random.default_rng([c.seed, 14, epoch]))
@@ -643,7 +647,7 @@ class GenSAR:
         from .seq2seq import shift_right
 
         total, count = 0.0, 0
-        inputs = render(examples, templates=self._templates)
+        inputs = self._render(examples)
         batches = [np.arange(s, min(s + batch_size, len(inputs))) for s in range(0, len(inputs), batch_size)]
         for b in self._encode_batches(examples, inputs, batches):
             labels = b["labels"]
@@ -826,7 +830,7 @@ class GenSAR:
             ex = getattr(self, "_data_builder", self.builder_).examples("nrip" if task == "rec" else "nsip", split)
             if max_cases is not None:
                 ex = ex.iloc[:max_cases]
-            inputs = render(ex, templates=self._templates)
+            inputs = self._render(ex)
             targets = ex["item"].to_numpy()
             for protocol in protocols:
                 if not applies(task, protocol):
@@ -1203,7 +1207,7 @@ class GenSAR:
             ep = pd.concat(parts, ignore_index=True)
             ep = ep.iloc[er.permutation(len(ep))].reset_index(drop=True)
             batches = [np.arange(s, min(s + c.batch_size, len(ep))) for s in range(0, len(ep), c.batch_size)]
-            return self._encode_batches(ep, render(ep, er, templates=self._templates), batches)
+            return self._encode_batches(ep, self._render(ep, er), batches)
 
         m = self.seq2seq_
         m.adam_m[...] = 0.0  # a new phase: AdamW starts afresh rather than from the fit's stale moments
