@@ -162,7 +162,7 @@ def child(a) -> None:
 
     def train():
         g = S["g"]
-        g.seq2seq_ = g._new_seq2seq(g.tokenizer_.vocab_size + g._recency_tokens, g.config.seed)
+        g.seq2seq_ = g._new_seq2seq(g._model_vocab, g.config.seed)
         losses = [g.seq2seq_.train_step(b, g.config.lr) for b in S["batches"][:a.steps]]
         S.pop("batches")
         return f"{len(losses)} steps of {g.config.batch_size}, {g.seq2seq_.num_params} params, loss {losses[-1]:.3f}"

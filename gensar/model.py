@@ -115,6 +115,11 @@ class GenSARConfig:
     # 0.184 -> 0.212 and search 0.214 -> 0.243 (+0.029 each, positive in every seed;
     # benchmarks/results/recency-study-ml-100k.md).
     recency_embeddings: bool | None = None
+    # Item embeddings (item bags only): each identifier's bag also sums a learned embedding
+    # of its item (one input-only token per item of the fitted catalogue, after the recency
+    # tokens), SASRec's item embedding beside the identifier's codes, which items sharing a
+    # prefix share. Items added later (add_items) have none: their bags hold codes only.
+    item_embeddings: bool = False
     # Prompt style: "phrasings" (ten instruction phrasings per task, events separated by
     # "; ", as the reference) or "bare" (a task word and the fields, no separators:
     # gensar.tasks.BARE_TEMPLATES); a study setting.
@@ -201,6 +206,11 @@ class GenSARConfig:
                             f"got {self.recency_embeddings!r}")
         if self.recency_embeddings is True and not self.item_bags:
             raise ValueError("recency_embeddings=True needs item_bags=True: the recency embedding is a slot of "
+                             "each identifier's bag")
+        if not isinstance(self.item_embeddings, (bool, np.bool_)):
+            raise TypeError(f"item_embeddings must be True or False, got {self.item_embeddings!r}")
+        if self.item_embeddings and not self.item_bags:
+            raise ValueError("item_embeddings=True needs item_bags=True: the item embedding is a slot of "
                              "each identifier's bag")
         if not isinstance(self.group_by_length, (bool, np.bool_)):
             raise TypeError(f"group_by_length must be True or False, got {self.group_by_length!r}")
@@ -363,7 +373,7 @@ class GenSAR:
         self.n_fitted_items_ = len(self.items_)
         self._progress = progress and w.is_root  # under MPI only rank 0 draws progress bars
         for name in ("ids_", "cold_start_", "encoder_", "_data_builder",  # from an earlier fit
-                     "_target_cache", "_item_lookup"):
+                     "_target_cache", "_item_lookup", "_identifier_items"):
             self.__dict__.pop(name, None)
         sem, col = self._identifiers(dataset, ids, semantic_embeddings, collaborative_embeddings)
         # Under MPI every rank computed the identifiers; rank 0's are used everywhere, so the
@@ -529,11 +539,64 @@ class GenSAR:
 
     def _encode_inputs(self, texts):
         """Input texts -> the encoder's (input_ids, attention_mask): (B, T) tokens, or
-        (B, T', bag_width) item bags with item_bags ((B, T', bag_width + 1) with recency tokens)."""
+        (B, T', bag_width) item bags with item_bags (+ 1 slot with recency tokens, + 1 with
+        item tokens)."""
         ids, mask = self.tokenizer_.encode(texts, self._input_len())
         if not self.config.item_bags:
             return ids, mask
-        return self.tokenizer_.bag_identifiers(ids, mask, self._recency_tokens)
+        bags, mask = self.tokenizer_.bag_identifiers(ids, mask, self._recency_tokens)
+        return self._with_item_tokens(bags), mask
+
+    @property
+    def _item_tokens(self) -> int:
+        """Item tokens after the recency tokens (item_embeddings: one per item of the
+        fitted catalogue), else 0."""
+        return int(self.n_fitted_items_) if self.config.item_embeddings else 0
+
+    def _with_item_tokens(self, bags: np.ndarray) -> np.ndarray:
+        """With item_embeddings, item bags (B, T, K) -> (B, T, K + 1): the new slot holds
+        the item token of each identifier bag (its code tokens looked up among every
+        item's identifiers of both kinds), -1 elsewhere and for items added after fit;
+        without, bags unchanged."""
+        if not self._item_tokens:
+            return bags
+        keys, items = self._item_lookup_table()
+        L = self.semantic_ids_.shape[1]
+        codes = bags[:, :, 1:1 + L].astype(np.int64)
+        key = self._identifier_keys(codes)
+        at = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
+        item = np.where((keys[at] == key) & (codes >= 0).all(-1), items[at], -1)
+        first = self.tokenizer_.vocab_size + self._recency_tokens
+        slot = np.where((item >= 0) & (item < self._item_tokens), first + item, -1).astype(np.int32)
+        return np.concatenate([bags, slot[:, :, None]], axis=2)
+
+    def _identifier_keys(self, codes: np.ndarray) -> np.ndarray:
+        """Code token rows (..., L) -> one int64 per row (mixed radix over the tokenizer's
+        vocabulary; exact: fit refuses layouts whose keys would overflow)."""
+        key = np.zeros(codes.shape[:-1], np.int64)
+        for j in range(codes.shape[-1]):
+            key = key * self.tokenizer_.vocab_size + np.maximum(codes[..., j], 0)
+        return key
+
+    def _item_lookup_table(self):
+        """(sorted identifier keys, item index of each): every item's semantic and
+        collaborative identifier, kept until the tokenizer or an ID array is replaced."""
+        cache = self.__dict__.get("_identifier_items")
+        if cache is not None and cache[0] is self.tokenizer_ and cache[1] is self.semantic_ids_ \
+                and cache[2] is self.collaborative_ids_:
+            return cache[3], cache[4]
+        L = self.semantic_ids_.shape[1]
+        if self.tokenizer_.vocab_size ** L >= 2 ** 63:
+            raise ValueError(f"item_embeddings supports identifiers of at most "
+                             f"{int(63 / np.log2(self.tokenizer_.vocab_size))} codes with a vocabulary of "
+                             f"{self.tokenizer_.vocab_size} tokens, got {L}: lower vocab_size or the levels")
+        rows = [self.tokenizer_.id_token_ids(kind, ids)[:, -L:]
+                for kind, ids in (("semantic", self.semantic_ids_), ("collaborative", self.collaborative_ids_))]
+        keys = self._identifier_keys(np.concatenate(rows).astype(np.int64))
+        items = np.tile(np.arange(len(self.semantic_ids_)), 2)
+        order = np.argsort(keys, kind="stable")
+        self._identifier_items = (self.tokenizer_, self.semantic_ids_, self.collaborative_ids_, keys[order], items[order])
+        return keys[order], items[order]
 
     @property
     def _recency_tokens(self) -> int:
@@ -543,8 +606,9 @@ class GenSAR:
 
     @property
     def _model_vocab(self) -> int:
-        """The sequence model's vocabulary: the tokenizer's plus the recency tokens."""
-        return self.tokenizer_.vocab_size + self._recency_tokens
+        """The sequence model's vocabulary: the tokenizer's, then the recency tokens, then
+        the item tokens."""
+        return self.tokenizer_.vocab_size + self._recency_tokens + self._item_tokens
 
     def _input_len(self) -> int:
         """max_input_len, or the length fitted to the data when it is 0."""
@@ -634,6 +698,9 @@ class GenSAR:
                             self._input_len(), c.max_target_len, bags=c.item_bags,
                             recency=self._recency_tokens)
                for b in batches]
+        if self._item_tokens:
+            for batch in out:
+                batch["input_ids"] = self._with_item_tokens(batch["input_ids"])
         if c.constrained_softmax:
             tasks, items = examples["task"].to_numpy(), examples["item"].to_numpy()
             for b, batch in zip(batches, out):
@@ -1391,6 +1458,7 @@ class GenSAR:
                 cfg.setdefault("constrained_softmax", False)
                 cfg.setdefault("item_bags", False)  # the same: saved before item bags existed
                 cfg.setdefault("recency_embeddings", False)
+                cfg.setdefault("item_embeddings", False)
             self = cls(cfg)
         except (ValueError, TypeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{d / 'config.json'} is corrupt or invalid: {exc}") from None
@@ -1464,7 +1532,8 @@ class GenSAR:
         if m.vocab_size != self._model_vocab:
             raise ValueError(f"{d / 'tokenizer'} has {self.tokenizer_.vocab_size} tokens and {d / 'config.json'} "
                              f"asks for {self._recency_tokens} recency tokens (recency_embeddings="
-                             f"{self.config.recency_embeddings!r}), {self._model_vocab} in all, but "
+                             f"{self.config.recency_embeddings!r}) and {self._item_tokens} item tokens "
+                             f"(item_embeddings={self.config.item_embeddings!r}), {self._model_vocab} in all, but "
                              f"{d / 'model.safetensors'} was trained with {m.vocab_size}: the files come from "
                              f"different saves, or config.json was edited")
         try:

@@ -232,6 +232,70 @@ def test_recency_embeddings_add_input_only_tokens(fitted, monkeypatch, tmp_path)
             gensar.GenSAR.load(tmp_path / "m")
 
 
+def test_item_embeddings_add_one_input_token_per_item(fitted, monkeypatch, tmp_path):
+    """item_embeddings=True: every identifier bag gets a slot holding its item's token
+    (after the recency tokens), found from its codes whichever kind of identifier it is;
+    text positions and items added after fit get none; it trains, decodes and saves so."""
+    ds, _ = fitted
+    seen = []
+    real = gensar.Seq2Seq.train_step
+
+    def spy(self, batch, lr=None):
+        seen.append(batch)
+        return real(self, batch, lr)
+
+    monkeypatch.setattr(gensar.Seq2Seq, "train_step", spy)
+    model = gensar.GenSAR(**dict(TINY, item_bags=True, item_embeddings=True))
+    model.fit(ds, ids=unique_ids(ds.n_items), progress=False)
+    V, R, N = model.tokenizer_.vocab_size, model.config.n_rec + model.config.n_search, ds.n_items
+    assert model.seq2seq_.config.vocab_size == V + R + N
+    ids = np.concatenate([b["input_ids"].reshape(-1, b["input_ids"].shape[2]) for b in seen])
+    K = model.tokenizer_.bag_width
+    assert ids.shape[1] == K + 2  # codes, recency, item
+    opens = [model.tokenizer_.behaviour_ids[b] for b in ("<rec_item>", "<src_item>")]
+    is_bag = np.isin(ids[:, 0], opens) & (ids[:, 1:K] >= 0).all(1)  # whole identifiers (inputs cut at
+    # max_input_len may hold a part of one: no item token)
+    assert (ids[~is_bag, -1] == -1).all() and (ids[is_bag, -1] >= V + R).all() and (ids[:, -1] < V + R + N).all()
+    # each bag's item token is the item whose identifier (of the bag's kind) it holds
+    tables = [model.tokenizer_.id_token_ids(kind, codes) for kind, codes in
+              (("semantic", model.semantic_ids_), ("collaborative", model.collaborative_ids_))]
+    for row in ids[is_bag][:200]:
+        item = row[-1] - V - R
+        assert any((t[item] == row[1:K]).all() for t in tables)
+    assert len(np.unique(ids[is_bag, -1])) > N // 2
+    assert all(b["allowed"].shape[2] == V + R + N for b in seen)
+    assert model.history_["loss"].iloc[-1] < model.history_["loss"].iloc[0]
+    rec = model.recommend([[0, 1, 2]], k=5)
+    model.save(tmp_path / "m")
+    back = gensar.GenSAR.load(tmp_path / "m")
+    pd.testing.assert_frame_equal(back.recommend([[0, 1, 2]], k=5), rec)
+    # an item the model never trained on has no item token: its bag keeps codes only
+    sem, col = model.semantic_ids_, model.collaborative_ids_
+    free = next(c for c in np.ndindex(*sem.max(0) + 1) if not (sem == c).all(1).any())
+    model.semantic_ids_ = np.concatenate([sem, [free]])
+    model.collaborative_ids_ = np.concatenate([col, [free]])
+    tokens = model.tokenizer_.id_token_ids("semantic", model.semantic_ids_[[0, N]], behaviour="<rec_item>")
+    bags = np.full((1, 2, K + 1), -1, np.int32)
+    bags[0, :, :K] = tokens
+    assert model._with_item_tokens(bags)[0, :, -1].tolist() == [V + R, -1]
+    model.semantic_ids_, model.collaborative_ids_ = sem, col
+    with pytest.raises(ValueError, match="item_embeddings=True needs item_bags=True"):
+        gensar.GenSAR(item_bags=False, item_embeddings=True)
+    with pytest.raises(TypeError, match="item_embeddings must be True or False"):
+        gensar.GenSAR(item_embeddings=None)
+    # a model saved before the setting existed had no item tokens: it loads without them
+    plain = gensar.GenSAR(**dict(TINY, item_bags=True)).fit(ds, ids=unique_ids(ds.n_items), progress=False)
+    plain.save(tmp_path / "p")
+    _as_saved_before(tmp_path / "p", "item_embeddings")
+    with pytest.warns(UserWarning, match="no manifest.json"):
+        assert gensar.GenSAR.load(tmp_path / "p").config.item_embeddings is False
+    # this model's weights hold the item tokens: with the setting dropped it is refused, named
+    _as_saved_before(tmp_path / "m", "item_embeddings")
+    with pytest.warns(UserWarning, match="no manifest.json"):
+        with pytest.raises(ValueError, match="item tokens"):
+            gensar.GenSAR.load(tmp_path / "m")
+
+
 def test_bare_prompts_train_with_task_words_only(fitted, monkeypatch, tmp_path):
     """prompts="bare": training and inference inputs are a task word and the fields, with
     no separators between history events; the model trains, recommends and saves so."""
