@@ -421,18 +421,21 @@ static int attn_threads(const gs_attention_args *a)
     return a->B * a->H > 1 && work > 65536 ? (nt > 0 ? nt : 1) : 1;
 }
 
-/* Floats of per-thread scratch of the forward / backward pass. */
+/* Columns of mm_head's repacking buffers (its Bp and R) per row: none for a head it
+ * reads in place. */
+static size_t repack_cols(int dh) { return dh % 16 == 0 ? 0 : (size_t)round16(dh); }
+
+/* Floats of per-thread scratch of the forward / backward pass (layouts in each). */
 static size_t fwd_scratch(const gs_attention_args *a)
 {
-    size_t Tk16 = round16(a->Tk), D16 = round16(a->dh);
-    return (size_t)a->dh * Tk16 + (size_t)a->Tq * Tk16 + (size_t)a->Tk * D16 +
-           (size_t)a->Tq * D16 + Tk16;
+    size_t Tk16 = round16(a->Tk), Dp = repack_cols(a->dh);
+    return (size_t)a->dh * Tk16 + (size_t)a->Tq * Tk16 + (size_t)a->Tk * Dp + (size_t)a->Tq * Dp + Tk16;
 }
 static size_t bwd_scratch(const gs_attention_args *a)
 {
-    size_t Tk16 = round16(a->Tk), D16 = round16(a->dh), Tm = a->Tq > a->Tk ? a->Tq : a->Tk;
-    return (size_t)a->dh * Tk16 + 2 * (size_t)a->Tq * Tk16 + 2 * (size_t)a->Tq * D16 +
-           (size_t)a->Tk * D16 + Tm * D16 + Tk16;
+    size_t Tk16 = round16(a->Tk), Dp = repack_cols(a->dh), Tm = a->Tq > a->Tk ? a->Tq : a->Tk;
+    return (size_t)a->dh * Tk16 + 2 * (size_t)a->Tq * Tk16 + 2 * (size_t)a->Tq * Dp + (size_t)a->Tk * Dp +
+           Tm * Dp + Tk16;
 }
 
 /* One query row of the forward pass, on keys [0, n) of Tk (later keys are
@@ -504,7 +507,8 @@ int gs_attention_forward(const gs_attention_args *a, const float *q, const float
                          const float *v, float *probs, float *out)
 {
     const int B = a->B, H = a->H, Tq = a->Tq, Tk = a->Tk, dh = a->dh;
-    const int Tk16 = round16(Tk), D16 = round16(dh);
+    const int Tk16 = round16(Tk);
+    const size_t Dp = repack_cols(dh);
     const int use_drop = a->dropout_p > 0.0f;
     const uint32_t key = use_drop ? key32(stream_key(a->dropout_seed, a->dropout_stream)) : 0;
     const uint32_t thr = use_drop ? drop_threshold(a->dropout_p) : 0;
@@ -524,8 +528,9 @@ int gs_attention_forward(const gs_attention_args *a, const float *q, const float
 #else
         float *KT = scratch;
 #endif
-        float *S = KT + (size_t)dh * Tk16, *Vp = S + (size_t)Tq * Tk16, *O = Vp + (size_t)Tk * D16;
-        float *f = O + (size_t)Tq * D16;
+        // KT (dh,Tk16) | S (Tq,Tk16) | Vp (Tk,Dp) | O (Tq,Dp) | f (Tk16); Dp = 0 for in-place heads
+        float *S = KT + (size_t)dh * Tk16, *Vp = S + (size_t)Tq * Tk16, *O = Vp + (size_t)Tk * Dp;
+        float *f = O + (size_t)Tq * Dp;
 #pragma omp for schedule(static)
         for (int bh = 0; bh < B * H; bh++) {
             const int b = bh / H, h = bh % H;
@@ -555,7 +560,8 @@ int gs_attention_backward(const gs_attention_args *a, const float *q, const floa
                           float *dq, float *dk, float *dv, float *dpos_bias)
 {
     const int B = a->B, H = a->H, Tq = a->Tq, Tk = a->Tk, dh = a->dh;
-    const int Tk16 = round16(Tk), D16 = round16(dh);
+    const int Tk16 = round16(Tk);
+    const size_t Dp = repack_cols(dh);
     const int use_drop = a->dropout_p > 0.0f;
     const uint32_t key = use_drop ? key32(stream_key(a->dropout_seed, a->dropout_stream)) : 0;
     const uint32_t thr = use_drop ? drop_threshold(a->dropout_p) : 0;
@@ -576,10 +582,11 @@ int gs_attention_backward(const gs_attention_args *a, const float *q, const floa
 #else
         float *VT = scratch;
 #endif
+        // VT (dh,Tk16) | dP, Pd (Tq,Tk16) | dOp, Qp (Tq,Dp) | Kp (Tk,Dp) | R (max(Tq,Tk),Dp) | f (Tk16)
         float *dP = VT + (size_t)dh * Tk16, *Pd = dP + (size_t)Tq * Tk16;
-        float *dOp = Pd + (size_t)Tq * Tk16, *Qp = dOp + (size_t)Tq * D16;
-        float *Kp = Qp + (size_t)Tq * D16, *R = Kp + (size_t)Tk * D16;
-        float *f = R + (size_t)(Tq > Tk ? Tq : Tk) * D16;
+        float *dOp = Pd + (size_t)Tq * Tk16, *Qp = dOp + (size_t)Tq * Dp;
+        float *Kp = Qp + (size_t)Tq * Dp, *R = Kp + (size_t)Tk * Dp;
+        float *f = R + (size_t)(Tq > Tk ? Tq : Tk) * Dp;
 #pragma omp for schedule(static)
         for (int bh = 0; bh < B * H; bh++) {
             const int b = bh / H, h = bh % H;
