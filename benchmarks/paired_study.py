@@ -86,14 +86,39 @@ def worker(args):
     np.savez(out / "ranks.npz", **{f"{t}|{p}": np.asarray(r) for (t, p), r in model.eval_ranks_.items()})
 
 
+def claim(cell_dir: Path) -> bool:
+    """Takes a cell for this study: False while another live study fits it (two studies
+    sharing a cache, e.g. the same baseline arm, then fit each cell once)."""
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    lock = cell_dir / "fitting.pid"
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            os.kill(int(lock.read_text() or 0), 0)
+            return False  # its owner still runs
+        except (ProcessLookupError, ValueError):
+            lock.unlink(missing_ok=True)  # left by a study that died: take it over
+            return claim(cell_dir)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True
+
+
 def run_cells(cells, args):
-    """Runs the missing cells as child processes, at most --jobs at a time."""
+    """Runs the missing cells as child processes, at most --jobs at a time; a cell another
+    study is fitting is waited for, not fitted twice."""
     todo = [c for c in cells if not (c["dir"] / "eval.csv").is_file()]
     running = []
     while todo or running:
+        waiting = []
         while todo and len(running) < args.jobs:
             c = todo.pop(0)
-            c["dir"].mkdir(parents=True, exist_ok=True)
+            if (c["dir"] / "eval.csv").is_file():
+                continue  # finished by another study meanwhile
+            if not claim(c["dir"]):
+                waiting.append(c)
+                continue
             env = dict(BASE_ENV, OMP_NUM_THREADS=str(args.threads or 1), **c["arm"]["env"])
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(c["arm"]),
                    "--out", str(c["dir"]), "--seed", str(c["seed"]), "--preset", args.preset,
@@ -101,11 +126,15 @@ def run_cells(cells, args):
             log = open(c["dir"] / "log.txt", "w")
             running.append((c, subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log))
             print(f"started {c['arm']['name']} seed {c['seed']}", flush=True)
+        todo = waiting + todo
+        if waiting and not running and len(todo) == len(waiting):
+            time.sleep(30)  # only cells another study is fitting are left
         time.sleep(2)
         for item in list(running):
             c, proc, log = item
             if proc.poll() is not None:
                 log.close()
+                (c["dir"] / "fitting.pid").unlink(missing_ok=True)
                 running.remove(item)
                 if proc.returncode:
                     raise SystemExit(f"{c['arm']['name']} seed {c['seed']} failed; see {c['dir'] / 'log.txt'}")
