@@ -1,3 +1,6 @@
+import importlib.util
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -33,3 +36,12 @@ def central_difference(loss, x, eps=1e-2):
         flat[i] = old
         g[i] = (up - down) / (2 * eps)
     return grad
+
+
+def load_benchmark(name: str):
+    """The module benchmarks/<name>.py (benchmarks are scripts, not a package), freshly loaded."""
+    path = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -1,25 +1,15 @@
 """benchmarks/new_items.py: the hold-out protocol (fast) and the whole script on a
 toy setting (slow: it fits a tiny GenSAR)."""
-import importlib.util
-import pathlib
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from gensar import datasets
-
-
-def load_bench():
-    path = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "new_items.py"
-    spec = importlib.util.spec_from_file_location("new_items", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from conftest import load_benchmark
 
 
 def test_hold_out_drops_every_event_of_the_held_items_and_cases_target_them():
-    bench = load_bench()
+    bench = load_benchmark("new_items")
     full = datasets.toy(n_users=100, n_items=240, seed=0)
     held = bench.hold_out(full, 0.1, seed=3)
     assert len(held) == 24 and len(set(held)) == 24
@@ -44,7 +34,7 @@ def test_hold_out_drops_every_event_of_the_held_items_and_cases_target_them():
 
 @pytest.mark.slow
 def test_new_items_script_runs_end_to_end(tmp_path):
-    bench = load_bench()
+    bench = load_benchmark("new_items")
     argv = ["--dataset", "toy", "--preset", "smoke", "--sentence-model", "tfidf", "--out", str(tmp_path),
             "--no-progress", "--max-cases", "30", "--learn-passes", "2", "--model-cache", str(tmp_path / "fit")]
     table = bench.main(argv)

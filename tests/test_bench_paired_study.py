@@ -1,22 +1,14 @@
 """benchmarks/paired_study.py: two studies sharing a cache fit each cell once (a lock per
 cell names the study fitting it; a lock left by a study that died is taken over)."""
-import importlib.util
 import os
-import pathlib
 import subprocess
 import sys
 
-
-def load_study():
-    path = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "paired_study.py"
-    spec = importlib.util.spec_from_file_location("paired_study", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from conftest import load_benchmark
 
 
 def test_a_cell_is_claimed_once_and_a_dead_owners_lock_is_taken_over(tmp_path):
-    study = load_study()
+    study = load_benchmark("paired_study")
     cell = tmp_path / "base-s0"
     assert study.claim(cell)  # free: taken, the lock names this process
     assert (cell / "fitting.pid").read_text() == str(os.getpid())

@@ -2,8 +2,6 @@
 SASRec: from the same weights, with dropout off, the same loss and gradients, on
 every kernel path this CPU supports (skipped without torch)."""
 import argparse
-import importlib.util
-import pathlib
 
 import numpy as np
 import pytest
@@ -11,16 +9,9 @@ import pytest
 import gensar
 from gensar import cpu
 from gensar.embeddings import SASRec
+from conftest import load_benchmark
 
 SUPPORTED = cpu.ISAS[:cpu.ISAS.index(gensar._core.best_isa()) + 1]
-
-
-def load_bench():
-    path = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "bench_sasrec.py"
-    spec = importlib.util.spec_from_file_location("bench_sasrec", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def windows(n_items, n_users, T, rng):
@@ -42,7 +33,7 @@ def isa(request):
 @pytest.mark.parametrize("layers,heads", [(2, 1), (2, 2)])
 def test_torch_reference_matches_gensar(isa, layers, heads):
     torch = pytest.importorskip("torch")
-    bench = load_bench()
+    bench = load_benchmark("bench_sasrec")
     rng = np.random.default_rng(3)
     n_items, T = 60, 12
     X, Y = windows(n_items, 30, T, rng)

@@ -8,6 +8,7 @@ import pytest
 import gensar
 from gensar import _core
 from gensar.ids import DualIDs, auto_codebook_size, kmeans, make_synthetic_embeddings
+from conftest import load_benchmark
 
 
 # ----------------------------------------------------------------------------- k-means
@@ -346,17 +347,6 @@ def test_rqvae_training_reduces_reconstruction_and_is_deterministic(rng, threads
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
 
 
-def load_bench():
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "bench_ids.py"
-    spec = importlib.util.spec_from_file_location("bench_ids", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.parametrize("case", [RQVAE_CASES[0], RQVAE_CASES[2]])
 def test_rqvae_matches_pytorch_autograd_and_adamw(rng, case):
     """Independent reference: the reference's PyTorch formulation (in
@@ -370,7 +360,7 @@ def test_rqvae_matches_pytorch_autograd_and_adamw(rng, case):
     init = [rng.normal(size=(17, d)).astype(np.float32) for d in in_dims]
     _core.rqvae_init_codebooks(model, *pad(init), 10, 1)
     layout = _core.rqvae_layout(model)
-    tm = load_bench().torch_rqvae_class()(in_dims, hidden, h, shared, specific, 0.25)
+    tm = load_benchmark("bench_ids").torch_rqvae_class()(in_dims, hidden, h, shared, specific, 0.25)
     tm.load_gensar(params, layout)
     opt = torch.optim.AdamW(tm.parameters(), lr=1e-2, weight_decay=1e-5)
     for step in range(3):

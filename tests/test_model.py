@@ -20,6 +20,19 @@ def unique_ids(n, seed=0):
     return sem, col
 
 
+def train_batches(monkeypatch) -> list:
+    """The batches Seq2Seq.train_step is given from now on, in order (it still trains on them)."""
+    seen = []
+    real = gensar.Seq2Seq.train_step
+
+    def spy(self, batch, lr=None):
+        seen.append(batch)
+        return real(self, batch, lr)
+
+    monkeypatch.setattr(gensar.Seq2Seq, "train_step", spy)
+    return seen
+
+
 @pytest.fixture(scope="module")
 def fitted():
     ds = datasets.toy(n_users=24, n_items=30, events_per_user=8, seed=1)
@@ -152,17 +165,11 @@ def test_item_bags_train_decode_and_save(fitted, monkeypatch, tmp_path):
     position (input_ids (B, T, bag_width)); the model trains, evaluates, recommends, saves
     and loads with the setting, and refuses an HF export it could not be fed through."""
     ds, _ = fitted
-    shapes = []
-    real = gensar.Seq2Seq.train_step
-
-    def spy(self, batch, lr=None):
-        shapes.append(batch["input_ids"].shape)
-        return real(self, batch, lr)
-
-    monkeypatch.setattr(gensar.Seq2Seq, "train_step", spy)
+    seen = train_batches(monkeypatch)
     model = gensar.GenSAR(**dict(TINY, item_bags=True, recency_embeddings=False))
     model.fit(ds, ids=unique_ids(ds.n_items), progress=False)
     K = model.tokenizer_.bag_width
+    shapes = [b["input_ids"].shape for b in seen]
     assert shapes and all(len(s) == 3 and s[2] == K for s in shapes)
     assert model.history_["loss"].iloc[-1] < model.history_["loss"].iloc[0]
     table = model.evaluate("valid", protocols=("sampled",), progress=False)
@@ -194,14 +201,7 @@ def test_recency_embeddings_add_input_only_tokens(fitted, monkeypatch, tmp_path)
     n_rec + n_search input-only tokens past the tokenizer's, it trains, decodes and
     saves so; without item bags the setting is refused."""
     ds, _ = fitted
-    seen = []
-    real = gensar.Seq2Seq.train_step
-
-    def spy(self, batch, lr=None):
-        seen.append(batch)
-        return real(self, batch, lr)
-
-    monkeypatch.setattr(gensar.Seq2Seq, "train_step", spy)
+    seen = train_batches(monkeypatch)
     model = gensar.GenSAR(**dict(TINY, item_bags=True, recency_embeddings=True))
     model.fit(ds, ids=unique_ids(ds.n_items), progress=False)
     V, R = model.tokenizer_.vocab_size, model.config.n_rec + model.config.n_search
@@ -237,14 +237,7 @@ def test_item_embeddings_add_one_input_token_per_item(fitted, monkeypatch, tmp_p
     (after the recency tokens), found from its codes whichever kind of identifier it is;
     text positions and items added after fit get none; it trains, decodes and saves so."""
     ds, _ = fitted
-    seen = []
-    real = gensar.Seq2Seq.train_step
-
-    def spy(self, batch, lr=None):
-        seen.append(batch)
-        return real(self, batch, lr)
-
-    monkeypatch.setattr(gensar.Seq2Seq, "train_step", spy)
+    seen = train_batches(monkeypatch)
     model = gensar.GenSAR(**dict(TINY, item_bags=True, item_embeddings=True))
     model.fit(ds, ids=unique_ids(ds.n_items), progress=False)
     V, R, N = model.tokenizer_.vocab_size, model.config.n_rec + model.config.n_search, ds.n_items
@@ -333,15 +326,9 @@ def test_constrained_softmax_trains_on_valid_codes_only(fitted, monkeypatch, tmp
     """constrained_softmax=True: every training batch carries the catalogue-trie mask and the
     model still trains (loss falls) and decodes; the setting is saved with the model."""
     ds, _ = fitted
-    seen = []
-    real = gensar.Seq2Seq.train_step
-
-    def spy(self, batch, lr=None):
-        seen.append(batch.get("allowed"))
-        return real(self, batch, lr)
-
-    monkeypatch.setattr(gensar.Seq2Seq, "train_step", spy)
+    seen = train_batches(monkeypatch)
     model = gensar.GenSAR(**dict(TINY, constrained_softmax=True)).fit(ds, ids=unique_ids(ds.n_items), progress=False)
+    seen = [b.get("allowed") for b in seen]
     assert seen and all(a is not None and a.dtype == bool for a in seen)
     assert any((~a).any() for a in seen)  # some positions are constrained
     h = model.history_

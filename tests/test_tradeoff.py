@@ -1,7 +1,4 @@
 """benchmarks/tradeoff.py: the study's fairness rules and its significance table."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,16 +6,12 @@ import pytest
 from gensar import datasets
 from gensar.model import GenSAR
 from gensar.tasks import REC_TASKS, SEARCH_TASKS
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "tradeoff.py"
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def tradeoff():
-    spec = importlib.util.spec_from_file_location("tradeoff", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("tradeoff")
 
 
 def test_variants_share_per_task_exposure_and_validate(tradeoff):
