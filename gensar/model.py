@@ -386,6 +386,8 @@ class GenSAR:
                  + [p for v in self._templates.values() for p in v])
         self.tokenizer_ = Tokenizer.train(texts, self._layout(), vocab_size=c.vocab_size)
         self.builder_ = self._builder(dataset)
+        if c.item_embeddings:
+            self._item_lookup_table()  # a layout it cannot key fails here, before any training
         self.timings_["tokenizer"] = time.perf_counter() - t
         pseudo = None
         if c.task_weights.get("adhoc", 0) > 0:
@@ -572,7 +574,7 @@ class GenSAR:
 
     def _identifier_keys(self, codes: np.ndarray) -> np.ndarray:
         """Code token rows (..., L) -> one int64 per row (mixed radix over the tokenizer's
-        vocabulary; exact: fit refuses layouts whose keys would overflow)."""
+        vocabulary; exact: _item_lookup_table refuses layouts whose keys would overflow)."""
         key = np.zeros(codes.shape[:-1], np.int64)
         for j in range(codes.shape[-1]):
             key = key * self.tokenizer_.vocab_size + np.maximum(codes[..., j], 0)
@@ -590,7 +592,7 @@ class GenSAR:
             raise ValueError(f"item_embeddings supports identifiers of at most "
                              f"{int(63 / np.log2(self.tokenizer_.vocab_size))} codes with a vocabulary of "
                              f"{self.tokenizer_.vocab_size} tokens, got {L}: lower vocab_size or the levels")
-        rows = [self.tokenizer_.id_token_ids(kind, ids)[:, -L:]
+        rows = [self.tokenizer_.id_token_ids(kind, ids)
                 for kind, ids in (("semantic", self.semantic_ids_), ("collaborative", self.collaborative_ids_))]
         keys = self._identifier_keys(np.concatenate(rows).astype(np.int64))
         items = np.tile(np.arange(len(self.semantic_ids_)), 2)
