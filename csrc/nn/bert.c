@@ -6,8 +6,13 @@
 
 #include "../common.h"
 #include "../tensor/ops.h"
+#include "../tensor/scratch.h"
 #include "layers.h"
 #include "linear.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 int gs_bert_check_config(const gs_bert_config *c)
 {
@@ -144,23 +149,38 @@ void gs_bert_free(gs_bert *m)
 
 /* Bidirectional multi-head attention within each packed sequence, forward only, with the
  * shared kernel of layers.h: one call per sequence (B = 1, no mask needed since the packed
- * sequence has no padding), heads spread over threads inside the kernel.
- * qkv (N, 3H) rows [q | k | v] -> ctx (N, H); probs: scratch of heads * Lmax * Lmax floats. */
-static void attention_forward(int n_seq, const int64_t *offsets, int H, int heads,
-                              const float *qkv, float *ctx, float *probs)
+ * sequence has no padding), sequences spread over threads (a title's 12 x 15 x 15 scores
+ * are too little work to split its heads: run one sequence after another, attention was a
+ * serial tenth of a 2-thread encode).
+ * qkv (N, 3H) rows [q | k | v] -> ctx (N, H); probs: scratch of nthreads * heads * Lmax * Lmax
+ * floats. Returns GS_OK or the kernel's GS_ENOMEM. */
+static int attention_forward(int n_seq, const int64_t *offsets, int H, int heads, int Lmax, int nthreads,
+                             const float *qkv, float *ctx, float *probs)
 {
-    gs_attention_args a;
-    memset(&a, 0, sizeof a);
-    a.B = 1, a.H = heads, a.dh = H / heads;
-    a.ldq = a.ldk = a.ldv = 3 * H;
-    a.ldo = H;
-    a.scale = 1.0f / sqrtf((float)a.dh);
+    int status = GS_OK;
+#pragma omp parallel for schedule(dynamic, 8) num_threads(nthreads) if (n_seq > 1)
     for (int b = 0; b < n_seq; b++) {
+        gs_attention_args a;
+        memset(&a, 0, sizeof a);
+        a.B = 1, a.H = heads, a.dh = H / heads;
+        a.ldq = a.ldk = a.ldv = 3 * H;
+        a.ldo = H;
+        a.scale = 1.0f / sqrtf((float)a.dh);
         const size_t t0 = (size_t)offsets[b];
         a.Tq = a.Tk = (int)(offsets[b + 1] - offsets[b]);
         const float *q = qkv + t0 * 3 * H;
-        gs_attention_forward(&a, q, q + H, q + 2 * H, probs, ctx + t0 * H);
+#ifdef _OPENMP
+        float *p = probs + (size_t)omp_get_thread_num() * heads * Lmax * Lmax;
+#else
+        float *p = probs;
+#endif
+        int st = gs_attention_forward(&a, q, q + H, q + 2 * H, p, ctx + t0 * H);
+        if (st != GS_OK) {
+#pragma omp atomic write
+            status = st;
+        }
     }
+    return status;
 }
 
 // a (n) += b (n), elementwise
@@ -201,9 +221,11 @@ int gs_bert_encode(const gs_bert *m, int n_seq, const int64_t *offsets, const in
 
     const int nthreads = gs_num_threads();
     size_t n_x = N * H, n_qkv = N * 3 * H, n_ff = N * I;
-    size_t n_scratch = (size_t)c->heads * Lmax * Lmax;  /* attention probabilities */
+    size_t n_scratch = (size_t)nthreads * c->heads * Lmax * Lmax;  /* attention probabilities */
     size_t total = 3 * n_x + n_qkv + n_ff + 2 * N + n_scratch;
-    float *buf = gs_alloc(total * sizeof(float));
+    /* kept per thread between calls: fresh pages for every batch of texts cost 7% of an
+     * encode in page faults */
+    float *buf = gs_scratch_get(GS_SCRATCH_MODEL_ACTS, total * sizeof(float));
     if (!buf) return gs_fail(GS_ENOMEM, "out of memory: the batch needs %zu MB of activations",
                              total * sizeof(float) >> 20);
     float *x = buf;             /* (N,H) hidden state */
@@ -230,7 +252,11 @@ int gs_bert_encode(const gs_bert *m, int n_seq, const int64_t *offsets, const in
     for (int l = 0; l < c->layers; l++) {
         const gs_bert_layer *L = &m->layer[l];
         gs_linear_forward(N, H, 3 * H, x, L->qkv_w, L->qkv_b, qkv);       // (N,H) -> (N,3H)
-        attention_forward(n_seq, offsets, H, c->heads, qkv, tmp, probs);  // -> (N,H)
+        int st = attention_forward(n_seq, offsets, H, c->heads, Lmax, nthreads, qkv, tmp, probs);  // -> (N,H)
+        if (st != GS_OK) {
+            gs_scratch_put(GS_SCRATCH_MODEL_ACTS, buf);
+            return st;
+        }
         gs_linear_forward(N, H, H, tmp, L->ao_w, L->ao_b, x1);            // (N,H) -> (N,H)
         add_inplace(n_x, x1, x);                                          // residual
         gs_layernorm_forward(N, H, x1, L->ln1_g, L->ln1_b, c->layer_norm_eps, x1, mean, rstd);
@@ -264,6 +290,6 @@ int gs_bert_encode(const gs_bert *m, int n_seq, const int64_t *offsets, const in
             for (int k = 0; k < H; k++) o[k] *= inv;
         }
     }
-    gs_free(buf);
+    gs_scratch_put(GS_SCRATCH_MODEL_ACTS, buf);
     return GS_OK;
 }

@@ -416,6 +416,9 @@ static inline int last_key(const gs_attention_args *a, int i)
 
 static int attn_threads(const gs_attention_args *a)
 {
+#ifdef _OPENMP
+    if (omp_in_parallel()) return 1; /* a caller already spreads its calls over the threads */
+#endif
     size_t work = (size_t)a->B * a->H * a->Tq * a->Tk * a->dh;
     int nt = gs_num_threads();
     return a->B * a->H > 1 && work > 65536 ? (nt > 0 ? nt : 1) : 1;
