@@ -25,6 +25,9 @@ fixed (the same causal transformer, data, optimiser and epochs; PyTorch, 1 threa
                   GenSAR's encoder); generated as codes_generative
   t5_marked_generative  (--targets last) as t5_tokens_generative, each item's
                   separator replaced by a token saying how recent it is (0 = last)
+  codes_bidir_generative  (--targets last) as codes_generative with the causal mask
+                  removed: every item position sees the whole history (as GenSAR's
+                  encoder), read at the last item
 
 Identifiers: the collaborative IDs of a saved GenSAR model (``--model DIR``, e.g.
 ``gensar run --preset quick --out DIR``). Data: ml-100k's training events (both
@@ -51,7 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _provenance import commit  # noqa: E402
 
 VARIANTS = ("item", "codes_in", "codes", "codes_generative", "code_tokens_generative", "t5_tokens_generative",
-            "t5_marked_generative")
+            "t5_marked_generative", "codes_bidir_generative")
+BIDIRECTIONAL = ("code_tokens_generative", "t5_tokens_generative", "t5_marked_generative", "codes_bidir_generative")
 
 
 def windows(seqs, T, targets="all"):
@@ -89,7 +93,7 @@ def valid_code_masks(codes, K):
     return out
 
 
-def build(variant, codes, T, H, torch):
+def build(variant, codes, T, H, torch, dropout=0.2):
     nn = torch.nn
     N, L = codes.shape
     K = int(codes.max()) + 1
@@ -102,9 +106,9 @@ def build(variant, codes, T, H, torch):
             self.item = nn.Embedding(N, H)
             self.code = nn.ModuleList(nn.Embedding(K, H) for _ in range(L))
             self.pos = nn.Embedding(T, H)
-            layer = nn.TransformerEncoderLayer(H, 1, H, 0.2, batch_first=True, norm_first=True)
+            layer = nn.TransformerEncoderLayer(H, 1, H, dropout, batch_first=True, norm_first=True)
             self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
-            self.ln, self.drop = nn.LayerNorm(H), nn.Dropout(0.2)
+            self.ln, self.drop = nn.LayerNorm(H), nn.Dropout(dropout)
             # generative head: level l's code from h + embeddings of the codes before it
             self.prev = nn.ModuleList(nn.Embedding(K, H) for _ in range(L))
             self.level = nn.Parameter(torch.zeros(L, H))  # code_tokens: which level a position holds
@@ -117,7 +121,7 @@ def build(variant, codes, T, H, torch):
 
                 self.t5 = transformers.T5EncoderModel(transformers.T5Config(
                     vocab_size=L * K + 2 + T, d_model=H, d_kv=H // 2, num_heads=2, d_ff=H, num_layers=2,
-                    dropout_rate=0.2, feed_forward_proj="relu"))
+                    dropout_rate=dropout, feed_forward_proj="relu"))
 
         def composed(self, idx):
             return sum(self.code[lv](code_t[idx, lv]) for lv in range(L))
@@ -145,6 +149,8 @@ def build(variant, codes, T, H, torch):
                 return self.ln(out.reshape(len(x), T, L, H)[:, :, -1])
             e = self.item(xi) if variant == "item" else self.composed(xi)
             e = self.drop(e * H ** 0.5 + self.pos.weight[None]) * (~pad)[..., None]
+            if variant == "codes_bidir_generative":  # every position sees the whole window (padding masked)
+                return self.ln(self.enc(e, src_key_padding_mask=pad))
             causal = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
             return self.ln(self.enc(e, mask=causal))
 
@@ -186,7 +192,7 @@ def run(variant, seed, a, ds, codes, seqs, torch, log):
     torch.manual_seed(seed)
     T = a.max_len
     X, Y = (torch.as_tensor(v) for v in windows(seqs, T, a.targets))
-    m = build(variant, codes, T, a.hidden, torch)
+    m = build(variant, codes, T, a.hidden, torch, a.dropout)
     opt = torch.optim.Adam(m.parameters(), a.lr)
     ev_items = ds.events["item"].to_numpy()
 
@@ -244,11 +250,12 @@ def main():
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--name", default=None, help="default: ml-100k, ml-100k-last with --targets last")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     a = p.parse_args()
-    if {"code_tokens_generative", "t5_tokens_generative", "t5_marked_generative"} & set(a.variants) and a.targets != "last":
-        raise SystemExit("the *_tokens_generative variants read a bidirectional encoder: use them with --targets last")
+    if set(BIDIRECTIONAL) & set(a.variants) and a.targets != "last":
+        raise SystemExit(f"the variants {BIDIRECTIONAL} read a bidirectional encoder: use them with --targets last")
     a.name = a.name or ("ml-100k" if a.targets == "all" else "ml-100k-last")
     try:
         import torch
@@ -295,7 +302,7 @@ def main():
              + (f" --examples-per-epoch {a.examples_per_epoch}" if a.examples_per_epoch else "") + f"` at commit {rev}; {cpu}; PyTorch, 1 thread. "
              f"Identifiers: the collaborative IDs of {', '.join(a.model)} (one per seed when several), "
              f"{codes_of[a.seeds[0]].shape[1]} levels. "
-             f"Causal transformer (2 layers, hidden {a.hidden}, dropout 0.2), windows of {a.max_len} items, "
+             f"Causal transformer (2 layers, hidden {a.hidden}, dropout {a.dropout}), windows of {a.max_len} items, "
              f"Adam lr {a.lr}, batch {a.batch_size}, targets: {a.targets} ({'a target at every position, as SASRec' if a.targets == 'all' else 'one example per target, its target at the last position, as GenSAR'}). Validation next-item cases, sampled protocol "
              f"(100 candidates, popularity negatives), NDCG@10 after the last epoch; mean over seeds. "
              f"Targets per epoch: {per_epoch:,}" + (f" (windows drawn per epoch: {a.examples_per_epoch:,})"
@@ -311,7 +318,9 @@ def main():
             "t5_tokens_generative": "its codes as L tokens + a separator in HF's T5 encoder (relative "
                                     "positions only, as GenSAR's); generated code by code",
             "t5_marked_generative": "as t5_tokens_generative, each separator a token saying how recent the "
-                                    "item is"}
+                                    "item is",
+            "codes_bidir_generative": "as codes_generative in a bidirectional encoder (GenSAR's), read at the "
+                                      "last item"}
     for v in a.variants:
         vals = [last[v][s]["NDCG@10"] for s in a.seeds]
         lines.append(f"| {v} | {what[v]} | {np.mean(vals):.4f} | {', '.join(f'{x:.4f}' for x in vals)} |")

@@ -132,6 +132,11 @@ class GenSARConfig:
     d_kv: int = 32
     d_ff: int = 512
     feed_forward_proj: str = "relu"
+    # True: the LM head is the shared token embedding (T5, the reference), so an identifier
+    # code's input embedding (in bags, and as the decoder's previous token) is also its
+    # output weight; False: the head has its own weights (lm_head.weight, V x d_model more
+    # parameters). A study setting.
+    tie_embeddings: bool = True
     dropout_rate: float = 0.1
     # training
     epochs: int = 10
@@ -212,6 +217,8 @@ class GenSARConfig:
         if self.item_embeddings and not self.item_bags:
             raise ValueError("item_embeddings=True needs item_bags=True: the item embedding is a slot of "
                              "each identifier's bag")
+        if not isinstance(self.tie_embeddings, (bool, np.bool_)):
+            raise TypeError(f"tie_embeddings must be True or False, got {self.tie_embeddings!r}")
         if not isinstance(self.group_by_length, (bool, np.bool_)):
             raise TypeError(f"group_by_length must be True or False, got {self.group_by_length!r}")
         if not isinstance(self.sentence_model, str) or not self.sentence_model:
@@ -484,6 +491,7 @@ class GenSAR:
         cfg = dict(vocab_size=vocab_size, d_model=c.d_model, d_kv=c.d_kv, d_ff=c.d_ff,
                    num_layers=c.num_layers, num_decoder_layers=c.num_decoder_layers,
                    num_heads=c.num_heads, feed_forward_proj=c.feed_forward_proj,
+                   tie_word_embeddings=bool(c.tie_embeddings),
                    dropout_rate=c.dropout_rate)
         return Seq2Seq(cfg, lr=c.lr, weight_decay=c.weight_decay, max_grad_norm=c.max_grad_norm,
                        seed=seed)
@@ -1461,6 +1469,7 @@ class GenSAR:
                 cfg.setdefault("item_bags", False)  # the same: saved before item bags existed
                 cfg.setdefault("recency_embeddings", False)
                 cfg.setdefault("item_embeddings", False)
+                cfg.setdefault("tie_embeddings", True)
             self = cls(cfg)
         except (ValueError, TypeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{d / 'config.json'} is corrupt or invalid: {exc}") from None
@@ -1531,6 +1540,10 @@ class GenSAR:
             if getattr(c, name) != getattr(m, name):
                 raise ValueError(f"{d / 'config.json'} says {name}={getattr(c, name)!r} but {d / 'model.safetensors'} "
                                  f"holds a model with {name}={getattr(m, name)!r}: the files come from different saves")
+        if bool(c.tie_embeddings) != bool(m.tie_word_embeddings):
+            raise ValueError(f"{d / 'config.json'} says tie_embeddings={c.tie_embeddings!r} but "
+                             f"{d / 'model.safetensors'} holds a model with tie_word_embeddings="
+                             f"{m.tie_word_embeddings!r}: the files come from different saves")
         if m.vocab_size != self._model_vocab:
             raise ValueError(f"{d / 'tokenizer'} has {self.tokenizer_.vocab_size} tokens and {d / 'config.json'} "
                              f"asks for {self._recency_tokens} recency tokens (recency_embeddings="

@@ -289,6 +289,33 @@ def test_item_embeddings_add_one_input_token_per_item(fitted, monkeypatch, tmp_p
             gensar.GenSAR.load(tmp_path / "m")
 
 
+def test_untied_embeddings_give_the_head_its_own_weights(fitted, tmp_path):
+    """tie_embeddings=False: the LM head has its own weights (so training moves it apart from
+    the token embedding); the model trains, recommends, saves and loads so; a config edited
+    to the other setting is refused, named."""
+    ds, _ = fitted
+    model = gensar.GenSAR(**dict(TINY, tie_embeddings=False)).fit(ds, ids=unique_ids(ds.n_items), progress=False)
+    params = model.seq2seq_.named_params()
+    assert model.seq2seq_.config.tie_word_embeddings is False and "lm_head.weight" in params
+    assert not np.allclose(params["lm_head.weight"], params["shared.weight"])
+    assert model.history_["loss"].iloc[-1] < model.history_["loss"].iloc[0]
+    rec = model.recommend([[0, 1, 2]], k=5)
+    model.save(tmp_path / "m")
+    back = gensar.GenSAR.load(tmp_path / "m")
+    pd.testing.assert_frame_equal(back.recommend([[0, 1, 2]], k=5), rec)
+    assert "lm_head.weight" not in gensar.GenSAR(**TINY).fit(ds, ids=unique_ids(ds.n_items),
+                                                             progress=False).seq2seq_.named_params()
+    with pytest.raises(TypeError, match="tie_embeddings must be True or False"):
+        gensar.GenSAR(tie_embeddings="no")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["tie_embeddings"] = True
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "m" / "manifest.json").unlink()
+    with pytest.warns(UserWarning, match="no manifest.json"):
+        with pytest.raises(ValueError, match="tie_embeddings=True"):
+            gensar.GenSAR.load(tmp_path / "m")
+
+
 def test_bare_prompts_train_with_task_words_only(fitted, monkeypatch, tmp_path):
     """prompts="bare": training and inference inputs are a task word and the fields, with
     no separators between history events; the model trains, recommends and saves so."""
