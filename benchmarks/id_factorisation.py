@@ -58,19 +58,22 @@ VARIANTS = ("item", "codes_in", "codes", "codes_generative", "code_tokens_genera
 BIDIRECTIONAL = ("code_tokens_generative", "t5_tokens_generative", "t5_marked_generative", "codes_bidir_generative")
 
 
-def windows(seqs, T, targets="all"):
+def windows(seqs, T, targets="all", is_target=None):
     """(inputs, targets) int64 (n, T): left-padded windows, -1 = no item, -100 = no target.
     targets "all": gensar's SASRec windows (every position a target, every item a target
     once per epoch); "last" (GenSAR's examples): one window per target, the up to T items
-    before it, a target at the last position only."""
+    before it, a target at the last position only; is_target (one bool array per
+    sequence, "last" only): which events may be a target (the others are history only)."""
     if targets == "all":
         from gensar.embeddings.sasrec import IGNORE, SASRec
 
         x, y = SASRec(max_len=T)._windows(seqs)  # slots hold item + 1, 0 = none
         return x.astype(np.int64) - 1, np.where(y == IGNORE, -100, y).astype(np.int64)
     X, Y = [], []
-    for s in seqs:
+    for u, s in enumerate(seqs):
         for t in range(1, len(s)):
+            if is_target is not None and not is_target[u][t]:
+                continue
             h = s[max(0, t - T):t]
             x, y = np.full(T, -1), np.full(T, -100)
             x[T - len(h):], y[-1] = h, s[t]
@@ -191,7 +194,7 @@ def run(variant, seed, a, ds, codes, seqs, torch, log):
 
     torch.manual_seed(seed)
     T = a.max_len
-    X, Y = (torch.as_tensor(v) for v in windows(seqs, T, a.targets))
+    X, Y = (torch.as_tensor(v) for v in windows(seqs, T, a.targets, a.is_target))
     m = build(variant, codes, T, a.hidden, torch, a.dropout)
     opt = torch.optim.Adam(m.parameters(), a.lr)
     ev_items = ds.events["item"].to_numpy()
@@ -245,6 +248,9 @@ def main():
     p.add_argument("--max-len", type=int, default=15, help="history items (GenSAR quick: 10 rec + 5 search)")
     p.add_argument("--targets", default="all", choices=("all", "last"),
                    help="all: a target at every position (SASRec); last: one example per target (GenSAR)")
+    p.add_argument("--target-kinds", default="all", choices=("all", "rec"),
+                   help="--targets last: every event's item is a target (as SASRec), or recommendation "
+                        "events' only (GenSAR's next-item task); search events stay in the histories")
     p.add_argument("--examples-per-epoch", type=int, default=0,
                    help="windows drawn per epoch (0: all); GenSAR's quick preset: 41,000 next-item examples")
     p.add_argument("--hidden", type=int, default=64)
@@ -278,8 +284,12 @@ def main():
     users, items = ev["user"].to_numpy()[keep], ev["item"].to_numpy()[keep]
     bounds = np.searchsorted(users, np.arange(ds.n_users + 1))
     seqs = [items[bounds[u]:bounds[u + 1]] for u in range(ds.n_users)]
+    if a.target_kinds == "rec" and a.targets != "last":
+        raise SystemExit("--target-kinds rec needs --targets last")
+    is_rec = ev["kind"].to_numpy()[keep] == "rec"
+    a.is_target = [is_rec[bounds[u]:bounds[u + 1]] for u in range(ds.n_users)] if a.target_kinds == "rec" else None
     rev = commit()
-    per_epoch = int((windows(seqs, a.max_len, a.targets)[1] >= 0).sum())
+    per_epoch = int((windows(seqs, a.max_len, a.targets, a.is_target)[1] >= 0).sum())
     rows = []
     for seed in a.seeds:
         for v in a.variants:
@@ -303,7 +313,7 @@ def main():
              f"Identifiers: the collaborative IDs of {', '.join(a.model)} (one per seed when several), "
              f"{codes_of[a.seeds[0]].shape[1]} levels. "
              f"Causal transformer (2 layers, hidden {a.hidden}, dropout {a.dropout}), windows of {a.max_len} items, "
-             f"Adam lr {a.lr}, batch {a.batch_size}, targets: {a.targets} ({'a target at every position, as SASRec' if a.targets == 'all' else 'one example per target, its target at the last position, as GenSAR'}). Validation next-item cases, sampled protocol "
+             f"Adam lr {a.lr}, batch {a.batch_size}, target events: {a.target_kinds}, targets: {a.targets} ({'a target at every position, as SASRec' if a.targets == 'all' else 'one example per target, its target at the last position, as GenSAR'}). Validation next-item cases, sampled protocol "
              f"(100 candidates, popularity negatives), NDCG@10 after the last epoch; mean over seeds. "
              f"Targets per epoch: {per_epoch:,}" + (f" (windows drawn per epoch: {a.examples_per_epoch:,})"
                                                      if a.examples_per_epoch else "") + ".", "",
