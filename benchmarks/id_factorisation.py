@@ -28,6 +28,10 @@ fixed (the same causal transformer, data, optimiser and epochs; PyTorch, 1 threa
   codes_bidir_generative  (--targets last) as codes_generative with the causal mask
                   removed: every item position sees the whole history (as GenSAR's
                   encoder), read at the last item
+  t5_bags_generative  (--targets last) GenSAR's item bags in HF's T5 encoder: one
+                  position per item, the sum of its codes' embeddings and a learnt
+                  recency embedding (GenSAR's recency_embeddings), T5's relative
+                  position bias, read at the last item
 
 Identifiers: the collaborative IDs of a saved GenSAR model (``--model DIR``, e.g.
 ``gensar run --preset quick --out DIR``). Data: ml-100k's training events (both
@@ -54,8 +58,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _provenance import commit  # noqa: E402
 
 VARIANTS = ("item", "codes_in", "codes", "codes_generative", "code_tokens_generative", "t5_tokens_generative",
-            "t5_marked_generative", "codes_bidir_generative")
-BIDIRECTIONAL = ("code_tokens_generative", "t5_tokens_generative", "t5_marked_generative", "codes_bidir_generative")
+            "t5_marked_generative", "codes_bidir_generative", "t5_bags_generative")
+BIDIRECTIONAL = ("code_tokens_generative", "t5_tokens_generative", "t5_marked_generative", "codes_bidir_generative",
+                 "t5_bags_generative")
+T5_ENCODER = ("t5_tokens_generative", "t5_marked_generative", "t5_bags_generative")
 
 
 def windows(seqs, T, targets="all", is_target=None):
@@ -119,7 +125,7 @@ def build(variant, codes, T, H, torch, dropout=0.2):
                                       for _ in range(L))
             for e in (self.item, *self.code, *self.prev):
                 nn.init.normal_(e.weight, std=0.05)
-            if variant in ("t5_tokens_generative", "t5_marked_generative"):  # HF's T5 encoder: relative positions only
+            if variant in T5_ENCODER:  # HF's T5 encoder: relative positions only
                 import transformers
 
                 self.t5 = transformers.T5EncoderModel(transformers.T5Config(
@@ -132,6 +138,9 @@ def build(variant, codes, T, H, torch, dropout=0.2):
         def hidden(self, x):
             pad = x < 0
             xi = x.clamp(min=0)
+            if variant == "t5_bags_generative":  # one position per item: its codes + its recency (slot)
+                e = (self.composed(xi) * H ** 0.5 + self.pos.weight[None]) * (~pad)[..., None]
+                return self.t5(inputs_embeds=e, attention_mask=(~pad).long()).last_hidden_state
             if variant in ("t5_tokens_generative", "t5_marked_generative"):
                 # each item as its L code tokens (ids level * K + code + 2) and a separator (1),
                 # as GenSAR writes a history; marked: the separator is a token saying how
@@ -330,7 +339,9 @@ def main():
             "t5_marked_generative": "as t5_tokens_generative, each separator a token saying how recent the "
                                     "item is",
             "codes_bidir_generative": "as codes_generative in a bidirectional encoder (GenSAR's), read at the "
-                                      "last item"}
+                                      "last item",
+            "t5_bags_generative": "its codes summed with a recency embedding at one position of HF's T5 "
+                                  "encoder (GenSAR's item bags); generated code by code"}
     for v in a.variants:
         vals = [last[v][s]["NDCG@10"] for s in a.seeds]
         lines.append(f"| {v} | {what[v]} | {np.mean(vals):.4f} | {', '.join(f'{x:.4f}' for x in vals)} |")
