@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -316,9 +317,8 @@ def main():
     for r in rows:
         last.setdefault(r["variant"], {})[r["seed"]] = r
     lines = [f"# Identifiers or generation? SASRec seeing items through GenSAR's codes ({a.name})", "",
-             f"Command: `python benchmarks/id_factorisation.py --model {' '.join(a.model)} --epochs {a.epochs} "
-             f"--seeds {' '.join(map(str, a.seeds))} --targets {a.targets}"
-             + (f" --examples-per-epoch {a.examples_per_epoch}" if a.examples_per_epoch else "") + f"` at commit {rev}; {cpu}; PyTorch, 1 thread. "
+             f"Command: `python benchmarks/id_factorisation.py {' '.join(shlex.quote(x) for x in sys.argv[1:])}` "
+             f"at commit {rev}; {cpu}; PyTorch, 1 thread. "
              f"Identifiers: the collaborative IDs of {', '.join(a.model)} (one per seed when several), "
              f"{codes_of[a.seeds[0]].shape[1]} levels. "
              f"Causal transformer (2 layers, hidden {a.hidden}, dropout {a.dropout}), windows of {a.max_len} items, "
