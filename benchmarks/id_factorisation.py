@@ -32,6 +32,10 @@ fixed (the same causal transformer, data, optimiser and epochs; PyTorch, 1 threa
                   position per item, the sum of its codes' embeddings and a learnt
                   recency embedding (GenSAR's recency_embeddings), T5's relative
                   position bias, read at the last item
+  t5_seq2seq_generative  (--targets last) GenSAR's model without text: the encoder of
+                  t5_bags_generative and HF's T5 decoder generating the codes as
+                  tokens (cross-attention over every item position, tied embeddings,
+                  softmax over the codes valid after the prefix)
 
 Identifiers: the collaborative IDs of a saved GenSAR model (``--model DIR``, e.g.
 ``gensar run --preset quick --out DIR``). Data: ml-100k's training events (both
@@ -59,9 +63,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _provenance import commit  # noqa: E402
 
 VARIANTS = ("item", "codes_in", "codes", "codes_generative", "code_tokens_generative", "t5_tokens_generative",
-            "t5_marked_generative", "codes_bidir_generative", "t5_bags_generative")
+            "t5_marked_generative", "codes_bidir_generative", "t5_bags_generative", "t5_seq2seq_generative")
 BIDIRECTIONAL = ("code_tokens_generative", "t5_tokens_generative", "t5_marked_generative", "codes_bidir_generative",
-                 "t5_bags_generative")
+                 "t5_bags_generative", "t5_seq2seq_generative")
 T5_ENCODER = ("t5_tokens_generative", "t5_marked_generative", "t5_bags_generative")
 
 
@@ -126,6 +130,13 @@ def build(variant, codes, T, H, torch, dropout=0.2):
                                       for _ in range(L))
             for e in (self.item, *self.code, *self.prev):
                 nn.init.normal_(e.weight, std=0.05)
+            if variant == "t5_seq2seq_generative":  # decoder tokens: 0 start, 2 + lv * K + code
+                import transformers
+
+                self.s2s = transformers.T5ForConditionalGeneration(transformers.T5Config(
+                    vocab_size=L * K + 2, d_model=H, d_kv=H // 2, num_heads=2, d_ff=H, num_layers=2,
+                    num_decoder_layers=2, dropout_rate=dropout, feed_forward_proj="relu",
+                    decoder_start_token_id=0, pad_token_id=0, tie_word_embeddings=True))
             if variant in T5_ENCODER:  # HF's T5 encoder: relative positions only
                 import transformers
 
@@ -139,9 +150,12 @@ def build(variant, codes, T, H, torch, dropout=0.2):
         def hidden(self, x):
             pad = x < 0
             xi = x.clamp(min=0)
-            if variant == "t5_bags_generative":  # one position per item: its codes + its recency (slot)
+            if variant in ("t5_bags_generative", "t5_seq2seq_generative"):  # an item: its codes + recency
                 e = (self.composed(xi) * H ** 0.5 + self.pos.weight[None]) * (~pad)[..., None]
-                return self.t5(inputs_embeds=e, attention_mask=(~pad).long()).last_hidden_state
+                if variant == "t5_bags_generative":
+                    return self.t5(inputs_embeds=e, attention_mask=(~pad).long()).last_hidden_state
+                out = self.s2s.encoder(inputs_embeds=e, attention_mask=(~pad).long()).last_hidden_state
+                return torch.cat([out, (~pad)[..., None].float()], -1)  # the mask rides along as a channel
             if variant in ("t5_tokens_generative", "t5_marked_generative"):
                 # each item as its L code tokens (ids level * K + code + 2) and a separator (1),
                 # as GenSAR writes a history; marked: the separator is a token saying how
@@ -172,7 +186,37 @@ def build(variant, codes, T, H, torch, dropout=0.2):
             z = self.head[lv](ctx).masked_fill(~allowed[items, lv], float("-inf"))
             return torch.log_softmax(z, -1)
 
+        def seq2seq_logp(self, enc, items):
+            """(B, n) log p of items (n,) (or (B,) one per row with per_row) given encoder
+            states enc (B, T, H + 1): teacher-forced decoder, each level's softmax over
+            the codes valid after the item's prefix."""
+            B, n = len(enc), len(items)
+            states, mask = enc[..., :-1], enc[..., -1].long()
+            tok = code_t[items] + 2 + torch.arange(L) * K  # (n, L)
+            dec_in = torch.cat([torch.zeros(n, 1, dtype=torch.long), tok[:, :-1]], 1)
+            rep = lambda t: t.repeat_interleave(n, 0)  # noqa: E731
+            logits = self.s2s(encoder_outputs=(rep(states),), attention_mask=rep(mask),
+                              decoder_input_ids=dec_in.repeat(B, 1)).logits.reshape(B, n, L, -1)
+            total = 0.0
+            for lv in range(L):
+                z = logits[:, :, lv, 2 + lv * K:2 + (lv + 1) * K].masked_fill(~allowed[items, lv][None], float("-inf"))
+                total = total + torch.log_softmax(z, -1).gather(-1, code_t[items, lv][None, :, None].expand(B, -1, 1))[..., 0]
+            return total
+
         def loss(self, h, y):
+            if variant == "t5_seq2seq_generative":  # targets at the last position only (--targets last)
+                enc, yl = h, y[:, -1]
+                keep = yl >= 0
+                enc, yl = enc[keep], yl[keep]
+                states, mask = enc[..., :-1], enc[..., -1].long()
+                tok = code_t[yl] + 2 + torch.arange(L) * K
+                dec_in = torch.cat([torch.zeros(len(yl), 1, dtype=torch.long), tok[:, :-1]], 1)
+                logits = self.s2s(encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=dec_in).logits
+                total = 0.0
+                for lv in range(L):
+                    z = logits[:, lv, 2 + lv * K:2 + (lv + 1) * K].masked_fill(~allowed[yl, lv], float("-inf"))
+                    total = total - torch.log_softmax(z, -1).gather(-1, code_t[yl, lv, None]).mean()
+                return total
             keep = y >= 0
             h, y = h[keep], y[keep]
             if not variant.endswith("generative"):
@@ -185,7 +229,10 @@ def build(variant, codes, T, H, torch, dropout=0.2):
             return total
 
         def scores(self, h):
-            """(B, N) log-scores of every item after hidden states h (B, H)."""
+            """(B, N) log-scores of every item after hidden states h (B, H) (t5_seq2seq_generative:
+            encoder states (B, T, H + 1))."""
+            if variant == "t5_seq2seq_generative":
+                return torch.cat([self.seq2seq_logp(h[b:b + 1], torch.arange(N)) for b in range(len(h))])
             if not variant.endswith("generative"):
                 out = self.item.weight if variant in ("item", "codes_in") else self.composed(torch.arange(N))
                 return h @ out.T
@@ -217,7 +264,8 @@ def run(variant, seed, a, ds, codes, seqs, torch, log):
             if len(h):
                 xs[i, T - len(h):] = h
         with torch.no_grad():
-            hid = m.hidden(torch.as_tensor(xs))[:, -1]
+            hid = m.hidden(torch.as_tensor(xs))
+            hid = hid if variant == "t5_seq2seq_generative" else hid[:, -1]
             out = np.concatenate([m.scores(hid[s:s + 64]).numpy() for s in range(0, len(hid), 64)])
         m.train()
         return out
@@ -341,7 +389,9 @@ def main():
             "codes_bidir_generative": "as codes_generative in a bidirectional encoder (GenSAR's), read at the "
                                       "last item",
             "t5_bags_generative": "its codes summed with a recency embedding at one position of HF's T5 "
-                                  "encoder (GenSAR's item bags); generated code by code"}
+                                  "encoder (GenSAR's item bags); generated code by code",
+            "t5_seq2seq_generative": "t5_bags_generative's encoder; generated as code tokens by HF's T5 decoder "
+                                     "(cross-attention, tied embeddings)"}
     for v in a.variants:
         vals = [last[v][s]["NDCG@10"] for s in a.seeds]
         lines.append(f"| {v} | {what[v]} | {np.mean(vals):.4f} | {', '.join(f'{x:.4f}' for x in vals)} |")
