@@ -183,7 +183,8 @@ def main(argv=None):
     for (task, protocol), g in df.groupby(["task", "protocol"], sort=False):
         piv = g.pivot(index="seed", columns="arm", values="NDCG@10")
         diff = piv[b] - piv[a]
-        over_seeds = paired_test(piv[b].to_numpy(), piv[a].to_numpy())
+        # over seeds needs two of them: a one-seed probe reports the test over cases only
+        over_seeds = paired_test(piv[b].to_numpy(), piv[a].to_numpy()) if len(piv) > 1 else None
         over_cases = paired_test(*(np.concatenate([per_case[(s, arm, task, protocol)] for s in args.seeds])
                                    for arm in (b, a)))
         summary.append({"task": task, "protocol": protocol,
@@ -191,7 +192,8 @@ def main(argv=None):
                         f"{b} NDCG@10": f"{piv[b].mean():.4f} ± {piv[b].std(ddof=1):.4f}",
                         "difference per seed": ", ".join(f"{v:+.4f}" for v in diff),
                         "mean difference": f"{diff.mean():+.4f}",
-                        "paired t over seeds (p)": f"{over_seeds['t']:.2f} ({over_seeds['p_ttest']:.3f})",
+                        "paired t over seeds (p)": (f"{over_seeds['t']:.2f} ({over_seeds['p_ttest']:.3f})"
+                                                    if over_seeds else "one seed"),
                         "paired t over seed x case (p)": f"{over_cases['t']:.2f} ({over_cases['p_ttest']:.2g})"})
     cells_df = df.drop_duplicates(["seed", "arm"])
     fit = [f"{arm} {g['fit_s'].median():.0f} s ({g['fit_s'].notna().sum()} of {len(g)} fitted here"
