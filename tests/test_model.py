@@ -290,9 +290,10 @@ def test_item_embeddings_add_one_input_token_per_item(fitted, monkeypatch, tmp_p
 
 
 def test_untied_embeddings_give_the_head_its_own_weights(fitted, tmp_path):
-    """tie_embeddings=False: the LM head has its own weights (so training moves it apart from
-    the token embedding); the model trains, recommends, saves and loads so; a config edited
-    to the other setting is refused, named."""
+    """tie_embeddings=False (the default): the LM head has its own weights (so training moves
+    it apart from the token embedding); the model trains, recommends, saves and loads so; a
+    tied model saved before the setting existed loads tied; a config edited to the other
+    setting is refused, named."""
     ds, _ = fitted
     model = gensar.GenSAR(**dict(TINY, tie_embeddings=False)).fit(ds, ids=unique_ids(ds.n_items), progress=False)
     params = model.seq2seq_.named_params()
@@ -303,8 +304,13 @@ def test_untied_embeddings_give_the_head_its_own_weights(fitted, tmp_path):
     model.save(tmp_path / "m")
     back = gensar.GenSAR.load(tmp_path / "m")
     pd.testing.assert_frame_equal(back.recommend([[0, 1, 2]], k=5), rec)
-    assert "lm_head.weight" not in gensar.GenSAR(**TINY).fit(ds, ids=unique_ids(ds.n_items),
-                                                             progress=False).seq2seq_.named_params()
+    assert gensar.GenSARConfig().tie_embeddings is False  # the default since the validation study
+    tied = gensar.GenSAR(**dict(TINY, tie_embeddings=True)).fit(ds, ids=unique_ids(ds.n_items), progress=False)
+    assert "lm_head.weight" not in tied.seq2seq_.named_params()
+    tied.save(tmp_path / "tied")  # saved before the setting existed: tied, and loads so
+    _as_saved_before(tmp_path / "tied", "tie_embeddings")
+    with pytest.warns(UserWarning, match="no manifest.json"):
+        assert gensar.GenSAR.load(tmp_path / "tied").config.tie_embeddings is True
     with pytest.raises(TypeError, match="tie_embeddings must be True or False"):
         gensar.GenSAR(tie_embeddings="no")
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
