@@ -668,6 +668,11 @@ static void row_blocks(int M, int mr_k, int *mc_step, int *n_mblocks)
     *n_mblocks = (M + step - 1) / step;
 }
 
+/* Products of fewer multiply-adds run on one thread: splitting them costs more than it
+ * saves (bench_gemm.py --threads 2, idle Xeon: 64 x 64 x 64 ran at 52 GFLOP/s on two
+ * threads against 87 on one, 64 x 128 x 128 at 57 against 93). */
+#define SERIAL_MACS (4.0 * 1024 * 1024)
+
 #ifdef GS_HAVE_AVX512_PATH
 /* The bf16 products: sgemm's blocking with bf16 pair packing (see pack_a_bf16,
  * pack_b_bf16). Every element of C is summed by one thread in a fixed order, as
@@ -677,7 +682,7 @@ static int sgemm_bf16(int trans_a, int trans_b, int M, int N, int K, float alpha
                       const float *B, int ldb, float beta, const float *bias, float *C, int ldc)
 {
     int nthreads = gs_num_threads();
-    if ((double)M * N * K < 64.0 * 64.0 * 64.0) nthreads = 1;
+    if ((double)M * N * K < SERIAL_MACS) nthreads = 1;
     const int nc_max = N < NC ? N : NC, kq_max = (slab_depth(K) + 1) / 2;
     const size_t n_panels_max = ((size_t)nc_max + 31) / 32, m_pad = ((size_t)M + 11) / 12 * 12;
     uint32_t *bpack = gs_scratch_get(GS_SCRATCH_GEMM_B, sizeof(uint32_t) * n_panels_max * 32 * kq_max);
@@ -745,7 +750,7 @@ static int sgemm_amx(int trans_a, int trans_b, int M, int N, int K, float alpha,
                      const float *B, int ldb, float beta, const float *bias, float *C, int ldc)
 {
     int nthreads = gs_num_threads();
-    if ((double)M * N * K < 64.0 * 64.0 * 64.0) nthreads = 1;
+    if ((double)M * N * K < SERIAL_MACS) nthreads = 1;
     const int kc_max = slab_depth(K), nc_max = N < NC ? N : NC;
     const int kq16_max = ((kc_max + 1) / 2 + 15) / 16 * 16;
     const size_t n_panels_max = ((size_t)nc_max + 31) / 32, m_pad = ((size_t)M + 31) / 32 * 32;
@@ -826,7 +831,7 @@ static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
     const gemm_kernel k = select_kernel();
     int nthreads = gs_num_threads();
     /* Small products are faster on one thread than with a fork/join. */
-    if ((double)M * N * K < 64.0 * 64.0 * 64.0) nthreads = 1;
+    if ((double)M * N * K < SERIAL_MACS) nthreads = 1;
 
     int nc_max = N < NC ? N : NC;
     int kc_max = slab_depth(K);
@@ -948,7 +953,7 @@ int gs_sgemm_packed_b(int M, int nc, const float *A, int lda, const gs_packed_b 
                        j0, k.cols);
     const size_t n_panels_all = ((size_t)pb->N + k.cols - 1) / k.cols;
     int nthreads = gs_num_threads();
-    if ((double)M * nc * K < 64.0 * 64.0 * 64.0) nthreads = 1;
+    if ((double)M * nc * K < SERIAL_MACS) nthreads = 1;
     int mc_step, n_mblocks;
     row_blocks(M, k.rows, &mc_step, &n_mblocks);
     size_t m_pad = ((size_t)M + k.rows - 1) / k.rows * k.rows;
