@@ -187,9 +187,9 @@ def build(variant, codes, T, H, torch, dropout=0.2):
             return torch.log_softmax(z, -1)
 
         def seq2seq_logp(self, enc, items):
-            """(B, n) log p of items (n,) (or (B,) one per row with per_row) given encoder
-            states enc (B, T, H + 1): teacher-forced decoder, each level's softmax over
-            the codes valid after the item's prefix."""
+            """(B, n) log p of every one of items (n,) after each row of encoder states enc
+            (B, T, H + 1): teacher-forced decoder, each level's softmax over the codes valid
+            after the item's prefix."""
             B, n = len(enc), len(items)
             states, mask = enc[..., :-1], enc[..., -1].long()
             tok = code_t[items] + 2 + torch.arange(L) * K  # (n, L)
