@@ -37,7 +37,7 @@ from ._validate import check_float, check_int, check_ks, check_str_list, is_int
 from .cold_start import ColdStart
 from .evaluate import check_protocols, check_tasks
 from .metrics import DEFAULT_KS, target_ranks
-from .tasks import (PROMPT_STYLES, REFERENCE_MIXTURE, TASKS, TaskBuilder, encode_batch, epoch_counts,
+from .tasks import (PROMPT_STYLES, REFERENCE_MIXTURE, TASKS, TaskBuilder, epoch_counts, target_labels,
                     length_grouped_batches,
                     epoch_mixture, render)
 from .tokenizer import REC_ITEM, SRC_ITEM, IDLayout, Tokenizer, escape_text
@@ -384,7 +384,7 @@ class GenSAR:
         self.n_fitted_items_ = len(self.items_)
         self._progress = progress and w.is_root  # under MPI only rank 0 draws progress bars
         for name in ("ids_", "cold_start_", "encoder_", "_data_builder",  # from an earlier fit
-                     "_target_cache", "_item_lookup", "_identifier_items"):
+                     "_target_cache", "_item_lookup"):
             self.__dict__.pop(name, None)
         sem, col = self._identifiers(dataset, ids, semantic_embeddings, collaborative_embeddings)
         # Under MPI every rank computed the identifiers; rank 0's are used everywhere, so the
@@ -398,7 +398,7 @@ class GenSAR:
         self.tokenizer_ = Tokenizer.train(texts, self._layout(), vocab_size=c.vocab_size)
         self.builder_ = self._builder(dataset)
         if c.item_embeddings:
-            self._item_lookup_table()  # a layout it cannot key fails here, before any training
+            self.builder_.identifier_index()  # a layout it cannot key fails here, before any training
         self.timings_["tokenizer"] = time.perf_counter() - t
         pseudo = None
         if c.task_weights.get("adhoc", 0) > 0:
@@ -569,48 +569,14 @@ class GenSAR:
 
     def _with_item_tokens(self, bags: np.ndarray) -> np.ndarray:
         """With item_embeddings, item bags (B, T, K) -> (B, T, K + 1): the new slot holds
-        the item token of each identifier bag (its code tokens looked up among every
-        item's identifiers of both kinds), -1 elsewhere and for items added after fit;
-        without, bags unchanged."""
+        the item token of each identifier bag (TaskBuilder.items_of_bags), -1 elsewhere and
+        for items added after fit; without, bags unchanged."""
         if not self._item_tokens:
             return bags
-        keys, items = self._item_lookup_table()
-        L = self.semantic_ids_.shape[1]
-        codes = bags[:, :, 1:1 + L].astype(np.int64)
-        key = self._identifier_keys(codes)
-        at = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
-        item = np.where((keys[at] == key) & (codes >= 0).all(-1), items[at], -1)
+        item = self.builder_.items_of_bags(bags)
         first = self.tokenizer_.vocab_size + self._recency_tokens
         slot = np.where((item >= 0) & (item < self._item_tokens), first + item, -1).astype(np.int32)
         return np.concatenate([bags, slot[:, :, None]], axis=2)
-
-    def _identifier_keys(self, codes: np.ndarray) -> np.ndarray:
-        """Code token rows (..., L) -> one int64 per row (mixed radix over the tokenizer's
-        vocabulary; exact: _item_lookup_table refuses layouts whose keys would overflow)."""
-        key = np.zeros(codes.shape[:-1], np.int64)
-        for j in range(codes.shape[-1]):
-            key = key * self.tokenizer_.vocab_size + np.maximum(codes[..., j], 0)
-        return key
-
-    def _item_lookup_table(self):
-        """(sorted identifier keys, item index of each): every item's semantic and
-        collaborative identifier, kept until the tokenizer or an ID array is replaced."""
-        cache = self.__dict__.get("_identifier_items")
-        if cache is not None and cache[0] is self.tokenizer_ and cache[1] is self.semantic_ids_ \
-                and cache[2] is self.collaborative_ids_:
-            return cache[3], cache[4]
-        L = self.semantic_ids_.shape[1]
-        if self.tokenizer_.vocab_size ** L >= 2 ** 63:
-            raise ValueError(f"item_embeddings supports identifiers of at most "
-                             f"{int(63 / np.log2(self.tokenizer_.vocab_size))} codes with a vocabulary of "
-                             f"{self.tokenizer_.vocab_size} tokens, got {L}: lower vocab_size or the levels")
-        rows = [self.tokenizer_.id_token_ids(kind, ids)
-                for kind, ids in (("semantic", self.semantic_ids_), ("collaborative", self.collaborative_ids_))]
-        keys = self._identifier_keys(np.concatenate(rows).astype(np.int64))
-        items = np.tile(np.arange(len(self.semantic_ids_)), 2)
-        order = np.argsort(keys, kind="stable")
-        self._identifier_items = (self.tokenizer_, self.semantic_ids_, self.collaborative_ids_, keys[order], items[order])
-        return keys[order], items[order]
 
     @property
     def _recency_tokens(self) -> int:
@@ -708,13 +674,11 @@ class GenSAR:
         each carries its ``allowed`` mask (TaskBuilder.allowed_mask)."""
         c = self.config
         targets = examples["target"].tolist()
-        out = [encode_batch(self.tokenizer_, [inputs[i] for i in b], [targets[i] for i in b],
-                            self._input_len(), c.max_target_len, bags=c.item_bags,
-                            recency=self._recency_tokens)
-               for b in batches]
-        if self._item_tokens:
-            for batch in out:
-                batch["input_ids"] = self._with_item_tokens(batch["input_ids"])
+        out = []
+        for b in batches:
+            ids, mask = self._encode_inputs([inputs[i] for i in b])
+            out.append({"input_ids": ids, "attention_mask": mask,
+                        "labels": target_labels([targets[i] for i in b], c.max_target_len)})
         if c.constrained_softmax:
             tasks, items = examples["task"].to_numpy(), examples["item"].to_numpy()
             for b, batch in zip(batches, out):

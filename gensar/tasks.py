@@ -248,6 +248,37 @@ class TaskBuilder:
             tries[kind] = Trie(self.id_tokens[kind], vocab_size=self.tok.vocab_size, on_duplicate="first")
         return tries[kind]
 
+    def identifier_index(self):
+        """(sorted keys, item index of each) of every item's identifier of both kinds, a key
+        being its code tokens in mixed radix over the vocabulary. Built once; a layout whose
+        keys would overflow int64 is refused."""
+        if "_identifier_index" not in self.__dict__:
+            L, V = self.tok.layout.length, self.tok.vocab_size
+            if V ** L >= 2 ** 63:
+                raise ValueError(f"identifiers of {L} codes over a vocabulary of {V} tokens cannot be keyed "
+                                 f"in int64 (at most {int(63 / np.log2(V))} codes): lower vocab_size or the levels")
+            keys = self._identifier_keys(np.concatenate([self.id_tokens["semantic"], self.id_tokens["collaborative"]]))
+            items = np.tile(np.arange(len(self.id_tokens["semantic"])), 2)
+            order = np.argsort(keys, kind="stable")
+            self._identifier_index = (keys[order], items[order])
+        return self._identifier_index
+
+    def _identifier_keys(self, codes) -> np.ndarray:
+        key = np.zeros(codes.shape[:-1], np.int64)
+        for j in range(codes.shape[-1]):
+            key = key * self.tok.vocab_size + np.maximum(codes[..., j], 0)
+        return key
+
+    def items_of_bags(self, bags) -> np.ndarray:
+        """Item index (int64, -1: none) of each position of item bags (..., K)
+        (Tokenizer.bag_identifiers: slots 1..L an identifier's code tokens), whichever kind
+        of identifier it holds; -1 for text positions and cut identifiers."""
+        keys, items = self.identifier_index()
+        codes = np.asarray(bags)[..., 1:1 + self.tok.layout.length].astype(np.int64)
+        key = self._identifier_keys(codes)
+        at = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
+        return np.where((keys[at] == key) & (codes >= 0).all(-1), items[at], -1)
+
     def allowed_mask(self, tasks, items, T: int, vocab_size: int) -> np.ndarray:
         """The constrained loss's mask (B, T, vocab_size) bool for a batch's examples
         (their task names and target items): at each identifier code of an ID target
@@ -460,20 +491,20 @@ def length_grouped_batches(lengths, batch_size: int, rng: np.random.Generator, g
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def encode_batch(tokenizer: Tokenizer, inputs, targets, max_input: int, max_target: int,
-                 bags: bool = False, recency: int = 0):
-    """Inputs (strings) and targets (token id lists) -> a training batch dict:
-    input_ids / attention_mask int32 (B, T_in), labels int32 (B, T_out) with -100 on padding.
-    bags: identifiers folded into item bags, input_ids (B, T_in, K) (Tokenizer.bag_identifiers);
-    recency: that method's recency tokens (R > 0, bags only)."""
-    if recency and not bags:
-        raise ValueError("recency tokens are a slot of item bags: pass bags=True with recency > 0")
-    ids, mask = tokenizer.encode(inputs, max_input)
-    if bags:
-        ids, mask = tokenizer.bag_identifiers(ids, mask, recency)
+def target_labels(targets, max_target: int) -> np.ndarray:
+    """Targets (token id lists) -> labels int32 (B, T) for the loss, -100 on padding, each cut
+    to max_target tokens (T: the longest, at most max_target)."""
     T = min(max_target, max(len(t) for t in targets))
     labels = np.full((len(targets), T), -100, np.int32)
     for i, t in enumerate(targets):
         t = t[:T]
         labels[i, :len(t)] = t
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    return labels
+
+
+def encode_batch(tokenizer: Tokenizer, inputs, targets, max_input: int, max_target: int):
+    """Inputs (strings) and targets (token id lists) -> a training batch dict of plain
+    token inputs: input_ids / attention_mask int32 (B, T_in), labels int32 (B, T_out)
+    with -100 on padding. (GenSAR's own inputs, item bags included: GenSAR._encode_inputs.)"""
+    ids, mask = tokenizer.encode(inputs, max_input)
+    return {"input_ids": ids, "attention_mask": mask, "labels": target_labels(targets, max_target)}

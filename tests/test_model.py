@@ -267,11 +267,13 @@ def test_item_embeddings_add_one_input_token_per_item(fitted, monkeypatch, tmp_p
     free = next(c for c in np.ndindex(*sem.max(0) + 1) if not (sem == c).all(1).any())
     model.semantic_ids_ = np.concatenate([sem, [free]])
     model.collaborative_ids_ = np.concatenate([col, [free]])
+    builder = model.builder_
+    model._refresh_builders()  # as add_items does
     tokens = model.tokenizer_.id_token_ids("semantic", model.semantic_ids_[[0, N]], behaviour="<rec_item>")
     bags = np.full((1, 2, K + 1), -1, np.int32)
     bags[0, :, :K] = tokens
     assert model._with_item_tokens(bags)[0, :, -1].tolist() == [V + R, -1]
-    model.semantic_ids_, model.collaborative_ids_ = sem, col
+    model.semantic_ids_, model.collaborative_ids_, model.builder_ = sem, col, builder
     with pytest.raises(ValueError, match="item_embeddings=True needs item_bags=True"):
         gensar.GenSAR(item_bags=False, item_embeddings=True)
     with pytest.raises(TypeError, match="item_embeddings must be True or False"):

@@ -108,10 +108,6 @@ def test_mixing_weights_and_rendering_are_seeded(world):
     for row, t in zip(batch["labels"], targets):
         t = t[:8]
         assert row[:len(t)].tolist() == t and (row[len(t):] == -100).all()
-    with pytest.raises(ValueError, match="bags=True"):
-        encode_batch(tok, render(a.iloc[:8]), targets, 64, 8, recency=3)
-    bagged = encode_batch(tok, render(a.iloc[:8]), targets, 64, 8, bags=True, recency=3)
-    assert bagged["input_ids"].shape[2] == tok.bag_width + 1
 
 
 def test_builder_bad_input(world):
