@@ -187,36 +187,23 @@ def build(variant, codes, T, H, torch, dropout=0.2):
             return torch.log_softmax(z, -1)
 
         def seq2seq_logp(self, enc, items):
-            """(B, n) log p of every one of items (n,) after each row of encoder states enc
-            (B, T, H + 1): teacher-forced decoder, each level's softmax over the codes valid
-            after the item's prefix."""
-            B, n = len(enc), len(items)
+            """(R,) log p of items (R,), row r's after encoder states enc[r] (R, T, H + 1):
+            teacher-forced decoder, each level's softmax over the codes valid after the
+            item's prefix."""
             states, mask = enc[..., :-1], enc[..., -1].long()
-            tok = code_t[items] + 2 + torch.arange(L) * K  # (n, L)
-            dec_in = torch.cat([torch.zeros(n, 1, dtype=torch.long), tok[:, :-1]], 1)
-            rep = lambda t: t.repeat_interleave(n, 0)  # noqa: E731
-            logits = self.s2s(encoder_outputs=(rep(states),), attention_mask=rep(mask),
-                              decoder_input_ids=dec_in.repeat(B, 1)).logits.reshape(B, n, L, -1)
+            tok = code_t[items] + 2 + torch.arange(L) * K  # (R, L)
+            dec_in = torch.cat([torch.zeros(len(items), 1, dtype=torch.long), tok[:, :-1]], 1)
+            logits = self.s2s(encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=dec_in).logits
             total = 0.0
             for lv in range(L):
-                z = logits[:, :, lv, 2 + lv * K:2 + (lv + 1) * K].masked_fill(~allowed[items, lv][None], float("-inf"))
-                total = total + torch.log_softmax(z, -1).gather(-1, code_t[items, lv][None, :, None].expand(B, -1, 1))[..., 0]
+                z = logits[:, lv, 2 + lv * K:2 + (lv + 1) * K].masked_fill(~allowed[items, lv], float("-inf"))
+                total = total + torch.log_softmax(z, -1).gather(-1, code_t[items, lv, None])[:, 0]
             return total
 
         def loss(self, h, y):
             if variant == "t5_seq2seq_generative":  # targets at the last position only (--targets last)
-                enc, yl = h, y[:, -1]
-                keep = yl >= 0
-                enc, yl = enc[keep], yl[keep]
-                states, mask = enc[..., :-1], enc[..., -1].long()
-                tok = code_t[yl] + 2 + torch.arange(L) * K
-                dec_in = torch.cat([torch.zeros(len(yl), 1, dtype=torch.long), tok[:, :-1]], 1)
-                logits = self.s2s(encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=dec_in).logits
-                total = 0.0
-                for lv in range(L):
-                    z = logits[:, lv, 2 + lv * K:2 + (lv + 1) * K].masked_fill(~allowed[yl, lv], float("-inf"))
-                    total = total - torch.log_softmax(z, -1).gather(-1, code_t[yl, lv, None]).mean()
-                return total
+                keep = y[:, -1] >= 0
+                return -self.seq2seq_logp(h[keep], y[keep, -1]).mean()
             keep = y >= 0
             h, y = h[keep], y[keep]
             if not variant.endswith("generative"):
@@ -232,7 +219,8 @@ def build(variant, codes, T, H, torch, dropout=0.2):
             """(B, N) log-scores of every item after hidden states h (B, H) (t5_seq2seq_generative:
             encoder states (B, T, H + 1))."""
             if variant == "t5_seq2seq_generative":
-                return torch.cat([self.seq2seq_logp(h[b:b + 1], torch.arange(N)) for b in range(len(h))])
+                return torch.stack([self.seq2seq_logp(h[b:b + 1].expand(N, -1, -1), torch.arange(N))
+                                    for b in range(len(h))])
             if not variant.endswith("generative"):
                 out = self.item.weight if variant in ("item", "codes_in") else self.composed(torch.arange(N))
                 return h @ out.T
