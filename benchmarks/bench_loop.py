@@ -81,12 +81,27 @@ class Clock:
 
 def random_ids(n_items, shared, specific, seed):
     """(semantic, collaborative) int64 (n_items, len(shared) + len(specific)) codes that
-    share their first len(shared) levels, as GenSAR.fit(ids=...) takes them."""
+    share their first len(shared) levels, as GenSAR.fit(ids=...) takes them; "auto"
+    levels get the size DualIDs would give them."""
+    from gensar.ids import auto_codebook_size
+
+    fixed = [k for k in (*shared, *specific) if k != "auto"]
+    auto = auto_codebook_size(n_items, len(shared) + len(specific) - len(fixed), fixed)
+    shared, specific = ([auto if k == "auto" else k for k in ks] for ks in (shared, specific))
     rng = np.random.default_rng(seed)
-    sh = np.stack([rng.integers(0, k, n_items) for k in shared], 1)
-    sem = np.stack([rng.integers(0, k, n_items) for k in specific], 1)
-    col = np.stack([rng.integers(0, k, n_items) for k in specific], 1)
-    return np.concatenate([sh, sem], 1), np.concatenate([sh, col], 1)
+    draw = lambda sizes, n: np.stack([rng.integers(0, k, n) for k in sizes], 1)  # noqa: E731
+    sh = draw(shared, n_items)
+    out = []
+    for _ in range(2):
+        codes = np.concatenate([sh, draw(specific, n_items)], 1)
+        while True:  # every item its own identifier (GenSAR.fit refuses duplicates)
+            _, first = np.unique(codes, axis=0, return_index=True)
+            dup = np.setdiff1d(np.arange(n_items), first)
+            if not dup.size:
+                break
+            codes[dup, len(shared):] = draw(specific, dup.size)
+        out.append(codes)
+    return tuple(out)
 
 
 def main():
@@ -173,7 +188,7 @@ def main():
     whole = a_step + loop
     share = lambda x: f"{100 * x / whole:5.1f}%"  # noqa: E731
 
-    print(f"\n{a.preset} preset: batch {c.batch_size}, input <= {c.max_input_len} tokens, "
+    print(f"\n{a.preset} preset: batch {c.batch_size}, input <= {model.input_len_} tokens, "
           f"vocab {model.tokenizer_.vocab_size}, d_model {c.d_model}, {c.num_layers}+"
           f"{c.num_decoder_layers} layers; epoch of {batches} batches built in full "
           f"({n_build} builds, {per_build:.2f} s each), {a.steps} steps trained; "
@@ -223,6 +238,9 @@ def breakdown(model, c, a):
         for i in range(0, len(inputs), B):
             tok.encode(inputs[i:i + B], model._input_len())
         t_encode = lap()
+        for i in range(0, len(inputs), B):  # the reference: the backend on whole texts
+            tok._encode_whole(inputs[i:i + B])
+        t_whole = lap()
         for i in range(0, len(inputs), B):  # the training batches as fit makes them
             model._encode_batches(ep, inputs, [np.arange(i, min(i + B, len(inputs)))])
         t_batch = lap()
@@ -234,9 +252,36 @@ def breakdown(model, c, a):
     for name, sec in (("mix (task mixture, shuffle), amortised over the epoch", t_mix * B),
                       ("render (templates)", t_render),
                       ("tokenizer.encode", t_encode),
+                      ("  reference: the backend's encode_batch on whole texts", t_whole),
                       ("GenSAR._encode_batches (encode, item bags, labels, masks), done separately",
                        t_batch)):
         print(f"  {name:50s} {1000 * sec / n:7.2f}")
+    print(f"  tokenizer.encode / whole-text reference: {t_encode / t_whole:.2f}x the time")
+    input_length_scan(model, pseudo)
+
+
+def input_length_scan(model, pseudo):
+    """GenSAR._fit_input_len (cold chunk cache) against the backend encoding the same
+    rendered texts whole, as it did before the chunk cache."""
+    frames = [model.builder_.examples(t, "train", pseudo_queries=pseudo) for t in model.epoch_counts_
+              if model.epoch_counts_[t] > 0]
+    frames += [model.builder_.examples(t, s) for t in ("nrip", "nsip") for s in ("valid", "test")]
+    tok = model.tokenizer_
+    tok._chunk_ids.clear()
+    t0 = time.perf_counter()
+    longest = model._fit_input_len(frames)
+    t_scan = time.perf_counter() - t0
+    longest_whole = 2
+    t0 = time.perf_counter()
+    for ex in frames:
+        for i in range(0, len(ex), 4096):
+            enc = tok._encode_whole(model._render(ex.iloc[i:i + 4096]))
+            longest_whole = max(longest_whole, max(len(e.ids) for e in enc) + 3)
+    t_whole = time.perf_counter() - t0
+    n = sum(len(ex) for ex in frames)
+    print(f"\ninput-length scan over {n} examples (GenSAR._fit_input_len, cold cache): {t_scan:.2f} s; "
+          f"the same texts encoded whole: {t_whole:.2f} s ({t_scan / t_whole:.2f}x the time); "
+          f"longest input {longest} (whole-text scan, phrasing 0: {longest_whole})")
 
 
 if __name__ == "__main__":

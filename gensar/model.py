@@ -539,16 +539,13 @@ class GenSAR:
                 continue
             task = ex["task"].iloc[0]
             probe = ex.iloc[:1]
-            k = int(np.argmax([len(self.tokenizer_.backend.encode(self._render(probe, template=j)[0],
-                                                                   add_special_tokens=False).ids)
-                               for j in range(len(self._templates[task]))]))
-            # In chunks: the tokenizer's Encoding objects take ~100 bytes per token, so a
-            # whole frame at once held ~2 GB per 100k examples (Amazon size: ~20 GB).
+            k = int(np.argmax(self.tokenizer_.token_counts(
+                [self._render(probe, template=j)[0] for j in range(len(self._templates[task]))])))
+            # In slices, so the rendered texts of a whole frame are never all held at once.
             for s in range(0, len(ex), 4096):
-                enc = self.tokenizer_.backend.encode_batch(self._render(ex.iloc[s:s + 4096], template=k),
-                                                           add_special_tokens=False)
+                counts = self.tokenizer_.token_counts(self._render(ex.iloc[s:s + 4096], template=k))
                 # + 1 for </s>, + 2 for words that split differently at a placeholder's edges
-                longest = max(longest, max(len(e.ids) for e in enc) + 3)
+                longest = max(longest, int(counts.max()) + 3)
         return longest
 
     def _encode_inputs(self, texts):

@@ -37,6 +37,7 @@ import os
 import re
 import string
 from dataclasses import asdict, dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,11 @@ class Tokenizer:
         for i, tok in enumerate(self._special_tokens()):
             if backend.token_to_id(tok) != i:
                 raise ValueError(f"tokenizer vocabulary does not match the layout: {tok} should be id {i}")
+        # Space-separated chunk -> its token ids (see _token_ids); None: a backend
+        # whose pipeline does not split at spaces, which is always encoded whole.
+        splits_at_spaces = (type(backend.pre_tokenizer).__name__ == "BertPreTokenizer"
+                            and type(backend.normalizer).__name__ in ("BertNormalizer", "NoneType"))
+        self._chunk_ids = {} if splits_at_spaces else None
 
     # ------------------------------------------------------------------ build
     @staticmethod
@@ -242,23 +248,71 @@ class Tokenizer:
             if not isinstance(t, str):
                 raise TypeError(f"texts[{i}] must be a string, got {type(t).__name__} {t!r}")
         max_length = check_int("max_length", max_length, minimum=2)
-        texts = [_utf8_safe(t) for t in texts]
-        if len(texts) == 1:  # one request: the batch call's thread-pool hand-off costs more than the text
-            enc = [self.backend.encode(texts[0], add_special_tokens=False)]
-        else:
-            enc = self.backend.encode_batch(texts, add_special_tokens=False)
         rows = []
         room = max_length - (1 if eos else 0)
-        for e in enc:
-            ids = e.ids[-room:] if room > 0 else []
+        for ids in self._token_ids(texts):
+            ids = ids[-room:] if room > 0 else []
             rows.append(ids + [self.eos_id] if eos else ids)
-        T = max(1, max(len(r) for r in rows))
+        lengths = np.fromiter(map(len, rows), np.int64, len(rows))
+        T = max(1, int(lengths.max()))
+        mask = (np.arange(T) < lengths[:, None]).astype(np.int32)
         out = np.zeros((len(rows), T), np.int32)
-        mask = np.zeros((len(rows), T), np.int32)
-        for i, r in enumerate(rows):
-            out[i, :len(r)] = r
-            mask[i, :len(r)] = 1
+        out[mask.astype(bool)] = np.fromiter(chain.from_iterable(rows), np.int32, int(lengths.sum()))
         return out, mask
+
+    def token_counts(self, texts) -> np.ndarray:
+        """Tokens of each text as :meth:`encode` makes them, without </s> and never
+        cut: int64 (len(texts),)."""
+        if isinstance(texts, str):
+            raise TypeError("token_counts takes a list of strings, not a single string")
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}] must be a string, got {type(t).__name__} {t!r}")
+        if self._chunk_ids is None:
+            return np.array([len(e.ids) for e in self._encode_whole(texts)], np.int64)
+        chunked = self._chunks(texts)
+        lookup = self._chunk_ids.__getitem__
+        return np.array([sum(map(len, map(lookup, chunks))) for chunks in chunked], np.int64)
+
+    # Past this many cached chunks the cache starts over (memory stays bounded on
+    # catalogues with millions of distinct words and identifiers).
+    _CHUNK_CACHE_LIMIT = 2_000_000
+
+    def _token_ids(self, texts: list) -> list:
+        """Token ids (list of int, no </s>) of each string of texts, exactly as the
+        backend encodes it (see _chunks)."""
+        if self._chunk_ids is None:
+            return [e.ids for e in self._encode_whole(texts)]
+        chunked = self._chunks(texts)
+        lookup = self._chunk_ids.__getitem__
+        return [list(chain.from_iterable(map(lookup, chunks))) for chunks in chunked]
+
+    def _chunks(self, texts: list) -> list:
+        """texts split at spaces, every chunk's token ids in self._chunk_ids. The
+        normalizer works character by character, the pre-tokenizer splits at every
+        space and no added token holds one, so a text's ids are the ids of its
+        space-separated chunks in order. Each distinct chunk is encoded once:
+        histories repeat the same identifiers and words across many examples
+        (benchmarks/bench_loop.py times both)."""
+        cache = self._chunk_ids
+        chunked = [(t if t.isascii() else _utf8_safe(t)).split(" ") for t in texts]
+        new = {c for chunks in chunked for c in chunks if c not in cache}
+        if len(cache) + len(new) > self._CHUNK_CACHE_LIMIT:
+            cache.clear()
+            new = {c for chunks in chunked for c in chunks}
+        new = list(new)
+        if new:
+            for c, e in zip(new, self.backend.encode_batch(new, add_special_tokens=False)):
+                cache[c] = e.ids
+        return chunked
+
+    def _encode_whole(self, texts: list) -> list:
+        """The backend's encodings of whole texts (no chunk cache)."""
+        texts = [_utf8_safe(t) for t in texts]
+        if len(texts) == 1:  # the batch call's thread-pool hand-off costs more than one text
+            return [self.backend.encode(texts[0], add_special_tokens=False)]
+        return self.backend.encode_batch(texts, add_special_tokens=False)
 
     @property
     def bag_width(self) -> int:

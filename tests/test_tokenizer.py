@@ -34,6 +34,48 @@ def test_encode_pads_truncates_from_the_left_and_decodes(tok):
     assert tok.decode(ids[1]).endswith("drama")  # newest end kept
 
 
+# Texts whose pieces could split differently in context than alone: identifiers glued
+# to words and punctuation, runs of spaces, other whitespace, accents, case, CJK,
+# an over-long word, a lone surrogate, an identifier-like word with a space inside.
+TRICKY = ["<src_item><a_1><b_2><c_3><d_1>; <rec_item><a_0><b_0>toy;story", "  four   rooms ",
+          "Toy\tStory\n(1995)", "Ünïcödé ΣΑΣ café e \u0301x 中文字", "\u00a0golden\u3000eye",
+          "x" * 150 + " thriller", "get\ud800shorty", "< a_1> <a_1 > <a_9>", "", " ", ";;(){}"]
+
+
+def test_chunk_cache_encodes_exactly_as_the_backend(tok):
+    # encode() and token_counts() go through a cache of space-separated chunks; a
+    # text's ids must be exactly what the backend makes of the whole text.
+    texts = TRICKY + [f"<rec_item>{a} {b}; {c}" for a, b, c in zip(TEXTS, TEXTS[1:], TEXTS[2:])]
+    whole = [e.ids for e in tok._encode_whole(texts)]
+    tok._chunk_ids.clear()
+    assert tok._token_ids(texts) == whole  # cold cache
+    assert tok._token_ids(texts[::-1]) == whole[::-1]  # warm cache
+    assert tok.token_counts(texts).tolist() == [len(w) for w in whole]
+    ids, mask = tok.encode(texts, max_length=64)
+    for row, m, w in zip(ids, mask, whole):
+        assert row[:m.sum()].tolist() == w + [tok.eos_id] and not row[m.sum():].any()
+
+
+def test_chunk_cache_falls_back_and_stays_bounded(tok, monkeypatch):
+    from tokenizers import pre_tokenizers
+
+    monkeypatch.setattr(Tokenizer, "_CHUNK_CACHE_LIMIT", 8)
+    tok._chunk_ids.clear()
+    tok._token_ids(TRICKY[:2])
+    # Past the limit the cache starts over with the chunks of the texts at hand.
+    texts = TRICKY[2:4]
+    assert tok._token_ids(texts) == [e.ids for e in tok._encode_whole(texts)]
+    assert set(tok._chunk_ids) == {c for t in texts for c in t.split(" ")}
+    # A backend whose pre-tokenizer does not split at spaces is encoded whole.
+    other = Tokenizer(tok.backend.__class__.from_str(tok.backend.to_str()), tok.layout)
+    other.backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    assert Tokenizer(other.backend, tok.layout)._chunk_ids is None
+    with pytest.raises(TypeError, match="list of strings"):
+        tok.token_counts("one string")
+    with pytest.raises(TypeError, match=r"texts\[1\] must be a string"):
+        tok.token_counts(["a", 3])
+
+
 def test_save_load_roundtrip(tok, tmp_path):
     tok.save(tmp_path)
     back = Tokenizer.load(tmp_path)
