@@ -41,13 +41,17 @@ def test_matmul_beta_zero_ignores_garbage_in_out(rng):
     np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)
 
 
-def test_matmul_same_result_on_one_and_two_threads(rng, threads):
-    a, b = f32(rng, 300, 700), f32(rng, 700, 260)
+# (M, N, K): one of many tiles, and two small-M deep products split one panel per tile
+# so that both threads work (gemm.c panels_per_tile).
+@pytest.mark.parametrize("M,N,K", [(300, 260, 700), (64, 128, 2048), (256, 96, 2048)])
+def test_matmul_same_result_on_one_and_two_threads(rng, threads, M, N, K):
+    a, b = f32(rng, M, K), f32(rng, K, N)
     gensar.set_num_threads(1)
     one = ops.matmul(a, b)
     gensar.set_num_threads(2)
     two = ops.matmul(a, b)
     assert np.array_equal(one, two)
+    np.testing.assert_allclose(two, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4 * np.sqrt(K))
 
 
 def test_matmul_bad_input(rng):

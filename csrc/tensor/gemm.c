@@ -10,6 +10,7 @@
  * the 12 x 32 tile, and 32 x 32 blocks of AMX tiles (sgemm_bf16, sgemm_amx). */
 #include "gemm.h"
 
+#include <omp.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -623,6 +624,25 @@ static void scale_c(int M, int N, float beta, float *C, int ldc)
     }
 }
 
+/* Panels per tile of C (one row block x this many panels): 4, so a tile reuses its
+ * row block of A across panels, unless fewer panels per tile balance the threads
+ * better. With 4 a product of few row blocks and few panels leaves threads idle:
+ * 64 x 2048 x 128 was one tile for two threads, 256 x 2048 x 128 three. Each
+ * element of C is still summed by one thread in the same order. */
+static int panels_per_tile(int n_mblocks, int n_panels, int nthreads)
+{
+    int best = 4;
+    double best_balance = 0.0;
+    for (int ppt = 4; ppt >= 1; ppt--) {
+        int tiles = n_mblocks * ((n_panels + ppt - 1) / ppt);
+        int rounds = (tiles + nthreads - 1) / nthreads;
+        double balance = (double)tiles / ((double)rounds * nthreads); /* busy share of the threads */
+        if (balance > best_balance + 0.05) best = ppt, best_balance = balance;
+        if (balance >= 0.9) break;
+    }
+    return best;
+}
+
 /* C[:, j0 : j0+nc] (+)= alpha * packed A slab (M rows) @ packed B panels (kc deep),
  * (+ bias[j0 + j] on every row when bias is given), as tiles of (one row block) x
  * (four panels): enough tiles for both threads even when M is a single block.
@@ -632,15 +652,15 @@ static inline void multiply_tiles(gemm_kernel k, int kc, const float *apack, con
                                   int nc, int j0, float alpha, float beta, const float *bias, float *C,
                                   int ldc)
 {
-    const int panels_per_tile = 4;
-    int n_ngroups = (n_panels + panels_per_tile - 1) / panels_per_tile;
+    const int ppt = panels_per_tile(n_mblocks, n_panels, omp_get_num_threads());
+    int n_ngroups = (n_panels + ppt - 1) / ppt;
 #pragma omp for schedule(static) collapse(2)
     for (int mb = 0; mb < n_mblocks; mb++) {
         for (int ng = 0; ng < n_ngroups; ng++) {
             int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
-            int jp_end = (ng + 1) * panels_per_tile;
+            int jp_end = (ng + 1) * ppt;
             if (jp_end > n_panels) jp_end = n_panels;
-            for (int jp = ng * panels_per_tile; jp < jp_end; jp++) {
+            for (int jp = ng * ppt; jp < jp_end; jp++) {
                 int j = jp * k.cols, nr = nc - j < k.cols ? nc - j : k.cols;
                 const float *bp = bpanels + (size_t)jp * k.cols * kc;
                 for (int ir = 0; ir < mc; ir += k.rows) {
@@ -670,8 +690,10 @@ static void row_blocks(int M, int mr_k, int *mc_step, int *n_mblocks)
 
 /* Products of fewer multiply-adds run on one thread: splitting them costs more than it
  * saves (bench_gemm.py --threads 2, idle Xeon: 64 x 64 x 64 ran at 52 GFLOP/s on two
- * threads against 87 on one, 64 x 128 x 128 at 57 against 93). */
-#define SERIAL_MACS (4.0 * 1024 * 1024)
+ * threads against 87 on one, 64 x 128 x 128 at 57 against 93; with balanced tiles,
+ * products of 4.2M multiply-adds ran 0.87x to 1.01x as fast on two threads as on one,
+ * 8.4M 1.02x, 16.8M 1.18x). */
+#define SERIAL_MACS (8.0 * 1024 * 1024)
 
 #ifdef GS_HAVE_AVX512_PATH
 /* The bf16 products: sgemm's blocking with bf16 pair packing (see pack_a_bf16,
@@ -711,14 +733,15 @@ static int sgemm_bf16(int trans_a, int trans_b, int M, int N, int K, float alpha
                 int j = j0 + jp * 32, nr = N - j < 32 ? N - j : 32;
                 pack_b_bf16(trans_b, B, ldb, p0, kc, j, nr, bpack + (size_t)jp * 32 * kq);
             }
-            /* tiles of (one row block) x (four panels), as multiply_tiles */
-            const int n_ngroups = (n_panels + 3) / 4;
+            /* tiles of (one row block) x (ppt panels), as multiply_tiles */
+            const int ppt = panels_per_tile(n_mblocks, n_panels, omp_get_num_threads());
+            const int n_ngroups = (n_panels + ppt - 1) / ppt;
 #pragma omp for schedule(static) collapse(2)
             for (int mb = 0; mb < n_mblocks; mb++) {
                 for (int ng = 0; ng < n_ngroups; ng++) {
                     int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
-                    int jp_end = (ng + 1) * 4 < n_panels ? (ng + 1) * 4 : n_panels;
-                    for (int jp = ng * 4; jp < jp_end; jp++) {
+                    int jp_end = (ng + 1) * ppt < n_panels ? (ng + 1) * ppt : n_panels;
+                    for (int jp = ng * ppt; jp < jp_end; jp++) {
                         int j = jp * 32, nr = nc - j < 32 ? nc - j : 32;
                         const uint32_t *bp = bpack + (size_t)jp * 32 * kq;
                         const float *bt = p0 == 0 && bias ? bias + j0 + j : NULL;
@@ -784,13 +807,14 @@ static int sgemm_amx(int trans_a, int trans_b, int M, int N, int K, float alpha,
                     pack_b_bf16(trans_b, B, ldb, p0, kc, j, nr, d);
                     memset(d + (size_t)kq * 32, 0, sizeof(uint32_t) * 32 * (size_t)(kq16 - kq));
                 }
-                const int n_ngroups = (n_panels + 3) / 4;
+                const int ppt = panels_per_tile(n_mblocks, n_panels, omp_get_num_threads());
+                const int n_ngroups = (n_panels + ppt - 1) / ppt;
 #pragma omp for schedule(static) collapse(2)
                 for (int mb = 0; mb < n_mblocks; mb++) {
                     for (int ng = 0; ng < n_ngroups; ng++) {
                         int i0 = mb * mc_step, mc = M - i0 < mc_step ? M - i0 : mc_step;
-                        int jp_end = (ng + 1) * 4 < n_panels ? (ng + 1) * 4 : n_panels;
-                        for (int jp = ng * 4; jp < jp_end; jp++) {
+                        int jp_end = (ng + 1) * ppt < n_panels ? (ng + 1) * ppt : n_panels;
+                        for (int jp = ng * ppt; jp < jp_end; jp++) {
                             int j = jp * 32, nr = nc - j < 32 ? nc - j : 32;
                             const uint32_t *bp = bpack + (size_t)jp * 32 * kq16;
                             const float *bt = p0 == 0 && bias ? bias + j0 + j : NULL;
