@@ -17,8 +17,8 @@ Runs the real GenSAR.fit training stage on ml-100k with the quick preset of
 Each part is printed as a share of the whole step: (a) + (c). Overhead = all but
 the C step. Only the first --steps batches of the epoch are trained (the epoch is
 built in full), so a run takes about two minutes; the per-step figures do not
-depend on how many steps run. Trainer.fit builds epoch 0 twice (once to count the
-steps for the learning-rate schedule): that extra build is shown on its own line.
+depend on how many steps run. Trainer.fit builds each epoch once (epoch 0 also
+sets the learning-rate schedule's length); the number of builds is printed.
 A breakdown of (a) re-enacts make_epoch's pieces (mix, render, tokenizer.encode,
 labels) with the same data; it is skipped with a message if those functions changed.
 
@@ -206,9 +206,8 @@ def main():
         print(f"| {name} | {1000 * sec:.1f} | {share(sec)} | {where} |")
     print(f"\nTrainer.fit's fixed cost besides builds and steps (imports, set-up, end-of-epoch "
           f"save): {fixed:.2f} s per fit.")
-    print(f"Trainer.fit also builds epoch 0 once more to count its steps: {per_build:.2f} s, "
-          f"{1000 * per_build / batches:.1f} ms per step of epoch 0 "
-          f"({share(per_build / batches)} more on a run of one epoch, half that on two).")
+    if n_build > 1:
+        print(f"Trainer.fit built the epoch {n_build} times for one epoch: {per_build:.2f} s each.")
     breakdown(model, c, a)
 
 

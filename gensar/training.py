@@ -195,12 +195,14 @@ class Trainer:
         parallel = w.size > 1 and supports(self.model)
         progress = self.progress and w.is_root
         st = self.state
-        steps_per_epoch = len(self.make_epoch(0))
+        first = self.make_epoch(0)  # its length sets the schedule; epoch 0 then trains on it
+        steps_per_epoch = len(first)
         lr_of = make_schedule(self.lr, steps_per_epoch * self.epochs, self.schedule, self.warmup)
         last_save = time.monotonic()
         try:
             while st.epoch < self.epochs:
-                batches = self.make_epoch(st.epoch)
+                batches = first if st.epoch == 0 else self.make_epoch(st.epoch)
+                first = None
                 bar = tqdm(total=len(batches), initial=st.batch_in_epoch, disable=not progress,
                            desc=f"{self.description} epoch {st.epoch + 1}/{self.epochs}", leave=False)
                 t0, losses, seen = time.perf_counter(), [], 0

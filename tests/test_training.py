@@ -48,6 +48,13 @@ def test_schedules():
         make_schedule(1.0, 10, "step")
 
 
+def test_each_epoch_is_built_once():
+    built = []
+    ref = LinearModel()
+    Trainer(ref, lambda e: (built.append(e), make_epoch(e))[1], epochs=3, lr=0.05, progress=False).fit()
+    assert built == [0, 1, 2] and ref.steps == 24
+
+
 def test_exact_resume_after_interruption(tmp_path):
     ref = LinearModel()
     Trainer(ref, make_epoch, epochs=3, lr=0.05, progress=False).fit()
