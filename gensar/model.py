@@ -141,11 +141,6 @@ class GenSARConfig:
     # (benchmarks/results/untied-e6-study-ml-100k.md). Models saved before the setting existed
     # were tied and load so.
     tie_embeddings: bool = False
-    # True: the decoder reads identifier codes from its own embedding table
-    # (decoder.embed_tokens.weight) instead of the one the encoder sums in history bags,
-    # so a code's input role in a history and its role as the decoder's previous token
-    # no longer share one vector. A study setting (off by default; no HuggingFace export).
-    separate_decoder_embeddings: bool = False
     dropout_rate: float = 0.1
     # training
     epochs: int = 10
@@ -226,9 +221,8 @@ class GenSARConfig:
         if self.item_embeddings and not self.item_bags:
             raise ValueError("item_embeddings=True needs item_bags=True: the item embedding is a slot of "
                              "each identifier's bag")
-        for name in ("tie_embeddings", "separate_decoder_embeddings"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not isinstance(self.tie_embeddings, (bool, np.bool_)):
+            raise TypeError(f"tie_embeddings must be True or False, got {self.tie_embeddings!r}")
         if not isinstance(self.group_by_length, (bool, np.bool_)):
             raise TypeError(f"group_by_length must be True or False, got {self.group_by_length!r}")
         if not isinstance(self.sentence_model, str) or not self.sentence_model:
@@ -502,7 +496,6 @@ class GenSAR:
                    num_layers=c.num_layers, num_decoder_layers=c.num_decoder_layers,
                    num_heads=c.num_heads, feed_forward_proj=c.feed_forward_proj,
                    tie_word_embeddings=bool(c.tie_embeddings),
-                   separate_decoder_embeddings=bool(c.separate_decoder_embeddings),
                    dropout_rate=c.dropout_rate)
         return Seq2Seq(cfg, lr=c.lr, weight_decay=c.weight_decay, max_grad_norm=c.max_grad_norm,
                        seed=seed)
@@ -1512,12 +1505,10 @@ class GenSAR:
             if getattr(c, name) != getattr(m, name):
                 raise ValueError(f"{d / 'config.json'} says {name}={getattr(c, name)!r} but {d / 'model.safetensors'} "
                                  f"holds a model with {name}={getattr(m, name)!r}: the files come from different saves")
-        for ours, theirs in (("tie_embeddings", "tie_word_embeddings"),
-                             ("separate_decoder_embeddings", "separate_decoder_embeddings")):
-            if bool(getattr(c, ours)) != bool(getattr(m, theirs)):
-                raise ValueError(f"{d / 'config.json'} says {ours}={getattr(c, ours)!r} but "
-                                 f"{d / 'model.safetensors'} holds a model with {theirs}="
-                                 f"{getattr(m, theirs)!r}: the files come from different saves")
+        if bool(c.tie_embeddings) != bool(m.tie_word_embeddings):
+            raise ValueError(f"{d / 'config.json'} says tie_embeddings={c.tie_embeddings!r} but "
+                             f"{d / 'model.safetensors'} holds a model with tie_word_embeddings="
+                             f"{m.tie_word_embeddings!r}: the files come from different saves")
         if m.vocab_size != self._model_vocab:
             raise ValueError(f"{d / 'tokenizer'} has {self.tokenizer_.vocab_size} tokens and {d / 'config.json'} "
                              f"asks for {self._recency_tokens} recency tokens (recency_embeddings="

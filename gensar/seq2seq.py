@@ -96,9 +96,6 @@ class Seq2SeqConfig:
     # decoder output * d_model**-0.5 before the LM head; None = tie_word_embeddings (T5).
     # transformers >= 5 always ties T5's head and keeps this flag separately.
     scale_decoder_outputs: bool | None = None
-    # The decoder reads its tokens from its own decoder.embed_tokens.weight instead of
-    # shared.weight (which the encoder keeps). HF T5 always shares: no HF export.
-    separate_decoder_embeddings: bool = False
     dropout_rate: float = 0.1
     layer_norm_epsilon: float = 1e-6
     initializer_factor: float = 1.0
@@ -160,11 +157,7 @@ class Seq2SeqConfig:
             v = getattr(c, k)
             if not 0 <= int(v) < c.vocab_size:
                 raise ValueError(f"{k}={v} must be a token id in [0, {c.vocab_size})")
-        for k in ("tie_word_embeddings", "separate_decoder_embeddings"):
-            if not isinstance(getattr(c, k), (bool, np.bool_)):
-                raise TypeError(f"{k} must be True or False, got {getattr(c, k)!r}")
         c.tie_word_embeddings = bool(c.tie_word_embeddings)
-        c.separate_decoder_embeddings = bool(c.separate_decoder_embeddings)
         if c.scale_decoder_outputs is None:
             c.scale_decoder_outputs = c.tie_word_embeddings
         c.scale_decoder_outputs = bool(c.scale_decoder_outputs)
@@ -294,8 +287,7 @@ class Seq2Seq:
             relative_attention_max_distance=c.relative_attention_max_distance,
             gated_gelu=c.feed_forward_proj == "gated-gelu",
             tie_word_embeddings=c.tie_word_embeddings, layer_norm_epsilon=c.layer_norm_epsilon,
-            dropout_rate=c.dropout_rate, scale_decoder_outputs=c.scale_decoder_outputs,
-            separate_decoder_embeddings=c.separate_decoder_embeddings)
+            dropout_rate=c.dropout_rate, scale_decoder_outputs=c.scale_decoder_outputs)
         self.params, self.grads, self.adam_m, self.adam_v = _core.t5_buffers(self._model)
         self._tensors = {name: (off, tuple(shape), bool(decay))
                          for name, off, shape, decay in _core.t5_tensors(self._model)}
@@ -389,7 +381,7 @@ class Seq2Seq:
         for name, view in self.named_params().items():
             if "layer_norm" in name:
                 std = None
-            elif name in ("shared.weight", "lm_head.weight", "decoder.embed_tokens.weight"):
+            elif name in ("shared.weight", "lm_head.weight"):
                 std = f * 1.0
             elif name.endswith(".q.weight"):
                 std = f * (c.d_model * c.d_kv) ** -0.5
@@ -656,16 +648,13 @@ class Seq2Seq:
         shapes, finite values) before the first write, so a bad tensor leaves the
         parameters as they were."""
         views = self.named_params()
-        aliases = {"encoder.embed_tokens.weight"}
-        if not self.config.separate_decoder_embeddings:
-            aliases.add("decoder.embed_tokens.weight")
+        aliases = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}
         if self.config.tie_word_embeddings:
             aliases.add("lm_head.weight")
         unknown = [k for k in tensors if k not in views and k not in aliases]
         if strict and unknown:
             raise ValueError(f"{len(unknown)} tensors do not belong to this architecture, e.g. "
-                             f"{unknown[:3]}; check num_layers / feed_forward_proj / tie_word_embeddings / "
-                             f"separate_decoder_embeddings")
+                             f"{unknown[:3]}; check num_layers / feed_forward_proj / tie_word_embeddings")
         missing = [k for k in views if k not in tensors]
         if missing:
             raise ValueError(f"{len(missing)} tensors are missing, e.g. {missing[:3]}")
@@ -712,19 +701,12 @@ class Seq2Seq:
     def hf_state_dict(self) -> dict[str, np.ndarray]:
         """The parameters as a HF ``T5ForConditionalGeneration`` state dict of
         float32 NumPy copies (tied embeddings appear under every HF name)."""
-        self._check_hf_expressible()
         out = {k: v.copy() for k, v in self.named_params().items()}
         out["encoder.embed_tokens.weight"] = out["shared.weight"].copy()
         out["decoder.embed_tokens.weight"] = out["shared.weight"].copy()
         if self.config.tie_word_embeddings:
             out["lm_head.weight"] = out["shared.weight"].copy()
         return out
-
-    def _check_hf_expressible(self) -> None:
-        if self.config.separate_decoder_embeddings:
-            raise ValueError("this model has separate decoder embeddings "
-                             "(separate_decoder_embeddings=True), which HuggingFace's T5 cannot "
-                             "express (it always shares them with the encoder): it cannot be exported")
 
     def to_hf_t5(self, path=None):
         """Exports the model for HuggingFace transformers, the inverse of ``from_hf_t5``.
@@ -751,7 +733,6 @@ class Seq2Seq:
 
         if not isinstance(path, (str, os.PathLike)):  # before the work below; save_dir checks the rest
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-        self._check_hf_expressible()
         tensors = {k: np.ascontiguousarray(v) for k, v in self.named_params().items()}
         for k, t in tensors.items():  # a diverged model would load in HF as silent NaN output
             if not np.isfinite(t).all():
@@ -768,7 +749,6 @@ class Seq2Seq:
 
     def hf_config(self) -> dict:
         """T5Config keyword arguments describing this model."""
-        self._check_hf_expressible()
         c = self.config
         d = {k: getattr(c, k) for k in (
             "vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_decoder_layers",
@@ -783,6 +763,4 @@ class Seq2Seq:
         c = self.config
         return (f"Seq2Seq(vocab={c.vocab_size}, d_model={c.d_model}, layers={c.num_layers}+"
                 f"{c.num_decoder_layers}, heads={c.num_heads}x{c.d_kv}, d_ff={c.d_ff}, "
-                f"ffn={c.feed_forward_proj}, tied={c.tie_word_embeddings}"
-                + (", separate decoder embeddings" if c.separate_decoder_embeddings else "")
-                + f", params={self.num_params})")
+                f"ffn={c.feed_forward_proj}, tied={c.tie_word_embeddings}, params={self.num_params})")

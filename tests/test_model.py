@@ -324,32 +324,6 @@ def test_untied_embeddings_give_the_head_its_own_weights(fitted, tmp_path):
             gensar.GenSAR.load(tmp_path / "m")
 
 
-def test_separate_decoder_embeddings_train_save_and_load(fitted, tmp_path):
-    """separate_decoder_embeddings=True: the decoder reads codes from its own table, which
-    training moves apart from the encoder's; the model recommends, saves and loads so; a
-    config edited to the other setting is refused, named."""
-    ds, _ = fitted
-    model = gensar.GenSAR(**dict(TINY, separate_decoder_embeddings=True)).fit(
-        ds, ids=unique_ids(ds.n_items), progress=False)
-    params = model.seq2seq_.named_params()
-    assert model.seq2seq_.config.separate_decoder_embeddings is True
-    assert not np.allclose(params["decoder.embed_tokens.weight"], params["shared.weight"])
-    rec = model.recommend([[0, 1, 2]], k=5)
-    model.save(tmp_path / "m")
-    back = gensar.GenSAR.load(tmp_path / "m")
-    pd.testing.assert_frame_equal(back.recommend([[0, 1, 2]], k=5), rec)
-    assert gensar.GenSARConfig().separate_decoder_embeddings is False
-    with pytest.raises(TypeError, match="separate_decoder_embeddings must be True or False"):
-        gensar.GenSAR(separate_decoder_embeddings=1)
-    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
-    cfg["separate_decoder_embeddings"] = False
-    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
-    (tmp_path / "m" / "manifest.json").unlink()
-    with pytest.warns(UserWarning, match="no manifest.json"):
-        with pytest.raises(ValueError, match="separate_decoder_embeddings=False"):
-            gensar.GenSAR.load(tmp_path / "m")
-
-
 def test_bare_prompts_train_with_task_words_only(fitted, monkeypatch, tmp_path):
     """prompts="bare": training and inference inputs are a task word and the fields, with
     no separators between history events; the model trains, recommends and saves so."""

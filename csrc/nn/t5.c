@@ -49,7 +49,7 @@ struct gs_t5 {
     unsigned char *decay;
     gs_t5_tensor *tensors;
     int n_tensors;
-    size_t shared, dec_embed, enc_final_ln, dec_final_ln, lm_head; /* dec_embed: shared unless separate */
+    size_t shared, enc_final_ln, dec_final_ln, lm_head;
     block_params *enc, *dec;
     long step;
     float *ws_base;
@@ -174,10 +174,9 @@ int gs_t5_new(const gs_t5_config *cfg, gs_t5 **out)
     m->cfg.gated_gelu = cfg->gated_gelu ? 1 : 0;
     m->cfg.tie_word_embeddings = cfg->tie_word_embeddings ? 1 : 0;
     m->cfg.scale_decoder_outputs = cfg->scale_decoder_outputs ? 1 : 0;
-    m->cfg.separate_decoder_embeddings = cfg->separate_decoder_embeddings ? 1 : 0;
     m->I = cfg->num_heads * cfg->d_kv;
     m->F2 = cfg->gated_gelu ? 2 * cfg->d_ff : cfg->d_ff;
-    int max_tensors = 5 + 16 * (cfg->num_layers + cfg->num_decoder_layers);
+    int max_tensors = 4 + 16 * (cfg->num_layers + cfg->num_decoder_layers);
     m->tensors = gs_calloc(sizeof(gs_t5_tensor) * max_tensors);
     m->enc = gs_calloc(sizeof(block_params) * cfg->num_layers);
     m->dec = gs_calloc(sizeof(block_params) * cfg->num_decoder_layers);
@@ -191,9 +190,6 @@ int gs_t5_new(const gs_t5_config *cfg, gs_t5 **out)
     m->lm_head = m->shared;
     if (!m->cfg.tie_word_embeddings)
         m->lm_head = add_tensor(m, 1, 2, cfg->vocab_size, cfg->d_model, "lm_head.weight");
-    m->dec_embed = m->shared;
-    if (m->cfg.separate_decoder_embeddings)
-        m->dec_embed = add_tensor(m, 1, 2, cfg->vocab_size, cfg->d_model, "decoder.embed_tokens.weight");
     size_t n = m->n_params;
     m->params = gs_calloc(sizeof(float) * n);
     /* GS_T5_GRAD_EXTRA floats after the gradients: see t5.h */
@@ -530,7 +526,7 @@ static int decoder_forward(const gs_t5 *m, const workspace *w, int B, int Te, in
     int st;
     gs_relative_bias_forward(H, Td, Td, 0, 0, c->relative_attention_num_buckets,
                              c->relative_attention_max_distance, P + m->dec[0].rel_bias, w->d_bias);
-    gs_embedding_forward(N, C, dec_ids, P + m->dec_embed, w->d_y);
+    gs_embedding_forward(N, C, dec_ids, P + m->shared, w->d_y);
     gs_dropout(NC, p, seed, STREAM(1, -1, SITE_EMB), w->d_y, w->d_y);
     for (int l = 0; l < c->num_decoder_layers; l++) {
         const block_params *b = &m->dec[l];
@@ -673,7 +669,7 @@ static int t5_backward(gs_t5 *m, const workspace *w, int B, int Te, int Ke, int 
         if (st) return st;
     }
     gs_dropout(NC, p, seed, STREAM(1, -1, SITE_EMB), dy, dy);
-    gs_embedding_backward(N, C, dec_ids, dy, G + m->dec_embed);
+    gs_embedding_backward(N, C, dec_ids, dy, G + m->shared);
     gs_relative_bias_backward(H, Td, Td, 0, 0, nb, maxd, w->dbias_d, G + m->dec[0].rel_bias);
 
     // encoder: the gradient of its output collected from every cross-attention
@@ -982,7 +978,7 @@ static int decode_layers(const gs_t5 *m, gs_t5_cache *k, const int32_t *tokens, 
         for (size_t r = 0; r < R; r++) k->tok[r] = tokens[r * stride];
         tokens = k->tok;
     }
-    gs_embedding_forward(R, C, tokens, P + m->dec_embed, k->x);
+    gs_embedding_forward(R, C, tokens, P + m->shared, k->x);
     // position bias of query position t over keys 0..t: (H, 1, t+1)
     gs_relative_bias_forward(H, 1, t + 1, t, 0, c->relative_attention_num_buckets,
                              c->relative_attention_max_distance, P + m->dec[0].rel_bias, k->bias);

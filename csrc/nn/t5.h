@@ -8,8 +8,6 @@
  *   - final RMSNorm per stack; LM head tied to the shared embedding or untied
  *     (lm_head.weight); decoder output scaled by d_model^-0.5 when
  *     scale_decoder_outputs (HF < 5: exactly when tied);
- *   - the decoder's token embeddings are the shared ones (T5) or, with
- *     separate_decoder_embeddings (no HF equivalent), decoder.embed_tokens.weight;
  *   - dropout at HF's places (embeddings, attention probabilities, sublayer outputs,
  *     feed-forward hidden, after the final norms), counter-based (layers.h).
  *
@@ -36,8 +34,6 @@ typedef struct {
     int tie_word_embeddings; /* 1: lm head = shared.weight; 0: its own lm_head.weight */
     int scale_decoder_outputs; /* 1: decoder output * d_model^-0.5 before the head (T5 when
                                   tied; transformers >= 5 names this flag separately) */
-    int separate_decoder_embeddings; /* 0: the decoder reads its tokens from shared.weight (T5);
-                                        1: from its own decoder.embed_tokens.weight */
     float layer_norm_epsilon;
     float dropout_rate;      /* used by training steps only */
 } gs_t5_config;

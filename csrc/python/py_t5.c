@@ -45,11 +45,11 @@ static PyObject *py_t5_new(PyObject *self, PyObject *args, PyObject *kw)
                              "num_decoder_layers", "num_heads", "relative_attention_num_buckets",
                              "relative_attention_max_distance", "gated_gelu",
                              "tie_word_embeddings", "layer_norm_epsilon", "dropout_rate",
-                             "scale_decoder_outputs", "separate_decoder_embeddings", NULL};
-    PyObject *o[15] = {NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOOO|OO", kwlist, &o[0], &o[1], &o[2],
+                             "scale_decoder_outputs", NULL};
+    PyObject *o[14] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOOOOO|O", kwlist, &o[0], &o[1], &o[2],
                                      &o[3], &o[4], &o[5], &o[6], &o[7], &o[8], &o[9], &o[10], &o[11],
-                                     &o[12], &o[13], &o[14]))
+                                     &o[12], &o[13]))
         return NULL;
     gs_t5_config c;
     memset(&c, 0, sizeof c);
@@ -65,7 +65,6 @@ static PyObject *py_t5_new(PyObject *self, PyObject *args, PyObject *kw)
         if ((flags[i] = PyObject_IsTrue(f)) < 0) return NULL;
     }
     c.gated_gelu = flags[0], c.tie_word_embeddings = flags[1];
-    if (o[14] && (c.separate_decoder_embeddings = PyObject_IsTrue(o[14])) < 0) return NULL;
     c.scale_decoder_outputs = flags[2] < 0 ? c.tie_word_embeddings : flags[2];
     if (gs_arg_float(o[11], "layer_norm_epsilon", 0.0, FLT_MAX, GS_LO_OPEN, &c.layer_norm_epsilon) ||
         gs_arg_float(o[12], "dropout_rate", 0.0, 1.0, GS_HI_OPEN, &c.dropout_rate))
@@ -460,8 +459,7 @@ PyMethodDef gs_t5_methods[] = {
     {"t5_new", (PyCFunction)(void (*)(void))py_t5_new, METH_VARARGS | METH_KEYWORDS,
      "t5_new(vocab_size, d_model, d_kv, d_ff, num_layers, num_decoder_layers, num_heads, "
      "relative_attention_num_buckets, relative_attention_max_distance, gated_gelu, "
-     "tie_word_embeddings, layer_norm_epsilon, dropout_rate, scale_decoder_outputs=tie, "
-     "separate_decoder_embeddings=False) -> model "
+     "tie_word_embeddings, layer_norm_epsilon, dropout_rate, scale_decoder_outputs=tie) -> model "
      "capsule (zero parameters)"},
     {"t5_buffers", py_t5_buffers, METH_O,
      "t5_buffers(model) -> (params, grads, adam_m, adam_v): zero-copy float32 views (n,)"},
