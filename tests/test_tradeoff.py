@@ -54,6 +54,19 @@ def test_significance_compares_gensar_with_the_best_baseline(tradeoff):
     assert sig.loc["gensar_rec_only", "diff"] < 0 and sig.loc["gensar_rec_only", "p_ttest"] < 1e-3
 
 
+def test_significance_adds_the_best_single_model_after_a_two_model_system(tradeoff):
+    rng = np.random.default_rng(1)
+    ranks = {(m, 0, "search", "sampled"): rng.integers(0, 20, 200) for m in ("gensar", "bm25_sasrec", "bm25")}
+    summary = pd.DataFrame([
+        {"method": "gensar", "task": "search", "protocol": "sampled", "NDCG10_mean": 0.3},
+        {"method": "bm25_sasrec", "task": "search", "protocol": "sampled", "NDCG10_mean": 0.4},
+        {"method": "dense", "task": "search", "protocol": "sampled", "NDCG10_mean": 0.2},
+        {"method": "bm25", "task": "search", "protocol": "sampled", "NDCG10_mean": 0.28},
+    ])
+    sig = tradeoff.significance(summary, ranks, n_boot=200)
+    assert sig["baseline"].tolist() == ["bm25_sasrec", "bm25"]
+
+
 def test_ranks_round_trip(tradeoff, tmp_path):
     csv = tmp_path / "s0.csv"
     d = tradeoff.ranks_dir(csv)
