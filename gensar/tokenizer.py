@@ -271,8 +271,8 @@ class Tokenizer:
                 raise TypeError(f"texts[{i}] must be a string, got {type(t).__name__} {t!r}")
         if self._chunk_ids is None:
             return np.array([len(e.ids) for e in self._encode_whole(texts)], np.int64)
-        chunked = self._chunks(texts)
-        lookup = self._chunk_ids.__getitem__
+        chunked, cache = self._chunks(texts)
+        lookup = cache.__getitem__
         return np.array([sum(map(len, map(lookup, chunks))) for chunks in chunked], np.int64)
 
     # Past this many cached chunks the cache starts over (memory stays bounded on
@@ -284,12 +284,12 @@ class Tokenizer:
         backend encodes it (see _chunks)."""
         if self._chunk_ids is None:
             return [e.ids for e in self._encode_whole(texts)]
-        chunked = self._chunks(texts)
-        lookup = self._chunk_ids.__getitem__
+        chunked, cache = self._chunks(texts)
+        lookup = cache.__getitem__
         return [list(chain.from_iterable(map(lookup, chunks))) for chunks in chunked]
 
-    def _chunks(self, texts: list) -> list:
-        """texts split at spaces, every chunk's token ids in self._chunk_ids. The
+    def _chunks(self, texts: list):
+        """(texts split at spaces, a chunk -> token ids dict holding every chunk). The
         normalizer works character by character, the pre-tokenizer splits at every
         space and no added token holds one, so a text's ids are the ids of its
         space-separated chunks in order. Each distinct chunk is encoded once:
@@ -299,13 +299,14 @@ class Tokenizer:
         chunked = [(t if t.isascii() else _utf8_safe(t)).split(" ") for t in texts]
         new = {c for chunks in chunked for c in chunks if c not in cache}
         if len(cache) + len(new) > self._CHUNK_CACHE_LIMIT:
-            cache.clear()
+            # A new dict, not clear(): a call in another thread keeps reading the old one.
+            self._chunk_ids = cache = {}
             new = {c for chunks in chunked for c in chunks}
         new = list(new)
         if new:
             for c, e in zip(new, self.backend.encode_batch(new, add_special_tokens=False)):
                 cache[c] = e.ids
-        return chunked
+        return chunked, cache
 
     def _encode_whole(self, texts: list) -> list:
         """The backend's encodings of whole texts (no chunk cache)."""
