@@ -132,7 +132,7 @@ class Tokenizer:
         for i, tok in enumerate(self._special_tokens()):
             if backend.token_to_id(tok) != i:
                 raise ValueError(f"tokenizer vocabulary does not match the layout: {tok} should be id {i}")
-        # Space-separated chunk -> its token ids (see _token_ids); None: a backend
+        # Space-separated chunk -> its token ids (see _chunks); None: a backend
         # whose pipeline does not split at spaces, which is always encoded whole.
         splits_at_spaces = (type(backend.pre_tokenizer).__name__ == "BertPreTokenizer"
                             and type(backend.normalizer).__name__ in ("BertNormalizer", "NoneType"))

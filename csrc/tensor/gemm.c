@@ -645,7 +645,7 @@ static int panels_per_tile(int n_mblocks, int n_panels, int nthreads)
 
 /* C[:, j0 : j0+nc] (+)= alpha * packed A slab (M rows) @ packed B panels (kc deep),
  * (+ bias[j0 + j] on every row when bias is given), as tiles of (one row block) x
- * (four panels): enough tiles for both threads even when M is a single block.
+ * (panels_per_tile panels): enough tiles for every thread even when M is one block.
  * Call inside a parallel region (work-shared loop). */
 static inline void multiply_tiles(gemm_kernel k, int kc, const float *apack, const float *a_direct, int lda,
                                   int mc_step, int n_mblocks, int M, const float *bpanels, int n_panels,
