@@ -27,6 +27,12 @@ def test_variants_share_per_task_exposure_and_validate(tradeoff):
     assert {t for t, n in plans["gensar_search_only"].items() if n} == set(SEARCH_TASKS)
 
 
+def sampled_summary(task, **ndcg):
+    """A study summary of the sampled protocol on `task`: method -> mean NDCG@10."""
+    return pd.DataFrame([{"method": m, "task": task, "protocol": "sampled", "NDCG10_mean": v}
+                         for m, v in ndcg.items()])
+
+
 def test_significance_compares_gensar_with_the_best_baseline(tradeoff):
     rng = np.random.default_rng(0)
     n = 300
@@ -35,12 +41,7 @@ def test_significance_compares_gensar_with_the_best_baseline(tradeoff):
         ranks[("gensar", seed, "rec", "sampled")] = rng.integers(0, 3, n)    # good
         ranks[("sasrec", seed, "rec", "sampled")] = rng.integers(0, 30, n)   # worse
         ranks[("popularity", seed, "rec", "sampled")] = rng.integers(20, 99, n)
-    summary = pd.DataFrame([
-        {"method": "gensar", "task": "rec", "protocol": "sampled", "NDCG10_mean": 0.7},
-        {"method": "sasrec", "task": "rec", "protocol": "sampled", "NDCG10_mean": 0.2},
-        {"method": "popularity", "task": "rec", "protocol": "sampled", "NDCG10_mean": 0.01},
-        {"method": "gensar_rec_only", "task": "rec", "protocol": "sampled", "NDCG10_mean": 0.9},
-    ])
+    summary = sampled_summary("rec", gensar=0.7, sasrec=0.2, popularity=0.01, gensar_rec_only=0.9)
     sig = tradeoff.significance(summary, ranks, n_boot=1000)
     assert len(sig) == 1  # the rec-only variant has no ranks: no row for it
     row = sig.iloc[0]
@@ -57,12 +58,7 @@ def test_significance_compares_gensar_with_the_best_baseline(tradeoff):
 def test_significance_adds_the_best_single_model_after_a_two_model_system(tradeoff):
     rng = np.random.default_rng(1)
     ranks = {(m, 0, "search", "sampled"): rng.integers(0, 20, 200) for m in ("gensar", "bm25_sasrec", "bm25")}
-    summary = pd.DataFrame([
-        {"method": "gensar", "task": "search", "protocol": "sampled", "NDCG10_mean": 0.3},
-        {"method": "bm25_sasrec", "task": "search", "protocol": "sampled", "NDCG10_mean": 0.4},
-        {"method": "dense", "task": "search", "protocol": "sampled", "NDCG10_mean": 0.2},
-        {"method": "bm25", "task": "search", "protocol": "sampled", "NDCG10_mean": 0.28},
-    ])
+    summary = sampled_summary("search", gensar=0.3, bm25_sasrec=0.4, dense=0.2, bm25=0.28)
     sig = tradeoff.significance(summary, ranks, n_boot=200)
     assert sig["baseline"].tolist() == ["bm25_sasrec", "bm25"]
 
