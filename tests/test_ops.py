@@ -54,6 +54,20 @@ def test_matmul_same_result_on_one_and_two_threads(rng, threads, M, N, K):
     np.testing.assert_allclose(two, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4 * np.sqrt(K))
 
 
+# A product of few rows (non-transposed A and B) may read B in place instead of
+# packing it (gemm.c reads_b_in_place: here all but 13 x 70 x 130); its rows must match,
+# bit for bit, the same rows of a tall product, which packs B. K <= 384 keeps both in
+# one slab; N = 33 ends B on a masked partial panel.
+@pytest.mark.parametrize("M,N,K", [(1, 33, 7), (12, 33, 384), (13, 70, 130), (64, 96, 64)])
+def test_matmul_few_rows_match_the_packed_product_bitwise(rng, threads, M, N, K):
+    a_tall, b = f32(rng, 600, K), f32(rng, K, N)
+    gensar.set_num_threads(1)
+    tall = ops.matmul(a_tall, b)
+    few = ops.matmul(np.ascontiguousarray(a_tall[:M]), b)
+    assert np.array_equal(few, tall[:M])
+    np.testing.assert_allclose(few, a_tall[:M].astype(np.float64) @ b, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+
+
 def test_matmul_bad_input(rng):
     a, b = f32(rng, 4, 5), f32(rng, 5, 6)
     with pytest.raises(TypeError, match="float32"):

@@ -170,7 +170,11 @@ store_rows_avx512(const __m512 *rows, float *c, int ldc, float alpha, float beta
  * registers; each A element feeds two FMAs. Edges are written with masks.
  * A is read as a[i * a_rs + p * a_ks]: a packed panel (a_rs 1, a_ks 12) or, for
  * a non-transposed A, the matrix itself (a_rs lda, a_ks 1), which skips packing
- * A: the rows stream from L1/L2 and the broadcasts need no contiguous panel. */
+ * A: the rows stream from L1/L2 and the broadcasts need no contiguous panel.
+ * B is read as b[p * b_ks + j]: a packed panel (b_ks 32, aligned) or, with
+ * b_unpacked, a non-transposed B itself (b_ks ldb), its columns past nr masked
+ * off (a masked load does not fault). Every path runs the same FMAs in the same
+ * order, so where A and B are read from never changes a bit of C. */
 #define K512_ROW(i)                                                                                \
     do {                                                                                           \
         __m512 ai = _mm512_set1_ps(a[(i) * a_rs]);                                                 \
@@ -179,9 +183,11 @@ store_rows_avx512(const __m512 *rows, float *c, int ldc, float alpha, float beta
     } while (0)
 
 GS_TARGET_AVX512 static inline __attribute__((always_inline)) void
-tile_avx512(int kc, const float *restrict a, size_t a_rs, size_t a_ks, const float *restrict b, float *c,
-            int ldc, float alpha, float beta, const float *bias, int mr, int nr)
+tile_avx512(int kc, const float *restrict a, size_t a_rs, size_t a_ks, const float *restrict b, size_t b_ks,
+            const int b_unpacked, float *c, int ldc, float alpha, float beta, const float *bias, int mr, int nr)
 {
+    const __mmask16 bm0 = nr >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1u);
+    const __mmask16 bm1 = nr >= 32 ? (__mmask16)0xFFFF : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1u);
     __m512 c0a = _mm512_setzero_ps(), c0b = _mm512_setzero_ps(), c1a = _mm512_setzero_ps(),
            c1b = _mm512_setzero_ps(), c2a = _mm512_setzero_ps(), c2b = _mm512_setzero_ps(),
            c3a = _mm512_setzero_ps(), c3b = _mm512_setzero_ps(), c4a = _mm512_setzero_ps(),
@@ -192,11 +198,15 @@ tile_avx512(int kc, const float *restrict a, size_t a_rs, size_t a_ks, const flo
            c10b = _mm512_setzero_ps(), c11a = _mm512_setzero_ps(), c11b = _mm512_setzero_ps();
 #pragma GCC unroll 2
     for (int p = 0; p < kc; p++) {
-        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+        __m512 b0, b1;
+        if (b_unpacked)
+            b0 = _mm512_maskz_loadu_ps(bm0, b), b1 = _mm512_maskz_loadu_ps(bm1, b + 16);
+        else
+            b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
         K512_ROW(0); K512_ROW(1); K512_ROW(2); K512_ROW(3); K512_ROW(4); K512_ROW(5);
         K512_ROW(6); K512_ROW(7); K512_ROW(8); K512_ROW(9); K512_ROW(10); K512_ROW(11);
         a += a_ks;
-        b += 32;
+        b += b_ks;
     }
     const __m512 rows[24] = {c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b,
                              c6a, c6b, c7a, c7b, c8a, c8b, c9a, c9b, c10a, c10b, c11a, c11b};
@@ -209,23 +219,56 @@ GS_TARGET_AVX512 static void micro_kernel_avx512(int kc, const float *restrict a
                                                  float *c, int ldc, float alpha, float beta,
                                                  const float *bias, int mr, int nr)
 {
-    tile_avx512(kc, a, 1, 12, b, c, ldc, alpha, beta, bias, mr, nr);
+    tile_avx512(kc, a, 1, 12, b, 32, 0, c, ldc, alpha, beta, bias, mr, nr);
+}
+
+/* A partial row panel (mr < 12) of A itself, copied zero-padded: no read past A. */
+static inline void pad_rows(int kc, const float *a, int lda, int mr, float *panel)
+{
+    for (int p = 0; p < kc; p++)
+        for (int i = 0; i < 12; i++) panel[p * 12 + i] = i < mr ? a[(size_t)i * lda + p] : 0.0f;
 }
 
 // a: rows of A itself (mr, kc) with row stride lda, b: packed (kc, 32) -> c tile (mr, nr).
-// A partial panel (mr < 12) is copied to a zero-padded panel first: no read past A.
 GS_TARGET_AVX512 static void direct_kernel_avx512(int kc, const float *restrict a, int lda,
                                                   const float *restrict b, float *c, int ldc, float alpha,
                                                   float beta, const float *bias, int mr, int nr)
 {
     if (mr == 12) {
-        tile_avx512(kc, a, (size_t)lda, 1, b, c, ldc, alpha, beta, bias, mr, nr);
+        tile_avx512(kc, a, (size_t)lda, 1, b, 32, 0, c, ldc, alpha, beta, bias, mr, nr);
         return;
     }
     float panel[12 * 384] __attribute__((aligned(64))); /* kc <= slab depth <= 384 */
-    for (int p = 0; p < kc; p++)
-        for (int i = 0; i < 12; i++) panel[p * 12 + i] = i < mr ? a[(size_t)i * lda + p] : 0.0f;
-    tile_avx512(kc, panel, 1, 12, b, c, ldc, alpha, beta, bias, mr, nr);
+    pad_rows(kc, a, lda, mr, panel);
+    tile_avx512(kc, panel, 1, 12, b, 32, 0, c, ldc, alpha, beta, bias, mr, nr);
+}
+
+// a: rows of A itself (mr, kc), row stride lda; b: B itself (kc, nr), row stride ldb
+// -> c tile (mr, nr). Nothing packed: see unpacked_sgemm.
+GS_TARGET_AVX512 static void unpacked_kernel_avx512(int kc, const float *restrict a, int lda,
+                                                    const float *restrict b, int ldb, float *c, int ldc,
+                                                    float alpha, float beta, const float *bias, int mr, int nr)
+{
+    if (mr == 12) {
+        tile_avx512(kc, a, (size_t)lda, 1, b, (size_t)ldb, 1, c, ldc, alpha, beta, bias, mr, nr);
+        return;
+    }
+    float panel[12 * 384] __attribute__((aligned(64))); /* kc <= slab depth <= 384 */
+    pad_rows(kc, a, lda, mr, panel);
+    tile_avx512(kc, panel, 1, 12, b, (size_t)ldb, 1, c, ldc, alpha, beta, bias, mr, nr);
+}
+
+/* C = alpha A B + beta C (+ bias) for a non-transposed A and B, nothing packed:
+ * each 12 x 32 tile reads A's rows and B's rows where they lie (the B panel, K x 32,
+ * stays in L1 while every row block passes under it). One slab (K <= the slab
+ * depth), one thread: see sgemm for when. */
+static void unpacked_sgemm(int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+                           float beta, const float *bias, float *C, int ldc)
+{
+    for (int j = 0; j < N; j += 32)
+        for (int i = 0; i < M; i += 12)
+            unpacked_kernel_avx512(K, A + (size_t)i * lda, lda, B + j, ldb, C + (size_t)i * ldc + j, ldc, alpha,
+                                   beta, bias ? bias + j : NULL, M - i < 12 ? M - i : 12, N - j < 32 ? N - j : 32);
 }
 
 /* bf16 products (gs_precision() == GS_PRECISION_BF16, AVX512-BF16 CPUs only).
@@ -695,6 +738,18 @@ static void row_blocks(int M, int mr_k, int *mc_step, int *n_mblocks)
  * 8.4M 1.02x, 16.8M 1.18x). */
 #define SERIAL_MACS (8.0 * 1024 * 1024)
 
+/* Whether a product with non-transposed A and B (one thread, one slab) skips
+ * packing B. Packing costs one pass over B and saves strided reads on every pass
+ * the row blocks make: with one row block it is pure overhead, and with a shallow
+ * B (a K x 32 panel of 16 KB or less, in L1 beside the A rows) the strided reads
+ * cost nothing. bench_gemm.py --small --threads 1 --against <the packing build>,
+ * Xeon model 167, study jobs paused: 12 rows, K = N = 64..384: 1.41x-1.80x; 32 and
+ * 64 rows, K <= 128: 0.96x-1.38x; with K >= 256: 0.85x-1.09x, so those still pack. */
+static int reads_b_in_place(int M, int K)
+{
+    return M <= 12 || (M <= 64 && K <= 128);
+}
+
 #ifdef GS_HAVE_AVX512_PATH
 /* The bf16 products: sgemm's blocking with bf16 pair packing (see pack_a_bf16,
  * pack_b_bf16). Every element of C is summed by one thread in a fixed order, as
@@ -856,6 +911,15 @@ static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
     int nthreads = gs_num_threads();
     /* Small products are faster on one thread than with a fork/join. */
     if ((double)M * N * K < SERIAL_MACS) nthreads = 1;
+#ifdef GS_HAVE_AVX512_PATH
+    /* A few rows reuse a packed B too little to pay for packing it: B is then read
+     * in place (unpacked_sgemm; same bits as packed). */
+    if (!trans_a && !trans_b && k.direct == direct_kernel_avx512 && nthreads == 1 && reads_b_in_place(M, K) &&
+        slab_depth(K) == K) {
+        unpacked_sgemm(M, N, K, alpha, A, lda, B, ldb, beta, bias, C, ldc);
+        return;
+    }
+#endif
 
     int nc_max = N < NC ? N : NC;
     int kc_max = slab_depth(K);
