@@ -86,7 +86,10 @@ GENSAR_VARIANTS = {
 BASELINES = ["popularity", "sasrec", "bm25", "bm25_sasrec", "dense"]
 METHODS = [*BASELINES, *GENSAR_VARIANTS]
 # What the CSV records of each GenSAR run's training (empty for the baselines).
-TRAINING_COLUMNS = ("examples_per_epoch", "epoch_counts", "epochs_run", "best_epoch", "pseudo_queries")
+# valid_curve: the per-epoch log (training loss; validation NDCG@10 and teacher-forced
+# losses per task) as JSON, the learning curve the best epoch was chosen on.
+TRAINING_COLUMNS = ("examples_per_epoch", "epoch_counts", "epochs_run", "best_epoch", "pseudo_queries",
+                    "valid_curve")
 # Validation cases per task for checkpoint selection when a preset has none.
 STUDY_VALID_CASES = 300
 
@@ -183,7 +186,9 @@ def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance):
                 examples_per_epoch=sum(model.epoch_counts_.values()),
                 epoch_counts=json.dumps(model.epoch_counts_, sort_keys=True),
                 epochs_run=st.epoch, best_epoch=st.best_epoch,
-                pseudo_queries=getattr(model, "pseudo_query_source_", ""))
+                pseudo_queries=getattr(model, "pseudo_query_source_", ""),
+                valid_curve=json.dumps(model.history_.drop(columns=["lr", "seconds"], errors="ignore")
+                                       .round(4).to_dict("records")))
     return rows
 
 
