@@ -143,14 +143,18 @@ micro_kernel_avx2(int kc, const float *restrict a, const float *restrict b, floa
 
 
 #ifdef GS_HAVE_AVX512_PATH
+static inline __mmask16 first_lanes(int n) /* the lowest min(max(n, 0), 16) bits */
+{
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1u);
+}
+
 /* Writes alpha * acc + beta * C (+ bias) for the mr x nr corner of a 12 x 32
  * tile that lies inside C; rows[2 i], rows[2 i + 1] are row i's accumulators. */
 GS_TARGET_AVX512 static inline __attribute__((always_inline)) void
 store_rows_avx512(const __m512 *rows, float *c, int ldc, float alpha, float beta, const float *bias, int mr,
                   int nr)
 {
-    const __mmask16 m0 = nr >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1u);
-    const __mmask16 m1 = nr >= 32 ? (__mmask16)0xFFFF : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1u);
+    const __mmask16 m0 = first_lanes(nr), m1 = first_lanes(nr - 16);
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     __m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
     if (bias) bias0 = _mm512_maskz_loadu_ps(m0, bias), bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
@@ -186,8 +190,7 @@ GS_TARGET_AVX512 static inline __attribute__((always_inline)) void
 tile_avx512(int kc, const float *restrict a, size_t a_rs, size_t a_ks, const float *restrict b, size_t b_ks,
             const int b_unpacked, float *c, int ldc, float alpha, float beta, const float *bias, int mr, int nr)
 {
-    const __mmask16 bm0 = nr >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1u);
-    const __mmask16 bm1 = nr >= 32 ? (__mmask16)0xFFFF : nr <= 16 ? 0 : (__mmask16)((1u << (nr - 16)) - 1u);
+    const __mmask16 bm0 = first_lanes(nr), bm1 = first_lanes(nr - 16);
     __m512 c0a = _mm512_setzero_ps(), c0b = _mm512_setzero_ps(), c1a = _mm512_setzero_ps(),
            c1b = _mm512_setzero_ps(), c2a = _mm512_setzero_ps(), c2b = _mm512_setzero_ps(),
            c3a = _mm512_setzero_ps(), c3b = _mm512_setzero_ps(), c4a = _mm512_setzero_ps(),
@@ -222,11 +225,22 @@ GS_TARGET_AVX512 static void micro_kernel_avx512(int kc, const float *restrict a
     tile_avx512(kc, a, 1, 12, b, 32, 0, c, ldc, alpha, beta, bias, mr, nr);
 }
 
-/* A partial row panel (mr < 12) of A itself, copied zero-padded: no read past A. */
-static inline void pad_rows(int kc, const float *a, int lda, int mr, float *panel)
+/* A tile from rows of A itself (mr, kc), row stride lda, and B read as tile_avx512
+ * does (b_ks, b_unpacked). A partial row panel (mr < 12) is copied zero-padded
+ * first: no read past A. */
+GS_TARGET_AVX512 static inline __attribute__((always_inline)) void
+a_rows_tile_avx512(int kc, const float *restrict a, int lda, const float *restrict b, size_t b_ks,
+                   const int b_unpacked, float *c, int ldc, float alpha, float beta, const float *bias, int mr,
+                   int nr)
 {
+    if (mr == 12) {
+        tile_avx512(kc, a, (size_t)lda, 1, b, b_ks, b_unpacked, c, ldc, alpha, beta, bias, mr, nr);
+        return;
+    }
+    float panel[12 * 384] __attribute__((aligned(64))); /* kc <= slab depth <= 384 */
     for (int p = 0; p < kc; p++)
         for (int i = 0; i < 12; i++) panel[p * 12 + i] = i < mr ? a[(size_t)i * lda + p] : 0.0f;
+    tile_avx512(kc, panel, 1, 12, b, b_ks, b_unpacked, c, ldc, alpha, beta, bias, mr, nr);
 }
 
 // a: rows of A itself (mr, kc) with row stride lda, b: packed (kc, 32) -> c tile (mr, nr).
@@ -234,41 +248,22 @@ GS_TARGET_AVX512 static void direct_kernel_avx512(int kc, const float *restrict 
                                                   const float *restrict b, float *c, int ldc, float alpha,
                                                   float beta, const float *bias, int mr, int nr)
 {
-    if (mr == 12) {
-        tile_avx512(kc, a, (size_t)lda, 1, b, 32, 0, c, ldc, alpha, beta, bias, mr, nr);
-        return;
-    }
-    float panel[12 * 384] __attribute__((aligned(64))); /* kc <= slab depth <= 384 */
-    pad_rows(kc, a, lda, mr, panel);
-    tile_avx512(kc, panel, 1, 12, b, 32, 0, c, ldc, alpha, beta, bias, mr, nr);
-}
-
-// a: rows of A itself (mr, kc), row stride lda; b: B itself (kc, nr), row stride ldb
-// -> c tile (mr, nr). Nothing packed: see unpacked_sgemm.
-GS_TARGET_AVX512 static void unpacked_kernel_avx512(int kc, const float *restrict a, int lda,
-                                                    const float *restrict b, int ldb, float *c, int ldc,
-                                                    float alpha, float beta, const float *bias, int mr, int nr)
-{
-    if (mr == 12) {
-        tile_avx512(kc, a, (size_t)lda, 1, b, (size_t)ldb, 1, c, ldc, alpha, beta, bias, mr, nr);
-        return;
-    }
-    float panel[12 * 384] __attribute__((aligned(64))); /* kc <= slab depth <= 384 */
-    pad_rows(kc, a, lda, mr, panel);
-    tile_avx512(kc, panel, 1, 12, b, (size_t)ldb, 1, c, ldc, alpha, beta, bias, mr, nr);
+    a_rows_tile_avx512(kc, a, lda, b, 32, 0, c, ldc, alpha, beta, bias, mr, nr);
 }
 
 /* C = alpha A B + beta C (+ bias) for a non-transposed A and B, nothing packed:
  * each 12 x 32 tile reads A's rows and B's rows where they lie (the B panel, K x 32,
  * stays in L1 while every row block passes under it). One slab (K <= the slab
  * depth), one thread: see sgemm for when. */
-static void unpacked_sgemm(int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
-                           float beta, const float *bias, float *C, int ldc)
+GS_TARGET_AVX512 static void unpacked_sgemm(int M, int N, int K, float alpha, const float *A, int lda,
+                                            const float *B, int ldb, float beta, const float *bias, float *C,
+                                            int ldc)
 {
     for (int j = 0; j < N; j += 32)
         for (int i = 0; i < M; i += 12)
-            unpacked_kernel_avx512(K, A + (size_t)i * lda, lda, B + j, ldb, C + (size_t)i * ldc + j, ldc, alpha,
-                                   beta, bias ? bias + j : NULL, M - i < 12 ? M - i : 12, N - j < 32 ? N - j : 32);
+            a_rows_tile_avx512(K, A + (size_t)i * lda, lda, B + j, (size_t)ldb, 1, C + (size_t)i * ldc + j, ldc,
+                               alpha, beta, bias ? bias + j : NULL, M - i < 12 ? M - i : 12,
+                               N - j < 32 ? N - j : 32);
 }
 
 /* bf16 products (gs_precision() == GS_PRECISION_BF16, AVX512-BF16 CPUs only).
@@ -329,11 +324,6 @@ GS_TARGET_AVX512_BF16 static void kernel_bf16_panel(int kq, const uint32_t *a, c
                                                     int mr, int nr)
 {
     tile_bf16(kq, a, 1, 12, b, c, ldc, alpha, beta, bias, mr, nr);
-}
-
-static inline __mmask16 first_lanes(int n) /* the lowest min(max(n, 0), 16) bits */
-{
-    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1u);
 }
 
 /* Rounds x[0 .. n) (n <= 32) to bf16, the pairs (x[2t], x[2t + 1]) as uint32
@@ -743,8 +733,10 @@ static void row_blocks(int M, int mr_k, int *mc_step, int *n_mblocks)
  * the row blocks make: with one row block it is pure overhead, and with a shallow
  * B (a K x 32 panel of 16 KB or less, in L1 beside the A rows) the strided reads
  * cost nothing. bench_gemm.py --small --threads 1 --against <the packing build>,
- * Xeon model 167, study jobs paused: 12 rows, K = N = 64..384: 1.41x-1.80x; 32 and
- * 64 rows, K <= 128: 0.96x-1.38x; with K >= 256: 0.85x-1.09x, so those still pack. */
+ * Xeon model 167, study jobs paused, 1.00x = same speed (unchanged code spans
+ * 0.76x-1.32x there): 12 rows, K = N = 64..384: 1.42x-2.17x; 32 and 64 rows with
+ * K <= 128: 0.84x-1.30x; an earlier run reading B in place up to 64 rows at any K
+ * gave 0.85x-1.09x for K >= 256, so those still pack. */
 static int reads_b_in_place(int M, int K)
 {
     return M <= 12 || (M <= 64 && K <= 128);
