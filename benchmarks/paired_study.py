@@ -77,6 +77,8 @@ def worker(args):
     else:
         model = gensar.GenSAR(**dict(PRESETS[args.preset], seed=args.seed, **arm["config"])).fit(ds, progress=False)
         model.save(out)
+        # the learning curve the best epoch was chosen on (validation cases of the preset)
+        model.history_.to_csv(out / "history.csv", index=False)
     fit_s = time.perf_counter() - t0
     table = model.evaluate("valid", protocols=("sampled", "full"), progress=False)
     table.insert(0, "fit_s", round(fit_s, 1) if fitted else float("nan"))

@@ -110,9 +110,12 @@ def ranks_dir(csv_path) -> Path:
     return p.with_name(p.stem + ".ranks")
 
 
-def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance):
+def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance, saved=None):
     """All methods for one seed -> list of metric rows (also appended to csv_path;
-    per-case ranks saved to ranks_dir(csv_path)/<method>.s<seed>.npz)."""
+    per-case ranks saved to ranks_dir(csv_path)/<method>.s<seed>.npz). saved:
+    {GenSAR method: directory template with {seed}}, models fitted earlier (e.g. the
+    cells of paired_study.py, chosen on validation) that are loaded and evaluated."""
+    saved = saved or {}
     from gensar.embeddings import SASRec, SentenceEncoder
 
     rows = []
@@ -139,7 +142,7 @@ def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance):
         add(table, method, train_s, time.perf_counter() - t, ranks)
 
     cfg = dict(cfg, seed=seed)
-    need_emb = any(m in methods for m in ("dense", "sasrec", "bm25_sasrec", *GENSAR_VARIANTS))
+    need_emb = any(m in methods and m not in saved for m in ("dense", "sasrec", "bm25_sasrec", *GENSAR_VARIANTS))
     sem = col = None
     if need_emb:
         t = time.perf_counter()
@@ -171,6 +174,8 @@ def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance):
         elif method == "dense":
             model = DenseSearch(encoder).fit(ds, item_embeddings=sem)
             scorer(model.score, method, sem_s, tasks=("search",))
+        elif method in saved:
+            evaluate_saved(ds, Path(saved[method].format(seed=seed)), method, add, progress)
         else:
             variant = dict(cfg, **GENSAR_VARIANTS[method])
             reuse = shared_ids is not None and variant.get("id_method", "joint") == "joint"
@@ -190,6 +195,29 @@ def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance):
                 valid_curve=json.dumps(model.history_.drop(columns=["lr", "seconds"], errors="ignore")
                                        .round(4).to_dict("records")))
     return rows
+
+
+def evaluate_saved(ds, directory, method, add, progress):
+    """A GenSAR model saved by an earlier fit, evaluated on test like a fitted one; its
+    training log is the saved history_ (or paired_study's history.csv beside it). The
+    fit time is not known here: train_s is NaN."""
+    model = gensar.GenSAR.load(directory, dataset=ds)
+    history = getattr(model, "history_", None)
+    if history is None and (directory / "history.csv").is_file():
+        history = pd.read_csv(directory / "history.csv")
+    t = time.perf_counter()
+    table = model.evaluate("test", progress=progress)
+    metric = model.config.metric
+    curve = {}
+    if history is not None and len(history):
+        best = int(history.loc[history[metric].idxmax(), "epoch"]) if metric in history else ""
+        curve = dict(epochs_run=int(history["epoch"].max()), best_epoch=best,
+                     valid_curve=json.dumps(history.drop(columns=["lr", "seconds"], errors="ignore")
+                                            .round(4).to_dict("records")))
+    add(table.drop(columns=["seconds"]), method, float("nan"), time.perf_counter() - t, model.eval_ranks_,
+        examples_per_epoch=sum(getattr(model, "epoch_counts_", {}).values()),
+        epoch_counts=json.dumps(getattr(model, "epoch_counts_", {}), sort_keys=True),
+        pseudo_queries=getattr(model, "pseudo_query_source_", ""), **curve)
 
 
 def load_ranks(csv_paths) -> dict:
@@ -314,6 +342,9 @@ def main():
                     "(default: <out>/<dataset>.raw.csv, replaced at start)")
     ap.add_argument("--set", default="{}", metavar="JSON",
                     help='GenSAR config overrides on top of the preset, e.g. \'{"epochs": 1}\'')
+    ap.add_argument("--load", nargs="+", default=[], metavar="METHOD=DIR",
+                    help="evaluate saved GenSAR models instead of fitting METHOD: DIR holds {seed}, e.g. "
+                         "gensar=/runs/cells/e15-s{seed} (models chosen on validation by paired_study.py)")
     ap.add_argument("--merge", nargs="+", default=None, metavar="CSV",
                     help="do not run: combine raw CSVs written by earlier --csv runs into the results")
     ap.add_argument("--merge-on-same-machine", action="store_true",
@@ -338,8 +369,12 @@ def main():
         shutil.rmtree(ranks_dir(csv_path), ignore_errors=True)
         ds = _load_dataset(args.dataset, args.path)
         cfg = study_config(PRESETS[args.preset], json.loads(args.set))
+        saved = dict(kv.split("=", 1) for kv in args.load if "=" in kv)
+        if len(saved) != len(args.load) or not set(saved) <= set(GENSAR_VARIANTS):
+            raise SystemExit(f"--load takes METHOD=DIR with METHOD one of {sorted(GENSAR_VARIANTS)}; "
+                             f"got {args.load}")
         for seed in args.seeds:
-            run_seed(ds, seed, args.methods, cfg, not args.no_progress, csv_path, provenance)
+            run_seed(ds, seed, args.methods, cfg, not args.no_progress, csv_path, provenance, saved)
         df = pd.read_csv(csv_path)
         rank_sources = [csv_path]
     if "cpu" not in df or df["cpu"].isna().any():

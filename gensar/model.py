@@ -1315,7 +1315,8 @@ class GenSAR:
     def save(self, path) -> None:
         """One directory: config.json, model.safetensors, ids.npz, items.json,
         tokenizer/, fit_info.json (what fit() resolved: input length, pseudo-query
-        source and quality, examples per epoch of each task) and manifest.json (size
+        source and quality, examples per epoch of each task, the per-epoch training
+        log ``history_``, restored by load) and manifest.json (size
         and sha256 of every other file, format name and version).
 
         Each file is written under a temporary name and renamed into place, and the
@@ -1334,7 +1335,10 @@ class GenSAR:
                 "pseudo_query_source": getattr(self, "pseudo_query_source_", None),
                 "pseudo_query_quality": getattr(self, "pseudo_query_quality_", None),
                 "epoch_counts": getattr(self, "epoch_counts_", None),
-                "n_fitted_items": int(getattr(self, "n_fitted_items_", len(self.items_)))}
+                "n_fitted_items": int(getattr(self, "n_fitted_items_", len(self.items_))),
+                # the per-epoch log (loss, validation metrics) the kept epoch was chosen on
+                "history": (self.history_.to_dict("records") if isinstance(getattr(self, "history_", None),
+                                                                           pd.DataFrame) else None)}
         atomic_write_text(d / "fit_info.json", json.dumps(info, indent=1, default=float))
         self.seq2seq_.save(d / "model.safetensors")
 
@@ -1457,6 +1461,8 @@ class GenSAR:
                 self.pseudo_query_quality_ = info.get("pseudo_query_quality")
             if info.get("epoch_counts"):
                 self.epoch_counts_ = info["epoch_counts"]
+            if info.get("history"):  # saved by gensar >= this field: the training log
+                self.history_ = pd.DataFrame(info["history"])
             if info.get("n_fitted_items") is not None:
                 try:
                     self.n_fitted_items_ = check_int("n_fitted_items", info["n_fitted_items"], minimum=1,

@@ -142,6 +142,7 @@ def test_pseudo_query_source_is_recorded_and_saved(fitted, tmp_path):
     back = gensar.GenSAR.load(tmp_path / "m")
     assert back.pseudo_query_source_ == "dataset" and back.input_len_ == model._input_len()
     assert back.epoch_counts_ == model.epoch_counts_
+    pd.testing.assert_frame_equal(back.history_, model.history_)  # the learning curve travels with the model
     with pytest.raises(ValueError, match="pseudo_query_source"):
         gensar.GenSAR(pseudo_query_source="bm25")
     with pytest.raises(ValueError, match="max_input_len"):

@@ -71,3 +71,30 @@ def test_ranks_round_trip(tradeoff, tmp_path):
     got = tradeoff.load_ranks([csv])
     assert list(got) == [("bm25_sasrec", 3, "search", "full")]
     assert got[("bm25_sasrec", 3, "search", "full")].tolist() == [0, 5, -1]
+
+
+def test_saved_models_are_evaluated_like_fitted_ones(tradeoff, tmp_path):
+    """--load: a model fitted earlier (e.g. a paired_study cell) gives the rows and ranks
+    its own evaluate() gives, with its training log as the valid curve."""
+    ds = datasets.toy(n_users=24, n_items=30, events_per_user=8, seed=1)
+    rng = np.random.default_rng(0)
+    sem = np.stack([rng.integers(0, 6, 30), rng.integers(0, 6, 30), np.arange(30) % 6, np.arange(30) // 6], 1)
+    col = sem.copy()
+    col[:, 2] = (np.arange(30) * 5) % 6
+    cfg = dict(d_model=32, num_layers=1, num_decoder_layers=1, num_heads=2, d_kv=16, d_ff=64, epochs=2,
+               batch_size=32, vocab_size=150, valid_cases=10, num_beams=8, n_negatives=9,
+               shared_levels=(6, 6), specific_levels=(6, 6), max_input_len=48, seed=4)
+    model = GenSAR(**cfg).fit(ds, ids=(sem, col), progress=False)
+    model.save(tmp_path / "cell-s4")
+    want = model.evaluate("test", progress=False)
+    csv = tmp_path / "study.csv"
+    rows = tradeoff.run_seed(ds, 4, ["gensar"], cfg, False, csv, {}, saved={"gensar": str(tmp_path / "cell-s{seed}")})
+    got = pd.DataFrame(rows)
+    assert len(got) == len(want) and (got["method"] == "gensar").all() and np.isnan(got["train_s"]).all()
+    for r in got.itertuples():
+        w = want[(want["task"] == r.task) & (want["protocol"] == r.protocol)].iloc[0]
+        assert r.cases == w["cases"]
+        assert got.loc[r.Index, "NDCG@10"] == w["NDCG@10"]
+    best = int(model.history_.loc[model.history_["NDCG@10"].idxmax(), "epoch"])
+    assert (got["best_epoch"] == best).all() and (got["epochs_run"] == 2).all()
+    assert tradeoff.load_ranks([csv]).keys() == {("gensar", 4, t, p) for t, p in model.eval_ranks_}
