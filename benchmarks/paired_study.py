@@ -16,7 +16,16 @@ with the first: mean difference, a paired t over seeds and over every (seed, cas
     python benchmarks/paired_study.py --name denormals --cache DIR --seeds 0 1 2 --threads 1 --jobs 2 \\
         --arm keep GENSAR_KEEP_DENORMALS=1 --arm flush
 
-Writes benchmarks/results/<name>-study-ml-100k.{md,csv}.
+The first arm can come from an earlier study instead (``--earlier CSV``: that
+study's per-seed rows of the arm named first; its cells are not refitted). Its
+per-case ranks are not in the CSV, so the comparison is then paired over seeds only.
+
+    python benchmarks/paired_study.py --name e15 --cache DIR --preset full --seeds 0 1 2 --jobs 2 \\
+        --earlier benchmarks/results/untied-e10-study-ml-100k.csv --arm e10-untied --arm e15 epochs=15
+
+Writes benchmarks/results/<name>-study-ml-100k.{md,csv}, and when the cells logged
+their epochs (history.csv), the mean validation curve per arm:
+<name>-study-ml-100k-curves.{csv,png}.
 """
 from __future__ import annotations
 
@@ -143,6 +152,53 @@ def run_cells(cells, args):
                 print(f"finished {c['arm']['name']} seed {c['seed']}", flush=True)
 
 
+def load_earlier(path, arm, seeds) -> list:
+    """The rows of `arm` in an earlier study's CSV, one per seed, task and protocol."""
+    df = pd.read_csv(path)
+    df = df[(df["arm"] == arm) & df["seed"].isin(seeds)]
+    missing = sorted(set(seeds) - set(df["seed"]))
+    if missing:
+        raise SystemExit(f"{path} has no rows of arm {arm!r} for seeds {missing}")
+    return df.to_dict("records")
+
+
+def learning_curves(cells):
+    """Per arm and epoch, the mean over seeds of the cells' history.csv columns (validation
+    NDCG@10 and teacher-forced losses), or None when no cell logged its epochs."""
+    frames = []
+    for c in cells:
+        f = c["dir"] / "history.csv"
+        if f.is_file():
+            h = pd.read_csv(f).drop(columns=["lr", "seconds"], errors="ignore")
+            h["best"] = (h["epoch"] == h.loc[h["NDCG@10"].idxmax(), "epoch"]).astype(int) if "NDCG@10" in h else 0
+            frames.append(h.assign(arm=c["arm"]["name"], seed=c["seed"]))
+    if not frames:
+        return None
+    h = pd.concat(frames, ignore_index=True)
+    agg = {col: "mean" for col in h.columns if col not in ("arm", "seed", "epoch", "best")}
+    out = h.groupby(["arm", "epoch"], sort=False).agg({**agg, "best": "sum", "seed": "nunique"})
+    return out.rename(columns={"seed": "seeds"}).reset_index()
+
+
+def plot_curves(curves, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [c for c in curves.columns if c.endswith("_NDCG@10")]
+    fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(5 * max(len(tasks), 1), 4), squeeze=False)
+    for ax, col in zip(axes[0], tasks):
+        for arm, g in curves.groupby("arm", sort=False):
+            ax.plot(g["epoch"], g[col], marker="o", label=arm)
+        ax.set(xlabel="epoch", ylabel=f"validation {col}", title=f"{title}", ylim=(None, None))
+        ax.title.set_fontsize(8)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    plt.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--name", help="study name: results go to results/<name>-study-ml-100k.*")
@@ -156,6 +212,8 @@ def main(argv=None):
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--earlier", metavar="CSV", help="the first arm's rows from this earlier study's CSV "
+                    "(not refitted; compared over seeds only)")
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args)
@@ -166,10 +224,12 @@ def main(argv=None):
         ap.error("the two arms need different names")
     t0 = time.perf_counter()
     code = commit()
-    cells = [{"arm": a, "seed": s, "dir": Path(args.cache) / f"{a['name']}-s{s}"} for s in args.seeds for a in arms]
+    earlier = load_earlier(args.earlier, arms[0]["name"], args.seeds) if args.earlier else []
+    cells = [{"arm": a, "seed": s, "dir": Path(args.cache) / f"{a['name']}-s{s}"} for s in args.seeds
+             for a in (arms[1:] if args.earlier else arms)]
     run_cells(cells, args)
 
-    rows, per_case = [], {}
+    rows, per_case = list(earlier), {}
     for c in cells:
         table = pd.read_csv(c["dir"] / "eval.csv")
         ranks = np.load(c["dir"] / "ranks.npz")
@@ -187,8 +247,8 @@ def main(argv=None):
         diff = piv[b] - piv[a]
         # over seeds needs two of them: a one-seed probe reports the test over cases only
         over_seeds = paired_test(piv[b].to_numpy(), piv[a].to_numpy()) if len(piv) > 1 else None
-        over_cases = paired_test(*(np.concatenate([per_case[(s, arm, task, protocol)] for s in args.seeds])
-                                   for arm in (b, a)))
+        over_cases = None if args.earlier else paired_test(
+            *(np.concatenate([per_case[(s, arm, task, protocol)] for s in args.seeds]) for arm in (b, a)))
         summary.append({"task": task, "protocol": protocol,
                         f"{a} NDCG@10": f"{piv[a].mean():.4f} ± {piv[a].std(ddof=1):.4f}",
                         f"{b} NDCG@10": f"{piv[b].mean():.4f} ± {piv[b].std(ddof=1):.4f}",
@@ -196,7 +256,8 @@ def main(argv=None):
                         "mean difference": f"{diff.mean():+.4f}",
                         "paired t over seeds (p)": (f"{over_seeds['t']:.2f} ({over_seeds['p_ttest']:.3f})"
                                                     if over_seeds else "one seed"),
-                        "paired t over seed x case (p)": f"{over_cases['t']:.2f} ({over_cases['p_ttest']:.2g})"})
+                        "paired t over seed x case (p)": (f"{over_cases['t']:.2f} ({over_cases['p_ttest']:.2g})"
+                                                          if over_cases else "no per-case ranks (earlier study)")})
     cells_df = df.drop_duplicates(["seed", "arm"])
     fit = [f"{arm} {g['fit_s'].median():.0f} s ({g['fit_s'].notna().sum()} of {len(g)} fitted here"
            + (", the others loaded from an earlier fit)" if g["fit_s"].isna().any() else ")")
@@ -208,6 +269,7 @@ def main(argv=None):
         f"# {a} vs {b} (ml-100k, validation)", "",
         f"Command: `python benchmarks/paired_study.py --name {args.name} --cache {args.cache} --seeds "
         f"{' '.join(map(str, args.seeds))} --preset {args.preset} --threads {args.threads} --jobs {args.jobs} "
+        + (f"--earlier {args.earlier} " if args.earlier else "")
         + " ".join(f"--arm {describe(arm)}" for arm in arms) + f"` at commit {code}; CPU {info['cpu']}, "
         f"kernel path {info['isa']}; {time.perf_counter() - t0:.0f} s here. The cells ran on: "
         + "; ".join(f"{cpu}, kernel path {isa}, commit {com} ({len(g)} cells)" for (cpu, isa, com), g in
@@ -219,7 +281,16 @@ def main(argv=None):
         md_table(pd.DataFrame(summary)), "",
         "Per seed:", "",
         md_table(df.sort_values(["task", "protocol", "seed", "arm"])), ""])
+    curves = learning_curves(cells)
+    if curves is not None:
+        text += "\n".join([
+            "", "Learning curves: validation after each epoch on the preset's validation cases (the curve "
+            "the kept epoch was chosen on), mean over seeds; `best` counts the seeds whose kept epoch it is.",
+            "", md_table(curves), "", f"![validation curves]({args.name}-study-ml-100k-curves.png)", ""])
     RESULTS.mkdir(exist_ok=True)
+    if curves is not None:
+        curves.to_csv(RESULTS / f"{args.name}-study-ml-100k-curves.csv", index=False)
+        plot_curves(curves, RESULTS / f"{args.name}-study-ml-100k-curves.png", f"{args.name} ({info['cpu']})")
     df.to_csv(RESULTS / f"{args.name}-study-ml-100k.csv", index=False)
     (RESULTS / f"{args.name}-study-ml-100k.md").write_text(text)
     print(text)

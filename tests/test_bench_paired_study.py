@@ -18,3 +18,40 @@ def test_a_cell_is_claimed_once_and_a_dead_owners_lock_is_taken_over(tmp_path):
     (cell / "fitting.pid").write_text(dead)  # its owner has exited
     assert study.claim(cell)
     assert (cell / "fitting.pid").read_text() == str(os.getpid())
+
+
+def test_an_earlier_studys_arm_and_the_learning_curves(tmp_path, monkeypatch):
+    """--earlier: the first arm's rows come from an earlier study's CSV (compared over
+    seeds only); the cells' history.csv give each arm's mean validation curve."""
+    import numpy as np
+    import pandas as pd
+
+    study = load_benchmark("paired_study")
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "results")
+    keys = [("rec", "sampled"), ("search", "sampled")]
+    prov = dict(cpu="cpu X", kernel_path="avx512", commit="abc")
+    earlier = pd.DataFrame([dict(seed=s, arm="old", task=t, protocol=p, cases=3, **{"HR@10": 0.5},
+                                 **{"NDCG@10": 0.20 + 0.01 * s}, fit_s=1.0, **prov)
+                            for s in (0, 1) for t, p in keys] + [
+        dict(seed=0, arm="other", task="rec", protocol="sampled", cases=3, **{"HR@10": 0.5, "NDCG@10": 0.9},
+             fit_s=1.0, **prov)])
+    earlier.to_csv(tmp_path / "earlier.csv", index=False)
+    for s in (0, 1):
+        cell = tmp_path / "cells" / f"new-s{s}"
+        cell.mkdir(parents=True)
+        pd.DataFrame([dict(task=t, protocol=p, cases=3, **{"HR@10": 0.6, "NDCG@10": 0.25 + 0.01 * s}, fit_s=2.0,
+                           **prov) for t, p in keys]).to_csv(cell / "eval.csv", index=False)
+        np.savez(cell / "ranks.npz", **{f"{t}|{p}": np.array([0, 3, -1]) for t, p in keys})
+        pd.DataFrame({"epoch": [1, 2], "loss": [2.0, 1.0], "lr": [1e-3, 0.0], "seconds": [5.0, 5.0],
+                      "rec_NDCG@10": [0.1, 0.2 + s], "search_NDCG@10": [0.3, 0.1],
+                      "NDCG@10": [0.2, 0.15 + s]}).to_csv(cell / "history.csv", index=False)
+    study.main(["--name", "t", "--cache", str(tmp_path / "cells"), "--seeds", "0", "1", "--earlier",
+                str(tmp_path / "earlier.csv"), "--arm", "old", "--arm", "new", "epochs=2"])
+    df = pd.read_csv(tmp_path / "results" / "t-study-ml-100k.csv")
+    assert sorted(df["arm"].unique()) == ["new", "old"] and len(df) == 8  # the other arm's row is not taken
+    md = (tmp_path / "results" / "t-study-ml-100k.md").read_text()
+    assert "+0.0500, +0.0500" in md and "no per-case ranks (earlier study)" in md
+    curves = pd.read_csv(tmp_path / "results" / "t-study-ml-100k-curves.csv")
+    assert curves["epoch"].tolist() == [1, 2] and (curves["arm"] == "new").all()
+    assert np.allclose(curves["rec_NDCG@10"], [0.1, 0.7]) and curves["best"].tolist() == [1, 1]
+    assert (tmp_path / "results" / "t-study-ml-100k-curves.png").stat().st_size > 0
