@@ -13,6 +13,14 @@ What is measured
   timing (not counted); gensar's per-query candidate tries are built inside the
   timed call (counted).
 - Trie construction time for 1M items.
+- --renormalise: the scores of a model trained with GenSARConfig.constrained_softmax
+  (GenSAR's default, what its evaluate and recommend decode): each token's
+  log-probability over the tokens the catalogue allows after its prefix. gensar:
+  beam_search(renormalise=True, or the catalogue's Trie for candidate sets), which
+  needs the logits of the allowed tokens only, not the LM head over the vocabulary;
+  HF: generate with a logits processor that masks to the catalogue's allowed tokens,
+  renormalises (log-softmax) and then masks to the searched trie, so both return the
+  same items and scores (HF still computes the whole vocabulary's logits).
 Both libraries use the same thread count (--threads). The machine may be shared:
 only ratios measured in the same run are meaningful. Every result line ends with
 the CPU model and gensar's kernel path (--isa forces one).
@@ -81,8 +89,37 @@ def hf_model_from(model):
     return hf
 
 
-def hf_search(hf, ids, mask, tries_per_query, num_beams, L, item_of):
-    """tries_per_query: one dict trie shared, or a list (one per query)."""
+def renormalised_constraint(norm_trie, tries_per_query, num_beams):
+    """An HF logits processor giving constrained-softmax scores: each row's logits masked
+    to the tokens norm_trie (the catalogue's dict trie) allows after its prefix,
+    log-softmaxed, then masked to those its query's trie allows."""
+    import torch
+    from transformers import LogitsProcessor
+
+    shared = isinstance(tries_per_query, dict)
+
+    def mask_of(scores, prefixes, trie_of_row):
+        m = torch.full_like(scores, float("-inf"))
+        for r, prefix in enumerate(prefixes):
+            m[r, trie_of_row(r).get(prefix, [])] = 0.0
+        return m
+
+    class Renormalised(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            prefixes = [tuple(row[1:].tolist()) for row in input_ids]
+            scores = torch.log_softmax(scores + mask_of(scores, prefixes, lambda r: norm_trie), -1)
+            if tries_per_query is norm_trie:  # the catalogue searched: already masked to it
+                return scores
+            return scores + mask_of(scores, prefixes, lambda r: tries_per_query if shared
+                                    else tries_per_query[r // num_beams])
+
+    return Renormalised()
+
+
+def hf_search(hf, ids, mask, tries_per_query, num_beams, L, item_of, norm_trie=None):
+    """tries_per_query: one dict trie shared, or a list (one per query). norm_trie: the
+    catalogue's dict trie to renormalise over (constrained-softmax scores), or None
+    (full-vocabulary scores, HF's prefix constraint)."""
     import torch
 
     shared = isinstance(tries_per_query, dict)
@@ -91,13 +128,14 @@ def hf_search(hf, ids, mask, tries_per_query, num_beams, L, item_of):
         t = tries_per_query if shared else tries_per_query[batch_id]
         return t.get(tuple(sent[1:].tolist()), [])
 
+    constraint = (dict(prefix_allowed_tokens_fn=allowed) if norm_trie is None else
+                  dict(logits_processor=[renormalised_constraint(norm_trie, tries_per_query, num_beams)]))
     with torch.no_grad():
         out = hf.generate(input_ids=torch.from_numpy(ids.astype(np.int64)),
                           attention_mask=torch.from_numpy(mask.astype(np.int64)),
                           num_beams=num_beams, num_return_sequences=num_beams,
-                          max_new_tokens=L, min_new_tokens=L, do_sample=False,
-                          prefix_allowed_tokens_fn=allowed, length_penalty=0.0,
-                          early_stopping=True, output_scores=True, return_dict_in_generate=True)
+                          max_new_tokens=L, min_new_tokens=L, do_sample=False, length_penalty=0.0,
+                          early_stopping=True, output_scores=True, return_dict_in_generate=True, **constraint)
     seqs = out.sequences[:, 1:].numpy().reshape(len(ids), num_beams, -1)
     items = np.array([[item_of.get(tuple(s.tolist()), -1) for s in row] for row in seqs])
     return items, out.sequences_scores.numpy().reshape(len(ids), num_beams)
@@ -126,6 +164,8 @@ def main():
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--trie-items", type=int, default=1_000_000)
     ap.add_argument("--isa", choices=gensar.cpu.ISAS, help="force gensar's kernel path (default: the best)")
+    ap.add_argument("--renormalise", action="store_true",
+                    help="constrained-softmax scores (GenSAR's default decoding) in both engines")
     args = ap.parse_args()
 
     if args.isa:
@@ -139,6 +179,7 @@ def main():
     print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}, "
           f"threads {args.threads}, "
           f"beams {args.beams} (all returned), input length {args.input_len}, "
+          f"scores {'renormalised over the catalogue' if args.renormalise else 'over the full vocabulary'}, "
           f"log-sum-exp kernel {gensar._core.log_sum_exp_kernel_name()}")
 
     hf = None
@@ -160,35 +201,43 @@ def main():
     rows = []
     for n_items in args.catalogues:
         table = random_catalogue(rng, n_items, args.vocab)
-        modes = [("full", Trie(table, vocab_size=args.vocab), None)]
+        catalogue = Trie(table, vocab_size=args.vocab)
+        modes = [("full", catalogue, None)]
         if n_items == max(args.catalogues):
             cand = np.stack([rng.choice(n_items, 100, replace=False) for _ in range(n_q)])
             modes.append(("100 cand", CandidateSets(table, cand), cand))
         for mode, target, cand in modes:
             sub = lambda k: target if cand is None else CandidateSets(table, cand[:k])  # noqa: E731
+            # renormalised: over the searched trie's siblings for the catalogue, over the
+            # catalogue's for a candidate set (GenSAR.evaluate's sampled protocol)
+            renorm = (True if cand is None else catalogue) if args.renormalise else False
             # warm-up with the timed batch size: the first calls of a size pay page faults
-            model.beam_search(ids[:args.queries], mask[:args.queries], sub(args.queries), args.beams)
+            model.beam_search(ids[:args.queries], mask[:args.queries], sub(args.queries), args.beams,
+                              renormalise=renorm)
             ours, theirs = [], []
             if hf is not None:
                 item_of = {tuple(r): i for i, r in enumerate(table.tolist())}
                 tries = (dict_trie(table) if cand is None
                          else [dict_trie(table[c]) for c in cand[:args.hf_queries]])
+                norm = (tries if cand is None else dict_trie(table)) if args.renormalise else None
                 hf_search(hf, ids[:args.hf_queries], mask[:args.hf_queries], tries, args.beams, L,
-                          item_of)  # warm-up, as for gensar
+                          item_of, norm)  # warm-up, as for gensar
             for _ in range(args.repeats):
-                t, (items, _) = timed(model.beam_search, ids[:args.queries], mask[:args.queries],
-                                      sub(args.queries), args.beams)
+                t, (items, scores) = timed(model.beam_search, ids[:args.queries], mask[:args.queries],
+                                           sub(args.queries), args.beams, renormalise=renorm)
                 ours.append(args.queries / t)
                 if hf is not None:
-                    t, (hf_items, _) = timed(hf_search, hf, ids[:args.hf_queries],
-                                             mask[:args.hf_queries], tries, args.beams, L, item_of)
+                    t, (hf_items, hf_scores) = timed(hf_search, hf, ids[:args.hf_queries],
+                                                     mask[:args.hf_queries], tries, args.beams, L, item_of, norm)
                     theirs.append(args.hf_queries / t)
             line = f"{n_items:>8} items  {mode:<9} gensar {statistics.median(ours):8.2f} q/s"
             if hf is not None:
                 top1, overlap = agreement(items[:args.hf_queries], hf_items)
                 ratio = statistics.median(ours) / statistics.median(theirs)
+                gap = float(np.max(np.abs(scores[:args.hf_queries, 0] - hf_scores[:, 0])))
                 line += (f"   HF generate {statistics.median(theirs):7.3f} q/s   ratio {ratio:6.1f}x"
-                         f"   (same top-1 {top1:.2f}, top-{args.beams} overlap {overlap:.2f})")
+                         f"   (same top-1 {top1:.2f}, top-{args.beams} overlap {overlap:.2f}, "
+                         f"top-1 score gap {gap:.1e})")
             line += f"   {tag}"
             print(line, flush=True)
             rows.append(line)
