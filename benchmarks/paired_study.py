@@ -191,7 +191,7 @@ def plot_curves(curves, path, title):
     for ax, col in zip(axes[0], tasks):
         for arm, g in curves.groupby("arm", sort=False):
             ax.plot(g["epoch"], g[col], marker="o", label=arm)
-        ax.set(xlabel="epoch", ylabel=f"validation {col}", title=f"{title}", ylim=(None, None))
+        ax.set(xlabel="epoch", ylabel=f"validation {col}", title=title)
         ax.title.set_fontsize(8)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -274,7 +274,9 @@ def main(argv=None):
         f"kernel path {info['isa']}; {time.perf_counter() - t0:.0f} s here. The cells ran on: "
         + "; ".join(f"{cpu}, kernel path {isa}, commit {com} ({len(g)} cells)" for (cpu, isa, com), g in
                     cells_df.groupby(["cpu", "kernel_path", "commit"])) + ".", "",
-        f"Preset {args.preset}, one model per seed and arm, the same data split (dataset seed 0) for all. "
+        (f"Arm {a}'s rows are from {args.earlier} (its own study's command, preset and settings; not "
+         f"refitted here), so arm {b} alone follows what is said next. " if args.earlier else "")
+        + f"Preset {args.preset}, one model per seed and arm, the same data split (dataset seed 0) for all. "
         f"NDCG@10, mean ± std over seeds; differences are {b} - {a}. Median fit seconds per arm "
         f"({args.threads} thread(s) each, {args.jobs} cell(s) at once, so indicative only): "
         + "; ".join(fit) + ".", "",
