@@ -1,10 +1,11 @@
 """The search / recommendation trade-off study: GenSAR against baselines.
 
 Every method is evaluated on the same dataset, splits, candidate sets and
-metrics (test split; protocols of gensar.evaluate: "sampled" = target + 99
-negatives, drawn by popularity for recommendation (the reference's protocol) and
-from BM25 for search; "sampled-uniform" = recommendation with uniform negatives;
-"full" = the whole catalogue):
+metrics (the test split, or validation with --split valid to choose a setting;
+protocols of gensar.evaluate: "sampled" = target + 99 negatives, drawn by
+popularity for recommendation (the reference's protocol) and from BM25 for search;
+"sampled-uniform" = recommendation with uniform negatives; "full" = the whole
+catalogue):
 
   popularity             both tasks, no personalisation, no query
   sasrec                 recommendation (SASRec trained in C, best epoch on validation)
@@ -110,14 +111,15 @@ def ranks_dir(csv_path) -> Path:
     return p.with_name(p.stem + ".ranks")
 
 
-def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance, saved=None):
+def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance, saved=None, split="test"):
     """All methods for one seed -> list of metric rows (also appended to csv_path;
     per-case ranks saved to ranks_dir(csv_path)/<method>.s<seed>.npz). saved:
     {GenSAR method: directory template with {seed}}, models fitted earlier (e.g. the
-    cells of paired_study.py, chosen on validation) that are loaded and evaluated."""
-    saved = saved or {}
+    cells of paired_study.py, chosen on validation) that are loaded and evaluated.
+    split: the split evaluated ("valid" to choose a setting, e.g. SASRec's epochs)."""
     from gensar.embeddings import SASRec, SentenceEncoder
 
+    saved = saved or {}
     rows = []
     rdir = ranks_dir(csv_path)
     rdir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +140,7 @@ def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance, saved=None)
     def scorer(model_score, method, train_s, tasks=("rec", "search")):
         t = time.perf_counter()
         ranks = {}
-        table = evaluate_scorer(ds, model_score, tasks=tasks, ranks_out=ranks)
+        table = evaluate_scorer(ds, model_score, tasks=tasks, split=split, ranks_out=ranks)
         add(table, method, train_s, time.perf_counter() - t, ranks)
 
     cfg = dict(cfg, seed=seed)
@@ -175,7 +177,7 @@ def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance, saved=None)
             model = DenseSearch(encoder).fit(ds, item_embeddings=sem)
             scorer(model.score, method, sem_s, tasks=("search",))
         elif method in saved:
-            evaluate_saved(ds, Path(saved[method].format(seed=seed)), method, add, progress)
+            evaluate_saved(ds, Path(saved[method].format(seed=seed)), method, add, progress, split)
         else:
             variant = dict(cfg, **GENSAR_VARIANTS[method])
             reuse = shared_ids is not None and variant.get("id_method", "joint") == "joint"
@@ -185,7 +187,7 @@ def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance, saved=None)
                 shared_ids, ids_s = model.ids_, model.timings_["identifiers"]
             train_s = time.perf_counter() - t + sem_s + sasrec_s + (ids_s if reuse else 0.0)
             t = time.perf_counter()
-            table = model.evaluate("test", progress=progress)
+            table = model.evaluate(split, progress=progress)
             st = model.trainer_.state
             add(table.drop(columns=["seconds"]), method, train_s, time.perf_counter() - t, model.eval_ranks_,
                 examples_per_epoch=sum(model.epoch_counts_.values()),
@@ -197,8 +199,8 @@ def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance, saved=None)
     return rows
 
 
-def evaluate_saved(ds, directory, method, add, progress):
-    """A GenSAR model saved by an earlier fit, evaluated on test like a fitted one; its
+def evaluate_saved(ds, directory, method, add, progress, split="test"):
+    """A GenSAR model saved by an earlier fit, evaluated on `split` like a fitted one; its
     training log is the saved history_ (or paired_study's history.csv beside it). The
     fit time is not known here: train_s is NaN."""
     model = gensar.GenSAR.load(directory, dataset=ds)
@@ -206,7 +208,7 @@ def evaluate_saved(ds, directory, method, add, progress):
     if history is None and (directory / "history.csv").is_file():
         history = pd.read_csv(directory / "history.csv")
     t = time.perf_counter()
-    table = model.evaluate("test", progress=progress)
+    table = model.evaluate(split, progress=progress)
     metric = model.config.metric
     curve = {}
     if history is not None and len(history):
@@ -342,6 +344,8 @@ def main():
                     "(default: <out>/<dataset>.raw.csv, replaced at start)")
     ap.add_argument("--set", default="{}", metavar="JSON",
                     help='GenSAR config overrides on top of the preset, e.g. \'{"epochs": 1}\'')
+    ap.add_argument("--split", default="test", choices=["test", "valid"],
+                    help="the split evaluated: valid to choose a setting (never test), test for the study")
     ap.add_argument("--load", nargs="+", default=[], metavar="METHOD=DIR",
                     help="evaluate saved GenSAR models instead of fitting METHOD: DIR holds {seed}, e.g. "
                          "gensar=/runs/cells/e15-s{seed} (models chosen on validation by paired_study.py)")
@@ -374,7 +378,7 @@ def main():
             raise SystemExit(f"--load takes METHOD=DIR with METHOD one of {sorted(GENSAR_VARIANTS)}; "
                              f"got {args.load}")
         for seed in args.seeds:
-            run_seed(ds, seed, args.methods, cfg, not args.no_progress, csv_path, provenance, saved)
+            run_seed(ds, seed, args.methods, cfg, not args.no_progress, csv_path, provenance, saved, args.split)
         df = pd.read_csv(csv_path)
         rank_sources = [csv_path]
     if "cpu" not in df or df["cpu"].isna().any():
@@ -388,7 +392,7 @@ def main():
             df[col] = df[col].fillna(v) if col in df else v
     runs = df.groupby(["command", "commit", "threads", "cpu", "kernel_path", "precision"], sort=False)["seed"].unique()
     header = [f"# Trade-off study on {args.dataset}", "",
-              f"Test split; mean ± std over seeds {sorted(df['seed'].unique().tolist())}. "
+              f"{'Validation' if set(df['split']) == {'valid'} else 'Test'} split; mean ± std over seeds {sorted(df['seed'].unique().tolist())}. "
               "Times are seconds per seed (train includes the embeddings and identifiers a method needs). "
               "Produced by:", ""]
     header += [f"- `{cmd}` at commit {commit}, {threads} thread(s), seeds {[int(s) for s in seeds]}; "
