@@ -84,7 +84,9 @@ def worker(args):
     if not fitted:  # a model saved there before (e.g. copied from an earlier study)
         model = gensar.GenSAR.load(out, dataset=ds)
     else:
-        model = gensar.GenSAR(**dict(PRESETS[args.preset], seed=args.seed, **arm["config"])).fit(ds, progress=False)
+        # checkpoints: a cell stopped midway (a session's end) resumes where it was
+        model = gensar.GenSAR(**dict(PRESETS[args.preset], seed=args.seed, **arm["config"])).fit(
+            ds, progress=False, checkpoint_dir=out / "checkpoints")
         model.save(out)
         # the learning curve the best epoch was chosen on (validation cases of the preset)
         model.history_.to_csv(out / "history.csv", index=False)
