@@ -86,9 +86,10 @@ GENSAR_VARIANTS = {
 }
 BASELINES = ["popularity", "sasrec", "bm25", "bm25_sasrec", "dense"]
 METHODS = [*BASELINES, *GENSAR_VARIANTS]
-# What the CSV records of each GenSAR run's training (empty for the baselines).
-# valid_curve: the per-epoch log (training loss; validation NDCG@10 and teacher-forced
-# losses per task) as JSON, the learning curve the best epoch was chosen on.
+# What the CSV records of each GenSAR run's training (and SASRec's epochs and validation
+# log; empty for the other baselines). valid_curve: the per-epoch log (training loss;
+# validation NDCG@10 and teacher-forced losses per task) as JSON, the learning curve the
+# best epoch was chosen on.
 TRAINING_COLUMNS = ("examples_per_epoch", "epoch_counts", "epochs_run", "best_epoch", "pseudo_queries",
                     "valid_curve")
 # Validation cases per task for checkpoint selection when a preset has none.
@@ -137,11 +138,11 @@ def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance, saved=None,
         np.savez(rdir / f"{method}.s{seed}.npz", **{f"{t}|{p}": r for (t, p), r in ranks.items()})
         print(table[["method", "task", "protocol", "HR@10", "NDCG@10"]].to_string(index=False), flush=True)
 
-    def scorer(model_score, method, train_s, tasks=("rec", "search")):
+    def scorer(model_score, method, train_s, tasks=("rec", "search"), **extra):
         t = time.perf_counter()
         ranks = {}
         table = evaluate_scorer(ds, model_score, tasks=tasks, split=split, ranks_out=ranks)
-        add(table, method, train_s, time.perf_counter() - t, ranks)
+        add(table, method, train_s, time.perf_counter() - t, ranks, **extra)
 
     cfg = dict(cfg, seed=seed)
     need_emb = any(m in methods and m not in saved for m in ("dense", "sasrec", "bm25_sasrec", *GENSAR_VARIANTS))
@@ -165,7 +166,10 @@ def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance, saved=None,
             model = Popularity().fit(ds)
             scorer(model.score, method, time.perf_counter() - t)
         elif method == "sasrec":
-            scorer(lambda task, ex: sasrec.score(task, ex, ds), method, sasrec_s, tasks=("rec",))
+            # its validation log (full-catalogue NDCG@10 every eval_every epochs): the kept epoch's curve
+            scorer(lambda task, ex: sasrec.score(task, ex, ds), method, sasrec_s, tasks=("rec",),
+                   epochs_run=max([h["epoch"] for h in sasrec.history_], default=sasrec.epochs),
+                   best_epoch=sasrec.best_epoch_, valid_curve=json.dumps(sasrec.history_))
         elif method == "bm25":
             model = BM25Search().fit(ds)
             scorer(model.score, method, time.perf_counter() - t, tasks=("search",))
