@@ -51,6 +51,7 @@ def test_an_earlier_studys_arm_and_the_learning_curves(tmp_path, monkeypatch):
     assert sorted(df["arm"].unique()) == ["new", "old"] and len(df) == 8  # the other arm's row is not taken
     md = (tmp_path / "results" / "t-study-ml-100k.md").read_text()
     assert "+0.0500, +0.0500" in md and "no per-case ranks (earlier study)" in md
+    assert "old " in md and "(fitted for the earlier study)" in md  # not "fitted here"
     curves = pd.read_csv(tmp_path / "results" / "t-study-ml-100k-curves.csv")
     assert curves["epoch"].tolist() == [1, 2] and (curves["arm"] == "new").all()
     assert np.allclose(curves["rec_NDCG@10"], [0.1, 0.7]) and curves["best"].tolist() == [1, 1]
