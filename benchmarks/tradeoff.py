@@ -153,7 +153,10 @@ def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance, saved=None,
         sem = encoder.encode(ds.items["text"].tolist(), show_progress=progress)
         sem_s = time.perf_counter() - t
         t = time.perf_counter()
-        sasrec = SASRec(epochs=cfg.get("sasrec_epochs", 30), seed=seed, show_progress=progress).fit(ds)
+        # one SASRec per seed: the baseline, the re-ranker's scores and GenSAR's collaborative
+        # embeddings; trained until its own validation stops improving (sasrec_epochs caps it)
+        sasrec = SASRec(epochs=cfg.get("sasrec_epochs", gensar.GenSARConfig.sasrec_epochs), seed=seed,
+                        show_progress=progress).fit(ds)
         col = sasrec.item_embeddings_
         sasrec_s = time.perf_counter() - t
     # The joint-quantiser variants differ only in tasks and in which ID each task
