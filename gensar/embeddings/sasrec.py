@@ -250,7 +250,9 @@ class SASRec:
                     best, best_params, bad, self.best_epoch_ = ndcg, self._params.copy(), 0, epoch
                 else:
                     bad += 1
-                    if bad >= self.patience:
+                    if bad >= self.patience:  # say why the bar stops short of `epochs`
+                        bar.set_postfix_str(f"stopped early: best epoch {self.best_epoch_}, "
+                                            f"val NDCG@10 {best:.4f}")
                         break
         bar.close()
         if best_params is not None:
