@@ -224,9 +224,9 @@ class SASRec:
         best, best_params, bad = -1.0, None, 0
         self.history_, self.best_epoch_ = [], self.epochs
         t0 = time.perf_counter()
-        bar = tqdm(range(1, self.epochs + 1), disable=not self.show_progress, desc="SASRec",
-                   unit="epoch")
-        for epoch in bar:
+        # counted by hand, so an early stop shows the epochs that ran
+        bar = tqdm(total=self.epochs, disable=not self.show_progress, desc="SASRec", unit="epoch")
+        for epoch in range(1, self.epochs + 1):
             order = rng.permutation(len(X))
             total, n = 0.0, 0
             for s in range(0, len(X), self.batch_size):
@@ -240,6 +240,7 @@ class SASRec:
                 total += loss * count
                 n += count
             self.loss_ = total / max(n, 1)
+            bar.update(1)
             bar.set_postfix(loss=f"{self.loss_:.4f}")
             if validate and epoch % self.eval_every == 0:
                 ndcg = self.evaluate("valid", dataset, ks=(10,))["NDCG@10"]
