@@ -182,7 +182,7 @@ def main():
         ap = argparse.ArgumentParser()
         ap.add_argument("--baselines", action="store_true")
         ap.add_argument("--valid-cases", type=int, default=200)
-        ap.add_argument("--sasrec-epochs", type=int, default=20)
+        ap.add_argument("--sasrec-epochs", type=int, default=gensar.GenSARConfig.sasrec_epochs)
         ap.add_argument("--threads", type=int, default=1)
         ap.add_argument("--results", default=str(Path(__file__).parent / "results"))
         a = ap.parse_args()
@@ -216,7 +216,8 @@ def main():
     cfg.update(parse_sets(args.set))
     ds = datasets.load("ml-100k")
     t0 = time.perf_counter()
-    sem, col = cached_embeddings(ds, Path(args.cache), cfg.get("sasrec_epochs", 30), args.seed)
+    sasrec_epochs = cfg.get("sasrec_epochs", gensar.GenSARConfig.sasrec_epochs)
+    sem, col = cached_embeddings(ds, Path(args.cache), sasrec_epochs, args.seed)
     (out / "run.json").write_text(json.dumps(dict(
         command=" ".join([Path(sys.executable).name] + sys.argv), commit=commit(),
         cpu=gensar.cpu_info(), config=cfg, started=time.strftime("%Y-%m-%d %H:%M:%S")), indent=1))

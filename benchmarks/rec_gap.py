@@ -20,7 +20,7 @@ GenSAR.save) and the validation next-item cases, this prints and writes:
    all 100 candidates (100 beams: nothing pruned) with full-vocabulary and with
    renormalised scores.
 
-    python benchmarks/rec_gap.py --model DIR [--sasrec-epochs 20] [--name NAME]
+    python benchmarks/rec_gap.py --model DIR [--sasrec-epochs 200] [--name NAME]
 
 Writes benchmarks/results/rec-gap-<name>.md. Validation split only.
 """
@@ -92,7 +92,7 @@ def sasrec_levels(ds, model, items, epochs, seed):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="a GenSAR model saved after fitting on ml-100k")
-    ap.add_argument("--sasrec-epochs", type=int, default=20)
+    ap.add_argument("--sasrec-epochs", type=int, default=gensar.GenSARConfig.sasrec_epochs)
     ap.add_argument("--name", default=None, help="results/rec-gap-<name>.md (default: the model folder's name)")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)

@@ -29,13 +29,13 @@ import time
 # (benchmarks/results/learning-curve-lc-recency-e6.md, -lc-full-e10.md), and on 300
 # cases an early dip looked like a plateau (a test seed with patience 3 stopped after
 # epoch 6, its best epoch the 3rd).
-# SASRec (the collaborative embeddings) trains until its validation stops improving,
-# at most sasrec_epochs=200: 20 epochs under-trained it (see GenSARConfig.sasrec_epochs).
+# SASRec (the collaborative embeddings) keeps GenSARConfig's default: trained until its
+# validation stops improving (20 epochs, as the presets had, under-trained it).
 # The smoke preset only checks that a pipeline runs end to end (minutes on ml-100k);
 # its numbers mean nothing.
 _QUICK = dict(d_model=128, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=32, d_ff=512,
               n_rec=10, n_search=5, max_input_len=0, epochs=1, examples_per_epoch=41_000,
-              batch_size=64, lr=2e-3, id_epochs=500, sasrec_epochs=200,
+              batch_size=64, lr=2e-3, id_epochs=500,
               valid_cases=0, num_beams=20)
 PRESETS = {
     "quick": _QUICK,
