@@ -261,10 +261,12 @@ def main(argv=None):
                         "paired t over seed x case (p)": (f"{over_cases['t']:.2f} ({over_cases['p_ttest']:.2g})"
                                                           if over_cases else "no per-case ranks (earlier study)")})
     cells_df = df.drop_duplicates(["seed", "arm"])
-    fit = [f"{arm} {g['fit_s'].median():.0f} s ("
-           + ("fitted for the earlier study)" if args.earlier and arm == a else
-              f"{g['fit_s'].notna().sum()} of {len(g)} fitted here"
-              + (", the others loaded from an earlier fit)" if g["fit_s"].isna().any() else ")"))
+    def where_fitted(arm, g):
+        if args.earlier and arm == a:
+            return "fitted for the earlier study"
+        loaded = ", the others loaded from an earlier fit" if g["fit_s"].isna().any() else ""
+        return f"{g['fit_s'].notna().sum()} of {len(g)} fitted here{loaded}"
+    fit = [f"{arm} {g['fit_s'].median():.0f} s ({where_fitted(arm, g)})"
            for arm, g in cells_df.groupby("arm", sort=False)]
     info = gensar.cpu_info()
     describe = lambda arm: " ".join([arm["name"]] + [f"{k}={json.dumps(v)}" for k, v in arm["config"].items()]  # noqa: E731
