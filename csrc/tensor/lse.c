@@ -127,9 +127,11 @@ double gs_log_sum_exp(const float *x, int n)
     return combine(&p, 1, 1);
 }
 
-/* Tile sizes: a (ROWS_PER_TILE x VOCAB_CHUNK) float tile is 256 KB, within L2,
- * so the exponentials read it back from cache. */
-#define ROWS_PER_TILE 64
+/* Tile sizes: a (ROWS_PER_TILE x VOCAB_CHUNK) float tile is 240 KB, within L2,
+ * so the exponentials read it back from cache. ROWS_PER_TILE is a multiple of every
+ * SGEMM kernel's rows (6 and 12): with 64, each tile's last kernel call multiplied
+ * 12 rows for 4 (beam search's 240 live rows: 264 multiplied for 240). */
+#define ROWS_PER_TILE 60
 #define VOCAB_CHUNK 1024
 
 int gs_linear_log_sum_exp(size_t n, const float *A, const gs_packed_b *W, double *lse)
