@@ -38,7 +38,10 @@ fixed (the same causal transformer, data, optimiser and epochs; PyTorch, 1 threa
                   softmax over the codes valid after the prefix)
 
 Identifiers: the collaborative IDs of a saved GenSAR model (``--model DIR``, e.g.
-``gensar run --preset quick --out DIR``). Data: ml-100k's training events (both
+``gensar run --preset quick --out DIR``), or fitted here per seed (``--fit-ids N``:
+SASRec trained as GenSAR trains it, the sentence encoder, and DualIDs with GenSAR's
+settings but N of the 4 levels shared; GenSAR's own layout is N = 2, and N = 0 gives a
+purely collaborative ID, to ask whether the shared prefix costs recommendation). Data: ml-100k's training events (both
 kinds, as gensar's SASRec), windows of ``--max-len`` items with a target at every
 position; validation next-item cases scored on the sampled protocol (100
 candidates, popularity negatives) with gensar's own metric code. Validation only.
@@ -283,10 +286,31 @@ def run(variant, seed, a, ds, codes, seqs, torch, log):
     return rows
 
 
+def fitted_collaborative_ids(ds, n_shared, seed):
+    """(n_items, 4) collaborative IDs fitted as GenSAR fits them (its default SASRec,
+    sentence encoder and DualIDs settings), with n_shared of the 4 levels shared."""
+    import gensar
+    from gensar.embeddings import SASRec, SentenceEncoder
+    from gensar.ids import DualIDs
+
+    c = gensar.GenSARConfig()
+    collaborative = SASRec(epochs=c.sasrec_epochs, seed=seed, show_progress=False).fit(ds).item_embeddings_
+    semantic = SentenceEncoder(c.sentence_model).encode(ds.items["text"].tolist(), show_progress=False)
+    ids = DualIDs(shared_levels=("auto",) * n_shared, specific_levels=("auto",) * (4 - n_shared),
+                  method=c.id_method, epochs=c.id_epochs, seed=seed, progress=False).fit(semantic, collaborative)
+    print(f"seed {seed}: identifiers fitted, {n_shared} of 4 levels shared, level sizes "
+          f"{ids.level_sizes()['collaborative']}", flush=True)
+    return np.asarray(ids.collaborative_ids_, np.int64)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, nargs="+",
-                   help="saved GenSAR model(s): their collaborative IDs are used; one, or one per seed")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", nargs="+",
+                     help="saved GenSAR model(s): their collaborative IDs are used; one, or one per seed")
+    src.add_argument("--fit-ids", type=int, choices=(0, 1, 2, 3), metavar="N_SHARED",
+                     help="fit each seed's identifiers here: GenSAR's settings, N_SHARED of the 4 levels "
+                          "shared by both ID kinds (GenSAR: 2)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--epochs", type=int, default=40)
@@ -317,14 +341,18 @@ def main():
     from gensar import datasets
 
     ds = datasets.load("ml-100k", seed=0)
-    if len(a.model) not in (1, len(a.seeds)):
-        raise SystemExit(f"give one --model, or one per seed ({len(a.seeds)}), got {len(a.model)}")
     codes_of = {}
-    for seed, d in zip(a.seeds, a.model * len(a.seeds) if len(a.model) == 1 else a.model):
-        with np.load(Path(d) / "ids.npz") as z:
-            codes_of[seed] = z["collaborative"].astype(np.int64)
-        if len(codes_of[seed]) != ds.n_items:
-            raise SystemExit(f"{d} holds IDs of {len(codes_of[seed])} items; ml-100k has {ds.n_items}")
+    if a.fit_ids is not None:
+        for seed in a.seeds:
+            codes_of[seed] = fitted_collaborative_ids(ds, a.fit_ids, seed)
+    else:
+        if len(a.model) not in (1, len(a.seeds)):
+            raise SystemExit(f"give one --model, or one per seed ({len(a.seeds)}), got {len(a.model)}")
+        for seed, d in zip(a.seeds, a.model * len(a.seeds) if len(a.model) == 1 else a.model):
+            with np.load(Path(d) / "ids.npz") as z:
+                codes_of[seed] = z["collaborative"].astype(np.int64)
+            if len(codes_of[seed]) != ds.n_items:
+                raise SystemExit(f"{d} holds IDs of {len(codes_of[seed])} items; ml-100k has {ds.n_items}")
     ev = ds.events
     keep = ev["split"].to_numpy() == "train"
     users, items = ev["user"].to_numpy()[keep], ev["item"].to_numpy()[keep]
@@ -355,8 +383,11 @@ def main():
     lines = [f"# Identifiers or generation? SASRec seeing items through GenSAR's codes ({a.name})", "",
              f"Command: `python benchmarks/id_factorisation.py {' '.join(shlex.quote(x) for x in sys.argv[1:])}` "
              f"at commit {rev}; {cpu}; PyTorch, 1 thread. "
-             f"Identifiers: the collaborative IDs of {', '.join(a.model)} (one per seed when several), "
-             f"{codes_of[a.seeds[0]].shape[1]} levels. "
+             + (f"Identifiers: collaborative IDs fitted here per seed, GenSAR's settings with {a.fit_ids} of the 4 "
+                f"levels shared, "
+                if a.fit_ids is not None else
+                f"Identifiers: the collaborative IDs of {', '.join(a.model)} (one per seed when several), ")
+             + f"{codes_of[a.seeds[0]].shape[1]} levels. "
              f"Causal transformer (2 layers, hidden {a.hidden}, dropout {a.dropout}), windows of {a.max_len} items, "
              f"Adam lr {a.lr}, batch {a.batch_size}, target events: {a.target_kinds}, targets: {a.targets} ({'a target at every position, as SASRec' if a.targets == 'all' else 'one example per target, its target at the last position, as GenSAR'}). Validation next-item cases, sampled protocol "
              f"(100 candidates, popularity negatives), NDCG@10 after the last epoch; mean over seeds. "
