@@ -41,12 +41,14 @@ Identifiers: the collaborative IDs of a saved GenSAR model (``--model DIR``, e.g
 ``gensar run --preset quick --out DIR``), or fitted here per seed (``--fit-ids N``:
 SASRec trained as GenSAR trains it, the sentence encoder, and DualIDs with GenSAR's
 settings but N of the 4 levels shared; GenSAR's own layout is N = 2, and N = 0 gives a
-purely collaborative ID, to ask whether the shared prefix costs recommendation). Data: ml-100k's training events (both
-kinds, as gensar's SASRec), windows of ``--max-len`` items with a target at every
-position; validation next-item cases scored on the sampled protocol (100
-candidates, popularity negatives) with gensar's own metric code. Validation only.
+purely collaborative ID, to ask whether the shared prefix costs recommendation).
+Data: ml-100k's training events (both kinds, as gensar's SASRec), windows of
+``--max-len`` items with a target at every position; validation next-item cases
+scored on the sampled protocol (100 candidates, popularity negatives) with gensar's
+own metric code. Validation only.
 
     python benchmarks/id_factorisation.py --model DIR [--epochs 40] [--seeds 0 1]
+    python benchmarks/id_factorisation.py --fit-ids 0 --targets last --examples-per-epoch 41000
 
 Writes benchmarks/results/id-factorisation-<name>.{md,csv}. Needs torch (optional
 dependency, ``pip install torch``).
