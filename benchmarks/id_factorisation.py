@@ -382,14 +382,13 @@ def main():
     last = {}
     for r in rows:
         last.setdefault(r["variant"], {})[r["seed"]] = r
+    ids_source = (f"collaborative IDs fitted here per seed, GenSAR's settings with {a.fit_ids} of the 4 levels shared"
+                  if a.fit_ids is not None else
+                  f"the collaborative IDs of {', '.join(a.model)} (one per seed when several)")
     lines = [f"# Identifiers or generation? SASRec seeing items through GenSAR's codes ({a.name})", "",
              f"Command: `python benchmarks/id_factorisation.py {' '.join(shlex.quote(x) for x in sys.argv[1:])}` "
              f"at commit {rev}; {cpu}; PyTorch, 1 thread. "
-             + (f"Identifiers: collaborative IDs fitted here per seed, GenSAR's settings with {a.fit_ids} of the 4 "
-                f"levels shared, "
-                if a.fit_ids is not None else
-                f"Identifiers: the collaborative IDs of {', '.join(a.model)} (one per seed when several), ")
-             + f"{codes_of[a.seeds[0]].shape[1]} levels. "
+             f"Identifiers: {ids_source}, {codes_of[a.seeds[0]].shape[1]} levels. "
              f"Causal transformer (2 layers, hidden {a.hidden}, dropout {a.dropout}), windows of {a.max_len} items, "
              f"Adam lr {a.lr}, batch {a.batch_size}, target events: {a.target_kinds}, targets: {a.targets} ({'a target at every position, as SASRec' if a.targets == 'all' else 'one example per target, its target at the last position, as GenSAR'}). Validation next-item cases, sampled protocol "
              f"(100 candidates, popularity negatives), NDCG@10 after the last epoch; mean over seeds. "

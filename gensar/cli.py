@@ -31,7 +31,7 @@ import time
 # -lc-full-e10.md), and on 300 cases an early dip looked like a plateau (a test seed
 # with patience 3 stopped after epoch 6, its best epoch the 3rd).
 # SASRec (the collaborative embeddings) keeps GenSARConfig's default: trained until its
-# validation stops improving (20 epochs, as the presets had, under-trained it).
+# validation stops improving (the fixed 20 epochs the presets once had under-trained it).
 # The smoke preset only checks that a pipeline runs end to end (minutes on ml-100k);
 # its numbers mean nothing.
 _QUICK = dict(d_model=128, num_layers=2, num_decoder_layers=2, num_heads=4, d_kv=32, d_ff=512,

@@ -236,7 +236,6 @@ def test_training_loss_decreases_and_validation_keeps_best(toy):
     assert long.evaluate("valid", ks=(10,))["NDCG@10"] == pytest.approx(best["NDCG@10"])
 
 
-
 def test_early_stop_keeps_the_best_epoch_and_the_bar_says_so(toy, capsys):
     """patience validations without a gain stop training short of `epochs`; the best
     epoch's parameters are kept and the progress bar counts every epoch that ran and
@@ -246,6 +245,7 @@ def test_early_stop_keeps_the_best_epoch_and_the_bar_says_so(toy, capsys):
     assert ran < 200 and ran - m.best_epoch_ == 2
     bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
     assert f"{ran}/200" in bar and f"stopped early: best epoch {m.best_epoch_}" in bar
+
 
 def test_recommend(toy, fitted):
     top = fitted.recommend([[0, 1, 2], [], np.array([5])], k=4)
