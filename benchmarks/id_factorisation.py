@@ -289,20 +289,15 @@ def run(variant, seed, a, ds, codes, seqs, torch, log):
 
 
 def fitted_collaborative_ids(ds, n_shared, seed):
-    """(n_items, 4) collaborative IDs fitted as GenSAR fits them (its default SASRec,
-    sentence encoder and DualIDs settings), with n_shared of the 4 levels shared."""
+    """(n_items, 4) collaborative IDs fitted as GenSAR fits them (GenSAR.fit_identifiers:
+    its default SASRec, sentence encoder and DualIDs settings), n_shared of the 4 levels shared."""
     import gensar
-    from gensar.embeddings import SASRec, SentenceEncoder
-    from gensar.ids import DualIDs
 
-    c = gensar.GenSARConfig()
-    collaborative = SASRec(epochs=c.sasrec_epochs, seed=seed, show_progress=False).fit(ds).item_embeddings_
-    semantic = SentenceEncoder(c.sentence_model).encode(ds.items["text"].tolist(), show_progress=False)
-    ids = DualIDs(shared_levels=("auto",) * n_shared, specific_levels=("auto",) * (4 - n_shared),
-                  method=c.id_method, epochs=c.id_epochs, seed=seed, progress=False).fit(semantic, collaborative)
+    model = gensar.GenSAR(shared_levels=("auto",) * n_shared, specific_levels=("auto",) * (4 - n_shared),
+                          seed=seed).fit_identifiers(ds, progress=False)
     print(f"seed {seed}: identifiers fitted, {n_shared} of 4 levels shared, level sizes "
-          f"{ids.level_sizes()['collaborative']}", flush=True)
-    return np.asarray(ids.collaborative_ids_, np.int64)
+          f"{model.ids_.level_sizes()['collaborative']}", flush=True)
+    return model.collaborative_ids_
 
 
 def main():

@@ -374,23 +374,13 @@ class GenSAR:
             directory resumes an interrupted run exactly
         """
         c = self.config
-        _check_dataset(dataset)
-        if not isinstance(progress, (bool, np.bool_)):
-            raise TypeError(f"progress must be True or False, got {progress!r}")
         if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
             raise TypeError(f"checkpoint_dir must be None, a str or an os.PathLike, got "
                             f"{type(checkpoint_dir).__name__}")
-        self.timings_ = {}
-        self.dataset_ = dataset
-        self.items_ = dataset.items[["item_id", "title"]].reset_index(drop=True)
         from .distributed import world
 
         w = world()
-        self.n_fitted_items_ = len(self.items_)
-        self._progress = progress and w.is_root  # under MPI only rank 0 draws progress bars
-        for name in ("ids_", "cold_start_", "encoder_", "_data_builder",  # from an earlier fit
-                     "_target_cache", "_item_lookup"):
-            self.__dict__.pop(name, None)
+        self._start_fit(dataset, progress, draw=w.is_root)  # under MPI only rank 0 draws progress bars
         sem, col = self._identifiers(dataset, ids, semantic_embeddings, collaborative_embeddings)
         # Under MPI every rank computed the identifiers; rank 0's are used everywhere, so the
         # ranks train on the same tasks even if thread counts (and so rounding) differ.
@@ -414,6 +404,40 @@ class GenSAR:
         self._train(dataset, pseudo, checkpoint_dir)
         self.timings_["train"] = time.perf_counter() - t
         return self
+
+    def fit_identifiers(self, dataset, semantic_embeddings=None, collaborative_embeddings=None,
+                        progress: bool = True) -> "GenSAR":
+        """Only the first step of :meth:`fit`: the two identifiers of every item, as fit
+        builds them (the sentence encoder, SASRec and the joint quantiser, with this
+        config's settings), without training the sequence model. For studies of the
+        identifiers themselves; fit does it all, so a model to use needs fit.
+
+        semantic_embeddings / collaborative_embeddings : optional (n_items, d)
+            float32 arrays; skip the sentence encoder / SASRec
+        Sets ``semantic_ids_`` and ``collaborative_ids_``, (n_items, L) int64 level
+        codes in dataset.items order (the first ``len(config.shared_levels)`` columns
+        shared), and ``ids_``, the fitted :class:`gensar.DualIDs`. The model stays
+        unfitted: recommend, search and save still ask for fit.
+        """
+        self._start_fit(dataset, progress)
+        self.semantic_ids_, self.collaborative_ids_ = self._identifiers(
+            dataset, None, semantic_embeddings, collaborative_embeddings)
+        return self
+
+    def _start_fit(self, dataset, progress, draw=True):
+        """Checks fit's common arguments and forgets everything an earlier fit left
+        (draw: whether this process draws progress bars)."""
+        _check_dataset(dataset)
+        if not isinstance(progress, (bool, np.bool_)):
+            raise TypeError(f"progress must be True or False, got {progress!r}")
+        for name in ("ids_", "cold_start_", "encoder_", "sasrec_", "seq2seq_", "tokenizer_",
+                     "builder_", "_data_builder", "_target_cache", "_item_lookup"):
+            self.__dict__.pop(name, None)
+        self.timings_ = {}
+        self.dataset_ = dataset
+        self.items_ = dataset.items[["item_id", "title"]].reset_index(drop=True)
+        self.n_fitted_items_ = len(self.items_)
+        self._progress = bool(progress) and draw
 
     def _layout(self) -> IDLayout:
         """Token layout of the identifiers: one token per code of every level.

@@ -40,6 +40,21 @@ def fitted():
     return ds, model
 
 
+def test_fit_identifiers_gives_the_identifiers_fit_builds(fitted):
+    ds, model = fitted
+    sem, col = embeddings(np.arange(40) % N_TOPICS, seed=0)
+    only = gensar.GenSAR(**TINY).fit_identifiers(ds, sem, col, progress=False)
+    np.testing.assert_array_equal(only.semantic_ids_, model.semantic_ids_)
+    np.testing.assert_array_equal(only.collaborative_ids_, model.collaborative_ids_)
+    assert only.collaborative_ids_.dtype == np.int64 and only.ids_.semantic_ids_.shape[0] == ds.n_items
+    with pytest.raises(RuntimeError, match="not fitted"):  # the sequence model is not trained
+        only.recommend([[int(ds.items["item_id"].iloc[0])]])
+    with pytest.raises(TypeError, match="progress"):
+        gensar.GenSAR(**TINY).fit_identifiers(ds, sem, col, progress="yes")
+    with pytest.raises(ValueError, match="collaborative_embeddings must have shape"):
+        gensar.GenSAR(**TINY).fit_identifiers(ds, sem, col[:5], progress=False)
+
+
 @pytest.fixture()
 def grown(fitted):
     """A copy of the fitted model (via save/load) with 6 items added."""
@@ -94,6 +109,15 @@ def test_added_items_get_unique_ids_and_are_found_at_once(grown):
     # a history may hold new items; evaluation on the training data still works
     table = m.evaluate("test", protocols=("sampled", "full"), max_cases=5, progress=False)
     assert len(table) == 4 and table["HR@10"].between(0, 1).all()
+
+
+def test_fit_identifiers_forgets_an_earlier_fit(grown):
+    ds, model = grown
+    sem, col = embeddings(np.arange(ds.n_items) % N_TOPICS, seed=0)
+    model.fit_identifiers(ds, sem, col, progress=False)
+    assert len(model.items_) == ds.n_items and model.collaborative_ids_.shape[0] == ds.n_items
+    with pytest.raises(RuntimeError, match="not fitted"):  # its sequence model went with its old IDs
+        model.recommend([[int(ds.items["item_id"].iloc[0])]])
 
 
 def test_added_items_are_saved_and_loaded(grown, tmp_path):
