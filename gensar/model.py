@@ -417,6 +417,7 @@ class GenSAR:
 
         semantic_embeddings / collaborative_embeddings : optional (n_items, d)
             float32 arrays; skip the sentence encoder / SASRec
+        progress : progress bars for the encoder, SASRec and the quantiser
         Sets ``semantic_ids_`` and ``collaborative_ids_``, (n_items, L) int64 level
         codes in dataset.items order (the first ``len(config.shared_levels)`` columns
         shared), and ``ids_``, the fitted :class:`gensar.DualIDs`. The model stays
