@@ -14,7 +14,8 @@ Row-wise kernels act on the last axis: an array of shape (..., C) is seen as
     rmsnorm_backward(x, weight, rstd, dy) -> (dx, dweight)
     activation(name, x) -> y;                  activation_backward(name, x, dy) -> dx
         name: "relu", "gelu_tanh" (T5 gated-gelu), "gelu_erf" (BERT)
-    linear(x, W, b=None) -> y            x (..., C), W (OC, C) (PyTorch layout), y (..., OC)
+    linear(x, W, b=None, activation=None) -> y   x (..., C), W (OC, C) (PyTorch layout), y (..., OC);
+        activation="gelu_erf" fuses BERT's GELU into the product (each tile while in cache)
     linear_backward(x, W, dy) -> (dx, dW, db)
     adamw_step(params, grads, m, v, step, lr, beta1, beta2, eps, weight_decay)   in place
     clip_grad_norm(grads, max_norm) -> norm before clipping                     in place

@@ -160,6 +160,15 @@ def test_bf16_beta_zero_ignores_garbage_and_bias(rng, bf16_mode):
 
 
 @needs_bf16
+def test_bf16_linear_with_gelu(rng, bf16_mode):
+    """The bf16 products apply a fused GELU after the product (not per tile): same
+    values as the product followed by the activation."""
+    x, w, b = f32(rng, 130, 384), f32(rng, 1536, 384), f32(rng, 1536)
+    np.testing.assert_allclose(ops.linear(x, w, b, activation="gelu_erf"),
+                               ops.activation("gelu_erf", ops.linear(x, w, b)), rtol=0, atol=1e-36)
+
+
+@needs_bf16
 def test_bf16_does_not_depend_on_threads(rng, bf16_mode, threads):
     a, b = f32(rng, 300, 200), f32(rng, 200, 170)
     gensar.set_num_threads(1)

@@ -28,6 +28,11 @@ def isa(request):
     gensar.set_isa(before)
 
 
+def np_gelu_erf(v):
+    from math import erf
+    return 0.5 * v * (1 + np.vectorize(erf)(v / np.sqrt(2)))
+
+
 def f32(rng, *shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
@@ -83,6 +88,21 @@ def test_linear_with_bias_every_path(rng, isa):
     np.testing.assert_allclose(ops.linear(x, w, b), x.astype(np.float64) @ w.T + b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("N,C,OC", [(37, 45, 29), (130, 384, 1536), (13, 800, 37)])
+def test_linear_gelu_fused_every_path(rng, isa, N, C, OC):
+    """GELU fused into the product's tiles (activation='gelu_erf') gives the product
+    followed by the activation, on every path, for ragged tiles, several depth slabs
+    (C = 800) and with or without a bias: bit for bit, except where exp underflows
+    (x < -13), since ops.* flush denormals on the pool's worker threads only and the
+    two calls share elements out to threads differently."""
+    x, w, b = f32(rng, N, C), f32(rng, OC, C), f32(rng, OC)
+    for bias in (b, None):
+        fused = ops.linear(x, w, bias, activation="gelu_erf")
+        np.testing.assert_allclose(fused, ops.activation("gelu_erf", ops.linear(x, w, bias)), rtol=0, atol=1e-36)
+    ref = np_gelu_erf(x.astype(np.float64) @ w.T + b)
+    np.testing.assert_allclose(ops.linear(x, w, b, activation="gelu_erf"), ref, rtol=1e-4, atol=1e-4)
+
+
 def np_softmax(x):
     x = x.astype(np.float64)
     e = np.exp(x - x.max(-1, keepdims=True))
@@ -119,7 +139,6 @@ def test_norms_every_path(rng, isa):
 
 @pytest.mark.parametrize("name", ["relu", "gelu_tanh", "gelu_erf"])
 def test_activations_every_path(rng, isa, name):
-    from math import erf
     x = np.concatenate([np.linspace(-12, 12, 4001), rng.standard_normal(37) * 3]).astype(np.float32)
     xd = x.astype(np.float64)
     if name == "relu":
@@ -127,7 +146,7 @@ def test_activations_every_path(rng, isa, name):
     elif name == "gelu_tanh":
         ref = 0.5 * xd * (1 + np.tanh(np.sqrt(2 / np.pi) * (xd + 0.044715 * xd ** 3)))
     else:
-        ref = 0.5 * xd * (1 + np.vectorize(erf)(xd / np.sqrt(2)))
+        ref = np_gelu_erf(xd)
     np.testing.assert_allclose(ops.activation(name, x), ref, rtol=2e-6, atol=1e-6)
     # the backward against a float64 central difference of the float64 reference
     h = 1e-4
@@ -139,7 +158,7 @@ def test_activations_every_path(rng, isa, name):
         num = (xd > 0).astype(np.float64)
     else:
         f = (lambda v: 0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v ** 3)))) \
-            if name == "gelu_tanh" else (lambda v: 0.5 * v * (1 + np.vectorize(erf)(v / np.sqrt(2))))
+            if name == "gelu_tanh" else np_gelu_erf
         num = (f(xd + h) - f(xd - h)) / (2 * h)
     np.testing.assert_allclose(dx, num, rtol=1e-5, atol=2e-6)
 

@@ -175,6 +175,13 @@ def test_matmul_out_overlapping_an_input_is_refused():
     np.testing.assert_allclose(c, a @ b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("act", ["relu", "GELU", 1, b"gelu_erf"])
+def test_linear_names_the_one_fused_activation(act):
+    x, w = np.ones((2, 3), np.float32), np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match="activation must be None or 'gelu_erf'"):
+        ops.linear(x, w, None, activation=act)
+
+
 def test_adamw_refuses_aliased_buffers_and_bad_settings():
     n = 8
     p, g = np.ones(n, np.float32), np.full(n, 0.5, np.float32)

@@ -194,7 +194,7 @@ def test_activations_forward_backward(rng, name, ref):
 
 
 def test_gelu_erf_accuracy_over_the_whole_range():
-    """The vectorised erfc path (8 lanes + scalar tail) against float64 erf, from the
+    """The vectorised erfc path (masked vector tails) against float64 erf, from the
     far negative side (where 1 + erf cancels) to saturation, including +-0 and +inf."""
     x = np.concatenate([np.linspace(-12, 12, 40_001), [0.0, -0.0, np.inf, 1e-30, -1e-30, 7.5]]).astype(np.float32)
     y = ops.activation("gelu_erf", x)

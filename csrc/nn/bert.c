@@ -260,8 +260,7 @@ int gs_bert_encode(const gs_bert *m, int n_seq, const int64_t *offsets, const in
         gs_linear_forward(N, H, H, tmp, L->ao_w, L->ao_b, x1);            // (N,H) -> (N,H)
         add_inplace(n_x, x1, x);                                          // residual
         gs_layernorm_forward(N, H, x1, L->ln1_g, L->ln1_b, c->layer_norm_eps, x1, mean, rstd);
-        gs_linear_forward(N, H, I, x1, L->ff1_w, L->ff1_b, ff);           // (N,H) -> (N,I)
-        gs_gelu_erf_forward(n_ff, ff, ff);
+        gs_linear_gelu_forward(N, H, I, x1, L->ff1_w, L->ff1_b, ff);      // (N,H) -> (N,I), GELU
         gs_linear_forward(N, I, H, ff, L->ff2_w, L->ff2_b, tmp);          // (N,I) -> (N,H)
         add_inplace(n_x, tmp, x1);                                        // residual
         gs_layernorm_forward(N, H, tmp, L->ln2_g, L->ln2_b, c->layer_norm_eps, x, mean, rstd);

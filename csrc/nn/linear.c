@@ -13,6 +13,12 @@ void gs_linear_forward(size_t N, int C, int OC, const float *x, const float *W, 
         gs_sgemm(0, 1, (int)N, OC, C, 1.0f, x, C, W, C, 0.0f, y, OC);
 }
 
+void gs_linear_gelu_forward(size_t N, int C, int OC, const float *x, const float *W, const float *b,
+                            float *y)
+{
+    gs_sgemm_bias_gelu(0, 1, (int)N, OC, C, x, C, W, C, b, y, OC);
+}
+
 // db[o] += sum_n dy[n, o] for o in [o0, o1) (o1 - o0 <= 64), n in order
 GS_INLINE void column_sums_body(int o0, int o1, size_t N, int OC, const float *dy, float *db)
 {

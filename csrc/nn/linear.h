@@ -10,6 +10,9 @@
 // x (N,C) @ W^T (C,OC) + b (OC) or NULL -> y (N,OC)
 void gs_linear_forward(size_t N, int C, int OC, const float *x, const float *W, const float *b,
                        float *y);
+// the same, then GELU (erf form), fused into the product (gs_sgemm_bias_gelu)
+void gs_linear_gelu_forward(size_t N, int C, int OC, const float *x, const float *W, const float *b,
+                            float *y);
 // dy (N,OC) -> dx (N,C) OVERWRITTEN (skipped if dx is NULL); dW (OC,C) and db (OC) ACCUMULATED
 // (db may be NULL)
 void gs_linear_backward(size_t N, int C, int OC, const float *x, const float *W, const float *dy,

@@ -353,9 +353,16 @@ static int check_linear_args(PyArrayObject *x, PyObject *ow, PyObject *ob, PyArr
 static PyObject *py_linear(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
-    static char *kwlist[] = {"x", "W", "b", NULL};
-    PyObject *ox, *ow, *ob = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O", kwlist, &ox, &ow, &ob)) return NULL;
+    static char *kwlist[] = {"x", "W", "b", "activation", NULL};
+    PyObject *ox, *ow, *ob = Py_None, *oact = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|OO", kwlist, &ox, &ow, &ob, &oact)) return NULL;
+    /* the one activation fused into the product (a BERT feed-forward layer) */
+    int gelu = oact != Py_None;
+    if (gelu && !(PyUnicode_Check(oact) && PyUnicode_CompareWithASCIIString(oact, "gelu_erf") == 0)) {
+        PyErr_Format(PyExc_ValueError, "activation must be None or 'gelu_erf' (the one fused into "
+                     "the product), got %R; apply others with activation(name, y)", oact);
+        return NULL;
+    }
     PyArrayObject *x = gs_check_array(ox, "x", NPY_FLOAT32, 1, 8), *w, *b;
     if (!x || check_linear_args(x, ow, ob, &w, &b)) return NULL;
     npy_intp dims[NPY_MAXDIMS];
@@ -368,7 +375,8 @@ static PyObject *py_linear(PyObject *self, PyObject *args, PyObject *kw)
     int C = gs_last_dim(x), OC = (int)PyArray_DIM(w, 0);
     const float *pb = b ? PyArray_DATA(b) : NULL;
     Py_BEGIN_ALLOW_THREADS
-    gs_linear_forward(N, C, OC, PyArray_DATA(x), PyArray_DATA(w), pb, PyArray_DATA(y));
+    (gelu ? gs_linear_gelu_forward : gs_linear_forward)(N, C, OC, PyArray_DATA(x), PyArray_DATA(w), pb,
+                                                        PyArray_DATA(y));
     Py_END_ALLOW_THREADS
     return (PyObject *)y;
 }
@@ -475,7 +483,8 @@ PyMethodDef gs_tensor_methods[] = {
     {"activation_backward", py_activation_backward, METH_VARARGS,
      "activation_backward(name, x, dy) -> dx."},
     {"linear", (PyCFunction)(void (*)(void))py_linear, METH_VARARGS | METH_KEYWORDS,
-     "linear(x, W, b=None) -> y: x (..., C) @ W^T, W (OC, C), b (OC) -> y (..., OC)."},
+     "linear(x, W, b=None, activation=None) -> y: x (..., C) @ W^T, W (OC, C), b (OC) -> y (..., OC);\n"
+     "activation='gelu_erf' applies GELU to each tile of y as it is computed."},
     {"linear_backward", py_linear_backward, METH_VARARGS,
      "linear_backward(x, W, dy) -> (dx, dW, db)."},
     {"adamw_step", (PyCFunction)(void (*)(void))py_adamw_step, METH_VARARGS | METH_KEYWORDS,

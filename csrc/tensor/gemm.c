@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "../common.h"
+#include "ops.h"
 #include "scratch.h"
 #include "simd.h"
 
@@ -679,11 +680,12 @@ static int panels_per_tile(int n_mblocks, int n_panels, int nthreads)
 /* C[:, j0 : j0+nc] (+)= alpha * packed A slab (M rows) @ packed B panels (kc deep),
  * (+ bias[j0 + j] on every row when bias is given), as tiles of (one row block) x
  * (panels_per_tile panels): enough tiles for every thread even when M is one block.
- * Call inside a parallel region (work-shared loop). */
+ * With gelu (the last slab of depth only), each finished tile goes through GELU (erf
+ * form) while it is still in cache. Call inside a parallel region (work-shared loop). */
 static inline void multiply_tiles(gemm_kernel k, int kc, const float *apack, const float *a_direct, int lda,
                                   int mc_step, int n_mblocks, int M, const float *bpanels, int n_panels,
-                                  int nc, int j0, float alpha, float beta, const float *bias, float *C,
-                                  int ldc)
+                                  int nc, int j0, float alpha, float beta, const float *bias, int gelu,
+                                  float *C, int ldc)
 {
     const int ppt = panels_per_tile(n_mblocks, n_panels, omp_get_num_threads());
     int n_ngroups = (n_panels + ppt - 1) / ppt;
@@ -705,6 +707,10 @@ static inline void multiply_tiles(gemm_kernel k, int kc, const float *apack, con
                     else
                         k.fn(kc, apack + (size_t)(i0 + ir) * kc, bp, ct, ldc, alpha, beta, bt, mr, nr);
                 }
+            }
+            if (gelu) {
+                int j_first = ng * ppt * k.cols, j_end = jp_end * k.cols < nc ? jp_end * k.cols : nc;
+                gs_gelu_erf_rows(mc, j_end - j_first, C + (size_t)i0 * ldc + j0 + j_first, ldc);
             }
         }
     }
@@ -882,9 +888,21 @@ static int sgemm_amx(int trans_a, int trans_b, int M, int N, int K, float alpha,
 }
 #endif
 
-/* gs_sgemm with an optional bias (N) added to every row of C (with beta == 0). */
+/* GELU (erf form) over all of C, for the paths that cannot apply it tile by tile. */
+static void gelu_all(int M, int N, float *C, int ldc)
+{
+    if (ldc == N) {
+        gs_gelu_erf_forward((size_t)M * N, C, C);
+        return;
+    }
+#pragma omp parallel for schedule(static) num_threads(gs_num_threads()) if ((double)M * N > 32768)
+    for (int i = 0; i < M; i++) gs_gelu_erf_rows(1, N, C + (size_t)i * ldc, ldc);
+}
+
+/* gs_sgemm with an optional bias (N) added to every row of C (with beta == 0), then
+ * GELU (erf form) if gelu: fused into the tiles on the fp32 packed path. */
 static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
-                  const float *B, int ldb, float beta, const float *bias, float *C, int ldc)
+                  const float *B, int ldb, float beta, const float *bias, int gelu, float *C, int ldc)
 {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) {
@@ -892,12 +910,15 @@ static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
         if (bias)
             for (int i = 0; i < M; i++)
                 for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] += bias[j];
+        if (gelu) gelu_all(M, N, C, ldc);
         return;
     }
 #ifdef GS_HAVE_AVX512_PATH
     if (use_bf16() && (gs_amx() ? sgemm_amx : sgemm_bf16)(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb,
-                                                          beta, bias, C, ldc) == GS_OK)
+                                                          beta, bias, C, ldc) == GS_OK) {
+        if (gelu) gelu_all(M, N, C, ldc);
         return; /* else out of memory: the fp32 path below, with its own fallback */
+    }
 #endif
     const gemm_kernel k = select_kernel();
     int nthreads = gs_num_threads();
@@ -909,6 +930,7 @@ static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
     if (!trans_a && !trans_b && k.direct == direct_kernel_avx512 && nthreads == 1 && reads_b_in_place(M, K) &&
         slab_depth(K) == K) {
         unpacked_sgemm(M, N, K, alpha, A, lda, B, ldb, beta, bias, C, ldc);
+        if (gelu) gelu_all(M, N, C, ldc);
         return;
     }
 #endif
@@ -939,6 +961,7 @@ static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
                 float *c = C + (size_t)i * ldc + j;
                 *c = (float)(alpha * s) + (beta == 0.0f ? 0.0f : beta * *c) + (bias ? bias[j] : 0.0f);
             }
+        if (gelu) gelu_all(M, N, C, ldc);
         return;
     }
 
@@ -964,7 +987,7 @@ static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
                 pack_b_panel(k.cols, trans_b, B, ldb, p0, kc, j, nr, bpack + (size_t)jp * k.cols * kc);
             }
             multiply_tiles(k, kc, apack, direct ? A + p0 : NULL, lda, mc_step, n_mblocks, M, bpack, n_panels,
-                           nc, j0, alpha, beta_step, p0 == 0 ? bias : NULL, C, ldc);
+                           nc, j0, alpha, beta_step, p0 == 0 ? bias : NULL, gelu && p0 + kc >= K, C, ldc);
         }
     }
     gs_scratch_put(GS_SCRATCH_GEMM_B, bpack);
@@ -974,13 +997,19 @@ static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
 void gs_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc)
 {
-    sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, NULL, C, ldc);
+    sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, NULL, 0, C, ldc);
 }
 
 void gs_sgemm_bias(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda, const float *B,
                    int ldb, const float *bias, float *C, int ldc)
 {
-    sgemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, bias, C, ldc);
+    sgemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, bias, 0, C, ldc);
+}
+
+void gs_sgemm_bias_gelu(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
+                        const float *B, int ldb, const float *bias, float *C, int ldc)
+{
+    sgemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, bias, 1, C, ldc);
 }
 
 size_t gs_packed_b_floats(int K, int N)
@@ -1053,7 +1082,7 @@ int gs_sgemm_packed_b(int M, int nc, const float *A, int lda, const gs_packed_b 
         }
         const float *panels = pb->data + (size_t)p0 * n_panels_all * k.cols + (size_t)(j0 / k.cols) * k.cols * kc;
         multiply_tiles(k, kc, apack, direct ? A + p0 : NULL, lda, mc_step, n_mblocks, M, panels,
-                       (nc + k.cols - 1) / k.cols, nc, 0, 1.0f, p0 == 0 ? 0.0f : 1.0f, NULL, C, ldc);
+                       (nc + k.cols - 1) / k.cols, nc, 0, 1.0f, p0 == 0 ? 0.0f : 1.0f, NULL, 0, C, ldc);
     }
     gs_scratch_put(GS_SCRATCH_GEMM_A, apack);
     return GS_OK;

@@ -27,6 +27,13 @@ void gs_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
 void gs_sgemm_bias(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda, const float *B,
                    int ldb, const float *bias, float *C, int ldc);
 
+/* The same, then GELU (erf form) on every element: C = gelu(op(A) @ op(B) + bias), bias
+ * may be NULL. Each finished tile of C goes through GELU while it is still in cache,
+ * instead of a second pass over C from memory (a BERT feed-forward layer). Same values
+ * as gs_sgemm_bias followed by gs_gelu_erf_forward. */
+void gs_sgemm_bias_gelu(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
+                        const float *B, int ldb, const float *bias, float *C, int ldc);
+
 /* op(B) packed once for many products with the same right-hand side (an LM head
  * over every decoding step): the packing gs_sgemm redoes on each call. Always
  * fp32, whatever gs_precision() says: the beam search normalises fp32 logits of

@@ -41,6 +41,9 @@ void gs_gelu_tanh_forward(size_t n, const float *x, float *y);
 void gs_gelu_tanh_backward(size_t n, const float *x, const float *dy, float *dx);
 // GELU, exact erf form (BERT "gelu")
 void gs_gelu_erf_forward(size_t n, const float *x, float *y);
+// the same in place on a (rows, cols) block with row stride ldy, on the calling thread
+// (for use inside a parallel region, e.g. on a tile of a product just computed)
+void gs_gelu_erf_rows(int rows, int cols, float *y, int ldy);
 void gs_gelu_erf_backward(size_t n, const float *x, const float *dy, float *dx);
 
 #endif
