@@ -385,9 +385,6 @@ class GenSAR:
         w = world()
         self._start_fit(dataset, progress, draw=w.is_root)  # under MPI only rank 0 draws progress bars
         sem, col = self._identifiers(dataset, ids, semantic_embeddings, collaborative_embeddings)
-        # Under MPI every rank computed the identifiers; rank 0's are used everywhere, so the
-        # ranks train on the same tasks even if thread counts (and so rounding) differ.
-        sem, col = w.bcast((sem, col) if w.is_root else None)
         self._check_target_len(sem.shape[1])
         self.semantic_ids_, self.collaborative_ids_ = sem, col
         t = time.perf_counter()
@@ -518,8 +515,13 @@ class GenSAR:
         tfidf = self.encoder_._tfidf if semantic_source == "tfidf" else None
         self.cold_start_ = ColdStart.fit(semantic_embeddings, collaborative_embeddings, semantic_source, tfidf)
         self.timings_["identifiers"] = time.perf_counter() - t
-        return (np.asarray(self.ids_.semantic_ids_, np.int64),
-                np.asarray(self.ids_.collaborative_ids_, np.int64))
+        from .distributed import world
+
+        # Under MPI every rank computed the identifiers; rank 0's are used everywhere, so the
+        # ranks train on the same tasks even if thread counts (and so rounding) differ.
+        w = world()
+        return w.bcast((np.asarray(self.ids_.semantic_ids_, np.int64),
+                        np.asarray(self.ids_.collaborative_ids_, np.int64)) if w.is_root else None)
 
     def _new_seq2seq(self, vocab_size: int, seed: int):
         from .seq2seq import Seq2Seq
