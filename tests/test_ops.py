@@ -54,6 +54,29 @@ def test_matmul_same_result_on_one_and_two_threads(rng, threads, M, N, K):
     np.testing.assert_allclose(two, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4 * np.sqrt(K))
 
 
+# Products below gemm.c's SERIAL_MACS with many rows and a small B split their rows
+# between the threads (splits_rows), each packing its own B; every transpose form, a
+# bias and the fused GELU, and ragged row counts (not a multiple of the 12-row strip).
+@pytest.mark.parametrize("M,N,K", [(256, 64, 64), (320, 128, 128), (301, 40, 300), (250, 125, 125)])
+@pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
+def test_row_split_products_same_result_on_one_and_two_threads(rng, threads, M, N, K, ta, tb):
+    a, b = f32(rng, *((K, M) if ta else (M, K))), f32(rng, *((N, K) if tb else (K, N)))
+    w, bias = f32(rng, N, K), f32(rng, N)
+    x = a.T.copy() if ta else a
+    results = []
+    for n in (1, 2):
+        gensar.set_num_threads(n)
+        results.append((ops.matmul(a, b, trans_a=ta, trans_b=tb), ops.linear(x, w, bias),
+                        ops.linear(x, w, bias, activation="gelu_erf")))
+    for one, two in zip(results[0][:2], results[1][:2]):  # the product, the linear layer
+        assert np.array_equal(one, two)
+    # GELU's exp underflows to denormals below x = -13: ops.* flush them on the worker
+    # threads only, so there the two may differ by a denormal
+    np.testing.assert_allclose(results[0][2], results[1][2], rtol=0, atol=1e-36)
+    ref = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b)
+    np.testing.assert_allclose(results[1][0], ref, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+
+
 # A product of few rows (non-transposed A and B) may read B in place instead of
 # packing it (gemm.c reads_b_in_place: here all but 13 x 70 x 130); its rows must match,
 # bit for bit, the same rows of a tall product, which packs B. K <= 384 keeps both in

@@ -734,6 +734,17 @@ static void row_blocks(int M, int mr_k, int *mc_step, int *n_mblocks)
  * 8.4M 1.02x, 16.8M 1.18x). */
 #define SERIAL_MACS (8.0 * 1024 * 1024)
 
+/* Whether a product below SERIAL_MACS still runs on several threads, each on its own
+ * rows with its own packed copy of B: one fork and no barrier, where the shared-panel
+ * scheme above pays three. Worth it when B is small beside A (M >= 2N) and each
+ * thread gets at least 64 rows; not inside another parallel region. */
+#define ROW_SPLIT_MACS (1.0 * 1024 * 1024)
+static int splits_rows(int M, int N, int K, int nthreads)
+{
+    return nthreads > 1 && !omp_in_parallel() && M >= 64 * nthreads && M >= 2 * N &&
+           (double)M * N * K >= ROW_SPLIT_MACS && (double)M * N * K < SERIAL_MACS;
+}
+
 /* Whether a product with non-transposed A and B (one thread, one slab) skips
  * packing B. Packing costs one pass over B and saves strided reads on every pass
  * the row blocks make: with one row block it is pure overhead, and with a shallow
@@ -922,7 +933,21 @@ static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
 #endif
     const gemm_kernel k = select_kernel();
     int nthreads = gs_num_threads();
-    /* Small products are faster on one thread than with a fork/join. */
+    if (splits_rows(M, N, K, nthreads)) {
+        /* rows in whole micro-kernel strips, so every element is summed as on one thread */
+        const int strips = (M + k.rows - 1) / k.rows;
+#pragma omp parallel num_threads(nthreads)
+        {
+            const int t = omp_get_thread_num(), n = omp_get_num_threads();
+            const int i0 = strips * t / n * k.rows, i1 = strips * (t + 1) / n * k.rows;
+            const int rows = (i1 < M ? i1 : M) - i0;
+            if (rows > 0)
+                sgemm(trans_a, trans_b, rows, N, K, alpha, trans_a ? A + i0 : A + (size_t)i0 * lda, lda, B, ldb,
+                      beta, bias, gelu, C + (size_t)i0 * ldc, ldc);
+        }
+        return;
+    }
+    /* Other small products are faster on one thread than with a fork/join. */
     if ((double)M * N * K < SERIAL_MACS) nthreads = 1;
 #ifdef GS_HAVE_AVX512_PATH
     /* A few rows reuse a packed B too little to pay for packing it: B is then read
