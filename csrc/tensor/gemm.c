@@ -737,7 +737,12 @@ static void row_blocks(int M, int mr_k, int *mc_step, int *n_mblocks)
 /* Whether a product below SERIAL_MACS still runs on several threads, each on its own
  * rows with its own packed copy of B: one fork and no barrier, where the shared-panel
  * scheme above pays three. Worth it when B is small beside A (M >= 2N) and each
- * thread gets at least 64 rows; not inside another parallel region. */
+ * thread gets at least 64 rows; not inside another parallel region. bench_gemm.py
+ * --quick --threads 2 --against <the build before>, Xeon model 167, three runs: 256 x 64
+ * x 64 TN 1.48-1.67x, 256 x 128 x 128 TT 1.65-1.79x (0.66 -> 1.08-1.12 of OpenBLAS); the
+ * shared-panel scheme on these rows gave 0.87-1.05x, and 0.68-0.71x at 64 x 512 x 128 TT,
+ * whose B is large, so those stay on one thread. A training step of the quick model at
+ * 2 threads: 0.999-1.020x (noise). */
 #define ROW_SPLIT_MACS (1.0 * 1024 * 1024)
 static int splits_rows(int M, int N, int K, int nthreads)
 {
