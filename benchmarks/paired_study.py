@@ -297,7 +297,10 @@ def main(argv=None):
             "", md_table(curves), "", f"![validation curves]({args.name}-study-ml-100k-curves.png)", ""])
     RESULTS.mkdir(exist_ok=True)
     if curves is not None:
-        curves.to_csv(RESULTS / f"{args.name}-study-ml-100k-curves.csv", index=False)
+        # every row names the CPUs and kernel paths its arm's cells ran on
+        ran_on = df.groupby("arm").apply(lambda g: "; ".join(sorted(set(g["cpu"] + ", " + g["kernel_path"]))))
+        curves.assign(cpu=curves["arm"].map(ran_on)).to_csv(RESULTS / f"{args.name}-study-ml-100k-curves.csv",
+                                                             index=False)
         plot_curves(curves, RESULTS / f"{args.name}-study-ml-100k-curves.png", f"{args.name} ({info['cpu']})")
     df.to_csv(RESULTS / f"{args.name}-study-ml-100k.csv", index=False)
     (RESULTS / f"{args.name}-study-ml-100k.md").write_text(text)

@@ -330,8 +330,9 @@ def plot(summary, path, title):
             ax.scatter(x, y, s=40)
             ax.annotate(m, (x, y), fontsize=8, xytext=(3, 3), textcoords="offset points")
         ax.set(xlabel="recommendation NDCG@10", ylabel="search NDCG@10")
-        ax.set_title(f"{title}\n{protocol} protocol", fontsize=8)
+        ax.set_title(f"{protocol} protocol", fontsize=8)
         ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=8)  # the dataset and every CPU, one per line, across both panels
     plt.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -412,8 +413,8 @@ def main():
     summary = summarise(df)
     sig = significance(summary, load_ranks(rank_sources))
     write_markdown(summary, out / f"{name}.md", header, sig)
-    machines = "; ".join(sorted({f"{c}, {k}" for c, k in zip(df["cpu"], df["kernel_path"])}))
-    plot(summary, out / f"{name}.png", f"{args.dataset} ({machines})")
+    machines = "\n".join(sorted({f"{c}, {k}" for c, k in zip(df["cpu"], df["kernel_path"])}))
+    plot(summary, out / f"{name}.png", f"{args.dataset}, run on:\n{machines}")
     print((out / f"{name}.md").read_text())
 
 
