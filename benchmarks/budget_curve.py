@@ -83,15 +83,18 @@ def main(argv=None):
           f"Command: `{cmd} --name {args.name}` at commit {commit()}. No refit: the rows are the studies' own "
           f"({', '.join(sorted(set(rows['source'])))}); models fitted on {', '.join(sorted(set(rows['cpu'])))}. "
           f"Sampled protocol (100 candidates), mean ± std over seeds; all validation cases.", "",
-          "| task | epochs | seeds | NDCG@10 | per seed | gain over the budget before |", "|---|---|---|---|---|---|"]
+          "| task | epochs | seeds | NDCG@10 | per seed | gain over the budget before, on the seeds both have |", "|---|---|---|---|---|---|"]
     for task, t in table.groupby("task", sort=False):
         prev = None
         for r in t.sort_values("epochs").itertuples():
             seeds = per_seed.loc[(task, r.epochs)].dropna()
-            gain = "" if prev is None else f"{r.mean - prev:+.4f}"
+            gain = ""
+            if prev is not None:  # over the seeds both budgets have: a seed's own difference
+                shared = seeds.index.intersection(prev.index)
+                gain = f"{(seeds[shared] - prev[shared]).mean():+.4f} ({len(shared)} seed{'s' if len(shared) > 1 else ''})" if len(shared) else "-"
             md.append(f"| {task} | {r.epochs} | {int(r.count)} | {r.mean:.4f} ± {0 if np.isnan(r.std) else r.std:.4f} "
                       f"| {', '.join(f'{v:.4f} (seed {s})' for s, v in seeds.items())} | {gain} |")
-            prev = r.mean
+            prev = seeds
     for task in dict.fromkeys(table["task"]):
         if task not in lines:
             continue
@@ -107,9 +110,12 @@ def main(argv=None):
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         r = rows[rows["task"] == task]
-        ax.scatter(r["epochs"], r["NDCG@10"], s=14, alpha=0.6, label="GenSAR, one seed")
+        for i, (seed, rs) in enumerate(r.sort_values("epochs").groupby("seed")):
+            ax.plot(rs["epochs"], rs["NDCG@10"], marker=".", lw=0.8, alpha=0.5, color="tab:blue",
+                    label="GenSAR, one seed" if i == 0 else None)
         m = table[table["task"] == task].sort_values("epochs")
-        ax.plot(m["epochs"], m["mean"], marker="o", label="GenSAR, mean over seeds")
+        ax.plot(m["epochs"], m["mean"], marker="o", color="tab:blue",
+                label="GenSAR, mean over the seeds each budget has")
         if task in lines:
             ax.axhline(lines[task][1], ls="--", color="grey", label=f"{lines[task][0]} (validation)")
         ax.set_xscale("log", base=2)
@@ -117,7 +123,7 @@ def main(argv=None):
         ax.set_xlabel("training epochs (log scale)")
         ax.set_ylabel(f"validation NDCG@10 ({PROTOCOL})")
         ax.set_title(task)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"GenSAR on {args.name}: validation quality against budget")
     fig.tight_layout()
     fig.savefig(out / f"budget-curve-{args.name}.png", dpi=110)

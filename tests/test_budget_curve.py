@@ -24,8 +24,8 @@ def test_budget_curve_tabulates_sampled_means_and_gains(tmp_path):
                 "--baselines", str(tmp_path / "base.csv"), "--name", "t", "--out", str(tmp_path)])
     md = (tmp_path / "budget-curve-t.md").read_text()
     assert "| rec | 10 | 2 | 0.2100 ± 0.0141 |" in md          # the full protocol's rows are not mixed in
-    assert "| rec | 20 | 2 | 0.2600 ± 0.0141 |" in md and "| +0.0500 |" in md
-    assert "| search | 20 | 2 | 0.3200 ± 0.0141 |" in md and "| +0.0200 |" in md
+    assert "| rec | 20 | 2 | 0.2600 ± 0.0141 |" in md and "| +0.0500 (2 seeds) |" in md
+    assert "| search | 20 | 2 | 0.3200 ± 0.0141 |" in md and "| +0.0200 (2 seeds) |" in md
     assert "Baseline, rec: sasrec 0.4000" in md                 # the best baseline of the task
     assert (tmp_path / "budget-curve-t.png").stat().st_size > 0
 
