@@ -39,7 +39,7 @@ def arm_rows(csv: str, arm: str, epochs: int) -> pd.DataFrame:
     if rows.empty:
         raise SystemExit(f"{csv} has no {PROTOCOL} rows of arm {arm!r}; its arms: {sorted(set(df['arm']))}")
     out = rows[["seed", "task", "NDCG@10"]].assign(epochs=epochs, arm=arm, source=Path(csv).name)
-    out["cpu"] = rows["cpu"] if "cpu" in rows else "unknown"
+    out["cpu"] = (rows["cpu"] + ", " + rows["kernel_path"]) if {"cpu", "kernel_path"} <= set(rows) else "unrecorded"
     return out
 
 
@@ -124,7 +124,8 @@ def main(argv=None):
         ax.set_ylabel(f"validation NDCG@10 ({PROTOCOL})")
         ax.set_title(task)
         ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle(f"GenSAR on {args.name}: validation quality against budget")
+    fig.suptitle(f"GenSAR on {args.name}: validation quality against budget\nfitted on "
+                 + "; ".join(sorted(set(rows["cpu"]))), fontsize=9)
     fig.tight_layout()
     fig.savefig(out / f"budget-curve-{args.name}.png", dpi=110)
     print("\n".join(md))

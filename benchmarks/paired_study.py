@@ -94,7 +94,9 @@ def worker(args):
     table = model.evaluate("valid", protocols=("sampled", "full"), progress=False)
     table.insert(0, "fit_s", round(fit_s, 1) if fitted else float("nan"))
     info = gensar.cpu_info()  # every cell names the CPU, kernel path and code it ran on
-    table["cpu"], table["kernel_path"], table["commit"] = info["cpu"], info["isa"], commit()
+    # the kernel path names the bf16 product kernel too when the arm ran with bf16 products
+    path = info["isa"] + (f" + {info['sgemm_kernel']}" if info["precision"] != "fp32" else "")
+    table["cpu"], table["kernel_path"], table["commit"] = info["cpu"], path, commit()
     table.to_csv(out / "eval.csv", index=False)
     np.savez(out / "ranks.npz", **{f"{t}|{p}": np.asarray(r) for (t, p), r in model.eval_ranks_.items()})
 
@@ -182,7 +184,9 @@ def learning_curves(cells):
     return out.rename(columns={"seed": "seeds"}).reset_index()
 
 
-def plot_curves(curves, path, title):
+def plot_curves(curves, path, title, ran_on):
+    """One panel per task's validation NDCG@10 against the epoch; `ran_on`: arm -> where its
+    cells ran (CPU, kernel path, environment), named in the figure's title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,10 +197,10 @@ def plot_curves(curves, path, title):
     for ax, col in zip(axes[0], tasks):
         for arm, g in curves.groupby("arm", sort=False):
             ax.plot(g["epoch"], g[col], marker="o", label=arm)
-        ax.set(xlabel="epoch", ylabel=f"validation {col}", title=title)
-        ax.title.set_fontsize(8)
+        ax.set(xlabel="epoch", ylabel=f"validation {col}")
         ax.grid(alpha=0.3)
         ax.legend()
+    fig.suptitle(title + "\n" + "\n".join(f"{arm}: {where}" for arm, where in ran_on.items()), fontsize=8)
     plt.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -301,7 +305,9 @@ def main(argv=None):
         ran_on = df.groupby("arm").apply(lambda g: "; ".join(sorted(set(g["cpu"] + ", " + g["kernel_path"]))))
         curves.assign(cpu=curves["arm"].map(ran_on)).to_csv(RESULTS / f"{args.name}-study-ml-100k-curves.csv",
                                                              index=False)
-        plot_curves(curves, RESULTS / f"{args.name}-study-ml-100k-curves.png", f"{args.name} ({info['cpu']})")
+        envs = {a["name"]: "".join(f", {k}={v}" for k, v in a["env"].items()) for a in arms}
+        plot_curves(curves, RESULTS / f"{args.name}-study-ml-100k-curves.png", args.name,
+                    {arm: f"{cpu}{envs.get(arm, '')}" for arm, cpu in ran_on.items() if arm in set(curves["arm"])})
     df.to_csv(RESULTS / f"{args.name}-study-ml-100k.csv", index=False)
     (RESULTS / f"{args.name}-study-ml-100k.md").write_text(text)
     print(text)
