@@ -30,7 +30,7 @@ PROTOCOL = "sampled"
 
 
 def arm_rows(csv: str, arm: str, epochs: int) -> pd.DataFrame:
-    """One study arm's sampled validation rows: seed, task, NDCG@10, epochs, cpu."""
+    """One study arm's sampled validation rows: seed, task, NDCG@10, epochs, ran_on (CPU, kernel path)."""
     df = pd.read_csv(csv, comment="#")
     missing = {"seed", "arm", "task", "protocol", "NDCG@10"} - set(df.columns)
     if missing:
@@ -39,7 +39,7 @@ def arm_rows(csv: str, arm: str, epochs: int) -> pd.DataFrame:
     if rows.empty:
         raise SystemExit(f"{csv} has no {PROTOCOL} rows of arm {arm!r}; its arms: {sorted(set(df['arm']))}")
     out = rows[["seed", "task", "NDCG@10"]].assign(epochs=epochs, arm=arm, source=Path(csv).name)
-    out["cpu"] = (rows["cpu"] + ", " + rows["kernel_path"]) if {"cpu", "kernel_path"} <= set(rows) else "unrecorded"
+    out["ran_on"] = (rows["cpu"] + ", " + rows["kernel_path"]) if {"cpu", "kernel_path"} <= set(rows) else "unrecorded"
     return out
 
 
@@ -81,7 +81,7 @@ def main(argv=None):
         f"--arm {c} {a} {e}" for c, a, e in args.arm) + (f" --baselines {args.baselines}" if args.baselines else "")
     md = [f"# Validation NDCG@10 against the training budget ({args.name})", "",
           f"Command: `{cmd} --name {args.name}` at commit {commit()}. No refit: the rows are the studies' own "
-          f"({', '.join(sorted(set(rows['source'])))}); models fitted on {', '.join(sorted(set(rows['cpu'])))}. "
+          f"({', '.join(sorted(set(rows['source'])))}); models fitted on {', '.join(sorted(set(rows['ran_on'])))}. "
           f"Sampled protocol (100 candidates), mean ± std over seeds; all validation cases.", "",
           "| task | epochs | seeds | NDCG@10 | per seed | gain over the budget before, on the seeds both have |", "|---|---|---|---|---|---|"]
     for task, t in table.groupby("task", sort=False):
@@ -125,7 +125,7 @@ def main(argv=None):
         ax.set_title(task)
         ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"GenSAR on {args.name}: validation quality against budget\nfitted on "
-                 + "; ".join(sorted(set(rows["cpu"]))), fontsize=9)
+                 + "; ".join(sorted(set(rows["ran_on"]))), fontsize=9)
     fig.tight_layout()
     fig.savefig(out / f"budget-curve-{args.name}.png", dpi=110)
     print("\n".join(md))
