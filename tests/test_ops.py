@@ -54,12 +54,15 @@ def test_matmul_same_result_on_one_and_two_threads(rng, threads, M, N, K):
     np.testing.assert_allclose(two, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4 * np.sqrt(K))
 
 
-# Products below gemm.c's SERIAL_MACS with many rows and a small B split their rows
-# between the threads (splits_rows), each packing its own B; every transpose form, a
-# bias and the fused GELU, and ragged row counts (not a multiple of the 12-row strip).
-@pytest.mark.parametrize("M,N,K", [(256, 64, 64), (320, 128, 128), (301, 40, 300), (250, 125, 125)])
+# Small products split between the threads, one fork and no barrier: many rows and a
+# small B by rows (gemm.c splits_rows), each thread packing its own B; few rows and a
+# wide B by whole column panels (splits_cols), each packing its own A. Every transpose
+# form, a bias and the fused GELU, and ragged counts (rows not a multiple of the 12-row
+# strip, columns not of the 32-column panel, an odd number of panels).
+@pytest.mark.parametrize("M,N,K", [(256, 64, 64), (320, 128, 128), (301, 40, 300), (250, 125, 125),
+                                   (64, 512, 128), (40, 200, 300), (64, 160, 2048), (120, 130, 512)])
 @pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
-def test_row_split_products_same_result_on_one_and_two_threads(rng, threads, M, N, K, ta, tb):
+def test_split_products_same_result_on_one_and_two_threads(rng, threads, M, N, K, ta, tb):
     a, b = f32(rng, *((K, M) if ta else (M, K))), f32(rng, *((N, K) if tb else (K, N)))
     w, bias = f32(rng, N, K), f32(rng, N)
     x = a.T.copy() if ta else a

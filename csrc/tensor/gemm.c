@@ -750,6 +750,22 @@ static int splits_rows(int M, int N, int K, int nthreads)
            (double)M * N * K >= ROW_SPLIT_MACS && (double)M * N * K < SERIAL_MACS;
 }
 
+/* Whether a product of few rows (M < 2N, so splits_rows does not take it) runs on
+ * several threads, each on its own columns (whole panels, at least two per thread)
+ * with its own packed copy of its part of B and of all of A: one fork and no
+ * barrier. Taken from ROW_SPLIT_MACS up to COL_SPLIT_MACS, past SERIAL_MACS, since
+ * the shared-panel scheme's barriers per slab cost too much while M is one row
+ * block (M <= MC). bench_gemm.py --quick --threads 2 --against <the build before>, AMD
+ * EPYC family 25 model 17 (Zen 4), idle, two runs: 64 x 128 x 128 NT 1.70x, 1.53x; 64 x
+ * 128 x 512 TN 1.80x, 1.97x; 64 x 512 x 128 TT 1.73x, 1.58x; 64 x 2048 x 128 NT 1.29x,
+ * 1.17x; the other 24 shapes 0.86x-1.09x (noise). Not yet measured on a Xeon. */
+#define COL_SPLIT_MACS (32.0 * 1024 * 1024)
+static int splits_cols(int M, int N, int K, int cols, int nthreads)
+{
+    return nthreads > 1 && !omp_in_parallel() && M <= MC && M < 2 * N && N >= 2 * cols * nthreads &&
+           (double)M * N * K >= ROW_SPLIT_MACS && (double)M * N * K < COL_SPLIT_MACS;
+}
+
 /* Whether a product with non-transposed A and B (one thread, one slab) skips
  * packing B. Packing costs one pass over B and saves strided reads on every pass
  * the row blocks make: with one row block it is pure overhead, and with a shallow
@@ -949,6 +965,20 @@ static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
             if (rows > 0)
                 sgemm(trans_a, trans_b, rows, N, K, alpha, trans_a ? A + i0 : A + (size_t)i0 * lda, lda, B, ldb,
                       beta, bias, gelu, C + (size_t)i0 * ldc, ldc);
+        }
+        return;
+    }
+    if (splits_cols(M, N, K, k.cols, nthreads)) {
+        /* columns in whole panels; every element is summed as on one thread */
+        const int panels = (N + k.cols - 1) / k.cols;
+#pragma omp parallel num_threads(nthreads)
+        {
+            const int t = omp_get_thread_num(), n = omp_get_num_threads();
+            const int j0 = panels * t / n * k.cols, j1 = panels * (t + 1) / n * k.cols;
+            const int cols = (j1 < N ? j1 : N) - j0;
+            if (cols > 0)
+                sgemm(trans_a, trans_b, M, cols, K, alpha, A, lda, trans_b ? B + (size_t)j0 * ldb : B + j0, ldb,
+                      beta, bias ? bias + j0 : NULL, gelu, C + j0, ldc);
         }
         return;
     }
