@@ -954,31 +954,23 @@ static void sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
 #endif
     const gemm_kernel k = select_kernel();
     int nthreads = gs_num_threads();
-    if (splits_rows(M, N, K, nthreads)) {
-        /* rows in whole micro-kernel strips, so every element is summed as on one thread */
-        const int strips = (M + k.rows - 1) / k.rows;
+    const int by_rows = splits_rows(M, N, K, nthreads);
+    if (by_rows || splits_cols(M, N, K, k.cols, nthreads)) {
+        /* each thread its share of rows (whole micro-kernel strips) or of columns (whole
+         * panels), so every element is summed as on one thread */
+        const int unit = by_rows ? k.rows : k.cols, extent = by_rows ? M : N;
+        const int units = (extent + unit - 1) / unit;
 #pragma omp parallel num_threads(nthreads)
         {
             const int t = omp_get_thread_num(), n = omp_get_num_threads();
-            const int i0 = strips * t / n * k.rows, i1 = strips * (t + 1) / n * k.rows;
-            const int rows = (i1 < M ? i1 : M) - i0;
-            if (rows > 0)
-                sgemm(trans_a, trans_b, rows, N, K, alpha, trans_a ? A + i0 : A + (size_t)i0 * lda, lda, B, ldb,
-                      beta, bias, gelu, C + (size_t)i0 * ldc, ldc);
-        }
-        return;
-    }
-    if (splits_cols(M, N, K, k.cols, nthreads)) {
-        /* columns in whole panels; every element is summed as on one thread */
-        const int panels = (N + k.cols - 1) / k.cols;
-#pragma omp parallel num_threads(nthreads)
-        {
-            const int t = omp_get_thread_num(), n = omp_get_num_threads();
-            const int j0 = panels * t / n * k.cols, j1 = panels * (t + 1) / n * k.cols;
-            const int cols = (j1 < N ? j1 : N) - j0;
-            if (cols > 0)
-                sgemm(trans_a, trans_b, M, cols, K, alpha, A, lda, trans_b ? B + (size_t)j0 * ldb : B + j0, ldb,
-                      beta, bias ? bias + j0 : NULL, gelu, C + j0, ldc);
+            const int u0 = units * t / n * unit, u1 = units * (t + 1) / n * unit;
+            const int len = (u1 < extent ? u1 : extent) - u0;
+            if (len > 0 && by_rows)
+                sgemm(trans_a, trans_b, len, N, K, alpha, trans_a ? A + u0 : A + (size_t)u0 * lda, lda, B, ldb,
+                      beta, bias, gelu, C + (size_t)u0 * ldc, ldc);
+            else if (len > 0)
+                sgemm(trans_a, trans_b, M, len, K, alpha, A, lda, trans_b ? B + (size_t)u0 * ldb : B + u0, ldb,
+                      beta, bias ? bias + u0 : NULL, gelu, C + u0, ldc);
         }
         return;
     }
