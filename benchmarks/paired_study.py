@@ -166,6 +166,17 @@ def load_earlier(path, arm, seeds) -> list:
     return df.to_dict("records")
 
 
+def earlier_curves(path, arm):
+    """The earlier study's mean curve of `arm` (its <name>-curves.csv beside the CSV, written
+    by this script), or None when that study logged none."""
+    f = Path(path).with_name(Path(path).stem + "-curves.csv")
+    if not f.is_file():
+        return None
+    c = pd.read_csv(f)
+    c = c[c["arm"] == arm].drop(columns=["cpu"], errors="ignore")
+    return c if len(c) else None
+
+
 def learning_curves(cells):
     """Per arm and epoch, the mean over seeds of the cells' history.csv columns (validation
     NDCG@10 and teacher-forced losses), or None when no cell logged its epochs."""
@@ -196,7 +207,8 @@ def plot_curves(curves, path, title, ran_on):
     fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(5 * max(len(tasks), 1), 4), squeeze=False)
     for ax, col in zip(axes[0], tasks):
         for arm, g in curves.groupby("arm", sort=False):
-            ax.plot(g["epoch"], g[col], marker="o", label=arm)
+            n = int(g["seeds"].max())
+            ax.plot(g["epoch"], g[col], marker="o", label=f"{arm} (mean of {n} seed{'s' * (n > 1)})")
         ax.set(xlabel="epoch", ylabel=f"validation {col}")
         ax.grid(alpha=0.3)
         ax.legend()
@@ -294,10 +306,16 @@ def main(argv=None):
         "Per seed:", "",
         md_table(df.sort_values(["task", "protocol", "seed", "arm"])), ""])
     curves = learning_curves(cells)
+    # the earlier arm's curve beside the new one: its mean over the earlier study's seeds
+    # (the `seeds` column says how many), so the plot shows what the new arm is compared with
+    old = earlier_curves(args.earlier, a) if args.earlier and curves is not None else None
+    if old is not None:
+        curves = pd.concat([old, curves], ignore_index=True)
     if curves is not None:
         text += "\n".join([
             "", "Learning curves: validation after each epoch on the preset's validation cases (the curve "
-            "the kept epoch was chosen on), mean over seeds; `best` counts the seeds whose kept epoch it is.",
+            "the kept epoch was chosen on), mean over seeds; `best` counts the seeds whose kept epoch it is"
+            + (f"; arm {a}'s curve is the earlier study's" if old is not None else "") + ".",
             "", md_table(curves), "", f"![validation curves]({args.name}-study-ml-100k-curves.png)", ""])
     RESULTS.mkdir(exist_ok=True)
     if curves is not None:

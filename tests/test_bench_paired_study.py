@@ -20,9 +20,9 @@ def test_a_cell_is_claimed_once_and_a_dead_owners_lock_is_taken_over(tmp_path):
     assert (cell / "fitting.pid").read_text() == str(os.getpid())
 
 
-def test_an_earlier_studys_arm_and_the_learning_curves(tmp_path, monkeypatch):
-    """--earlier: the first arm's rows come from an earlier study's CSV (compared over
-    seeds only); the cells' history.csv give each arm's mean validation curve."""
+def _earlier_and_new_cells(tmp_path, monkeypatch):
+    """An earlier study's CSV (arm "old", seeds 0 and 1; arm "other") and two fitted cells of
+    arm "new" with their eval.csv, ranks.npz and history.csv; returns the script's module."""
     import numpy as np
     import pandas as pd
 
@@ -45,6 +45,16 @@ def test_an_earlier_studys_arm_and_the_learning_curves(tmp_path, monkeypatch):
         pd.DataFrame({"epoch": [1, 2], "loss": [2.0, 1.0], "lr": [1e-3, 0.0], "seconds": [5.0, 5.0],
                       "rec_NDCG@10": [0.1, 0.2 + s], "search_NDCG@10": [0.3, 0.1],
                       "NDCG@10": [0.2, 0.15 + s]}).to_csv(cell / "history.csv", index=False)
+    return study
+
+
+def test_an_earlier_studys_arm_and_the_learning_curves(tmp_path, monkeypatch):
+    """--earlier: the first arm's rows come from an earlier study's CSV (compared over
+    seeds only); the cells' history.csv give each arm's mean validation curve."""
+    import numpy as np
+    import pandas as pd
+
+    study = _earlier_and_new_cells(tmp_path, monkeypatch)
     study.main(["--name", "t", "--cache", str(tmp_path / "cells"), "--seeds", "0", "1", "--earlier",
                 str(tmp_path / "earlier.csv"), "--arm", "old", "--arm", "new", "epochs=2"])
     df = pd.read_csv(tmp_path / "results" / "t-study-ml-100k.csv")
@@ -56,3 +66,22 @@ def test_an_earlier_studys_arm_and_the_learning_curves(tmp_path, monkeypatch):
     assert curves["epoch"].tolist() == [1, 2] and (curves["arm"] == "new").all()
     assert np.allclose(curves["rec_NDCG@10"], [0.1, 0.7]) and curves["best"].tolist() == [1, 1]
     assert (tmp_path / "results" / "t-study-ml-100k-curves.png").stat().st_size > 0
+
+
+def test_the_earlier_arms_curve_is_drawn_beside_the_new_one(tmp_path, monkeypatch):
+    """With the earlier study's -curves.csv beside its CSV, the earlier arm's curve (and no
+    other arm's) joins the new arm's in the curves CSV, with the CPU it ran on."""
+    import pandas as pd
+
+    study = _earlier_and_new_cells(tmp_path, monkeypatch)
+    pd.DataFrame([dict(arm=arm, epoch=e, loss=1.0, **{"rec_NDCG@10": v, "search_NDCG@10": v, "NDCG@10": v},
+                       best=0, seeds=3, cpu="cpu Y, avx2") for arm, v in (("old", 0.4), ("other", 0.9))
+                  for e in (1, 2)]).to_csv(tmp_path / "earlier-curves.csv", index=False)
+    study.main(["--name", "t", "--cache", str(tmp_path / "cells"), "--seeds", "0", "1", "--earlier",
+                str(tmp_path / "earlier.csv"), "--arm", "old", "--arm", "new", "epochs=2"])
+    curves = pd.read_csv(tmp_path / "results" / "t-study-ml-100k-curves.csv")
+    assert curves["arm"].tolist() == ["old", "old", "new", "new"]
+    assert curves.loc[curves["arm"] == "old", "rec_NDCG@10"].tolist() == [0.4, 0.4]
+    assert curves.loc[curves["arm"] == "old", "seeds"].tolist() == [3, 3]
+    assert (curves.loc[curves["arm"] == "new", "cpu"] == "cpu X, avx512").all()
+    assert "arm old's curve is the earlier study's" in (tmp_path / "results" / "t-study-ml-100k.md").read_text()
