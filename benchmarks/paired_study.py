@@ -168,13 +168,15 @@ def load_earlier(path, arm, seeds) -> list:
 
 def earlier_curves(path, arm):
     """The earlier study's mean curve of `arm` (its <name>-curves.csv beside the CSV, written
-    by this script), or None when that study logged none."""
+    by this script) and where its cells ran (None if not named), or (None, None) when that
+    study logged none."""
     f = Path(path).with_name(Path(path).stem + "-curves.csv")
-    if not f.is_file():
-        return None
-    c = pd.read_csv(f)
-    c = c[c["arm"] == arm].drop(columns=["cpu"], errors="ignore")
-    return c if len(c) else None
+    c = pd.read_csv(f) if f.is_file() else pd.DataFrame(columns=["arm"])
+    c = c[c["arm"] == arm]
+    if c.empty:
+        return None, None
+    where = "; ".join(sorted(set(c["cpu"].dropna()))) if "cpu" in c else ""
+    return c.drop(columns=["cpu"], errors="ignore"), where or None
 
 
 def learning_curves(cells):
@@ -308,7 +310,7 @@ def main(argv=None):
     curves = learning_curves(cells)
     # the earlier arm's curve beside the new one: its mean over the earlier study's seeds
     # (the `seeds` column says how many), so the plot shows what the new arm is compared with
-    old = earlier_curves(args.earlier, a) if args.earlier and curves is not None else None
+    old, old_ran_on = earlier_curves(args.earlier, a) if args.earlier and curves is not None else (None, None)
     if old is not None:
         curves = pd.concat([old, curves], ignore_index=True)
     if curves is not None:
@@ -321,6 +323,8 @@ def main(argv=None):
     if curves is not None:
         # every row names the CPUs and kernel paths its arm's cells ran on
         ran_on = df.groupby("arm").apply(lambda g: "; ".join(sorted(set(g["cpu"] + ", " + g["kernel_path"]))))
+        if old_ran_on:  # the earlier curve averages all its study's seeds, not only the ones compared
+            ran_on[a] = old_ran_on
         curves.assign(cpu=curves["arm"].map(ran_on)).to_csv(RESULTS / f"{args.name}-study-ml-100k-curves.csv",
                                                              index=False)
         envs = {a["name"]: "".join(f", {k}={v}" for k, v in a["env"].items()) for a in arms}

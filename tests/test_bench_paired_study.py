@@ -84,4 +84,5 @@ def test_the_earlier_arms_curve_is_drawn_beside_the_new_one(tmp_path, monkeypatc
     assert curves.loc[curves["arm"] == "old", "rec_NDCG@10"].tolist() == [0.4, 0.4]
     assert curves.loc[curves["arm"] == "old", "seeds"].tolist() == [3, 3]
     assert (curves.loc[curves["arm"] == "new", "cpu"] == "cpu X, avx512").all()
+    assert (curves.loc[curves["arm"] == "old", "cpu"] == "cpu Y, avx2").all()  # its own seeds' CPUs
     assert "arm old's curve is the earlier study's" in (tmp_path / "results" / "t-study-ml-100k.md").read_text()
