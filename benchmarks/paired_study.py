@@ -71,6 +71,16 @@ def parse_arm(tokens):
     return arm
 
 
+def recorded_fit_seconds(cell_dir: Path) -> float:
+    """The fit seconds a cell's earlier evaluation recorded (a finished cell run again only
+    re-evaluates its saved model, and must not lose them); NaN when none were recorded
+    (e.g. a model copied from an earlier study)."""
+    try:
+        return float(pd.read_csv(cell_dir / "eval.csv")["fit_s"].iloc[0])
+    except (FileNotFoundError, KeyError, IndexError, ValueError, pd.errors.EmptyDataError):
+        return float("nan")
+
+
 def worker(args):
     """One cell: fit (or load) the arm's model for one seed, evaluate on validation,
     write eval.csv and ranks.npz beside the saved model."""
@@ -90,9 +100,9 @@ def worker(args):
         model.save(out)
         # the learning curve the best epoch was chosen on (validation cases of the preset)
         model.history_.to_csv(out / "history.csv", index=False)
-    fit_s = time.perf_counter() - t0
+    fit_s = round(time.perf_counter() - t0, 1) if fitted else recorded_fit_seconds(out)
     table = model.evaluate("valid", protocols=("sampled", "full"), progress=False)
-    table.insert(0, "fit_s", round(fit_s, 1) if fitted else float("nan"))
+    table.insert(0, "fit_s", fit_s)
     info = gensar.cpu_info()  # every cell names the CPU, kernel path and code it ran on
     # the kernel path names the bf16 product kernel too when the arm ran with bf16 products
     path = info["isa"] + (f" + {info['sgemm_kernel']}" if info["precision"] != "fp32" else "")

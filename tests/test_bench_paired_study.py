@@ -86,3 +86,39 @@ def test_the_earlier_arms_curve_is_drawn_beside_the_new_one(tmp_path, monkeypatc
     assert (curves.loc[curves["arm"] == "new", "cpu"] == "cpu X, avx512").all()
     assert (curves.loc[curves["arm"] == "old", "cpu"] == "cpu Y, avx2").all()  # its own seeds' CPUs
     assert "arm old's curve is the earlier study's" in (tmp_path / "results" / "t-study-ml-100k.md").read_text()
+
+
+def test_a_finished_cell_run_again_keeps_its_recorded_fit_seconds(tmp_path, monkeypatch):
+    """--worker on a cell that already holds a saved model only re-evaluates it: the new
+    eval.csv keeps the fit seconds the first run recorded (NaN when none were recorded)."""
+    import argparse
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    study = load_benchmark("paired_study")
+
+    class SavedModel:  # stands for GenSAR.load's model: evaluation only
+        eval_ranks_ = {("rec", "sampled"): np.array([0, 2])}
+
+        def evaluate(self, split, protocols, progress):
+            assert split == "valid"  # a study never reads test
+            return pd.DataFrame([dict(task="rec", protocol="sampled", cases=2, **{"NDCG@10": 0.5})])
+
+    monkeypatch.setattr(study.datasets, "load", lambda name, seed: None)
+    monkeypatch.setattr(study.gensar.GenSAR, "load", classmethod(lambda cls, path, dataset: SavedModel()))
+    cell = tmp_path / "arm-s0"
+    cell.mkdir()
+    (cell / "manifest.json").write_text("{}")  # a model was saved here
+    args = argparse.Namespace(worker=json.dumps({"name": "arm", "config": {}, "env": {}}), out=str(cell),
+                              threads=0, preset="full", seed=0)
+
+    study.worker(args)  # copied in without an eval.csv: no fit seconds known
+    assert np.isnan(pd.read_csv(cell / "eval.csv")["fit_s"].iloc[0])
+
+    pd.DataFrame([dict(task="rec", protocol="sampled", fit_s=7341.0)]).to_csv(cell / "eval.csv", index=False)
+    study.worker(args)  # run again on a cell its first run evaluated
+    again = pd.read_csv(cell / "eval.csv")
+    assert again["fit_s"].tolist() == [7341.0] and again["NDCG@10"].tolist() == [0.5]
+    assert set(np.load(cell / "ranks.npz").files) == {"rec|sampled"}
