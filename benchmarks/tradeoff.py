@@ -70,7 +70,7 @@ from gensar.baselines import BM25SASRecSearch, BM25Search, DenseSearch, Populari
 from gensar.cli import PRESETS, _load_dataset
 from gensar.evaluate import evaluate_scorer
 from gensar.stats import ndcg_at, paired_test
-from gensar.tasks import REC_TASKS, SEARCH_TASKS, task_subset
+from gensar.tasks import REC_TASKS, SEARCH_TASKS, TASKS, task_subset
 
 # Variants differ only in which tasks they train and which identifier each task uses;
 # task_subset keeps the reference mixture's weight of every task a variant keeps, so
@@ -184,7 +184,8 @@ def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance, saved=None,
             model = DenseSearch(encoder).fit(ds, item_embeddings=sem)
             scorer(model.score, method, sem_s, tasks=("search",))
         elif method in saved:
-            evaluate_saved(ds, Path(saved[method].format(seed=seed)), method, add, progress, split)
+            evaluate_saved(ds, Path(saved[method].format(seed=seed)), method, add, progress, split,
+                           expected=dict(cfg, **GENSAR_VARIANTS[method]))
         else:
             variant = dict(cfg, **GENSAR_VARIANTS[method])
             reuse = shared_ids is not None and variant.get("id_method", "joint") == "joint"
@@ -206,11 +207,35 @@ def run_seed(ds, seed, methods, cfg, progress, csv_path, provenance, saved=None,
     return rows
 
 
-def evaluate_saved(ds, directory, method, add, progress, split="test"):
+# The settings that make a GenSAR variant what it is: a saved model evaluated as a
+# variant must have been trained with that variant's values of these.
+VARIANT_KEYS = ("task_weights", "id_method", "rec_id", "search_id")
+
+
+def variant_mismatches(config, expected: dict) -> list:
+    """The VARIANT_KEYS where a saved model's config differs from the variant's settings
+    `expected` (preset + variant overrides; a key missing there means GenSAR's default)."""
+    default = gensar.GenSARConfig()
+    bad = []
+    for key in VARIANT_KEYS:
+        want, got = expected.get(key, getattr(default, key)), getattr(config, key)
+        if key == "task_weights":  # a task left out weighs 0
+            want, got = ({t: float(w.get(t, 0.0)) for t in TASKS} for w in (want, got))
+        if want != got:
+            bad.append(f"{key}: trained with {got}, the variant needs {want}")
+    return bad
+
+
+def evaluate_saved(ds, directory, method, add, progress, split="test", expected=None):
     """A GenSAR model saved by an earlier fit, evaluated on `split` like a fitted one; its
     training log is the saved history_ (or paired_study's history.csv beside it). The
-    fit time is not known here: train_s is NaN."""
+    fit time is not known here: train_s is NaN. expected: the variant's settings; a model
+    trained as another variant (e.g. a joint model loaded as gensar_rec_only) is refused."""
     model = gensar.GenSAR.load(directory, dataset=ds)
+    bad = variant_mismatches(model.config, expected) if expected is not None else []
+    if bad:
+        raise SystemExit(f"--load {method}={directory}: that model was not trained as {method} ("
+                         + "; ".join(bad) + "); load it under the method it was trained as")
     history = getattr(model, "history_", None)
     if history is None and (directory / "history.csv").is_file():
         history = pd.read_csv(directory / "history.csv")

@@ -98,3 +98,23 @@ def test_saved_models_are_evaluated_like_fitted_ones(tradeoff, tmp_path):
     best = int(model.history_.loc[model.history_["NDCG@10"].idxmax(), "epoch"])
     assert (got["best_epoch"] == best).all() and (got["epochs_run"] == 2).all()
     assert tradeoff.load_ranks([csv]).keys() == {("gensar", 4, t, p) for t, p in model.eval_ranks_}
+    # a saved model is evaluated only as the variant it was trained as
+    with pytest.raises(SystemExit, match="not trained as gensar_rec_only.*task_weights"):
+        tradeoff.run_seed(ds, 4, ["gensar_rec_only"], cfg, False, tmp_path / "wrong.csv", {},
+                          saved={"gensar_rec_only": str(tmp_path / "cell-s{seed}")})
+
+
+def test_a_variant_is_recognised_by_its_defining_settings(tradeoff):
+    """variant_mismatches: a task left out of task_weights weighs 0; settings outside
+    VARIANT_KEYS (epochs, lr) may differ; the identifier a task generates may not."""
+    from gensar.model import GenSARConfig
+
+    preset = dict(tradeoff.PRESETS["full"], epochs=80, lr=1e-3)
+    variant = lambda m: dict(preset, **tradeoff.GENSAR_VARIANTS[m])  # noqa: E731
+    rec_only = {t: w for t, w in tradeoff.GENSAR_VARIANTS["gensar_rec_only"]["task_weights"].items() if w > 0}
+    assert tradeoff.variant_mismatches(GenSARConfig(task_weights=rec_only), variant("gensar_rec_only")) == []
+    assert tradeoff.variant_mismatches(GenSARConfig(), variant("gensar")) == []
+    assert [m.split(":")[0] for m in tradeoff.variant_mismatches(GenSARConfig(), variant("gensar_rec_only"))] \
+        == ["task_weights"]
+    assert [m.split(":")[0] for m in tradeoff.variant_mismatches(GenSARConfig(), variant("gensar_semantic_ids"))] \
+        == ["rec_id"]
