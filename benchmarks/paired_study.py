@@ -271,9 +271,12 @@ def main(argv=None):
                 ndcg_at(ranks[f"{r['task']}|{r['protocol']}"])
     df = pd.DataFrame(rows)
     a, b = arms[0]["name"], arms[1]["name"]
-    summary = []
+    summary, one_arm_only = [], []
     for (task, protocol), g in df.groupby(["task", "protocol"], sort=False):
         piv = g.pivot(index="seed", columns="arm", values="NDCG@10")
+        if a not in piv or b not in piv:  # e.g. a rec-only variant has no search rows
+            one_arm_only.append(f"{task} {protocol} ({', '.join(piv.columns)} only)")
+            continue
         diff = piv[b] - piv[a]
         # over seeds needs two of them: a one-seed probe reports the test over cases only
         over_seeds = paired_test(piv[b].to_numpy(), piv[a].to_numpy()) if len(piv) > 1 else None
@@ -315,6 +318,8 @@ def main(argv=None):
         f"({args.threads} thread(s) each, {args.jobs} cell(s) at once, so indicative only): "
         + "; ".join(fit) + ".", "",
         md_table(pd.DataFrame(summary)), "",
+        *([f"Not compared, one arm was not evaluated on them: {'; '.join(one_arm_only)}.", ""]
+          if one_arm_only else []),
         "Per seed:", "",
         md_table(df.sort_values(["task", "protocol", "seed", "arm"])), ""])
     curves = learning_curves(cells)

@@ -20,9 +20,10 @@ def test_a_cell_is_claimed_once_and_a_dead_owners_lock_is_taken_over(tmp_path):
     assert (cell / "fitting.pid").read_text() == str(os.getpid())
 
 
-def _earlier_and_new_cells(tmp_path, monkeypatch):
+def _earlier_and_new_cells(tmp_path, monkeypatch, new_tasks=("rec", "search")):
     """An earlier study's CSV (arm "old", seeds 0 and 1; arm "other") and two fitted cells of
-    arm "new" with their eval.csv, ranks.npz and history.csv; returns the script's module."""
+    arm "new" with their eval.csv, ranks.npz and history.csv, evaluated on `new_tasks`;
+    returns the script's module."""
     import numpy as np
     import pandas as pd
 
@@ -39,11 +40,13 @@ def _earlier_and_new_cells(tmp_path, monkeypatch):
     for s in (0, 1):
         cell = tmp_path / "cells" / f"new-s{s}"
         cell.mkdir(parents=True)
+        new_keys = [(t, p) for t, p in keys if t in new_tasks]
         pd.DataFrame([dict(task=t, protocol=p, cases=3, **{"HR@10": 0.6, "NDCG@10": 0.25 + 0.01 * s}, fit_s=2.0,
-                           **prov) for t, p in keys]).to_csv(cell / "eval.csv", index=False)
-        np.savez(cell / "ranks.npz", **{f"{t}|{p}": np.array([0, 3, -1]) for t, p in keys})
+                           **prov) for t, p in new_keys]).to_csv(cell / "eval.csv", index=False)
+        np.savez(cell / "ranks.npz", **{f"{t}|{p}": np.array([0, 3, -1]) for t, p in new_keys})
+        curve = {"rec_NDCG@10": [0.1, 0.2 + s], "search_NDCG@10": [0.3, 0.1]}
         pd.DataFrame({"epoch": [1, 2], "loss": [2.0, 1.0], "lr": [1e-3, 0.0], "seconds": [5.0, 5.0],
-                      "rec_NDCG@10": [0.1, 0.2 + s], "search_NDCG@10": [0.3, 0.1],
+                      **{k: v for k, v in curve.items() if k.split("_")[0] in new_tasks},
                       "NDCG@10": [0.2, 0.15 + s]}).to_csv(cell / "history.csv", index=False)
     return study
 
@@ -86,6 +89,21 @@ def test_the_earlier_arms_curve_is_drawn_beside_the_new_one(tmp_path, monkeypatc
     assert (curves.loc[curves["arm"] == "new", "cpu"] == "cpu X, avx512").all()
     assert (curves.loc[curves["arm"] == "old", "cpu"] == "cpu Y, avx2").all()  # its own seeds' CPUs
     assert "arm old's curve is the earlier study's" in (tmp_path / "results" / "t-study-ml-100k.md").read_text()
+
+
+def test_a_task_only_one_arm_was_evaluated_on_is_named_not_compared(tmp_path, monkeypatch):
+    """A rec-only arm against a joint one: the rec rows are compared, the search rows are
+    kept per seed and named as not compared (no crash on the missing arm)."""
+    import pandas as pd
+
+    study = _earlier_and_new_cells(tmp_path, monkeypatch, new_tasks=("rec",))
+    study.main(["--name", "t", "--cache", str(tmp_path / "cells"), "--seeds", "0", "1", "--earlier",
+                str(tmp_path / "earlier.csv"), "--arm", "old", "--arm", "new", "epochs=2"])
+    md = (tmp_path / "results" / "t-study-ml-100k.md").read_text()
+    assert "| rec | sampled | 0.2050 ± 0.0071 | 0.2550 ± 0.0071 | +0.0500, +0.0500 |" in md
+    assert "Not compared, one arm was not evaluated on them: search sampled (old only)." in md
+    df = pd.read_csv(tmp_path / "results" / "t-study-ml-100k.csv")
+    assert len(df[(df["task"] == "search") & (df["arm"] == "old")]) == 2 and len(df[df["arm"] == "new"]) == 2
 
 
 def test_a_finished_cell_run_again_keeps_its_recorded_fit_seconds(tmp_path, monkeypatch):
