@@ -339,27 +339,37 @@ def write_markdown(summary, path, header, sig=None):
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-def plot(summary, path, title):
+def plot(summary, path, title) -> list:
+    """Both tasks' NDCG@10 per method, one panel per protocol, saved to `path`; returns the
+    legend's labels (every method once, in both panels' shared order)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.5))
+    methods = sorted(summary["method"].unique())
     for ax, protocol in zip(axes, ("sampled", "full")):
         s = summary[summary["protocol"] == protocol]
         rec = s[s["task"] == "rec"].set_index("method")["NDCG10_mean"]
         src = s[s["task"] == "search"].set_index("method")["NDCG10_mean"]
+        # a legend, not labels at the points: single-task methods share an axis and sit
+        # close together (the rec-only variant beside SASRec), where labels overlap
         for m in sorted(set(rec.index) | set(src.index)):
             x, y = rec.get(m, 0.0), src.get(m, 0.0)  # a single-task method sits on an axis
-            ax.scatter(x, y, s=40)
-            ax.annotate(m, (x, y), fontsize=8, xytext=(3, 3), textcoords="offset points")
+            i = methods.index(m)  # one marker and colour per method in both panels
+            ax.scatter(x, y, s=40, marker="os^Dv<>PX*"[i % 10], color=plt.cm.tab10(i % 10), label=m)
         ax.set(xlabel="recommendation NDCG@10", ylabel="search NDCG@10")
         ax.set_title(f"{protocol} protocol", fontsize=8)
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=8)  # the dataset and every CPU, one per line, across both panels
-    plt.tight_layout()
+    plt.tight_layout(rect=(0, 0, 0.86, 1))  # the legend, right of both panels, hides no point
+    handles = {label: h for ax in axes for h, label in zip(*ax.get_legend_handles_labels())}
+    labels = [m for m in methods if m in handles]
+    fig.legend([handles[m] for m in labels], labels, fontsize=8, loc="center right")
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return labels
 
 
 def main():

@@ -118,3 +118,15 @@ def test_a_variant_is_recognised_by_its_defining_settings(tradeoff):
         == ["task_weights"]
     assert [m.split(":")[0] for m in tradeoff.variant_mismatches(GenSARConfig(), variant("gensar_semantic_ids"))] \
         == ["rec_id"]
+
+
+def test_the_plot_names_every_method_once_in_one_legend(tradeoff, tmp_path):
+    """The trade-off plot: a legend (labels at the points overlapped where single-task
+    methods sit close on an axis) naming each method once, even one in one panel only."""
+    rows = [("gensar", "rec", "sampled", 0.30), ("gensar", "search", "sampled", 0.30),
+            ("sasrec", "rec", "sampled", 0.35), ("gensar_rec_only", "rec", "sampled", 0.29),
+            ("bm25", "search", "full", 0.29)]
+    summary = pd.DataFrame([dict(method=m, task=t, protocol=p, NDCG10_mean=v) for m, t, p, v in rows])
+    labels = tradeoff.plot(summary, tmp_path / "p.png", "title")
+    assert labels == ["bm25", "gensar", "gensar_rec_only", "sasrec"]
+    assert (tmp_path / "p.png").stat().st_size > 0
