@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _provenance import commit  # noqa: E402
+from _provenance import commit, save_figure  # noqa: E402
 
 PROTOCOL = "sampled"
 
@@ -127,7 +127,7 @@ def main(argv=None):
     fig.suptitle(f"GenSAR on {args.name}: validation quality against budget\nfitted on "
                  + "; ".join(sorted(set(rows["ran_on"]))), fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / f"budget-curve-{args.name}.png", dpi=110)
+    save_figure(fig, out / f"budget-curve-{args.name}.png", "; ".join(sorted(set(rows["ran_on"]))))
     print("\n".join(md))
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _provenance import commit, md_table  # noqa: E402
+from _provenance import commit, md_table, save_figure  # noqa: E402
 import pandas as pd
 
 import gensar
@@ -153,9 +153,8 @@ def report(run_dir: Path, results: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(results / f"learning-curve-{name}.png", dpi=120,  # the CPU in the file's metadata too
-                metadata={"Description": f"{info['cpu']['cpu']}, kernel path {path}, "
-                                         f"{info['cpu']['threads']} thread(s)"})
+    save_figure(fig, results / f"learning-curve-{name}.png",
+                f"{info['cpu']['cpu']}, kernel path {path}, {info['cpu']['threads']} thread(s)", dpi=120)
     cfg = info["config"]
     total = cfg.get("epochs")
     lines = [f"# Learning curve: {name}", "",

@@ -42,7 +42,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _child import BASE_ENV  # noqa: E402  (the user's environment, before gensar's import)
-from _provenance import commit, md_table  # noqa: E402
+from _provenance import commit, md_table, save_figure  # noqa: E402
 
 import gensar  # noqa: E402
 from gensar import datasets  # noqa: E402
@@ -226,7 +226,7 @@ def plot_curves(curves, path, title, ran_on):
         ax.legend()
     fig.suptitle(title + "\n" + "\n".join(f"{arm}: {where}" for arm, where in ran_on.items()), fontsize=8)
     plt.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, "; ".join(f"{arm}: {where}" for arm, where in ran_on.items()))
 
 
 def main(argv=None):

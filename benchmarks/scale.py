@@ -286,6 +286,9 @@ def report(csv_path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _provenance import save_figure  # here, not at the top: the measured children import nothing extra
+
     fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
     for s in STAGES:
         have = [f for f in fr if (f, s) in by]
@@ -301,9 +304,8 @@ def report(csv_path: Path) -> None:
     fig.suptitle(f"gensar stages vs data size ({r0['cpu']}, {r0['kernel_path']}, {r0['threads']} thread(s))",
                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(csv_path.with_suffix(".png"), dpi=110,  # the CPU in the file's metadata too
-                metadata={"Description": f"{r0['cpu']}, kernel path {r0['kernel_path']}, "
-                                         f"{r0['threads']} thread(s)"})
+    save_figure(fig, csv_path.with_suffix(".png"),
+                f"{r0['cpu']}, kernel path {r0['kernel_path']}, {r0['threads']} thread(s)")
 
 
 def main():

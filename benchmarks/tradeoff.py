@@ -63,7 +63,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _provenance import commit as checkout_commit  # noqa: E402
+from _provenance import commit as checkout_commit, save_figure  # noqa: E402
 
 import gensar
 from gensar.baselines import BM25SASRecSearch, BM25Search, DenseSearch, Popularity
@@ -339,9 +339,10 @@ def write_markdown(summary, path, header, sig=None):
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-def plot(summary, path, title) -> list:
-    """Both tasks' NDCG@10 per method, one panel per protocol, saved to `path`; returns the
-    legend's labels (every method once, in both panels' shared order)."""
+def plot(summary, path, title, ran_on) -> list:
+    """Both tasks' NDCG@10 per method, one panel per protocol, saved to `path` (`ran_on`:
+    the CPUs and kernel paths, in the title and the file's metadata); returns the legend's
+    labels (every method once, in both panels' shared order)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -362,12 +363,12 @@ def plot(summary, path, title) -> list:
         ax.set(xlabel="recommendation NDCG@10", ylabel="search NDCG@10")
         ax.set_title(f"{protocol} protocol", fontsize=8)
         ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=8)  # the dataset and every CPU, one per line, across both panels
+    fig.suptitle(f"{title}, run on:\n{ran_on}", fontsize=8)  # every CPU, one per line, across both panels
     plt.tight_layout(rect=(0, 0, 0.86, 1))  # the legend, right of both panels, hides no point
     handles = {label: h for ax in axes for h, label in zip(*ax.get_legend_handles_labels())}
     labels = [m for m in methods if m in handles]
     fig.legend([handles[m] for m in labels], labels, fontsize=8, loc="center right")
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, ran_on.replace("\n", "; "), dpi=120)
     plt.close(fig)
     return labels
 
@@ -449,7 +450,7 @@ def main():
     sig = significance(summary, load_ranks(rank_sources))
     write_markdown(summary, out / f"{name}.md", header, sig)
     machines = "\n".join(sorted({f"{c}, {k}" for c, k in zip(df["cpu"], df["kernel_path"])}))
-    plot(summary, out / f"{name}.png", f"{args.dataset}, run on:\n{machines}")
+    plot(summary, out / f"{name}.png", args.dataset, machines)
     print((out / f"{name}.md").read_text())
 
 

@@ -68,7 +68,10 @@ def test_an_earlier_studys_arm_and_the_learning_curves(tmp_path, monkeypatch):
     curves = pd.read_csv(tmp_path / "results" / "t-study-ml-100k-curves.csv")
     assert curves["epoch"].tolist() == [1, 2] and (curves["arm"] == "new").all()
     assert np.allclose(curves["rec_NDCG@10"], [0.1, 0.7]) and curves["best"].tolist() == [1, 1]
-    assert (tmp_path / "results" / "t-study-ml-100k-curves.png").stat().st_size > 0
+    from PIL import Image  # the figure names the machine its cells ran on in its metadata too
+
+    assert Image.open(tmp_path / "results" / "t-study-ml-100k-curves.png").text["Description"] == \
+        "new: cpu X, avx512"
 
 
 def test_the_earlier_arms_curve_is_drawn_beside_the_new_one(tmp_path, monkeypatch):

@@ -127,6 +127,8 @@ def test_the_plot_names_every_method_once_in_one_legend(tradeoff, tmp_path):
             ("sasrec", "rec", "sampled", 0.35), ("gensar_rec_only", "rec", "sampled", 0.29),
             ("bm25", "search", "full", 0.29)]
     summary = pd.DataFrame([dict(method=m, task=t, protocol=p, NDCG10_mean=v) for m, t, p, v in rows])
-    labels = tradeoff.plot(summary, tmp_path / "p.png", "title")
+    labels = tradeoff.plot(summary, tmp_path / "p.png", "ml-100k", "cpu X, avx512\ncpu Y, avx2")
     assert labels == ["bm25", "gensar", "gensar_rec_only", "sasrec"]
-    assert (tmp_path / "p.png").stat().st_size > 0
+    from PIL import Image  # every machine the rows ran on, in the file's metadata too
+
+    assert Image.open(tmp_path / "p.png").text["Description"] == "cpu X, avx512; cpu Y, avx2"
