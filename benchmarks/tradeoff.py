@@ -226,13 +226,13 @@ def variant_mismatches(config, expected: dict) -> list:
     return bad
 
 
-def evaluate_saved(ds, directory, method, add, progress, split="test", expected=None):
+def evaluate_saved(ds, directory, method, add, progress, split, expected):
     """A GenSAR model saved by an earlier fit, evaluated on `split` like a fitted one; its
     training log is the saved history_ (or paired_study's history.csv beside it). The
     fit time is not known here: train_s is NaN. expected: the variant's settings; a model
     trained as another variant (e.g. a joint model loaded as gensar_rec_only) is refused."""
     model = gensar.GenSAR.load(directory, dataset=ds)
-    bad = variant_mismatches(model.config, expected) if expected is not None else []
+    bad = variant_mismatches(model.config, expected)
     if bad:
         raise SystemExit(f"--load {method}={directory}: that model was not trained as {method} ("
                          + "; ".join(bad) + "); load it under the method it was trained as")
