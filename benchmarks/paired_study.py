@@ -6,7 +6,8 @@ upper-case ``KEY=value`` pairs are environment variables of the arm's process
 (``GENSAR_KEEP_DENORMALS=1``). Every (seed, arm) is fitted and evaluated in its own
 child process (an environment variable can only act from a process's start), saved
 under ``--cache/<arm>-s<seed>`` with its validation table and per-case ranks; a
-finished cell is reused, not refitted. Evaluation: both tasks, the sampled protocol
+finished cell is reused, not refitted; a cell stopped midway resumes from its
+checkpoints, and its log.txt has one line per epoch (loss, validation NDCG@10). Evaluation: both tasks, the sampled protocol
 (100 candidates: popularity negatives for recommendation, BM25 hard negatives for
 search) and the full catalogue. Test is never looked at. The second arm is compared
 with the first: mean difference, a paired t over seeds and over every (seed, case).
@@ -39,6 +40,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+if "--worker" in sys.argv:
+    # A cell's output goes to a log file read hours later: its progress bars redraw
+    # once a minute there, between the one line per epoch (read by tqdm on import).
+    os.environ.setdefault("TQDM_MININTERVAL", "60")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _child import BASE_ENV  # noqa: E402  (the user's environment, before gensar's import)
@@ -96,7 +102,7 @@ def worker(args):
     else:
         # checkpoints: a cell stopped midway (a session's end) resumes where it was
         model = gensar.GenSAR(**dict(PRESETS[args.preset], seed=args.seed, **arm["config"])).fit(
-            ds, progress=False, checkpoint_dir=out / "checkpoints")
+            ds, progress=True, checkpoint_dir=out / "checkpoints")
         model.save(out)
         # the learning curve the best epoch was chosen on (validation cases of the preset)
         model.history_.to_csv(out / "history.csv", index=False)

@@ -755,7 +755,7 @@ class DualIDs:
                          seconds=time.perf_counter() - t0)
             self.history_.append(entry)
             bar.update(-(-rows // bs))
-            bar.set_postfix(loss=f"{mean[0]:.4g}")
+            bar.set_postfix(loss=f"{mean[0]:.4g}", refresh=False)
         bar.close()
         self.loss_curve_ = curve
 

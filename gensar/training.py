@@ -222,8 +222,9 @@ class Trainer:
                     st.step += 1
                     st.batch_in_epoch += 1
                     bar.update(1)
+                    # shown at the bar's next timed redraw, not one redraw per step
                     bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}",
-                                    ex_s=f"{seen / (time.perf_counter() - t0):.0f}")
+                                    ex_s=f"{seen / (time.perf_counter() - t0):.0f}", refresh=False)
                     if time.monotonic() - last_save > self.checkpoint_every_s:
                         self._save("last", True)
                         last_save = time.monotonic()

@@ -241,12 +241,12 @@ class SASRec:
                 n += count
             self.loss_ = total / max(n, 1)
             bar.update(1)
-            bar.set_postfix(loss=f"{self.loss_:.4f}")
+            bar.set_postfix(loss=f"{self.loss_:.4f}", refresh=False)
             if validate and epoch % self.eval_every == 0:
                 ndcg = self.evaluate("valid", dataset, ks=(10,))["NDCG@10"]
                 self.history_.append({"epoch": epoch, "loss": self.loss_, "NDCG@10": ndcg,
                                       "seconds": time.perf_counter() - t0})
-                bar.set_postfix(loss=f"{self.loss_:.4f}", val_ndcg10=f"{ndcg:.4f}")
+                bar.set_postfix(loss=f"{self.loss_:.4f}", val_ndcg10=f"{ndcg:.4f}", refresh=False)
                 if ndcg > best:
                     best, best_params, bad, self.best_epoch_ = ndcg, self._params.copy(), 0, epoch
                 else:
