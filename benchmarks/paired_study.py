@@ -20,6 +20,9 @@ with the first: mean difference, a paired t over seeds and over every (seed, cas
 The first arm can come from an earlier study instead (``--earlier CSV``: that
 study's per-seed rows of the arm named first; its cells are not refitted). Its
 per-case ranks are not in the CSV, so the comparison is then paired over seeds only.
+Likewise a second-arm cell whose model is gone (it went with the machine that fitted it)
+can be stood in for by its rows in an earlier study's CSV (``--reuse CSV``; only for the
+seeds missing from --cache).
 
     python benchmarks/paired_study.py --name e15 --cache DIR --preset full --seeds 0 1 2 --jobs 2 \\
         --earlier benchmarks/results/untied-e10-study-ml-100k.csv --arm e10-untied --arm e15 epochs=15
@@ -77,14 +80,15 @@ def parse_arm(tokens):
     return arm
 
 
-def recorded_fit_seconds(cell_dir: Path) -> float:
-    """The fit seconds a cell's earlier evaluation recorded (a finished cell run again only
-    re-evaluates its saved model, and must not lose them); NaN when none were recorded
-    (e.g. a model copied from an earlier study)."""
+def recorded_fit(cell_dir: Path) -> tuple[float, bool]:
+    """(fit seconds, resumed) as a cell's earlier evaluation recorded them (a finished cell
+    run again only re-evaluates its saved model, and must not lose them); (NaN, False)
+    when none were recorded (e.g. a model copied from an earlier study)."""
     try:
-        return float(pd.read_csv(cell_dir / "eval.csv")["fit_s"].iloc[0])
+        row = pd.read_csv(cell_dir / "eval.csv").iloc[0]
+        return float(row["fit_s"]), bool(row.get("resumed", False))
     except (FileNotFoundError, KeyError, IndexError, ValueError, pd.errors.EmptyDataError):
-        return float("nan")
+        return float("nan"), False
 
 
 def worker(args):
@@ -97,6 +101,9 @@ def worker(args):
     ds = datasets.load("ml-100k", seed=0)
     t0 = time.perf_counter()
     fitted = not (out / "manifest.json").is_file()
+    # a fit resumed from checkpoints (a session's end stopped it) ran in several
+    # processes: this one's seconds are not the fit's, and the others' are not known
+    resumed = fitted and (out / "checkpoints" / "last").is_dir()
     if not fitted:  # a model saved there before (e.g. copied from an earlier study)
         model = gensar.GenSAR.load(out, dataset=ds)
     else:
@@ -106,9 +113,13 @@ def worker(args):
         model.save(out)
         # the learning curve the best epoch was chosen on (validation cases of the preset)
         model.history_.to_csv(out / "history.csv", index=False)
-    fit_s = round(time.perf_counter() - t0, 1) if fitted else recorded_fit_seconds(out)
+    if not fitted:
+        fit_s, resumed = recorded_fit(out)
+    else:
+        fit_s = float("nan") if resumed else round(time.perf_counter() - t0, 1)
     table = model.evaluate("valid", protocols=("sampled", "full"), progress=False)
     table.insert(0, "fit_s", fit_s)
+    table.insert(1, "resumed", resumed)
     info = gensar.cpu_info()  # every cell names the CPU, kernel path and code it ran on
     # the kernel path names the bf16 product kernel too when the arm ran with bf16 products
     path = info["isa"] + (f" + {info['sgemm_kernel']}" if info["precision"] != "fp32" else "")
@@ -182,6 +193,18 @@ def load_earlier(path, arm, seeds) -> list:
     return df.to_dict("records")
 
 
+def load_reused(path, arm, seeds, cache) -> dict:
+    """seed -> the rows of `arm` in an earlier study's CSV for each of `seeds` whose cell is
+    not in `cache` (its model gone with the machine that fitted it), marked as reused."""
+    df = pd.read_csv(path)
+    df = df[(df["arm"] == arm) & df["seed"].isin(seeds)]
+    gone = [s for s in sorted(set(df["seed"])) if not (Path(cache) / f"{arm}-s{s}" / "eval.csv").is_file()]
+    if not gone:
+        raise SystemExit(f"--reuse {path}: it has no rows of arm {arm!r} for a seed whose cell is missing "
+                         f"from {cache} (seeds {seeds})")
+    return {s: df[df["seed"] == s].assign(reused_from=str(path)).to_dict("records") for s in gone}
+
+
 def earlier_curves(path, arm):
     """The earlier study's mean curve of `arm` (its <name>-curves.csv beside the CSV, written
     by this script) and where its cells ran (None if not named), or (None, None) when that
@@ -250,6 +273,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--earlier", metavar="CSV", help="the first arm's rows from this earlier study's CSV "
                     "(not refitted; compared over seeds only)")
+    ap.add_argument("--reuse", metavar="CSV", help="the second arm's rows for the seeds whose cell is gone "
+                    "(not in --cache), from this earlier study's CSV (not refitted; compared over seeds only)")
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args)
@@ -261,17 +286,19 @@ def main(argv=None):
     t0 = time.perf_counter()
     code = commit()
     earlier = load_earlier(args.earlier, arms[0]["name"], args.seeds) if args.earlier else []
+    reused = load_reused(args.reuse, arms[1]["name"], args.seeds, args.cache) if args.reuse else {}
     cells = [{"arm": a, "seed": s, "dir": Path(args.cache) / f"{a['name']}-s{s}"} for s in args.seeds
-             for a in (arms[1:] if args.earlier else arms)]
+             for a in (arms[1:] if args.earlier else arms) if not (a is arms[1] and s in reused)]
     run_cells(cells, args)
 
-    rows, per_case = list(earlier), {}
+    rows, per_case = list(earlier) + [r for s in sorted(reused) for r in reused[s]], {}
     for c in cells:
         table = pd.read_csv(c["dir"] / "eval.csv")
         ranks = np.load(c["dir"] / "ranks.npz")
         for r in table.to_dict("records"):
             rows.append({"seed": c["seed"], "arm": c["arm"]["name"], "task": r["task"], "protocol": r["protocol"],
                          "cases": r["cases"], "HR@10": r["HR@10"], "NDCG@10": r["NDCG@10"], "fit_s": r["fit_s"],
+                         "resumed": bool(r.get("resumed", False)),
                          **{k: r.get(k, "unrecorded") for k in ("cpu", "kernel_path", "commit")}})
             per_case[(c["seed"], c["arm"]["name"], r["task"], r["protocol"])] = \
                 ndcg_at(ranks[f"{r['task']}|{r['protocol']}"])
@@ -286,7 +313,7 @@ def main(argv=None):
         diff = piv[b] - piv[a]
         # over seeds needs two of them: a one-seed probe reports the test over cases only
         over_seeds = paired_test(piv[b].to_numpy(), piv[a].to_numpy()) if len(piv) > 1 else None
-        over_cases = None if args.earlier else paired_test(
+        over_cases = None if args.earlier or reused else paired_test(
             *(np.concatenate([per_case[(s, arm, task, protocol)] for s in args.seeds]) for arm in (b, a)))
         summary.append({"task": task, "protocol": protocol,
                         f"{a} NDCG@10": f"{piv[a].mean():.4f} ± {piv[a].std(ddof=1):.4f}",
@@ -298,13 +325,24 @@ def main(argv=None):
                         "paired t over seed x case (p)": (f"{over_cases['t']:.2f} ({over_cases['p_ttest']:.2g})"
                                                           if over_cases else "no per-case ranks (earlier study)")})
     cells_df = df.drop_duplicates(["seed", "arm"])
-    def where_fitted(arm, g):
+    def fit_seconds(arm, g):
+        """The arm's median fit seconds over the cells fitted here in one run, and where the
+        others came from."""
         if args.earlier and arm == a:
-            return "fitted for the earlier study"
-        loaded = ", the others loaded from an earlier fit" if g["fit_s"].isna().any() else ""
-        return f"{g['fit_s'].notna().sum()} of {len(g)} fitted here{loaded}"
-    fit = [f"{arm} {g['fit_s'].median():.0f} s ({where_fitted(arm, g)})"
-           for arm, g in cells_df.groupby("arm", sort=False)]
+            return f"{g['fit_s'].median():.0f} s (fitted for the earlier study)"
+        no = pd.Series(False, index=g.index)
+        from_csv = g["reused_from"].notna() if "reused_from" in g else no
+        resumed = g["resumed"].eq(True) & ~from_csv if "resumed" in g else no
+        one_run = g["fit_s"].notna() & ~from_csv & ~resumed
+        loaded = ~(one_run | resumed | from_csv)
+        where = ([f"{one_run.sum()} of {len(g)} fitted here in one run"]
+                 + ([f"{from_csv.sum()} from {args.reuse}"] if from_csv.any() else [])
+                 + ([f"{resumed.sum()} resumed from checkpoints, fit seconds not known (each epoch's are "
+                     f"in its cell's history.csv)"] if resumed.any() else [])
+                 + ([f"{loaded.sum()} loaded from an earlier fit"] if loaded.any() else []))
+        median = f"{g.loc[one_run, 'fit_s'].median():.0f} s" if one_run.any() else "-"
+        return f"{median} ({', '.join(where)})"
+    fit = [f"{arm} {fit_seconds(arm, g)}" for arm, g in cells_df.groupby("arm", sort=False)]
     info = gensar.cpu_info()
     describe = lambda arm: " ".join([arm["name"]] + [f"{k}={json.dumps(v)}" for k, v in arm["config"].items()]  # noqa: E731
                                     + [f"{k}={v}" for k, v in arm["env"].items()])
@@ -313,12 +351,16 @@ def main(argv=None):
         f"Command: `python benchmarks/paired_study.py --name {args.name} --cache {args.cache} --seeds "
         f"{' '.join(map(str, args.seeds))} --preset {args.preset} --threads {args.threads} --jobs {args.jobs} "
         + (f"--earlier {args.earlier} " if args.earlier else "")
+        + (f"--reuse {args.reuse} " if args.reuse else "")
         + " ".join(f"--arm {describe(arm)}" for arm in arms) + f"` at commit {code}; CPU {info['cpu']}, "
         f"kernel path {info['isa']}; {time.perf_counter() - t0:.0f} s here. The cells ran on: "
         + "; ".join(f"{cpu}, kernel path {isa}, commit {com} ({len(g)} cells)" for (cpu, isa, com), g in
                     cells_df.groupby(["cpu", "kernel_path", "commit"])) + ".", "",
         (f"Arm {a}'s rows are from {args.earlier} (its own study's command, preset and settings; not "
          f"refitted here), so arm {b} alone follows what is said next. " if args.earlier else "")
+        + (f"Arm {b}'s rows for seed(s) {', '.join(map(str, sorted(reused)))} are from {args.reuse} (their "
+           f"cells are gone; not refitted), so its curve below averages the other seeds only. "
+           if reused else "")
         + f"Preset {args.preset}, one model per seed and arm, the same data split (dataset seed 0) for all. "
         f"NDCG@10, mean ± std over seeds; differences are {b} - {a}. Median fit seconds per arm "
         f"({args.threads} thread(s) each, {args.jobs} cell(s) at once, so indicative only): "
@@ -327,7 +369,7 @@ def main(argv=None):
         *([f"Not compared, one arm was not evaluated on them: {'; '.join(one_arm_only)}.", ""]
           if one_arm_only else []),
         "Per seed:", "",
-        md_table(df.sort_values(["task", "protocol", "seed", "arm"])), ""])
+        md_table(df.sort_values(["task", "protocol", "seed", "arm"]).fillna({"reused_from": ""})), ""])
     curves = learning_curves(cells)
     # the earlier arm's curve beside the new one: its mean over the earlier study's seeds
     # (the `seeds` column says how many), so the plot shows what the new arm is compared with

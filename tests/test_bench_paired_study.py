@@ -3,6 +3,9 @@ cell names the study fitting it; a lock left by a study that died is taken over)
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from conftest import load_benchmark
 
@@ -143,3 +146,81 @@ def test_a_finished_cell_run_again_keeps_its_recorded_fit_seconds(tmp_path, monk
     again = pd.read_csv(cell / "eval.csv")
     assert again["fit_s"].tolist() == [7341.0] and again["NDCG@10"].tolist() == [0.5]
     assert set(np.load(cell / "ranks.npz").files) == {"rec|sampled"}
+
+
+def test_a_gone_cells_rows_are_reused_from_an_earlier_study(tmp_path, monkeypatch):
+    """--reuse: the second arm's rows for a seed whose cell is gone come from an earlier
+    study's CSV (not refitted, said so); the cells present are read as usual."""
+    import shutil
+
+    import pandas as pd
+
+    study = _earlier_and_new_cells(tmp_path, monkeypatch)
+    gone = pd.read_csv(tmp_path / "cells" / "new-s0" / "eval.csv").assign(seed=0, arm="new", fit_s=6482.1)
+    gone["NDCG@10"] = 0.30
+    gone.to_csv(tmp_path / "new-study.csv", index=False)
+    shutil.rmtree(tmp_path / "cells" / "new-s0")  # the model went with the machine that fitted it
+    monkeypatch.setattr(study, "run_cells", lambda cells, args: seen.extend(cells))
+    seen = []
+    study.main(["--name", "t", "--cache", str(tmp_path / "cells"), "--seeds", "0", "1", "--earlier",
+                str(tmp_path / "earlier.csv"), "--reuse", str(tmp_path / "new-study.csv"),
+                "--arm", "old", "--arm", "new", "epochs=2"])
+    assert [(c["arm"]["name"], c["seed"]) for c in seen] == [("new", 1)]  # seed 0 is not refitted
+    df = pd.read_csv(tmp_path / "results" / "t-study-ml-100k.csv")
+    new = df[(df["arm"] == "new") & (df["task"] == "rec")].set_index("seed")
+    assert new.loc[0, "NDCG@10"] == 0.30 and new.loc[1, "NDCG@10"] == 0.26
+    assert new.loc[0, "reused_from"].endswith("new-study.csv") and pd.isna(new.loc[1, "reused_from"])
+    md = (tmp_path / "results" / "t-study-ml-100k.md").read_text()
+    assert "+0.1000, +0.0500" in md  # seed 0 against the earlier arm's 0.20, seed 1 against 0.21
+    assert "new 2 s (1 of 2 fitted here in one run, 1 from " in md
+    assert "Arm new's rows for seed(s) 0 are from" in md and "--reuse " in md
+
+    with pytest.raises(SystemExit, match="no rows of arm 'new' for a seed whose cell is missing"):
+        study.main(["--name", "t", "--cache", str(tmp_path / "cells"), "--seeds", "1", "--reuse",
+                    str(tmp_path / "new-study.csv"), "--arm", "old", "--arm", "new"])
+
+
+def test_a_fit_resumed_from_checkpoints_has_no_fit_seconds(tmp_path, monkeypatch):
+    """A cell whose fit resumed from checkpoints (a session's end stopped it) ran in several
+    processes: it records resumed=True and no fit seconds, and keeps both when run again."""
+    import argparse
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    study = load_benchmark("paired_study")
+
+    class Model:
+        eval_ranks_ = {("rec", "sampled"): np.array([0, 2])}
+        history_ = pd.DataFrame({"epoch": [1], "NDCG@10": [0.3]})
+
+        def fit(self, ds, progress, checkpoint_dir):
+            return self
+
+        def save(self, path):
+            (Path(path) / "manifest.json").write_text("{}")
+
+        def evaluate(self, split, protocols, progress):
+            return pd.DataFrame([dict(task="rec", protocol="sampled", cases=2, **{"NDCG@10": 0.5})])
+
+    class GenSAR(Model):  # fits a Model; loads one back
+        def __init__(self, **config):
+            pass
+
+        @classmethod
+        def load(cls, path, dataset):
+            return Model()
+
+    monkeypatch.setattr(study.datasets, "load", lambda name, seed: None)
+    monkeypatch.setattr(study.gensar, "GenSAR", GenSAR)
+    cell = tmp_path / "arm-s0"
+    (cell / "checkpoints" / "last").mkdir(parents=True)  # an earlier process got this far
+    args = argparse.Namespace(worker=json.dumps({"name": "arm", "config": {}, "env": {}}), out=str(cell),
+                              threads=0, preset="full", seed=0)
+    study.worker(args)
+    first = pd.read_csv(cell / "eval.csv")
+    assert np.isnan(first["fit_s"].iloc[0]) and bool(first["resumed"].iloc[0])
+    study.worker(args)  # the finished cell run again: re-evaluated, still resumed
+    again = pd.read_csv(cell / "eval.csv")
+    assert np.isnan(again["fit_s"].iloc[0]) and bool(again["resumed"].iloc[0])
