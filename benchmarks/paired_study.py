@@ -7,10 +7,11 @@ upper-case ``KEY=value`` pairs are environment variables of the arm's process
 child process (an environment variable can only act from a process's start), saved
 under ``--cache/<arm>-s<seed>`` with its validation table and per-case ranks; a
 finished cell is reused, not refitted; a cell stopped midway resumes from its
-checkpoints, and its log.txt has one line per epoch (loss, validation NDCG@10). Evaluation: both tasks, the sampled protocol
-(100 candidates: popularity negatives for recommendation, BM25 hard negatives for
-search) and the full catalogue. Test is never looked at. The second arm is compared
-with the first: mean difference, a paired t over seeds and over every (seed, case).
+checkpoints, and its log.txt has one line per epoch (loss, validation NDCG@10).
+Evaluation: both tasks, the sampled protocol (100 candidates: popularity negatives for
+recommendation, BM25 hard negatives for search) and the full catalogue. Test is never
+looked at. The second arm is compared with the first: mean difference, a paired t over
+seeds and over every (seed, case).
 
     python benchmarks/paired_study.py --name softmax --cache DIR --seeds 0 1 2 --threads 1 --jobs 2 \\
         --arm reference constrained_softmax=false --arm constrained constrained_softmax=true
