@@ -337,7 +337,8 @@ def main(argv=None):
         one_run = g["fit_s"].notna() & ~from_csv & ~resumed
         loaded = ~(one_run | resumed | from_csv)
         where = ([f"{one_run.sum()} of {len(g)} fitted here in one run"]
-                 + ([f"{from_csv.sum()} from {args.reuse}"] if from_csv.any() else [])
+                 + ([f"{from_csv.sum()} from {args.reuse}, fitted in "
+                     f"{g.loc[from_csv, 'fit_s'].median():.0f} s there"] if from_csv.any() else [])
                  + ([f"{resumed.sum()} resumed from checkpoints, fit seconds not known (each epoch's are "
                      f"in its cell's history.csv)"] if resumed.any() else [])
                  + ([f"{loaded.sum()} loaded from an earlier fit"] if loaded.any() else []))

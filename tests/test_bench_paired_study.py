@@ -172,7 +172,7 @@ def test_a_gone_cells_rows_are_reused_from_an_earlier_study(tmp_path, monkeypatc
     assert new.loc[0, "reused_from"].endswith("new-study.csv") and pd.isna(new.loc[1, "reused_from"])
     md = (tmp_path / "results" / "t-study-ml-100k.md").read_text()
     assert "+0.1000, +0.0500" in md  # seed 0 against the earlier arm's 0.20, seed 1 against 0.21
-    assert "new 2 s (1 of 2 fitted here in one run, 1 from " in md
+    assert "new 2 s (1 of 2 fitted here in one run, 1 from " in md and "fitted in 6482 s there)" in md
     assert "Arm new's rows for seed(s) 0 are from" in md and "--reuse " in md
 
     with pytest.raises(SystemExit, match="no rows of arm 'new' for a seed whose cell is missing"):
