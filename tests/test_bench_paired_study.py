@@ -160,8 +160,8 @@ def test_a_gone_cells_rows_are_reused_from_an_earlier_study(tmp_path, monkeypatc
     gone["NDCG@10"] = 0.30
     gone.to_csv(tmp_path / "new-study.csv", index=False)
     shutil.rmtree(tmp_path / "cells" / "new-s0")  # the model went with the machine that fitted it
-    monkeypatch.setattr(study, "run_cells", lambda cells, args: seen.extend(cells))
     seen = []
+    monkeypatch.setattr(study, "run_cells", lambda cells, args: seen.extend(cells))
     study.main(["--name", "t", "--cache", str(tmp_path / "cells"), "--seeds", "0", "1", "--earlier",
                 str(tmp_path / "earlier.csv"), "--reuse", str(tmp_path / "new-study.csv"),
                 "--arm", "old", "--arm", "new", "epochs=2"])
@@ -199,6 +199,7 @@ def test_a_fit_resumed_from_checkpoints_has_no_fit_seconds(tmp_path, monkeypatch
             return self
 
         def save(self, path):
+            Path(path).mkdir(parents=True, exist_ok=True)
             (Path(path) / "manifest.json").write_text("{}")
 
         def evaluate(self, split, protocols, progress):
@@ -224,3 +225,8 @@ def test_a_fit_resumed_from_checkpoints_has_no_fit_seconds(tmp_path, monkeypatch
     study.worker(args)  # the finished cell run again: re-evaluated, still resumed
     again = pd.read_csv(cell / "eval.csv")
     assert np.isnan(again["fit_s"].iloc[0]) and bool(again["resumed"].iloc[0])
+
+    args.out = str(tmp_path / "fresh-s0")  # a fit in one process keeps its seconds
+    study.worker(args)
+    fresh = pd.read_csv(tmp_path / "fresh-s0" / "eval.csv")
+    assert fresh["fit_s"].iloc[0] >= 0 and not bool(fresh["resumed"].iloc[0])
