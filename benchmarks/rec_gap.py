@@ -19,6 +19,9 @@ GenSAR.save) and the validation next-item cases, this prints and writes:
    negatives) three ways: the model's own beam search, and the exact ranking of
    all 100 candidates (100 beams: nothing pruned) with full-vocabulary and with
    renormalised scores.
+3. The same NDCG@10 (the model's beam search, and SASRec) by the target item's
+   popularity (its training events, the negative sampler's weights), in three
+   equal-count groups of cases: whether the gap sits at the head or the tail.
 
     python benchmarks/rec_gap.py --model DIR [--sasrec-epochs 200] [--name NAME]
 
@@ -39,6 +42,8 @@ from _provenance import commit  # noqa: E402
 import gensar  # noqa: E402
 from gensar import datasets  # noqa: E402
 from gensar.embeddings.sasrec import SASRec  # noqa: E402
+from gensar.evaluate import scorer_ranks  # noqa: E402
+from gensar.stats import ndcg_at  # noqa: E402
 from gensar.seq2seq import shift_right  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -73,7 +78,8 @@ def _lse(x):
 
 
 def sasrec_levels(ds, model, items, epochs, seed):
-    """(n, L) -log of SASRec's item mass of each target code given its prefix."""
+    """(n, L) -log of SASRec's item mass of each target code given its prefix, SASRec's
+    validation NDCG@10 (sampled) and its per-case ranks there."""
     sr = SASRec(epochs=epochs, seed=seed, show_progress=False).fit(ds)
     scores = sr.score("rec", ds.examples("rec", "valid")).astype(np.float64)
     p = np.exp(scores - scores.max(1, keepdims=True))
@@ -86,7 +92,20 @@ def sasrec_levels(ds, model, items, epochs, seed):
             before = p[i, under].sum()
             under &= codes[:, lv] == codes[item, lv]
             out[i, lv] = np.log(before) - np.log(p[i, under].sum())
-    return out, sr.evaluate("valid", protocol="sampled")["NDCG@10"]
+    ranks = scorer_ranks(ds, "rec", "valid", scores, "sampled")
+    return out, float(ndcg_at(ranks).mean()), ranks
+
+
+def by_popularity(ds, items, ranks: dict, groups: int = 3) -> list:
+    """Markdown rows: NDCG@10 per method in `groups` equal-count groups of cases, ordered
+    by the target item's training popularity (ties kept in one group's order)."""
+    pop = ds.item_popularity()[items]
+    order = np.argsort(pop, kind="stable")
+    rows = []
+    for g, part in enumerate(np.array_split(order, groups)):
+        cells = " | ".join(f"{ndcg_at(r[part]).mean():.4f}" for r in ranks.values())
+        rows.append(f"| {g + 1} | {pop[part].min():.0f}-{pop[part].max():.0f} | {len(part)} | {cells} |")
+    return rows
 
 
 def main(argv=None):
@@ -105,7 +124,7 @@ def main(argv=None):
     examples = builder.examples("nrip", "valid")
     items = examples["item"].to_numpy()
     full, renorm, trie = level_losses(model, builder, examples, items)
-    sas, sas_ndcg = sasrec_levels(ds, model, items, args.sasrec_epochs, model.config.seed)
+    sas, sas_ndcg, sas_ranks = sasrec_levels(ds, model, items, args.sasrec_epochs, model.config.seed)
     table = model._id_table("rec")[:, 1:]
     uniform = np.array([[np.log(len(trie.children(table[i, :lv]))) for lv in range(table.shape[1])]
                         for i in items])
@@ -113,12 +132,14 @@ def main(argv=None):
     ndcg = {}
     c = model.config
     own = (c.num_beams, c.constrained_softmax)
-    for label, beams, renormalise in (("beam search (model's setting)", *own),
-                                      ("exact, full-vocabulary scores", 100, False),
-                                      ("exact, renormalised scores", 100, True)):
+    for i, (label, beams, renormalise) in enumerate((("beam search (model's setting)", *own),
+                                                     ("exact, full-vocabulary scores", 100, False),
+                                                     ("exact, renormalised scores", 100, True))):
         c.num_beams, c.constrained_softmax = beams, renormalise
         ndcg[label] = float(model.evaluate("valid", protocols=("sampled",), tasks=("rec",),
                                            progress=False)["NDCG@10"].iloc[0])
+        if i == 0:
+            beam_ranks = model.eval_ranks_[("rec", "sampled")]  # the model's own decoding, per case
     c.num_beams, c.constrained_softmax = own
 
     name = args.name or Path(args.model).name
@@ -141,6 +162,10 @@ def main(argv=None):
               "| ranking | NDCG@10 |", "|---|---:|"]
     lines += [f"| GenSAR {k} | {v:.4f} |" for k, v in ndcg.items()]
     lines.append(f"| SASRec ({args.sasrec_epochs} epochs, the same seed) | {sas_ndcg:.4f} |")
+    lines += ["", "The same NDCG@10 by the target item's popularity (training events of the item, both "
+              "kinds): the cases in three equal-count groups, least popular first:", "",
+              "| group | item's training events | cases | GenSAR beam search | SASRec |", "|---|---|---:|---:|---:|"]
+    lines += by_popularity(ds, items, {"gensar": beam_ranks, "sasrec": sas_ranks})
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)
