@@ -43,8 +43,8 @@ import gensar  # noqa: E402
 from gensar import datasets  # noqa: E402
 from gensar.embeddings.sasrec import SASRec  # noqa: E402
 from gensar.evaluate import scorer_ranks  # noqa: E402
-from gensar.stats import ndcg_at  # noqa: E402
 from gensar.seq2seq import shift_right  # noqa: E402
+from gensar.stats import ndcg_at  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -97,8 +97,9 @@ def sasrec_levels(ds, model, items, epochs, seed):
 
 
 def by_popularity(ds, items, ranks: dict, groups: int = 3) -> list:
-    """Markdown rows: NDCG@10 per method in `groups` equal-count groups of cases, ordered
-    by the target item's training popularity (ties kept in one group's order)."""
+    """Markdown rows: NDCG@10 per method (ranks: name -> per-case ranks) in `groups`
+    equal-count groups of cases ordered by the target item's training popularity (a
+    popularity at a group boundary can fall in both groups)."""
     pop = ds.item_popularity()[items]
     order = np.argsort(pop, kind="stable")
     rows = []
