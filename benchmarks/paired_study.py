@@ -184,10 +184,15 @@ def run_cells(cells, args):
                 print(f"finished {c['arm']['name']} seed {c['seed']}", flush=True)
 
 
+def arm_rows(path, arm, seeds) -> pd.DataFrame:
+    """The rows of `arm` for `seeds` in an earlier study's CSV."""
+    df = pd.read_csv(path)
+    return df[(df["arm"] == arm) & df["seed"].isin(seeds)]
+
+
 def load_earlier(path, arm, seeds) -> list:
     """The rows of `arm` in an earlier study's CSV, one per seed, task and protocol."""
-    df = pd.read_csv(path)
-    df = df[(df["arm"] == arm) & df["seed"].isin(seeds)]
+    df = arm_rows(path, arm, seeds)
     missing = sorted(set(seeds) - set(df["seed"]))
     if missing:
         raise SystemExit(f"{path} has no rows of arm {arm!r} for seeds {missing}")
@@ -197,8 +202,7 @@ def load_earlier(path, arm, seeds) -> list:
 def load_reused(path, arm, seeds, cache) -> dict:
     """seed -> the rows of `arm` in an earlier study's CSV for each of `seeds` whose cell is
     not in `cache` (its model gone with the machine that fitted it), marked as reused."""
-    df = pd.read_csv(path)
-    df = df[(df["arm"] == arm) & df["seed"].isin(seeds)]
+    df = arm_rows(path, arm, seeds)
     gone = [s for s in sorted(set(df["seed"])) if not (Path(cache) / f"{arm}-s{s}" / "eval.csv").is_file()]
     if not gone:
         raise SystemExit(f"--reuse {path}: it has no rows of arm {arm!r} for a seed whose cell is missing "
