@@ -118,6 +118,14 @@ def test_kmeans_count_is_not_a_bool():
         _core.rq_fit_kmeans(x, (2.0,), (2,), ())
 
 
+def test_quantiser_input_width_is_checked_against_dims():
+    z = np.zeros((10, 5), np.float32)  # dims (2, 2) want 4 columns
+    with pytest.raises(ValueError, match=r"z must have 4 columns \(sum of dims\), got 5"):
+        _core.rq_fit_kmeans(z, (2, 2), (2,), (2,))
+    with pytest.raises(ValueError, match=r"z must have 4 columns \(sum of dims\), got 5"):
+        _core.rq_encode(z, np.zeros(100, np.float32), (2, 2), (2,), (2,))
+
+
 def test_seeds_are_not_wrapped():
     x = np.ones(5, np.float32)
     with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\)"):

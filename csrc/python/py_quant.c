@@ -65,6 +65,28 @@ static int parse_rq(PyObject *dims, PyObject *shared, PyObject *specific, gs_rq_
     return 0;
 }
 
+/* The quantiser's settings, its levels, and its input z (N, sum of dims) checked
+ * against them: z (borrowed), or NULL with the exception set. */
+static PyArrayObject *parse_rq_input(PyObject *oz, PyObject *dims, PyObject *shared,
+                                     PyObject *specific, gs_rq_config *cfg, gs_rq_level *lv,
+                                     int *nL, size_t *cbn)
+{
+    if (parse_rq(dims, shared, specific, cfg) < 0) return NULL;
+    int st = gs_rq_levels(cfg, lv, nL, cbn);
+    if (st != GS_OK) {
+        gs_raise(st);
+        return NULL;
+    }
+    PyArrayObject *z = gs_check_array(oz, "z", NPY_FLOAT32, 2, 2);
+    if (!z) return NULL;
+    int D = cfg->dim[0] + (cfg->n_towers == 2 ? cfg->dim[1] : 0);
+    if (gs_last_dim(z) != D) {
+        PyErr_Format(PyExc_ValueError, "z must have %d columns (sum of dims), got %d", D, gs_last_dim(z));
+        return NULL;
+    }
+    return z;
+}
+
 static PyObject *py_kmeans(PyObject *self, PyObject *args, PyObject *kw)
 {
     (void)self;
@@ -167,27 +189,20 @@ static PyObject *py_rq_encode(PyObject *self, PyObject *args, PyObject *kw)
                                      &olevels))
         return NULL;
     gs_rq_config cfg;
-    if (parse_rq(odims, osh, osp, &cfg) < 0) return NULL;
     gs_rq_level lv[GS_RQ_MAX_TOTAL];
-    int nL;
+    int nL, st;
     size_t cbn;
-    int st = gs_rq_levels(&cfg, lv, &nL, &cbn);
-    if (st != GS_OK) return gs_raise(st);
-    PyArrayObject *z = gs_check_array(oz, "z", NPY_FLOAT32, 2, 2);
+    PyArrayObject *z = parse_rq_input(oz, odims, osh, osp, &cfg, lv, &nL, &cbn);
     if (!z) return NULL;
     PyArrayObject *cb = gs_check_array(ocb, "codebooks", NPY_FLOAT32, 1, 1);
     if (!cb) return NULL;
-    int D = cfg.dim[0] + (cfg.n_towers == 2 ? cfg.dim[1] : 0);
-    if (gs_last_dim(z) != D) {
-        PyErr_Format(PyExc_ValueError, "z must have %d columns (sum of dims), got %d", D, gs_last_dim(z));
-        return NULL;
-    }
+    const int D = gs_last_dim(z);
     if ((size_t)PyArray_DIM(cb, 0) != cbn) {
         PyErr_Format(PyExc_ValueError, "codebooks must hold %zu floats, got %zd", cbn,
                      (Py_ssize_t)PyArray_DIM(cb, 0));
         return NULL;
     }
-    int want[GS_RQ_MAX_TOTAL] = {0}, nw = 0, wl[GS_RQ_MAX_TOTAL];
+    int nw = 0, wl[GS_RQ_MAX_TOTAL];
     if (olevels && olevels != Py_None) {
         PyObject *seq = PySequence_Fast(olevels, "levels must be a sequence of level indices");
         if (!seq) return NULL;
@@ -199,7 +214,7 @@ static PyObject *py_rq_encode(PyObject *self, PyObject *args, PyObject *kw)
                     PyErr_Format(PyExc_ValueError, "level %ld out of range [0, %d)", l, nL);
                 return NULL;
             }
-            want[l] = 1, wl[nw++] = (int)l;
+            wl[nw++] = (int)l;
         }
         Py_DECREF(seq);
     }
@@ -217,7 +232,6 @@ static PyObject *py_rq_encode(PyObject *self, PyObject *args, PyObject *kw)
         PyList_SET_ITEM(ins, i, (PyObject *)a);
         lin[wl[i]] = PyArray_DATA(a);
     }
-    (void)want;
     {
         const float *pz = PyArray_DATA(z), *pcb = PyArray_DATA(cb);
         int32_t *pcodes = PyArray_DATA(codes);
@@ -251,19 +265,11 @@ static PyObject *py_rq_fit_kmeans(PyObject *self, PyObject *args, PyObject *kw)
         gs_arg_int(oiter, "max_iter", 0, INT32_MAX, &max_iter) || gs_arg_u64(oseed, "seed", &seed))
         return NULL;
     gs_rq_config cfg;
-    if (parse_rq(odims, osh, osp, &cfg) < 0) return NULL;
     gs_rq_level lv[GS_RQ_MAX_TOTAL];
-    int nL;
+    int nL, st;
     size_t cbn;
-    int st = gs_rq_levels(&cfg, lv, &nL, &cbn);
-    if (st != GS_OK) return gs_raise(st);
-    PyArrayObject *z = gs_check_array(oz, "z", NPY_FLOAT32, 2, 2);
+    PyArrayObject *z = parse_rq_input(oz, odims, osh, osp, &cfg, lv, &nL, &cbn);
     if (!z) return NULL;
-    int D = cfg.dim[0] + (cfg.n_towers == 2 ? cfg.dim[1] : 0);
-    if (gs_last_dim(z) != D) {
-        PyErr_Format(PyExc_ValueError, "z must have %d columns (sum of dims), got %d", D, gs_last_dim(z));
-        return NULL;
-    }
     npy_intp n[1] = {(npy_intp)cbn};
     PyArrayObject *cb = gs_new_f32(1, n);
     if (!cb) return NULL;
