@@ -130,17 +130,16 @@ def main(argv=None):
     uniform = np.array([[np.log(len(trie.children(table[i, :lv]))) for lv in range(table.shape[1])]
                         for i in items])
 
-    ndcg = {}
+    ndcg, case_ranks = {}, {}
     c = model.config
     own = (c.num_beams, c.constrained_softmax)
-    for i, (label, beams, renormalise) in enumerate((("beam search (model's setting)", *own),
-                                                     ("exact, full-vocabulary scores", 100, False),
-                                                     ("exact, renormalised scores", 100, True))):
+    for label, beams, renormalise in (("beam search (model's setting)", *own),
+                                      ("exact, full-vocabulary scores", 100, False),
+                                      ("exact, renormalised scores", 100, True)):
         c.num_beams, c.constrained_softmax = beams, renormalise
         ndcg[label] = float(model.evaluate("valid", protocols=("sampled",), tasks=("rec",),
                                            progress=False)["NDCG@10"].iloc[0])
-        if i == 0:
-            beam_ranks = model.eval_ranks_[("rec", "sampled")]  # the model's own decoding, per case
+        case_ranks[label] = model.eval_ranks_[("rec", "sampled")]
     c.num_beams, c.constrained_softmax = own
 
     name = args.name or Path(args.model).name
@@ -166,7 +165,8 @@ def main(argv=None):
     lines += ["", "The same NDCG@10 by the target item's popularity (training events of the item, both "
               "kinds): the cases in three equal-count groups, least popular first:", "",
               "| group | item's training events | cases | GenSAR beam search | SASRec |", "|---|---|---:|---:|---:|"]
-    lines += by_popularity(ds, items, {"gensar": beam_ranks, "sasrec": sas_ranks})
+    lines += by_popularity(ds, items, {"gensar": case_ranks["beam search (model's setting)"],
+                                       "sasrec": sas_ranks})
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)
